@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the tests need (when missing) and runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in libvulkan1 mesa-vulkan-drivers vulkan-validationlayers; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+# The end-to-end tests load the built layer and run the workload binary: build them first.
+cargo build --workspace --bins --lib
+cargo test --workspace "$@"

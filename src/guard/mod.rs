@@ -1,0 +1,352 @@
+//! Page-guard engine: tracks memory regions and reports the pages written since the last
+//! collection, with their bytes copied out after tracking was re-armed.
+//!
+//! One [`Backend`] trait, one file per backend. [`GuardManager`] owns the regions and dispatches
+//! to the backend each region was tracked with; the choice is per region, so a caller can fall
+//! back region by region when a backend refuses one.
+
+use std::fmt;
+
+/// The backends, by the names used in configuration and in the trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    /// userfaultfd `WP_ASYNC` on the memory itself, collected with `PAGEMAP_SCAN`.
+    AsyncWp,
+    /// Anonymous shadow, `mprotect` + `SIGSEGV` handler.
+    Shadow,
+    /// Anonymous shadow tracked with async-WP (no signals).
+    ShadowWp,
+    /// Host-visible memory backed by the layer's own anonymous memory (async-WP on it).
+    HostImport,
+    /// Every page of every region at each collection.
+    Full,
+    /// Only ranges the caller declares flushed.
+    Assisted,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 6] = [
+        BackendKind::AsyncWp,
+        BackendKind::Shadow,
+        BackendKind::ShadowWp,
+        BackendKind::HostImport,
+        BackendKind::Full,
+        BackendKind::Assisted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::AsyncWp => "async-wp",
+            BackendKind::Shadow => "shadow",
+            BackendKind::ShadowWp => "shadow-wp",
+            BackendKind::HostImport => "host-import",
+            BackendKind::Full => "full",
+            BackendKind::Assisted => "assisted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BackendKind> {
+        BackendKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Stable numeric code used in the trace.
+    pub fn code(self) -> u8 {
+        match self {
+            BackendKind::AsyncWp => 1,
+            BackendKind::Shadow => 2,
+            BackendKind::ShadowWp => 3,
+            BackendKind::HostImport => 4,
+            BackendKind::Full => 5,
+            BackendKind::Assisted => 6,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<BackendKind> {
+        BackendKind::ALL.into_iter().find(|k| k.code() == c)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Identifies a tracked region inside a [`GuardManager`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionId(pub u64);
+
+/// Per-region options.
+#[derive(Clone, Debug, Default)]
+pub struct TrackOptions {
+    /// Shadow backends: also trap reads, refreshing a page from the real memory before the
+    /// application reads it (so data the GPU wrote is seen).
+    pub shadow_reads: bool,
+    /// Shadow backends: keep the shadow for this key (an allocation id) across untrack/track,
+    /// for applications that map and unmap every frame.
+    pub persistent_key: Option<u64>,
+}
+
+/// Receives the dirty bytes of one collection, as coalesced runs. `offset` is relative to the
+/// region's start address (the address given to `track`), and runs are clipped to the region.
+pub trait DirtySink {
+    fn run(&mut self, offset: usize, bytes: &[u8]);
+}
+
+impl<F: FnMut(usize, &[u8])> DirtySink for F {
+    fn run(&mut self, offset: usize, bytes: &[u8]) {
+        self(offset, bytes)
+    }
+}
+
+/// What one collection found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectStats {
+    /// Dirty pages reported (4 KiB units, or the system page size).
+    pub pages: usize,
+    /// Coalesced runs handed to the sink.
+    pub runs: usize,
+    /// Bytes handed to the sink.
+    pub bytes: usize,
+    /// Pages that were reported only because a transparent huge page covering them was written.
+    pub thp_pages: usize,
+}
+
+impl std::ops::AddAssign for CollectStats {
+    fn add_assign(&mut self, o: Self) {
+        self.pages += o.pages;
+        self.runs += o.runs;
+        self.bytes += o.bytes;
+        self.thp_pages += o.thp_pages;
+    }
+}
+
+/// Typed failures, so the caller can fall back per region and log the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// The backend cannot work in this process at all (kernel lacks a feature, syscall refused).
+    #[error("{backend} unavailable: {reason}")]
+    Unavailable { backend: BackendKind, reason: String },
+    /// The backend works, but not on this region (e.g. `UFFDIO_REGISTER` EINVAL on a driver's
+    /// special mapping).
+    #[error("{backend} refused region {addr:#x}+{len:#x}: {reason}")]
+    RegionRefused { backend: BackendKind, addr: usize, len: usize, reason: String },
+    #[error("unknown region {0:?}")]
+    UnknownRegion(RegionId),
+    #[error("{op}: {source}")]
+    Os { op: &'static str, #[source] source: std::io::Error },
+}
+
+impl GuardError {
+    pub fn os(op: &'static str) -> GuardError {
+        GuardError::Os { op, source: std::io::Error::last_os_error() }
+    }
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    static PAGE: once_cell::sync::OnceCell<usize> = once_cell::sync::OnceCell::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize)
+}
+
+pub mod assisted;
+pub mod async_wp;
+pub mod full;
+pub mod shadow;
+pub mod uapi;
+
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One backend. Implementations are shared by every region tracked with them and must be safe
+/// to call from any thread; calls for different regions may run concurrently.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// Begins tracking `len` bytes at `real` and returns the pointer the application must use
+    /// from now on (`real` itself, or a shadow).
+    ///
+    /// # Safety
+    /// `real..real + len` is mapped readable and writable and stays mapped until `untrack`
+    /// for `id` has returned.
+    unsafe fn track(
+        &self,
+        id: RegionId,
+        real: *mut u8,
+        len: usize,
+        opts: &TrackOptions,
+    ) -> Result<*mut u8, GuardError>;
+
+    /// Reports the pages written since the last collection, restricted to `range` (region
+    /// offsets; the whole region when `None`), re-arms them, then copies their bytes (for shadow
+    /// backends: shadow to real memory first) and hands them to `sink`.
+    fn collect(
+        &self,
+        id: RegionId,
+        range: Option<Range<usize>>,
+        sink: &mut dyn DirtySink,
+    ) -> Result<CollectStats, GuardError>;
+
+    /// The caller declares `range` flushed (`vkFlushMappedMemoryRanges`). Only `assisted`
+    /// records it; the others ignore it.
+    fn flushed(&self, _id: RegionId, _range: Range<usize>) -> Result<(), GuardError> {
+        Ok(())
+    }
+
+    /// The real memory in `range` may have been written by someone else (the GPU); shadow
+    /// backends refresh the application's view of pages it has not written.
+    fn invalidate(&self, _id: RegionId, _range: Range<usize>) -> Result<(), GuardError> {
+        Ok(())
+    }
+
+    /// Stops tracking: outstanding writes are collected into `sink` (and, for shadow
+    /// backends, copied back to the real memory) before the region is released.
+    fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError>;
+}
+
+/// A region as tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    pub id: RegionId,
+    /// The pointer the application must use.
+    pub app_ptr: *mut u8,
+    pub backend: BackendKind,
+}
+
+// SAFETY: `app_ptr` is an address handed back to the application, never dereferenced through
+// this struct.
+unsafe impl Send for Tracked {}
+// SAFETY: as above.
+unsafe impl Sync for Tracked {}
+
+#[derive(Clone, Copy, Debug)]
+struct RegionInfo {
+    backend: BackendKind,
+}
+
+/// Owns the tracked regions and the backend instances.
+pub struct GuardManager {
+    backends: [once_cell::sync::OnceCell<Result<Box<dyn Backend>, String>>; 6],
+    regions: RwLock<HashMap<RegionId, RegionInfo>>,
+    next_id: AtomicU64,
+}
+
+impl Default for GuardManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn create_backend(kind: BackendKind) -> Result<Box<dyn Backend>, GuardError> {
+    match kind {
+        BackendKind::AsyncWp => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::AsyncWp)?)),
+        // Imported host memory is the layer's own anonymous memory: async-WP tracks it.
+        BackendKind::HostImport => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::HostImport)?)),
+        BackendKind::Shadow => Ok(Box::new(shadow::Shadow::new()?)),
+        BackendKind::Full => Ok(Box::new(full::Full::new())),
+        BackendKind::Assisted => Ok(Box::new(assisted::Assisted::new())),
+        BackendKind::ShadowWp => Err(GuardError::Unavailable {
+            backend: kind,
+            reason: "not part of this build".into(),
+        }),
+    }
+}
+
+impl GuardManager {
+    pub fn new() -> GuardManager {
+        GuardManager {
+            backends: Default::default(),
+            regions: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The backend instance for `kind`, created on first use. Creation failures (the probe) are
+    /// remembered, so a missing kernel feature is probed once.
+    pub fn backend(&self, kind: BackendKind) -> Result<&dyn Backend, GuardError> {
+        let idx = BackendKind::ALL.iter().position(|k| *k == kind).expect("listed");
+        match self.backends[idx].get_or_init(|| create_backend(kind).map_err(|e| e.to_string())) {
+            Ok(b) => Ok(b.as_ref()),
+            Err(reason) => Err(GuardError::Unavailable { backend: kind, reason: reason.clone() }),
+        }
+    }
+
+    /// Tracks a region with one backend.
+    ///
+    /// # Safety
+    /// See [`Backend::track`].
+    pub unsafe fn track(
+        &self,
+        real: *mut u8,
+        len: usize,
+        kind: BackendKind,
+        opts: &TrackOptions,
+    ) -> Result<Tracked, GuardError> {
+        let backend = self.backend(kind)?;
+        let id = RegionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        // SAFETY: forwarded caller contract.
+        let app_ptr = unsafe { backend.track(id, real, len, opts)? };
+        self.regions.write().insert(id, RegionInfo { backend: kind });
+        Ok(Tracked { id, app_ptr, backend: kind })
+    }
+
+    /// Tracks a region with the first backend of `order` that accepts it. Returns the region and
+    /// the reasons the earlier backends gave (empty when the first one accepted).
+    ///
+    /// # Safety
+    /// See [`Backend::track`].
+    pub unsafe fn track_first(
+        &self,
+        real: *mut u8,
+        len: usize,
+        order: &[BackendKind],
+        opts: &TrackOptions,
+    ) -> Result<(Tracked, Vec<GuardError>), Vec<GuardError>> {
+        let mut refusals = Vec::new();
+        for &kind in order {
+            // SAFETY: forwarded caller contract.
+            match unsafe { self.track(real, len, kind, opts) } {
+                Ok(t) => return Ok((t, refusals)),
+                Err(e) => refusals.push(e),
+            }
+        }
+        Err(refusals)
+    }
+
+    fn kind_of(&self, id: RegionId) -> Result<BackendKind, GuardError> {
+        self.regions.read().get(&id).map(|r| r.backend).ok_or(GuardError::UnknownRegion(id))
+    }
+
+    /// Collects the whole region.
+    pub fn collect(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
+        self.backend(self.kind_of(id)?)?.collect(id, None, sink)
+    }
+
+    /// Collects only `range` (region offsets), e.g. the ranges of a flush.
+    pub fn collect_range(
+        &self,
+        id: RegionId,
+        range: Range<usize>,
+        sink: &mut dyn DirtySink,
+    ) -> Result<CollectStats, GuardError> {
+        self.backend(self.kind_of(id)?)?.collect(id, Some(range), sink)
+    }
+
+    pub fn flushed(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
+        self.backend(self.kind_of(id)?)?.flushed(id, range)
+    }
+
+    pub fn invalidate(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
+        self.backend(self.kind_of(id)?)?.invalidate(id, range)
+    }
+
+    /// Stops tracking; outstanding writes go to `sink` first.
+    pub fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
+        let kind = self.regions.write().remove(&id).map(|r| r.backend);
+        let kind = kind.ok_or(GuardError::UnknownRegion(id))?;
+        self.backend(kind)?.untrack(id, sink)
+    }
+}

@@ -1,0 +1,104 @@
+//! The trace stream: what the layer records ([`Event`]), how it is laid out on disk (`format`),
+//! the background writer (`writer`), the streaming reader (`reader`) and state reconstruction
+//! (`replay`). See docs/trace-format.md.
+//!
+//! Identifiers: allocation ids are assigned by the layer, unique within a trace (never reused).
+//! Submit sequence numbers start at 1 and count every submit of the process in the order the
+//! layer saw them. A `Dirty` event carries the submit it belongs to: the bytes are what the CPU
+//! had written by the time of that submit (collections at flush or unmap carry the number of the
+//! next submit). Offsets in `Dirty` and `Flush` are allocation offsets, not mapping offsets.
+
+use crate::guard::BackendKind;
+
+/// Who produced the trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Session {
+    pub pid: u32,
+    pub process_name: String,
+    pub app_name: String,
+    pub engine_name: String,
+    pub device_name: String,
+    pub vendor_id: u32,
+    pub device_id: u32,
+    pub driver_version: u32,
+    pub api_version: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    pub id: u64,
+    /// The `VkDeviceMemory` handle value, so a test can match its own handles to ids.
+    pub handle: u64,
+    pub device: u64,
+    pub size: u64,
+    pub memory_type: u32,
+    /// `VkMemoryPropertyFlags` of the type.
+    pub property_flags: u32,
+    pub heap: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Map {
+    pub alloc: u64,
+    pub offset: u64,
+    /// Resolved size (never `VK_WHOLE_SIZE`).
+    pub size: u64,
+    /// The pointer handed to the application.
+    pub app_ptr: u64,
+    pub backend: BackendKind,
+    /// Why this backend (e.g. "async-wp refused: EINVAL on a PFN map").
+    pub reason: String,
+}
+
+/// Coalesced dirty bytes of one allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dirty {
+    pub alloc: u64,
+    pub submit: u64,
+    /// `(allocation offset, length)` runs, ascending, non-overlapping.
+    pub runs: Vec<(u64, u64)>,
+    /// The runs' bytes, concatenated in run order.
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Submit {
+    pub device: u64,
+    pub queue: u64,
+    pub seq: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    pub command_buffers: u32,
+    pub waits: u32,
+    pub signals: u32,
+    /// Which entry point: 0 vkQueueSubmit, 1 vkQueueSubmit2(KHR), 2 vkQueueBindSparse.
+    pub kind: u8,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub submits: u64,
+    pub frames: u64,
+    pub dirty_pages: u64,
+    pub dirty_bytes: u64,
+    /// Times the producer waited on a full writer queue.
+    pub writer_stalls: u64,
+}
+
+/// One record of the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Session(Session),
+    Allocation(Allocation),
+    Map(Map),
+    Unmap { alloc: u64 },
+    Free { alloc: u64 },
+    Flush { alloc: u64, ranges: Vec<(u64, u64)> },
+    Dirty(Dirty),
+    Submit(Submit),
+    /// `vkQueuePresentKHR`: frame `frame` ended after submit `last_submit`.
+    Frame { frame: u64, last_submit: u64, timestamp_ns: u64 },
+    CaptureStart { frame: u64, submit: u64 },
+    CaptureStop { frame: u64, submit: u64 },
+    End(Totals),
+}
