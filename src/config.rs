@@ -1,2 +1,644 @@
 //! Settings, read from `VKDIRTY_*` environment variables (and `debug.vkdirty.*` properties on
 //! Android).
+//!
+//! Every setting is listed once in [`SETTINGS`]; the README table is checked against that list by
+//! a test. Values come from a [`SettingSource`]; a bad value never stops anything: it produces one
+//! warning line (setting, value, accepted values) and the default is used.
+
+use crate::guard::BackendKind;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where setting values come from. `name` is the upper-case setting name (`TRACE_FILE`).
+pub trait SettingSource {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// `VKDIRTY_<NAME>` environment variables.
+pub struct EnvSource;
+
+impl SettingSource for EnvSource {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(format!("VKDIRTY_{name}")).ok()
+    }
+}
+
+/// Reads one system property (`__system_property_get` on Android; a map in tests).
+pub trait PropertyReader {
+    fn property(&self, key: &str) -> Option<String>;
+}
+
+/// The Android property name of a setting: `TRACE_FILE` → `debug.vkdirty.trace_file`.
+pub fn property_key(name: &str) -> String {
+    format!("debug.vkdirty.{}", name.to_ascii_lowercase())
+}
+
+/// Settings from `debug.vkdirty.<name>` properties.
+pub struct PropertySource<R: PropertyReader>(pub R);
+
+impl<R: PropertyReader> SettingSource for PropertySource<R> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.property(&property_key(name))
+    }
+}
+
+/// The first source that has a value wins (an empty value counts as unset: an unset Android
+/// property reads as "").
+pub struct Layered<'a>(pub Vec<&'a dyn SettingSource>);
+
+impl SettingSource for Layered<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.iter().find_map(|s| s.get(name).filter(|v| !v.trim().is_empty()))
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> SettingSource for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// Which backend tracks a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Per mapping, the first of [`AUTO_ORDER`] that accepts it.
+    Auto,
+    Fixed(BackendKind),
+}
+
+/// The order `auto` tries backends in, per mapping. `host-import` is not here: it changes how
+/// memory is allocated, so it cannot be chosen per mapping. `full` never refuses a mapping, so a
+/// mapping is always tracked.
+pub const AUTO_ORDER: [BackendKind; 4] =
+    [BackendKind::AsyncWp, BackendKind::ShadowWp, BackendKind::Shadow, BackendKind::Full];
+
+impl BackendChoice {
+    /// The backends to try, in order.
+    pub fn order(self) -> &'static [BackendKind] {
+        match self {
+            BackendChoice::Auto => &AUTO_ORDER,
+            BackendChoice::Fixed(k) => {
+                let i = BackendKind::ALL.iter().position(|x| *x == k).unwrap_or(0);
+                std::slice::from_ref(&BackendKind::ALL[i])
+            }
+        }
+    }
+
+    /// Whether a mapping may end up behind a shadow that is copied to the real memory page by
+    /// page (so resources sharing a page with GPU-written ones could be clobbered).
+    pub fn may_shadow(self) -> bool {
+        self.order().iter().any(|k| matches!(k, BackendKind::Shadow | BackendKind::ShadowWp))
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendChoice::Auto => f.write_str("auto"),
+            BackendChoice::Fixed(k) => f.write_str(k.name()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Lz4,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
+/// A set of 1-based numbers written like `10-20,100,200-`: single numbers, inclusive ranges and
+/// open-ended ranges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeSet {
+    /// Sorted, merged, inclusive `(first, last)`; `last == u64::MAX` is open-ended.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl RangeSet {
+    pub fn parse(s: &str) -> Option<RangeSet> {
+        let mut ranges = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => {
+                    let a: u64 = a.trim().parse().ok()?;
+                    let b = b.trim();
+                    let b: u64 = if b.is_empty() { u64::MAX } else { b.parse().ok()? };
+                    (a, b)
+                }
+                None => {
+                    let a: u64 = part.parse().ok()?;
+                    (a, a)
+                }
+            };
+            if a == 0 || b < a {
+                return None;
+            }
+            ranges.push((a, b));
+        }
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (a, b) in ranges {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        Some(RangeSet { ranges: merged })
+    }
+
+    pub fn contains(&self, n: u64) -> bool {
+        self.ranges.iter().any(|&(a, b)| a <= n && n <= b)
+    }
+
+    /// Whether any member is `>= n` (so capture may still resume at or after `n`).
+    pub fn any_at_or_after(&self, n: u64) -> bool {
+        self.ranges.last().is_some_and(|&(_, b)| b >= n)
+    }
+}
+
+impl fmt::Display for RangeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(a, b)) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match (a, b) {
+                (a, b) if a == b => write!(f, "{a}")?,
+                (a, u64::MAX) => write!(f, "{a}-")?,
+                (a, b) => write!(f, "{a}-{b}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One setting, for documentation and lookup.
+pub struct SettingInfo {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub accepted: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every setting. The README table lists exactly these.
+pub const SETTINGS: &[SettingInfo] = &[
+    SettingInfo {
+        name: "TRACE_FILE",
+        default: "vkdirty_<process>_<pid>.vkd in the working directory (Android: /sdcard/Android/data/<package>/files/)",
+        accepted: "a file path, or an existing directory to put the default name in",
+        doc: "Where the trace is written.",
+    },
+    SettingInfo {
+        name: "BACKEND",
+        default: "auto",
+        accepted: "auto, async-wp, shadow-wp, shadow, full, assisted, host-import",
+        doc: "How written pages are found. auto tries async-wp, shadow-wp, shadow, full per mapping.",
+    },
+    SettingInfo {
+        name: "SHADOW_READS",
+        default: "0",
+        accepted: "1, 0, true, false, on, off, yes, no",
+        doc: "Shadow backends: trap reads too, so the application sees what the GPU wrote.",
+    },
+    SettingInfo {
+        name: "PERSISTENT_SHADOW",
+        default: "0",
+        accepted: "1, 0, true, false, on, off, yes, no",
+        doc: "Shadow backends: keep an allocation's shadow across unmap/map.",
+    },
+    SettingInfo {
+        name: "COMPRESSION",
+        default: "lz4",
+        accepted: "lz4, none",
+        doc: "Compression of trace blocks.",
+    },
+    SettingInfo {
+        name: "FRAMES",
+        default: "all",
+        accepted: "all, or 1-based frame numbers and ranges: 10-20,100,200-",
+        doc: "Frames (ended by vkQueuePresentKHR) whose dirty memory is captured.",
+    },
+    SettingInfo {
+        name: "SUBMITS",
+        default: "all",
+        accepted: "all, or 1-based submit numbers and ranges: 10-20,100,200-",
+        doc: "Submits whose dirty memory is captured (combined with FRAMES: both must match).",
+    },
+    SettingInfo {
+        name: "FLUSH_EVERY_SUBMIT",
+        default: "0",
+        accepted: "1, 0, true, false, on, off, yes, no",
+        doc: "Hand the trace to the OS after every submit (survives a crash, costs time).",
+    },
+    SettingInfo {
+        name: "LOG_LEVEL",
+        default: "info",
+        accepted: "off, error, warn, info, debug",
+        doc: "How much the layer logs (stderr; logcat on Android).",
+    },
+    SettingInfo {
+        name: "ALIGN_REQUIREMENTS",
+        default: "1",
+        accepted: "1, 0, true, false, on, off, yes, no",
+        doc: "When a shadow backend may be used (auto, shadow, shadow-wp): round the sizes and \
+              alignments of vkGet*MemoryRequirements* up to the page size.",
+    },
+];
+
+/// The layer's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `None`: the default name (see [`resolve_trace_path`]).
+    pub trace_file: Option<PathBuf>,
+    pub backend: BackendChoice,
+    pub shadow_reads: bool,
+    pub persistent_shadow: bool,
+    pub compression: Compression,
+    /// `None`: every frame.
+    pub frames: Option<RangeSet>,
+    /// `None`: every submit.
+    pub submits: Option<RangeSet>,
+    pub flush_every_submit: bool,
+    pub log_level: LogLevel,
+    pub align_requirements: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            trace_file: None,
+            backend: BackendChoice::Auto,
+            shadow_reads: false,
+            persistent_shadow: false,
+            compression: Compression::Lz4,
+            frames: None,
+            submits: None,
+            flush_every_submit: false,
+            log_level: LogLevel::Info,
+            align_requirements: true,
+        }
+    }
+}
+
+fn accepted(name: &str) -> &'static str {
+    SETTINGS.iter().find(|s| s.name == name).map_or("", |s| s.accepted)
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_backend(v: &str) -> Option<BackendChoice> {
+    if v == "auto" {
+        return Some(BackendChoice::Auto);
+    }
+    BackendKind::parse(v).map(BackendChoice::Fixed)
+}
+
+fn parse_compression(v: &str) -> Option<Compression> {
+    match v {
+        "lz4" => Some(Compression::Lz4),
+        "none" => Some(Compression::None),
+        _ => None,
+    }
+}
+
+fn parse_log_level(v: &str) -> Option<LogLevel> {
+    [LogLevel::Off, LogLevel::Error, LogLevel::Warn, LogLevel::Info, LogLevel::Debug]
+        .into_iter()
+        .find(|l| l.name() == v)
+}
+
+fn parse_ranges(v: &str) -> Option<Option<RangeSet>> {
+    if v == "all" {
+        return Some(None);
+    }
+    RangeSet::parse(v).map(Some)
+}
+
+impl Settings {
+    /// Reads every setting from `src`. Returns the settings and one warning line per bad value.
+    pub fn load(src: &dyn SettingSource) -> (Settings, Vec<String>) {
+        let mut s = Settings::default();
+        let mut warnings = Vec::new();
+        let get = |name: &str| src.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+
+        fn set<T>(
+            warnings: &mut Vec<String>,
+            name: &str,
+            value: Option<String>,
+            parse: impl Fn(&str) -> Option<T>,
+            slot: &mut T,
+        ) {
+            let Some(v) = value else { return };
+            match parse(&v) {
+                Some(x) => *slot = x,
+                None => warnings.push(format!(
+                    "VKDIRTY_{name}: bad value {v:?} (accepted: {}); using the default",
+                    accepted(name)
+                )),
+            }
+        }
+
+        if let Some(v) = get("TRACE_FILE") {
+            s.trace_file = Some(PathBuf::from(v));
+        }
+        let w = &mut warnings;
+        set(w, "BACKEND", get("BACKEND"), parse_backend, &mut s.backend);
+        set(w, "SHADOW_READS", get("SHADOW_READS"), parse_bool, &mut s.shadow_reads);
+        set(w, "PERSISTENT_SHADOW", get("PERSISTENT_SHADOW"), parse_bool, &mut s.persistent_shadow);
+        set(w, "COMPRESSION", get("COMPRESSION"), parse_compression, &mut s.compression);
+        set(w, "FRAMES", get("FRAMES"), parse_ranges, &mut s.frames);
+        set(w, "SUBMITS", get("SUBMITS"), parse_ranges, &mut s.submits);
+        set(w, "FLUSH_EVERY_SUBMIT", get("FLUSH_EVERY_SUBMIT"), parse_bool, &mut s.flush_every_submit);
+        set(w, "LOG_LEVEL", get("LOG_LEVEL"), parse_log_level, &mut s.log_level);
+        set(w, "ALIGN_REQUIREMENTS", get("ALIGN_REQUIREMENTS"), parse_bool, &mut s.align_requirements);
+        (s, warnings)
+    }
+
+    /// Whether the layer rounds memory requirements up to the page size.
+    pub fn aligns_requirements(&self) -> bool {
+        self.align_requirements && self.backend.may_shadow()
+    }
+
+    /// Whether dirty memory is captured at submit `seq` of frame `frame` (both 1-based).
+    pub fn captures(&self, frame: u64, seq: u64) -> bool {
+        self.frames.as_ref().map_or(true, |r| r.contains(frame))
+            && self.submits.as_ref().map_or(true, |r| r.contains(seq))
+    }
+
+    /// Whether capture may still be on at or after this frame and submit (so memory written now
+    /// must still be recorded for later reconstruction).
+    pub fn captures_later(&self, frame: u64, seq: u64) -> bool {
+        self.frames.as_ref().map_or(true, |r| r.any_at_or_after(frame))
+            && self.submits.as_ref().map_or(true, |r| r.any_at_or_after(seq))
+    }
+}
+
+/// `vkdirty_<process>_<pid>.vkd`, with characters that are awkward in file names replaced.
+pub fn default_trace_file_name(process: &str, pid: u32) -> String {
+    let clean: String = process
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect();
+    let clean = if clean.is_empty() { "app".to_string() } else { clean };
+    format!("vkdirty_{clean}_{pid}.vkd")
+}
+
+/// Where the trace goes: the setting when it names a file; inside it when it is an existing
+/// directory; otherwise the default name in the working directory, or, on Android (when
+/// `android_package` is given), in `/sdcard/Android/data/<package>/files/`.
+pub fn resolve_trace_path(
+    setting: Option<&Path>,
+    process: &str,
+    pid: u32,
+    android_package: Option<&str>,
+) -> PathBuf {
+    let name = default_trace_file_name(process, pid);
+    match setting {
+        Some(p) if p.is_dir() => p.join(name),
+        Some(p) => p.to_path_buf(),
+        None => match android_package {
+            Some(pkg) => PathBuf::from(format!("/sdcard/Android/data/{pkg}/files")).join(name),
+            None => PathBuf::from(name),
+        },
+    }
+}
+
+/// The Android package of a process, from its command line (`com.example.app:service` →
+/// `com.example.app`).
+pub fn package_from_cmdline(cmdline: &[u8]) -> Option<String> {
+    let first = cmdline.split(|&b| b == 0).next()?;
+    let s = std::str::from_utf8(first).ok()?;
+    let pkg = s.split(':').next()?.trim();
+    (!pkg.is_empty() && !pkg.contains('/')).then(|| pkg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn map_source(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name: &str| m.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_set() {
+        let (s, w) = Settings::load(&map_source(&[]));
+        assert_eq!(s, Settings::default());
+        assert!(w.is_empty());
+        assert_eq!(s.backend, BackendChoice::Auto);
+        assert!(s.align_requirements);
+        assert_eq!(s.compression, Compression::Lz4);
+    }
+
+    #[test]
+    fn every_setting_parses() {
+        let (s, w) = Settings::load(&map_source(&[
+            ("TRACE_FILE", "/tmp/x.vkd"),
+            ("BACKEND", "shadow"),
+            ("SHADOW_READS", "on"),
+            ("PERSISTENT_SHADOW", "yes"),
+            ("COMPRESSION", "none"),
+            ("FRAMES", "10-20,100"),
+            ("SUBMITS", "5-"),
+            ("FLUSH_EVERY_SUBMIT", "1"),
+            ("LOG_LEVEL", "debug"),
+            ("ALIGN_REQUIREMENTS", "false"),
+        ]));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.trace_file.as_deref(), Some(Path::new("/tmp/x.vkd")));
+        assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Shadow));
+        assert!(s.shadow_reads && s.persistent_shadow && s.flush_every_submit);
+        assert!(!s.align_requirements);
+        assert_eq!(s.compression, Compression::None);
+        assert_eq!(s.log_level, LogLevel::Debug);
+        assert_eq!(s.frames.as_ref().map(|r| r.to_string()).as_deref(), Some("10-20,100"));
+        assert_eq!(s.submits.as_ref().map(|r| r.to_string()).as_deref(), Some("5-"));
+    }
+
+    #[test]
+    fn every_backend_name_is_accepted() {
+        for k in BackendKind::ALL {
+            let (s, w) = Settings::load(&map_source(&[("BACKEND", k.name())]));
+            assert!(w.is_empty());
+            assert_eq!(s.backend, BackendChoice::Fixed(k));
+        }
+    }
+
+    #[test]
+    fn bad_values_warn_once_each_and_keep_defaults() {
+        let (s, w) = Settings::load(&map_source(&[
+            ("BACKEND", "magic"),
+            ("SHADOW_READS", "maybe"),
+            ("COMPRESSION", "zstd"),
+            ("FRAMES", "20-10"),
+            ("SUBMITS", "0"),
+            ("LOG_LEVEL", "loud"),
+        ]));
+        assert_eq!(s, Settings::default());
+        assert_eq!(w.len(), 6, "{w:?}");
+        assert!(w[0].contains("VKDIRTY_BACKEND") && w[0].contains("\"magic\""));
+        assert!(w[0].contains("auto, async-wp, shadow-wp, shadow, full, assisted, host-import"));
+        assert!(w[2].contains("VKDIRTY_COMPRESSION") && w[2].contains("lz4, none"));
+        for line in &w {
+            assert!(line.contains("using the default"), "{line}");
+        }
+    }
+
+    #[test]
+    fn values_are_trimmed_and_empty_means_unset() {
+        let (s, w) = Settings::load(&map_source(&[("BACKEND", "  full "), ("LOG_LEVEL", "")]));
+        assert!(w.is_empty());
+        assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Full));
+        assert_eq!(s.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn range_sets() {
+        let r = RangeSet::parse("100, 10-20 ,15-25,26").unwrap();
+        assert_eq!(r.to_string(), "10-26,100");
+        assert!(r.contains(10) && r.contains(26) && r.contains(100));
+        assert!(!r.contains(9) && !r.contains(27) && !r.contains(101));
+        assert!(r.any_at_or_after(100) && !r.any_at_or_after(101));
+        let open = RangeSet::parse("7-").unwrap();
+        assert!(open.contains(u64::MAX) && !open.contains(6));
+        for bad in ["", "a", "1-b", "0", "0-3", "5-4", "1,,2", "-3", "1-2-3"] {
+            assert_eq!(RangeSet::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn capture_windows() {
+        let (s, _) = Settings::load(&map_source(&[("FRAMES", "3-4"), ("SUBMITS", "10-")]));
+        assert!(!s.captures(2, 50));
+        assert!(!s.captures(3, 9));
+        assert!(s.captures(3, 10) && s.captures(4, 11));
+        assert!(!s.captures(5, 12));
+        assert!(s.captures_later(1, 1) && s.captures_later(4, 100));
+        assert!(!s.captures_later(5, 100));
+        let all = Settings::default();
+        assert!(all.captures(1, 1) && all.captures_later(u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn alignment_follows_backend() {
+        let cases = [
+            ("auto", true),
+            ("shadow", true),
+            ("shadow-wp", true),
+            ("async-wp", false),
+            ("full", false),
+            ("assisted", false),
+        ];
+        for (b, want) in cases {
+            let (s, _) = Settings::load(&map_source(&[("BACKEND", b)]));
+            assert_eq!(s.aligns_requirements(), want, "{b}");
+        }
+        let (s, _) = Settings::load(&map_source(&[("ALIGN_REQUIREMENTS", "0")]));
+        assert!(!s.aligns_requirements());
+    }
+
+    #[test]
+    fn auto_order_starts_with_async_wp_and_ends_with_full() {
+        assert_eq!(BackendChoice::Auto.order().first(), Some(&BackendKind::AsyncWp));
+        assert_eq!(BackendChoice::Auto.order().last(), Some(&BackendKind::Full));
+        assert_eq!(BackendChoice::Fixed(BackendKind::Shadow).order(), &[BackendKind::Shadow]);
+    }
+
+    struct Props(HashMap<String, String>);
+    impl PropertyReader for Props {
+        fn property(&self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+    }
+
+    #[test]
+    fn android_properties_map_to_settings() {
+        assert_eq!(property_key("FLUSH_EVERY_SUBMIT"), "debug.vkdirty.flush_every_submit");
+        let props = Props(
+            [
+                ("debug.vkdirty.backend", "shadow"),
+                ("debug.vkdirty.frames", "1-3"),
+                ("debug.vkdirty.trace_file", "/data/local/tmp/t.vkd"),
+                // An unset property reads as "".
+                ("debug.vkdirty.log_level", ""),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let env = map_source(&[("LOG_LEVEL", "warn"), ("BACKEND", "full")]);
+        let psrc = PropertySource(props);
+        // Environment first, then properties.
+        let (s, w) = Settings::load(&Layered(vec![&env, &psrc]));
+        assert!(w.is_empty());
+        assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Full));
+        assert_eq!(s.log_level, LogLevel::Warn);
+        assert_eq!(s.frames, RangeSet::parse("1-3"));
+        assert_eq!(s.trace_file.as_deref(), Some(Path::new("/data/local/tmp/t.vkd")));
+        let (s, _) = Settings::load(&psrc);
+        assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Shadow));
+        assert_eq!(s.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn trace_paths() {
+        assert_eq!(default_trace_file_name("my app/x", 42), "vkdirty_my_app_x_42.vkd");
+        assert_eq!(default_trace_file_name("", 1), "vkdirty_app_1.vkd");
+        assert_eq!(resolve_trace_path(None, "game", 7, None), PathBuf::from("vkdirty_game_7.vkd"));
+        assert_eq!(
+            resolve_trace_path(None, "com.x.y", 7, Some("com.x.y")),
+            PathBuf::from("/sdcard/Android/data/com.x.y/files/vkdirty_com.x.y_7.vkd")
+        );
+        let dir = std::env::temp_dir();
+        assert_eq!(resolve_trace_path(Some(&dir), "g", 1, None), dir.join("vkdirty_g_1.vkd"));
+        let file = dir.join("does-not-exist-vkdirty/t.vkd");
+        assert_eq!(resolve_trace_path(Some(&file), "g", 1, None), file);
+        assert_eq!(package_from_cmdline(b"com.a.b:remote\0--x\0"), Some("com.a.b".into()));
+        assert_eq!(package_from_cmdline(b"/system/bin/app\0"), None);
+        assert_eq!(package_from_cmdline(b""), None);
+    }
+
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../README.md");
+        for s in SETTINGS {
+            assert!(
+                readme.contains(&format!("| `VKDIRTY_{}`", s.name)),
+                "README lacks a table row for VKDIRTY_{}",
+                s.name
+            );
+            assert!(readme.contains(&format!("`debug.vkdirty.{}`", s.name.to_ascii_lowercase())));
+        }
+    }
+}
