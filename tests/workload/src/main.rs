@@ -1,1 +1,597 @@
-fn main() {}
+//! Headless Vulkan workload for vkdirty's end-to-end tests and demo.
+//!
+//! Writes host-visible memory in deterministic patterns over many frames, copies what it wrote
+//! through device-local memory back into a read-back buffer and checks the bytes after each
+//! submit (exit code 1 on a mismatch). With `--sidecar FILE` it records, for each submit, a hash
+//! of what the CPU had written into each allocation (see `sidecar.rs`).
+
+mod mem;
+mod sidecar;
+mod vkctx;
+
+use ash::vk;
+use clap::Parser;
+use mem::{gen_runs, Behaviour, HostAlloc};
+use serde_json::json;
+use sidecar::{hex, Sidecar};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vkctx::{Buffer, Frame, Vk, VkError};
+
+const SCENARIOS: [&str; 8] = ["persistent", "offset", "unaligned", "remap", "threads", "gpu-write", "mixed", "churn"];
+
+#[derive(Parser, Debug)]
+#[command(name = "vkdirty-workload", about = "Headless Vulkan workload: writes mapped memory, checks the GPU saw it")]
+struct Args {
+    /// Scenarios, comma-separated, or `all`: persistent (whole persistent maps), offset
+    /// (persistent map at a non-page-aligned offset, non-coherent), unaligned (map/unmap every
+    /// frame at unaligned offsets), remap (map/unmap every frame, non-coherent), threads
+    /// (persistent, written from --threads threads), gpu-write (GPU fills and copies into
+    /// host-visible memory), mixed (CPU and GPU write different pages of one buffer), churn
+    /// (short-lived allocations freed while mapped).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    scenario: Vec<String>,
+    /// Frames after the initial upload (one submit each).
+    #[arg(long, default_value_t = 30)]
+    frames: u32,
+    /// Base buffer size (suffix K or M allowed); rounded up to the page size.
+    #[arg(long, default_value = "256K", value_parser = parse_size)]
+    size: u64,
+    /// Writer threads of the `threads` scenario.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Seed of the write patterns.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the ground-truth sidecar (JSON lines) here.
+    #[arg(long)]
+    sidecar: Option<PathBuf>,
+    /// Count validation messages (VK_EXT_debug_utils) of warning or error severity; fail when any.
+    #[arg(long)]
+    validation: bool,
+    /// Flush every write, as if all memory were non-coherent (what the `assisted` backend needs).
+    #[arg(long)]
+    flush: bool,
+    /// Test aid: make one invalid call, to prove validation messages are caught.
+    #[arg(long, hide = true)]
+    provoke_validation_error: bool,
+    /// Test aid: after the first frame's writes, change one mapped byte behind the mirror's
+    /// back, to prove the read-back check catches a difference.
+    #[arg(long, hide = true)]
+    inject_mismatch: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1024),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?} (e.g. 4096, 64K, 2M)"))?;
+    let v = n.checked_mul(mul).ok_or_else(|| format!("size {s:?} too large"))?;
+    if v == 0 || v > (1 << 30) {
+        return Err(format!("size {s:?} out of range (1 byte to 1G)"));
+    }
+    Ok(v)
+}
+
+/// Why a run failed.
+enum Failure {
+    Vulkan(VkError),
+    Check(String),
+}
+
+impl From<VkError> for Failure {
+    fn from(e: VkError) -> Failure {
+        Failure::Vulkan(e)
+    }
+}
+
+/// Host-visible memory only the GPU writes; the application maps it to check it.
+struct GpuTarget {
+    buf: Buffer,
+    ptr: *mut u8,
+    /// Source region in the device-local buffer.
+    dl_off: u64,
+}
+
+struct World<'a> {
+    vk: &'a Vk,
+    args: &'a Args,
+    page: usize,
+    frame: Frame,
+    allocs: Vec<HostAlloc>,
+    dl: Buffer,
+    readback: Buffer,
+    rb_ptr: *const u8,
+    gpu: Option<GpuTarget>,
+    churn: Option<(u64, u64)>, // (slot, size)
+    seed_counter: u64,
+    seq: u64,
+    total_pages: u64,
+    sidecar: Sidecar,
+}
+
+const COPY_ALIGN: u64 = 256;
+
+fn has(args: &Args, s: &str) -> bool {
+    args.scenario.iter().any(|x| x == s || x == "all")
+}
+
+impl<'a> World<'a> {
+    /// The value the GPU fills with at submit `seq`.
+    fn fill_value(seq: u64, salt: u32) -> u32 {
+        0x5a00_0000 ^ (seq as u32).wrapping_mul(0x9e37_79b9) ^ salt
+    }
+
+    fn host_buffer(&self, size: u64, noncoherent: bool) -> Result<Buffer, VkError> {
+        let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
+        let hv = vk::MemoryPropertyFlags::HOST_VISIBLE;
+        let coh = vk::MemoryPropertyFlags::HOST_COHERENT;
+        if noncoherent {
+            self.vk.buffer(size, usage, hv, vk::MemoryPropertyFlags::empty(), coh)
+        } else {
+            self.vk.buffer(size, usage, hv | coh, vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::empty())
+        }
+    }
+
+    fn new_alloc(&mut self, scenario: &'static str, b: Behaviour, size: u64, noncoherent: bool) -> Result<HostAlloc, VkError> {
+        let buf = self.host_buffer(size, noncoherent)?;
+        let coherent = self.vk.type_flags(buf.memory_type).contains(vk::MemoryPropertyFlags::HOST_COHERENT);
+        self.seed_counter += 1;
+        let seed = self.args.seed.wrapping_mul(0x1_0000_0001).wrapping_add(self.seed_counter);
+        let mut a = HostAlloc::new(scenario, b, buf, coherent, !coherent || noncoherent || self.args.flush, seed);
+        if b == Behaviour::Mixed {
+            a.cpu_range = (0, size / 2);
+            a.copy_len = size / 2;
+        }
+        Ok(a)
+    }
+
+    fn record_alloc(&mut self, a: &HostAlloc) {
+        let mut v = json!({
+            "kind": "alloc", "handle": vk::Handle::as_raw(a.buf.memory), "size": a.size(),
+            "scenario": a.scenario, "memory_type": a.buf.memory_type, "coherent": a.coherent,
+            "gpu_written": false, "cpu_range": [a.cpu_range.0, a.cpu_range.1],
+        });
+        if a.behaviour == Behaviour::Mixed {
+            v["gpu_range"] = json!([a.cpu_range.1, a.size() - a.cpu_range.1]);
+        }
+        self.sidecar.record(v);
+    }
+
+    fn record_gpu_alloc(&mut self, scenario: &str, b: &Buffer) {
+        self.sidecar.record(json!({
+            "kind": "alloc", "handle": vk::Handle::as_raw(b.memory), "size": b.alloc_size,
+            "scenario": scenario, "memory_type": b.memory_type,
+            "coherent": self.vk.type_flags(b.memory_type).contains(vk::MemoryPropertyFlags::HOST_COHERENT),
+            "gpu_written": true,
+        }));
+    }
+
+    fn setup(vk: &'a Vk, args: &'a Args, sidecar: Sidecar) -> Result<World<'a>, Failure> {
+        let page = mem::page_size();
+        let s = args.size.next_multiple_of(page as u64).max(2 * page as u64);
+        let frame = Frame::new(vk)?;
+        let placeholder = Buffer { buffer: vk::Buffer::null(), memory: vk::DeviceMemory::null(), size: 0, alloc_size: 0, memory_type: 0 };
+        let mut w = World {
+            vk,
+            args,
+            page,
+            frame,
+            allocs: Vec::new(),
+            dl: placeholder,
+            readback: placeholder,
+            rb_ptr: std::ptr::null(),
+            gpu: None,
+            churn: None,
+            seed_counter: 0,
+            seq: 0,
+            total_pages: 0,
+            sidecar,
+        };
+        let mut allocs = Vec::new();
+        if has(args, "persistent") {
+            allocs.push(w.new_alloc("persistent", Behaviour::Persistent, s, false)?);
+            allocs.push(w.new_alloc("persistent", Behaviour::Persistent, 2 * s, false)?);
+        }
+        if has(args, "offset") {
+            allocs.push(w.new_alloc("offset", Behaviour::Offset, s + 2 * page as u64, true)?);
+        }
+        if has(args, "unaligned") {
+            allocs.push(w.new_alloc("unaligned", Behaviour::Unaligned, s, false)?);
+        }
+        if has(args, "remap") {
+            allocs.push(w.new_alloc("remap", Behaviour::Remap, s, true)?);
+        }
+        if has(args, "threads") {
+            allocs.push(w.new_alloc("threads", Behaviour::Threads, s * args.threads.max(1) as u64, false)?);
+        }
+        if has(args, "mixed") {
+            allocs.push(w.new_alloc("mixed", Behaviour::Mixed, 2 * s, false)?);
+        }
+        // Device-local and read-back layout: one slot per allocation, then churn, then the
+        // gpu-write source.
+        let mut off = 0u64;
+        for a in &mut allocs {
+            a.slot = off;
+            off = (off + a.copy_len).next_multiple_of(COPY_ALIGN);
+        }
+        let churn_size = (64 * 1024u64).min(s);
+        if has(args, "churn") {
+            w.churn = Some((off, churn_size));
+            off = (off + churn_size).next_multiple_of(COPY_ALIGN);
+        }
+        let rb_size = off.max(COPY_ALIGN);
+        let mut dl_size = rb_size;
+        let gpu_size = s;
+        if has(args, "gpu-write") {
+            dl_size += gpu_size / 2;
+        }
+        let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
+        w.dl = vk.buffer(dl_size, usage, vk::MemoryPropertyFlags::DEVICE_LOCAL, vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::HOST_VISIBLE)
+            .or_else(|_| vk.buffer(dl_size, usage, vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::empty()))?;
+        w.readback = vk.buffer(rb_size, usage, vk::MemoryPropertyFlags::HOST_VISIBLE, vk::MemoryPropertyFlags::HOST_CACHED, vk::MemoryPropertyFlags::empty())?;
+        w.rb_ptr = vk.map(w.readback.memory, 0, vk::WHOLE_SIZE)?;
+        let rb = w.readback;
+        w.record_gpu_alloc("readback", &rb);
+        if has(args, "gpu-write") {
+            let buf = w.host_buffer(gpu_size, false)?;
+            let ptr = vk.map(buf.memory, 0, vk::WHOLE_SIZE)?;
+            w.gpu = Some(GpuTarget { buf, ptr, dl_off: rb_size });
+            w.record_gpu_alloc("gpu-write", &buf);
+        }
+        for a in &allocs {
+            w.record_alloc(a);
+        }
+        w.allocs = allocs;
+        Ok(w)
+    }
+
+    /// Initial upload: every byte of the CPU range written before the first submit.
+    fn init_alloc(&self, a: &mut HostAlloc) -> Result<(), VkError> {
+        let vk = self.vk;
+        a.map(vk, 0, vk::WHOLE_SIZE)?;
+        let (o, l) = a.cpu_range;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut at = o;
+        while at < o + l {
+            let n = (o + l - at).min(chunk.len() as u64) as usize;
+            a.rng.fill(&mut chunk[..n]);
+            a.write(at, &chunk[..n], self.page);
+            at += n as u64;
+        }
+        a.flush(vk)?;
+        match a.behaviour {
+            Behaviour::Persistent | Behaviour::Threads | Behaviour::Mixed | Behaviour::Churn => {}
+            Behaviour::Offset => {
+                a.unmap(vk);
+                // Atom-aligned (flushable) but not page-aligned; ends before the allocation does.
+                let off = self.page as u64 + 3 * vk.atom;
+                let size = ((a.size() - off - self.page as u64) / vk.atom * vk.atom).max(vk.atom);
+                a.map(vk, off, size)?;
+            }
+            Behaviour::Unaligned | Behaviour::Remap => a.unmap(vk),
+        }
+        Ok(())
+    }
+
+    fn runs(a: &mut HostAlloc, area: u64) -> Vec<(u64, u64)> {
+        let count = 4 + a.rng.below(8) as usize;
+        gen_runs(&mut a.rng, area, count, mem::page_size() as u64)
+    }
+
+    fn frame_writes(&self, a: &mut HostAlloc) -> Result<(), VkError> {
+        let vk = self.vk;
+        let page = self.page;
+        match a.behaviour {
+            Behaviour::Persistent | Behaviour::Offset | Behaviour::Churn => {
+                let m = a.map.expect("persistently mapped");
+                let runs = Self::runs(a, m.size);
+                a.write_runs(m.offset, &runs, page);
+                a.flush(vk)?;
+            }
+            Behaviour::Mixed => {
+                // Leave a page of gap before the GPU's half, so no page holds both.
+                let area = a.cpu_range.1 - page as u64;
+                let runs = Self::runs(a, area);
+                a.write_runs(0, &runs, page);
+                a.flush(vk)?;
+            }
+            Behaviour::Threads => {
+                let n = 3 + a.rng.below(6) as usize;
+                a.write_parallel(self.args.threads.max(1), n, page);
+                a.flush(vk)?;
+            }
+            Behaviour::Remap => {
+                a.map(vk, 0, vk::WHOLE_SIZE)?;
+                let runs = Self::runs(a, a.size());
+                a.write_runs(0, &runs, page);
+                a.flush(vk)?;
+                a.unmap(vk);
+            }
+            Behaviour::Unaligned => {
+                let size = a.size();
+                let mut off = 1 + a.rng.below(size / 2);
+                if a.flushes {
+                    off = (off / vk.atom * vk.atom).max(vk.atom);
+                }
+                if off % page as u64 == 0 {
+                    off += if a.flushes { vk.atom } else { 1 };
+                }
+                let whole = a.rng.below(2) == 0;
+                let len = if whole {
+                    vk::WHOLE_SIZE
+                } else {
+                    let mut l = 1 + a.rng.below(size - off);
+                    if a.flushes {
+                        l = l.next_multiple_of(vk.atom).min(size - off);
+                    }
+                    l
+                };
+                a.map(vk, off, len)?;
+                let m = a.map.expect("just mapped");
+                let runs = Self::runs(a, m.size);
+                a.write_runs(m.offset, &runs, page);
+                a.flush(vk)?;
+                a.unmap(vk);
+            }
+        }
+        a.age += 1;
+        Ok(())
+    }
+
+    /// Writes of this frame (frame 0: the initial upload), then one submit, then the checks.
+    fn run_frame(&mut self, f: u32) -> Result<(), Failure> {
+        let vk = self.vk;
+        let mut allocs = std::mem::take(&mut self.allocs);
+        let result = (|| -> Result<(), VkError> {
+            for a in allocs.iter_mut() {
+                if f == 0 {
+                    self.init_alloc(a)?;
+                } else {
+                    self.frame_writes(a)?;
+                }
+            }
+            if let Some((slot, size)) = self.churn {
+                if !allocs.iter().any(|a| a.behaviour == Behaviour::Churn) {
+                    let mut a = self.new_alloc("churn", Behaviour::Churn, size, false)?;
+                    a.slot = slot;
+                    self.record_alloc(&a);
+                    self.init_alloc(&mut a)?;
+                    allocs.push(a);
+                }
+            }
+            Ok(())
+        })();
+        self.allocs = allocs;
+        result?;
+        if f == 1 && self.args.inject_mismatch {
+            if let Some(m) = self.allocs.iter().find_map(|a| a.map) {
+                // SAFETY: the first byte of a live mapping; no submit is pending.
+                unsafe { *m.ptr ^= 0xff };
+            }
+        }
+
+        let seq = self.seq + 1;
+        let fr = &self.frame;
+        fr.begin(vk)?;
+        for a in &self.allocs {
+            fr.copy(vk, a.buf.buffer, self.dl.buffer, 0, a.slot, a.copy_len);
+        }
+        let gpu_half = self.gpu.as_ref().map(|g| g.buf.size / 2);
+        if let (Some(g), Some(half)) = (&self.gpu, gpu_half) {
+            fr.fill(vk, self.dl.buffer, g.dl_off, half, Self::fill_value(seq, 1));
+        }
+        fr.barrier(vk, false);
+        for a in &self.allocs {
+            fr.copy(vk, self.dl.buffer, self.readback.buffer, a.slot, a.slot, a.copy_len);
+            if a.behaviour == Behaviour::Mixed {
+                let (o, l) = a.cpu_range;
+                fr.fill(vk, a.buf.buffer, o + l, a.buf.size - (o + l), Self::fill_value(seq, 2));
+            }
+        }
+        if let (Some(g), Some(half)) = (&self.gpu, gpu_half) {
+            fr.fill(vk, g.buf.buffer, 0, half, Self::fill_value(seq, 3));
+            fr.copy(vk, self.dl.buffer, g.buf.buffer, g.dl_off, half, g.buf.size - half);
+        }
+        fr.barrier(vk, true);
+
+        // Ground truth at this submit.
+        let mut all_pages = BTreeSet::new();
+        let mut entries = Vec::new();
+        for a in self.allocs.iter_mut() {
+            let (o, l) = a.cpu_range;
+            entries.push(json!({
+                "handle": vk::Handle::as_raw(a.buf.memory), "size": a.size(), "offset": o, "len": l,
+                "hash": hex(a.hash()), "pages": a.pages.len(),
+            }));
+            all_pages.append(&mut a.pages);
+        }
+        self.total_pages += all_pages.len() as u64;
+        self.sidecar.record(json!({ "kind": "submit", "seq": seq, "pages": all_pages.len(), "allocs": entries }));
+
+        self.frame.submit_and_wait(vk, vk.sync2 && seq % 2 == 0)?;
+        self.seq = seq;
+        self.check(f)?;
+
+        // A churn allocation lives three submits, then is freed while still mapped.
+        if let Some(i) = self.allocs.iter().position(|a| a.behaviour == Behaviour::Churn && a.age >= 2) {
+            let a = self.allocs.remove(i);
+            vk.free(&a.buf);
+            self.sidecar.record(json!({ "kind": "free", "handle": vk::Handle::as_raw(a.buf.memory), "after_submit": self.seq }));
+        }
+        Ok(())
+    }
+
+    fn check(&self, f: u32) -> Result<(), Failure> {
+        let vk = self.vk;
+        let seq = self.seq;
+        let whole = |m: vk::DeviceMemory| [vk::MappedMemoryRange::default().memory(m).offset(0).size(vk::WHOLE_SIZE)];
+        vk.invalidate(&whole(self.readback.memory))?;
+        for a in &self.allocs {
+            // SAFETY: the read-back buffer is mapped whole and the submit writing it completed.
+            let got = unsafe { std::slice::from_raw_parts(self.rb_ptr.add(a.slot as usize), a.copy_len as usize) };
+            compare(&format!("{} allocation {:#x}: GPU read-back", a.scenario, vk::Handle::as_raw(a.buf.memory)), f, &a.mirror[..a.copy_len as usize], got)?;
+        }
+        for a in &self.allocs {
+            if a.behaviour != Behaviour::Mixed {
+                continue;
+            }
+            let m = a.map.expect("mixed is persistently mapped");
+            let (o, l) = a.cpu_range;
+            let start = o + l;
+            vk.invalidate(&[vk::MappedMemoryRange::default().memory(a.buf.memory).offset(start).size(vk::WHOLE_SIZE)])?;
+            let n = (a.buf.size - start) as usize;
+            // SAFETY: mapped whole; the GPU's fill completed.
+            let got = unsafe { std::slice::from_raw_parts(m.ptr.add(start as usize), n) };
+            let want = pattern(Self::fill_value(seq, 2), n);
+            compare(&format!("mixed allocation {:#x}: GPU-filled half", vk::Handle::as_raw(a.buf.memory)), f, &want, got)?;
+        }
+        if let Some(g) = &self.gpu {
+            vk.invalidate(&whole(g.buf.memory))?;
+            let half = (g.buf.size / 2) as usize;
+            // SAFETY: mapped whole; the GPU's writes completed.
+            let got = unsafe { std::slice::from_raw_parts(g.ptr, g.buf.size as usize) };
+            compare("gpu-write: vkCmdFillBuffer into host-visible memory", f, &pattern(Self::fill_value(seq, 3), half), &got[..half])?;
+            compare("gpu-write: copy into host-visible memory", f, &pattern(Self::fill_value(seq, 1), g.buf.size as usize - half), &got[half..])?;
+        }
+        Ok(())
+    }
+
+    fn provoke_validation_error(&self) -> Result<(), VkError> {
+        // Offset 1 is not a multiple of nonCoherentAtomSize (VUID-VkMappedMemoryRange-offset-00687).
+        let r = [vk::MappedMemoryRange::default().memory(self.readback.memory).offset(1).size(vk::WHOLE_SIZE)];
+        self.vk.flush(&r)
+    }
+
+    fn teardown(mut self) {
+        let vk = self.vk;
+        for a in self.allocs.iter_mut() {
+            a.unmap(vk);
+            vk.free(&a.buf);
+        }
+        if let Some(g) = self.gpu.take() {
+            vk.unmap(g.buf.memory);
+            vk.free(&g.buf);
+        }
+        vk.unmap(self.readback.memory);
+        vk.free(&self.readback);
+        vk.free(&self.dl);
+        self.frame.destroy(vk);
+    }
+}
+
+fn pattern(v: u32, n: usize) -> Vec<u8> {
+    v.to_le_bytes().iter().copied().cycle().take(n).collect()
+}
+
+fn compare(what: &str, frame: u32, want: &[u8], got: &[u8]) -> Result<(), Failure> {
+    if let Some(i) = want.iter().zip(got).position(|(a, b)| a != b) {
+        let bad = want.iter().zip(got).filter(|(a, b)| a != b).count();
+        return Err(Failure::Check(format!(
+            "{what}: frame {frame}: {bad} of {} bytes differ, first at offset {i} (expected {:#04x}, got {:#04x})",
+            want.len(),
+            want[i],
+            got[i]
+        )));
+    }
+    Ok(())
+}
+
+fn run(args: &Args) -> ExitCode {
+    for s in &args.scenario {
+        if s != "all" && !SCENARIOS.contains(&s.as_str()) {
+            eprintln!("vkdirty-workload: unknown scenario {s:?}; known: all, {}", SCENARIOS.join(", "));
+            return ExitCode::from(2);
+        }
+    }
+    let mut sidecar = match Sidecar::create(args.sidecar.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vkdirty-workload: cannot create sidecar {:?}: {e}", args.sidecar);
+            return ExitCode::from(2);
+        }
+    };
+    let names: Vec<&str> = SCENARIOS.iter().copied().filter(|s| has(args, s)).collect();
+    sidecar.header(mem::page_size(), args.seed, args.frames, &names);
+
+    let vk = match Vk::new(args.validation) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vkdirty-workload: Vulkan set-up failed: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let device_name = vk.device_name.clone();
+    let validating = vk.validating;
+    let mut outcome: Result<(), Failure> = Ok(());
+    let mut world = None;
+    match World::setup(&vk, args, sidecar) {
+        Ok(w) => world = Some(w),
+        Err(e) => outcome = Err(e),
+    }
+    if let Some(w) = &mut world {
+        if args.provoke_validation_error {
+            outcome = w.provoke_validation_error().map_err(Failure::Vulkan);
+        }
+        for f in 0..=args.frames {
+            if outcome.is_err() {
+                break;
+            }
+            outcome = w.run_frame(f);
+        }
+    }
+    let (submits, pages, mut sidecar) = match world {
+        Some(mut w) => {
+            let s = std::mem::replace(&mut w.sidecar, Sidecar::create(None).expect("no file"));
+            let r = (w.seq, w.total_pages, s);
+            w.teardown();
+            r
+        }
+        None => (0, 0, Sidecar::create(None).expect("no file")),
+    };
+    drop(vk);
+
+    let mut errors = Vec::new();
+    match &outcome {
+        Err(Failure::Vulkan(e)) => errors.push(format!("Vulkan call failed: {e}")),
+        Err(Failure::Check(e)) => errors.push(format!("check failed: {e}")),
+        Ok(()) => {}
+    }
+    let (count, msgs) = vkctx::validation_messages();
+    if count > 0 {
+        errors.push(format!("{count} validation message(s) of warning or error severity"));
+        for m in msgs.iter().take(20) {
+            eprintln!("vkdirty-workload:   {m}");
+        }
+    }
+    let ok = errors.is_empty();
+    let mut end = json!({ "kind": "end", "submits": submits, "pages": pages, "ok": ok });
+    if !ok {
+        end["error"] = json!(errors.join("; "));
+    }
+    sidecar.record(end);
+    if let Err(e) = sidecar.finish() {
+        errors.push(format!("cannot write the sidecar: {e}"));
+    }
+    if errors.is_empty() {
+        println!(
+            "vkdirty-workload: ok: {submits} submits, {pages} pages written, scenarios {} on {device_name}{}",
+            names.join(","),
+            if validating { ", no validation message" } else { "" }
+        );
+        ExitCode::SUCCESS
+    } else {
+        for e in &errors {
+            eprintln!("vkdirty-workload: {e}");
+        }
+        ExitCode::from(1)
+    }
+}
+
+fn main() -> ExitCode {
+    run(&Args::parse())
+}

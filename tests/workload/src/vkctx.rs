@@ -1,0 +1,414 @@
+//! Instance, device, queue and buffer helpers over `ash`, loading the system `libvulkan.so.1`.
+
+use ash::vk;
+use std::ffi::{c_void, CStr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Validation messages of warning or error severity seen by the messenger.
+static VALIDATION_COUNT: AtomicUsize = AtomicUsize::new(0);
+static VALIDATION_MESSAGES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn validation_messages() -> (usize, Vec<String>) {
+    let msgs = VALIDATION_MESSAGES.lock().map(|m| m.clone()).unwrap_or_default();
+    (VALIDATION_COUNT.load(Ordering::SeqCst), msgs)
+}
+
+unsafe extern "system" fn debug_callback(
+    severity: vk::DebugUtilsMessageSeverityFlagsEXT,
+    types: vk::DebugUtilsMessageTypeFlagsEXT,
+    data: *const vk::DebugUtilsMessengerCallbackDataEXT<'_>,
+    _user: *mut c_void,
+) -> vk::Bool32 {
+    let counted = vk::DebugUtilsMessageSeverityFlagsEXT::WARNING
+        | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR;
+    if severity.intersects(counted) {
+        // SAFETY: the loader passes a valid callback-data struct whose strings are
+        // NUL-terminated or null for the duration of the call.
+        let text = unsafe {
+            let d = &*data;
+            let id = if d.p_message_id_name.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(d.p_message_id_name).to_string_lossy().into_owned()
+            };
+            let msg = if d.p_message.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(d.p_message).to_string_lossy().into_owned()
+            };
+            format!("{severity:?} {types:?} [{id}] {msg}")
+        };
+        // The loader's own notes (e.g. "env var 'VK_INSTANCE_LAYERS' defined") are not
+        // validation findings.
+        if types == vk::DebugUtilsMessageTypeFlagsEXT::GENERAL && text.contains("[Loader Message]") {
+            return vk::FALSE;
+        }
+        VALIDATION_COUNT.fetch_add(1, Ordering::SeqCst);
+        eprintln!("vkdirty-workload: validation: {text}");
+        if let Ok(mut m) = VALIDATION_MESSAGES.lock() {
+            m.push(text);
+        }
+    }
+    vk::FALSE
+}
+
+pub struct Vk {
+    _entry: ash::Entry,
+    pub instance: ash::Instance,
+    debug: Option<(ash::ext::debug_utils::Instance, vk::DebugUtilsMessengerEXT)>,
+    pub device: ash::Device,
+    pub queue: vk::Queue,
+    pub queue_family: u32,
+    pub mem_props: vk::PhysicalDeviceMemoryProperties,
+    pub atom: u64,
+    /// `vkQueueSubmit2` may be used (API 1.3 and `synchronization2` enabled).
+    pub sync2: bool,
+    pub device_name: String,
+    /// A messenger is installed.
+    pub validating: bool,
+}
+
+#[derive(Debug)]
+pub struct VkError(pub String);
+
+impl std::fmt::Display for VkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err(what: &str, r: vk::Result) -> VkError {
+    VkError(format!("{what}: {r:?}"))
+}
+
+impl Vk {
+    pub fn new(validation: bool) -> Result<Vk, VkError> {
+        // SAFETY: loading libvulkan.so.1 runs its initialisers; it is the system loader.
+        let entry = unsafe { ash::Entry::load() }
+            .map_err(|e| VkError(format!("cannot load libvulkan.so.1: {e}")))?;
+
+        // SAFETY: plain loader queries with no handles.
+        let api = unsafe { entry.try_enumerate_instance_version() }
+            .map_err(|e| err("vkEnumerateInstanceVersion", e))?
+            .unwrap_or(vk::API_VERSION_1_0);
+        let api = if api >= vk::API_VERSION_1_3 { vk::API_VERSION_1_3 } else { vk::API_VERSION_1_1 };
+        // SAFETY: as above.
+        let exts = unsafe { entry.enumerate_instance_extension_properties(None) }
+            .map_err(|e| err("vkEnumerateInstanceExtensionProperties", e))?;
+        let has_debug_utils = exts.iter().any(|e| e.extension_name_as_c_str() == Ok(ash::ext::debug_utils::NAME));
+        let validating = validation && has_debug_utils;
+        if validation && !has_debug_utils {
+            eprintln!("vkdirty-workload: VK_EXT_debug_utils missing: validation messages are not counted");
+        }
+
+        let app_name = c"vkdirty-workload";
+        let app = vk::ApplicationInfo::default()
+            .application_name(app_name)
+            .application_version(1)
+            .engine_name(app_name)
+            .api_version(api);
+        let ext_names: Vec<*const i8> =
+            if validating { vec![ash::ext::debug_utils::NAME.as_ptr()] } else { vec![] };
+        let mut messenger_info = vk::DebugUtilsMessengerCreateInfoEXT::default()
+            .message_severity(
+                vk::DebugUtilsMessageSeverityFlagsEXT::WARNING
+                    | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR,
+            )
+            .message_type(
+                vk::DebugUtilsMessageTypeFlagsEXT::GENERAL
+                    | vk::DebugUtilsMessageTypeFlagsEXT::VALIDATION
+                    | vk::DebugUtilsMessageTypeFlagsEXT::PERFORMANCE,
+            )
+            .pfn_user_callback(Some(debug_callback));
+        let mut ici = vk::InstanceCreateInfo::default().application_info(&app).enabled_extension_names(&ext_names);
+        if validating {
+            // Catches messages from vkCreateInstance / vkDestroyInstance too.
+            ici = ici.push_next(&mut messenger_info);
+        }
+        // SAFETY: the create info and everything it points to live across the call.
+        let instance = unsafe { entry.create_instance(&ici, None) }.map_err(|e| err("vkCreateInstance", e))?;
+
+        let debug = if validating {
+            let du = ash::ext::debug_utils::Instance::new(&entry, &instance);
+            let info = vk::DebugUtilsMessengerCreateInfoEXT::default()
+                .message_severity(messenger_info.message_severity)
+                .message_type(messenger_info.message_type)
+                .pfn_user_callback(Some(debug_callback));
+            // SAFETY: valid instance with the extension enabled.
+            let m = unsafe { du.create_debug_utils_messenger(&info, None) }
+                .map_err(|e| err("vkCreateDebugUtilsMessengerEXT", e))?;
+            Some((du, m))
+        } else {
+            None
+        };
+
+        // SAFETY: valid instance.
+        let pdevs = unsafe { instance.enumerate_physical_devices() }
+            .map_err(|e| err("vkEnumeratePhysicalDevices", e))?;
+        let pdev = *pdevs.first().ok_or_else(|| VkError("no Vulkan physical device".into()))?;
+        // SAFETY: pdev comes from this instance.
+        let (props, mem_props, families) = unsafe {
+            (
+                instance.get_physical_device_properties(pdev),
+                instance.get_physical_device_memory_properties(pdev),
+                instance.get_physical_device_queue_family_properties(pdev),
+            )
+        };
+        let device_name = props.device_name_as_c_str().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let queue_family = families
+            .iter()
+            .position(|f| {
+                f.queue_flags.intersects(vk::QueueFlags::GRAPHICS | vk::QueueFlags::COMPUTE | vk::QueueFlags::TRANSFER)
+            })
+            .ok_or_else(|| VkError("no queue family with transfer support".into()))? as u32;
+
+        let dev_api = props.api_version.min(api);
+        let mut sync2 = false;
+        if dev_api >= vk::API_VERSION_1_3 {
+            let mut f13 = vk::PhysicalDeviceVulkan13Features::default();
+            let mut f2 = vk::PhysicalDeviceFeatures2::default().push_next(&mut f13);
+            // SAFETY: valid physical device; f2 chain lives across the call.
+            unsafe { instance.get_physical_device_features2(pdev, &mut f2) };
+            sync2 = f13.synchronization2 == vk::TRUE;
+        }
+        let prio = [1.0f32];
+        let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(queue_family).queue_priorities(&prio)];
+        let mut f13 = vk::PhysicalDeviceVulkan13Features::default().synchronization2(true);
+        let mut dci = vk::DeviceCreateInfo::default().queue_create_infos(&qci);
+        if sync2 {
+            dci = dci.push_next(&mut f13);
+        }
+        // SAFETY: valid physical device; the create info lives across the call.
+        let device = unsafe { instance.create_device(pdev, &dci, None) }.map_err(|e| err("vkCreateDevice", e))?;
+        // SAFETY: family and index 0 were requested at device creation.
+        let queue = unsafe { device.get_device_queue(queue_family, 0) };
+
+        Ok(Vk {
+            _entry: entry,
+            instance,
+            debug,
+            device,
+            queue,
+            queue_family,
+            mem_props,
+            atom: props.limits.non_coherent_atom_size.max(1),
+            sync2,
+            device_name,
+            validating,
+        })
+    }
+
+    /// A memory type allowed by `bits` with all of `required`; among those, one with all of
+    /// `preferred` and none of `avoided` when there is one.
+    pub fn memory_type(
+        &self,
+        bits: u32,
+        required: vk::MemoryPropertyFlags,
+        preferred: vk::MemoryPropertyFlags,
+        avoided: vk::MemoryPropertyFlags,
+    ) -> Option<u32> {
+        let n = self.mem_props.memory_type_count as usize;
+        let ok = |i: usize, f: vk::MemoryPropertyFlags| bits & (1 << i) != 0 && f.contains(required);
+        let types = &self.mem_props.memory_types[..n];
+        types
+            .iter()
+            .enumerate()
+            .find(|(i, t)| ok(*i, t.property_flags) && t.property_flags.contains(preferred) && !t.property_flags.intersects(avoided))
+            .or_else(|| types.iter().enumerate().find(|(i, t)| ok(*i, t.property_flags)))
+            .map(|(i, _)| i as u32)
+    }
+
+    pub fn type_flags(&self, ty: u32) -> vk::MemoryPropertyFlags {
+        self.mem_props.memory_types[ty as usize].property_flags
+    }
+
+    /// A buffer of `size` bytes bound at offset 0 of its own allocation.
+    pub fn buffer(
+        &self,
+        size: u64,
+        usage: vk::BufferUsageFlags,
+        required: vk::MemoryPropertyFlags,
+        preferred: vk::MemoryPropertyFlags,
+        avoided: vk::MemoryPropertyFlags,
+    ) -> Result<Buffer, VkError> {
+        let d = &self.device;
+        let bci = vk::BufferCreateInfo::default().size(size).usage(usage).sharing_mode(vk::SharingMode::EXCLUSIVE);
+        // SAFETY: valid device; the create info lives across the call.
+        let buffer = unsafe { d.create_buffer(&bci, None) }.map_err(|e| err("vkCreateBuffer", e))?;
+        // SAFETY: buffer belongs to this device.
+        let req = unsafe { d.get_buffer_memory_requirements(buffer) };
+        let ty = self
+            .memory_type(req.memory_type_bits, required, preferred, avoided)
+            .ok_or_else(|| VkError(format!("no memory type with {required:?}")))?;
+        let mai = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(ty);
+        // SAFETY: valid device and allocate info.
+        let memory = unsafe { d.allocate_memory(&mai, None) }.map_err(|e| err("vkAllocateMemory", e))?;
+        // SAFETY: unbound buffer, memory of an allowed type and large enough.
+        unsafe { d.bind_buffer_memory(buffer, memory, 0) }.map_err(|e| err("vkBindBufferMemory", e))?;
+        Ok(Buffer { buffer, memory, size, alloc_size: req.size, memory_type: ty })
+    }
+
+    /// Destroys the buffer and frees its memory (implicitly unmapping it when mapped).
+    pub fn free(&self, b: &Buffer) {
+        // SAFETY: the caller waited for every submit using the buffer; handles are this
+        // device's and not used afterwards.
+        unsafe {
+            self.device.destroy_buffer(b.buffer, None);
+            self.device.free_memory(b.memory, None);
+        }
+    }
+
+    /// Maps `offset..offset+size` (`vk::WHOLE_SIZE` allowed).
+    pub fn map(&self, memory: vk::DeviceMemory, offset: u64, size: u64) -> Result<*mut u8, VkError> {
+        // SAFETY: host-visible memory of this device, not currently mapped; range checked by
+        // the caller.
+        unsafe { self.device.map_memory(memory, offset, size, vk::MemoryMapFlags::empty()) }
+            .map(|p| p.cast::<u8>())
+            .map_err(|e| err("vkMapMemory", e))
+    }
+
+    pub fn unmap(&self, memory: vk::DeviceMemory) {
+        // SAFETY: memory is currently mapped.
+        unsafe { self.device.unmap_memory(memory) };
+    }
+
+    pub fn flush(&self, ranges: &[vk::MappedMemoryRange<'_>]) -> Result<(), VkError> {
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: every range lies in a currently mapped range and is atom-aligned.
+        unsafe { self.device.flush_mapped_memory_ranges(ranges) }.map_err(|e| err("vkFlushMappedMemoryRanges", e))
+    }
+
+    pub fn invalidate(&self, ranges: &[vk::MappedMemoryRange<'_>]) -> Result<(), VkError> {
+        // SAFETY: as for flush.
+        unsafe { self.device.invalidate_mapped_memory_ranges(ranges) }
+            .map_err(|e| err("vkInvalidateMappedMemoryRanges", e))
+    }
+}
+
+impl Drop for Vk {
+    fn drop(&mut self) {
+        // SAFETY: the owner destroyed every child object; nothing is pending after the idle wait.
+        unsafe {
+            let _ = self.device.device_wait_idle();
+            self.device.destroy_device(None);
+            if let Some((du, m)) = self.debug.take() {
+                du.destroy_debug_utils_messenger(m, None);
+            }
+            self.instance.destroy_instance(None);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Buffer {
+    pub buffer: vk::Buffer,
+    pub memory: vk::DeviceMemory,
+    /// Buffer size.
+    pub size: u64,
+    /// Allocation size (>= buffer size).
+    pub alloc_size: u64,
+    pub memory_type: u32,
+}
+
+/// One command pool, one command buffer, one fence: record, submit, wait.
+pub struct Frame {
+    pool: vk::CommandPool,
+    pub cmd: vk::CommandBuffer,
+    fence: vk::Fence,
+}
+
+impl Frame {
+    pub fn new(vk: &Vk) -> Result<Frame, VkError> {
+        let d = &vk.device;
+        let pci = vk::CommandPoolCreateInfo::default()
+            .queue_family_index(vk.queue_family)
+            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
+        // SAFETY: valid device and create infos.
+        unsafe {
+            let pool = d.create_command_pool(&pci, None).map_err(|e| err("vkCreateCommandPool", e))?;
+            let cai = vk::CommandBufferAllocateInfo::default()
+                .command_pool(pool)
+                .level(vk::CommandBufferLevel::PRIMARY)
+                .command_buffer_count(1);
+            let cmd = d.allocate_command_buffers(&cai).map_err(|e| err("vkAllocateCommandBuffers", e))?[0];
+            let fence = d.create_fence(&vk::FenceCreateInfo::default(), None).map_err(|e| err("vkCreateFence", e))?;
+            Ok(Frame { pool, cmd, fence })
+        }
+    }
+
+    pub fn begin(&self, vk: &Vk) -> Result<(), VkError> {
+        let bi = vk::CommandBufferBeginInfo::default().flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
+        // SAFETY: the command buffer is not pending (the previous submit was waited for).
+        unsafe {
+            vk.device
+                .reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty())
+                .map_err(|e| err("vkResetCommandBuffer", e))?;
+            vk.device.begin_command_buffer(self.cmd, &bi).map_err(|e| err("vkBeginCommandBuffer", e))
+        }
+    }
+
+    pub fn copy(&self, vk: &Vk, src: vk::Buffer, dst: vk::Buffer, src_off: u64, dst_off: u64, size: u64) {
+        let r = [vk::BufferCopy { src_offset: src_off, dst_offset: dst_off, size }];
+        // SAFETY: recording; both buffers are alive and large enough.
+        unsafe { vk.device.cmd_copy_buffer(self.cmd, src, dst, &r) };
+    }
+
+    pub fn fill(&self, vk: &Vk, dst: vk::Buffer, off: u64, size: u64, value: u32) {
+        // SAFETY: recording; offset and size are multiples of 4 inside the buffer.
+        unsafe { vk.device.cmd_fill_buffer(self.cmd, dst, off, size, value) };
+    }
+
+    /// Every transfer write before is visible to transfers (and host reads) after.
+    pub fn barrier(&self, vk: &Vk, to_host: bool) {
+        let (dst_stage, dst_access) = if to_host {
+            (vk::PipelineStageFlags::HOST, vk::AccessFlags::HOST_READ)
+        } else {
+            (vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE)
+        };
+        let mb = [vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::TRANSFER_WRITE).dst_access_mask(dst_access)];
+        // SAFETY: recording.
+        unsafe {
+            vk.device.cmd_pipeline_barrier(
+                self.cmd,
+                vk::PipelineStageFlags::TRANSFER,
+                dst_stage,
+                vk::DependencyFlags::empty(),
+                &mb,
+                &[],
+                &[],
+            )
+        };
+    }
+
+    /// Ends recording, submits (with `vkQueueSubmit2` when `use_submit2`) and waits.
+    pub fn submit_and_wait(&self, vk: &Vk, use_submit2: bool) -> Result<(), VkError> {
+        let d = &vk.device;
+        // SAFETY: the command buffer is recording; the queue and fence are this device's; the
+        // fence is unsignalled (reset after each wait).
+        unsafe {
+            d.end_command_buffer(self.cmd).map_err(|e| err("vkEndCommandBuffer", e))?;
+            if use_submit2 {
+                let cbi = [vk::CommandBufferSubmitInfo::default().command_buffer(self.cmd)];
+                let si = [vk::SubmitInfo2::default().command_buffer_infos(&cbi)];
+                d.queue_submit2(vk.queue, &si, self.fence).map_err(|e| err("vkQueueSubmit2", e))?;
+            } else {
+                let cbs = [self.cmd];
+                let si = [vk::SubmitInfo::default().command_buffers(&cbs)];
+                d.queue_submit(vk.queue, &si, self.fence).map_err(|e| err("vkQueueSubmit", e))?;
+            }
+            d.wait_for_fences(&[self.fence], true, u64::MAX).map_err(|e| err("vkWaitForFences", e))?;
+            d.reset_fences(&[self.fence]).map_err(|e| err("vkResetFences", e))
+        }
+    }
+
+    pub fn destroy(&self, vk: &Vk) {
+        // SAFETY: nothing pending (every submit was waited for).
+        unsafe {
+            vk.device.destroy_fence(self.fence, None);
+            vk.device.destroy_command_pool(self.pool, None);
+        }
+    }
+}
