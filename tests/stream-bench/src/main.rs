@@ -1,0 +1,262 @@
+//! Streaming-upload benchmark: each frame the CPU writes part of a host-visible coherent buffer,
+//! submits a small copy and waits for it. Prints one JSON line with the per-frame times, the
+//! bytes written and the capture floors measured in the same process (see docs/benchmarks.md).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod floors;
+mod gfxr;
+mod gpu;
+mod pattern;
+mod stats;
+mod trap;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pattern::{plan_bytes, Pattern, Planner};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "vkdirty-stream-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    /// Map once, keep the pointer.
+    Persistent,
+    /// vkMapMemory before and vkUnmapMemory after each frame's writes.
+    MapEveryFrame,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the streaming-upload workload.
+    Run(RunArgs),
+    /// Size the memory data of a gfxreconstruct capture (its fill-memory blocks), as JSON.
+    GfxrStats { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Buffer size in MiB.
+    #[arg(long, default_value_t = 16)]
+    size_mib: u64,
+    /// Percent of the buffer's pages written per frame (at least one page).
+    #[arg(long, default_value_t = 1.0)]
+    fraction: f64,
+    #[arg(long, value_enum, default_value_t = Pattern::Random)]
+    pattern: Pattern,
+    #[arg(long, value_enum, default_value_t = Mode::Persistent)]
+    mode: Mode,
+    /// Timed frames.
+    #[arg(long, default_value_t = 300)]
+    frames: usize,
+    /// Untimed frames before the timed ones (their bytes are counted in the totals).
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Flush the written ranges each frame (for assisted capture modes).
+    #[arg(long)]
+    flush: bool,
+    /// Physical device index (default: the first real GPU, else the first device).
+    #[arg(long)]
+    device_index: Option<usize>,
+    /// Memory type index for the buffer (default: host-visible coherent, not device-local).
+    #[arg(long)]
+    memory_type: Option<u32>,
+    /// Skip the floor measurements.
+    #[arg(long)]
+    no_floors: bool,
+    /// Write the JSON line here instead of stdout (capture tools print to stdout too).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Written {
+    /// Bytes the CPU wrote per timed frame.
+    bytes_per_frame: usize,
+    pages_per_frame: usize,
+    /// Everything written during the run: initial upload + warm-up + timed frames, counted
+    /// per frame in whole pages (a page written in two frames counts twice).
+    total_bytes: u64,
+    total_pages: u64,
+    /// Of which, the initial upload of the whole buffer.
+    initial_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    bench: &'static str,
+    mode: Mode,
+    pattern: Pattern,
+    fraction_pct: f64,
+    size_mib: u64,
+    frames: usize,
+    warmup: usize,
+    flush: bool,
+    page_size: usize,
+    device: gpu::DeviceInfo,
+    /// Per timed frame: write + submit + wait, in milliseconds.
+    frame_ms: stats::Summary,
+    /// The timed loop, seconds.
+    loop_s: f64,
+    /// From process start to the end of Vulkan teardown (floors excluded), seconds.
+    wall_s: f64,
+    cpu_user_s: f64,
+    cpu_sys_s: f64,
+    /// Peak resident set (VmHWM) before the floors ran, KiB.
+    peak_rss_kib: u64,
+    written: Written,
+    floors: Option<floors::Floors>,
+    floors_s: f64,
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as usize
+}
+
+/// VmHWM from /proc/self/status, else getrusage's maximum RSS (both KiB).
+fn peak_rss_kib() -> u64 {
+    if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
+        for l in s.lines() {
+            if let Some(v) = l.strip_prefix("VmHWM:") {
+                if let Some(n) = v.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                    return n;
+                }
+            }
+        }
+    }
+    rusage().2
+}
+
+fn rusage() -> (f64, f64, u64) {
+    // SAFETY: an all-zero rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+    (t(ru.ru_utime), t(ru.ru_stime), ru.ru_maxrss as u64)
+}
+
+fn run(a: RunArgs, start: Instant) -> Result<Report, String> {
+    let page = page_size();
+    if a.size_mib == 0 || a.size_mib > 1 << 20 {
+        return Err(format!("--size-mib must be 1..=1048576, got {}", a.size_mib));
+    }
+    if !(a.fraction > 0.0 && a.fraction <= 100.0) {
+        return Err(format!("--fraction must be in (0, 100], got {}", a.fraction));
+    }
+    if a.frames == 0 {
+        return Err("--frames must be at least 1".into());
+    }
+    let span = (a.size_mib as usize) << 20;
+    let fraction = if a.pattern == Pattern::Full { 100.0 } else { a.fraction };
+    let planner = Planner::new(a.pattern, span, page, fraction, a.seed);
+    let floor_planner = planner.clone();
+    let mut planner = planner;
+
+    let mut g = gpu::Gpu::new(&gpu::GpuOptions {
+        size: span as u64,
+        device_index: a.device_index,
+        memory_type: a.memory_type,
+        map_every_frame: a.mode == Mode::MapEveryFrame,
+        flush: a.flush,
+    })
+    .map_err(|e| e.to_string())?;
+    g.initial_fill(0x5a).map_err(|e| e.to_string())?;
+    let initial = span as u64;
+    let (mut total_bytes, mut plan) = (initial, Vec::new());
+    for f in 0..a.warmup {
+        planner.next_frame(&mut plan);
+        g.frame(&plan, (f % 251) as u8 + 1).map_err(|e| e.to_string())?;
+        total_bytes += plan_bytes(&plan) as u64;
+    }
+    let mut times = Vec::with_capacity(a.frames);
+    let loop_start = Instant::now();
+    for f in 0..a.frames {
+        planner.next_frame(&mut plan);
+        let value = ((f + a.warmup) % 251) as u8 + 1;
+        let t = Instant::now();
+        g.frame(&plan, value).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        total_bytes += plan_bytes(&plan) as u64;
+    }
+    let loop_s = loop_start.elapsed().as_secs_f64();
+    let device = g.info.clone();
+    drop(g);
+    let wall_s = start.elapsed().as_secs_f64();
+    let peak = peak_rss_kib();
+    let (user, sys, _) = rusage();
+
+    let t = Instant::now();
+    let floors = if a.no_floors {
+        None
+    } else {
+        let n = floors::floor_frames(a.frames, floor_planner.bytes_per_frame());
+        let probe = trap::probe(span);
+        Some(floors::measure(floor_planner.clone(), span, n, Some(probe)).map_err(|e| format!("floors: {e}"))?)
+    };
+    Ok(Report {
+        bench: "stream",
+        mode: a.mode,
+        pattern: a.pattern,
+        fraction_pct: fraction,
+        size_mib: a.size_mib,
+        frames: a.frames,
+        warmup: a.warmup,
+        flush: a.flush,
+        page_size: page,
+        device,
+        frame_ms: stats::summarize(&times),
+        loop_s,
+        wall_s,
+        cpu_user_s: user,
+        cpu_sys_s: sys,
+        peak_rss_kib: peak,
+        written: Written {
+            bytes_per_frame: floor_planner.bytes_per_frame(),
+            pages_per_frame: floor_planner.pages_per_frame(),
+            total_bytes,
+            total_pages: total_bytes / page as u64,
+            initial_bytes: initial,
+        },
+        floors,
+        floors_s: t.elapsed().as_secs_f64(),
+    })
+}
+
+fn emit(line: &str, output: Option<&PathBuf>) -> Result<(), String> {
+    match output {
+        Some(p) => std::fs::write(p, format!("{line}\n")).map_err(|e| format!("{}: {e}", p.display())),
+        None => {
+            let mut o = std::io::stdout().lock();
+            writeln!(o, "{line}").and_then(|_| o.flush()).map_err(|e| format!("stdout: {e}"))
+        }
+    }
+}
+
+fn main() {
+    let start = Instant::now();
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Run(a) => {
+            let out = a.output.clone();
+            run(a, start).and_then(|r| emit(&serde_json::to_string(&r).expect("serializable"), out.as_ref()))
+        }
+        Cmd::GfxrStats { file } => std::fs::File::open(&file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|f| gfxr::scan(std::io::BufReader::new(f)).map_err(|e| format!("{}: {e}", file.display())))
+            .and_then(|s| emit(&serde_json::to_string(&s).expect("serializable"), None)),
+    };
+    if let Err(e) = res {
+        eprintln!("vkdirty-stream-bench: {e}");
+        std::process::exit(1);
+    }
+}
