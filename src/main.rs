@@ -1,1 +1,8 @@
-fn main() {}
+//! The `vkdirty` command line tool.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -10,6 +10,45 @@
 
 use crate::guard::BackendKind;
 
+pub mod format;
+pub mod reader;
+pub mod replay;
+pub mod summary;
+pub mod writer;
+
+pub use format::{BlockType, Compression, FileHeader};
+pub use reader::{Block, TraceReader, Truncation};
+pub use replay::Replay;
+pub use summary::Summary;
+pub use writer::{DirtyWriter, TraceSink, TraceWriter, WriterOptions, WriterStats};
+
+/// Everything that can go wrong reading or writing a trace. Offsets are file byte offsets.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("{context}: {source}")]
+    Io { context: String, #[source] source: std::io::Error },
+    #[error("not a vkdirty trace (bad magic)")]
+    BadMagic,
+    #[error("unsupported trace format version {found} (this build reads version {supported})")]
+    UnsupportedVersion { found: u16, supported: u16 },
+    #[error("corrupt trace at byte {offset}: {msg}")]
+    Corrupt { offset: u64, msg: String },
+    #[error("inconsistent trace at byte {offset}: {msg}")]
+    Inconsistent { offset: u64, msg: String },
+    #[error("trace writer stopped: {0}")]
+    Stopped(String),
+}
+
+impl TraceError {
+    pub fn corrupt(offset: u64, msg: impl Into<String>) -> TraceError {
+        TraceError::Corrupt { offset, msg: msg.into() }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> TraceError {
+        TraceError::Io { context: context.into(), source }
+    }
+}
+
 /// Who produced the trace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Session {

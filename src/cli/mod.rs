@@ -1,0 +1,128 @@
+//! The `vkdirty` command line. Each subcommand is one module with an `Args` type implementing
+//! [`Run`]; adding one is a module plus one line in the `commands!` list below.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use vkdirty::trace::TraceError;
+
+mod dump;
+mod events;
+mod info;
+mod verify;
+
+/// What a subcommand does once parsed.
+pub trait Run {
+    fn run(self) -> Result<ExitCode, CliError>;
+}
+
+macro_rules! commands {
+    ($($(#[$meta:meta])* $variant:ident($args:ty),)*) => {
+        #[derive(Subcommand)]
+        enum Command {
+            $($(#[$meta])* $variant($args),)*
+        }
+
+        impl Run for Command {
+            fn run(self) -> Result<ExitCode, CliError> {
+                match self {
+                    $(Command::$variant(a) => a.run(),)*
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    /// Summarise a trace: allocations, maps, submits, frames, dirty data, size on disk.
+    Info(info::Args),
+    /// Write one allocation's reconstructed bytes as of a submit.
+    Dump(dump::Args),
+    /// Check every block and CRC; exit 0 only when the trace is whole.
+    Verify(verify::Args),
+    /// Print one JSON object per block, one per line.
+    Events(events::Args),
+}
+
+#[derive(Parser)]
+#[command(name = "vkdirty", version, about = "Inspect vkdirty capture traces")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// A failure, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Trace(#[from] TraceError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl CliError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> CliError {
+        CliError::Io { context: context.into(), source }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`vkdirty events f | head`) ends the command quietly.
+pub fn out(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), CliError> {
+    let stdout = io::stdout();
+    let mut lock = stdout.lock();
+    f(&mut lock).and_then(|()| lock.flush()).map_err(|e| CliError::io("writing to stdout", e))
+}
+
+pub fn warn(msg: impl std::fmt::Display) {
+    let _ = writeln!(io::stderr(), "vkdirty: warning: {msg}");
+}
+
+/// "12.3 MiB" style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            let text = e.render().to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let line = line.trim().trim_start_matches("error: ");
+            eprintln!("vkdirty: {line} (see vkdirty --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.run() {
+        Ok(code) => code,
+        Err(CliError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "vkdirty: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
