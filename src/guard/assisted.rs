@@ -1,17 +1,128 @@
-//! Placeholder until the backend lands.
+//! `assisted`: only the ranges the caller declares flushed (`vkFlushMappedMemoryRanges`), with
+//! no write tracking at all. Exact for applications that flush what they write (required for
+//! non-coherent memory), blind to writes they do not flush.
+
+use super::full::pages_touched;
+use super::wp::{intersect, normalize};
 use super::*;
 
-pub struct Assisted;
+pub struct Assisted {
+    regions: RegionTable<Declared>,
+}
+
+struct Declared {
+    real: usize,
+    len: usize,
+    /// Flushed, not yet collected; region offsets, unsorted until collection.
+    pending: Vec<Range<usize>>,
+}
+
+impl Default for Assisted {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Assisted {
-    pub fn new() -> Assisted { Assisted }
+    pub fn new() -> Assisted {
+        Assisted {
+            regions: RegionTable::default(),
+        }
+    }
 }
 
 impl Backend for Assisted {
-    fn kind(&self) -> BackendKind { BackendKind::Assisted }
-    unsafe fn track(&self, _: RegionId, _: *mut u8, _: usize, _: &TrackOptions) -> Result<*mut u8, GuardError> {
-        Err(GuardError::Unavailable { backend: BackendKind::Assisted, reason: "not built yet".into() })
+    fn kind(&self) -> BackendKind {
+        BackendKind::Assisted
     }
-    fn collect(&self, _: RegionId, _: Option<Range<usize>>, _: &mut dyn DirtySink) -> Result<CollectStats, GuardError> { unreachable!() }
-    fn untrack(&self, _: RegionId, _: &mut dyn DirtySink) -> Result<CollectStats, GuardError> { unreachable!() }
+
+    unsafe fn track(
+        &self,
+        id: RegionId,
+        real: *mut u8,
+        len: usize,
+        _opts: &TrackOptions,
+    ) -> Result<*mut u8, GuardError> {
+        if len == 0 || (real as usize).checked_add(len).is_none() {
+            return Err(GuardError::RegionRefused {
+                backend: BackendKind::Assisted,
+                addr: real as usize,
+                len,
+                reason: "empty or wrapping range".into(),
+            });
+        }
+        self.regions.insert(
+            id,
+            Declared {
+                real: real as usize,
+                len,
+                pending: Vec::new(),
+            },
+        );
+        Ok(real)
+    }
+
+    fn flushed(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
+        self.regions.with(id, |d| {
+            let r = clip_range(Some(range), d.len);
+            if !r.is_empty() {
+                d.pending.push(r);
+                // Applications flushing many small ranges per frame: keep the list short.
+                if d.pending.len() >= 4096 {
+                    d.pending = normalize(std::mem::take(&mut d.pending));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn collect(
+        &self,
+        id: RegionId,
+        range: Option<Range<usize>>,
+        sink: &mut dyn DirtySink,
+    ) -> Result<CollectStats, GuardError> {
+        self.regions.with(id, |d| Ok(report(d, range, sink)))
+    }
+
+    fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
+        self.regions
+            .remove(id, |mut d| Ok(report(&mut d, None, sink)))
+    }
+}
+
+/// Hands the declared ranges inside `range` to `sink` (merged) and keeps the rest pending.
+fn report(d: &mut Declared, range: Option<Range<usize>>, sink: &mut dyn DirtySink) -> CollectStats {
+    let want = clip_range(range, d.len);
+    let mut take = Vec::new();
+    let mut keep = Vec::new();
+    for r in d.pending.drain(..) {
+        match intersect(&r, &want) {
+            Some(i) => {
+                if r.start < i.start {
+                    keep.push(r.start..i.start);
+                }
+                if i.end < r.end {
+                    keep.push(i.end..r.end);
+                }
+                take.push(i);
+            }
+            None => keep.push(r),
+        }
+    }
+    d.pending = keep;
+    let runs = normalize(take);
+    let mut stats = CollectStats {
+        pages: pages_touched(d.real, &runs),
+        ..Default::default()
+    };
+    for r in &runs {
+        // SAFETY: `r` lies inside the tracked region, mapped and readable until untrack returns
+        // (the track contract; we hold the region's lock). Concurrent writes only change values.
+        let bytes = unsafe { std::slice::from_raw_parts((d.real + r.start) as *const u8, r.len()) };
+        sink.run(r.start, bytes);
+        stats.runs += 1;
+        stats.bytes += r.len();
+    }
+    stats
 }

@@ -155,14 +155,17 @@ pub mod async_wp;
 pub mod full;
 pub mod shadow;
 pub mod uapi;
+pub mod wp;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One backend. Implementations are shared by every region tracked with them and must be safe
-/// to call from any thread; calls for different regions may run concurrently.
+/// to call from any thread; calls for different regions may run concurrently. [`GuardManager`]
+/// serializes the calls for one region, and calls none for a region after its `untrack` began.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
 
@@ -222,9 +225,11 @@ unsafe impl Send for Tracked {}
 // SAFETY: as above.
 unsafe impl Sync for Tracked {}
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct RegionInfo {
     backend: BackendKind,
+    /// Serializes the region's calls; `false` once `untrack` has begun.
+    live: Arc<Mutex<bool>>,
 }
 
 /// Owns the tracked regions and the backend instances.
@@ -289,7 +294,7 @@ impl GuardManager {
         let id = RegionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         // SAFETY: forwarded caller contract.
         let app_ptr = unsafe { backend.track(id, real, len, opts)? };
-        self.regions.write().insert(id, RegionInfo { backend: kind });
+        self.regions.write().insert(id, RegionInfo { backend: kind, live: Arc::new(Mutex::new(true)) });
         Ok(Tracked { id, app_ptr, backend: kind })
     }
 
@@ -316,13 +321,23 @@ impl GuardManager {
         Err(refusals)
     }
 
-    fn kind_of(&self, id: RegionId) -> Result<BackendKind, GuardError> {
-        self.regions.read().get(&id).map(|r| r.backend).ok_or(GuardError::UnknownRegion(id))
+    /// Runs `f` on the region's backend with the region's lock held.
+    fn with_region<R>(
+        &self,
+        id: RegionId,
+        f: impl FnOnce(&dyn Backend) -> Result<R, GuardError>,
+    ) -> Result<R, GuardError> {
+        let info = self.regions.read().get(&id).cloned().ok_or(GuardError::UnknownRegion(id))?;
+        let live = info.live.lock();
+        if !*live {
+            return Err(GuardError::UnknownRegion(id));
+        }
+        f(self.backend(info.backend)?)
     }
 
     /// Collects the whole region.
     pub fn collect(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
-        self.backend(self.kind_of(id)?)?.collect(id, None, sink)
+        self.with_region(id, |b| b.collect(id, None, sink))
     }
 
     /// Collects only `range` (region offsets), e.g. the ranges of a flush.
@@ -332,21 +347,71 @@ impl GuardManager {
         range: Range<usize>,
         sink: &mut dyn DirtySink,
     ) -> Result<CollectStats, GuardError> {
-        self.backend(self.kind_of(id)?)?.collect(id, Some(range), sink)
+        self.with_region(id, |b| b.collect(id, Some(range), sink))
     }
 
     pub fn flushed(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
-        self.backend(self.kind_of(id)?)?.flushed(id, range)
+        self.with_region(id, |b| b.flushed(id, range))
     }
 
     pub fn invalidate(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
-        self.backend(self.kind_of(id)?)?.invalidate(id, range)
+        self.with_region(id, |b| b.invalidate(id, range))
     }
 
     /// Stops tracking; outstanding writes go to `sink` first.
     pub fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
-        let kind = self.regions.write().remove(&id).map(|r| r.backend);
-        let kind = kind.ok_or(GuardError::UnknownRegion(id))?;
-        self.backend(kind)?.untrack(id, sink)
+        let info = self.regions.write().remove(&id).ok_or(GuardError::UnknownRegion(id))?;
+        let mut live = info.live.lock();
+        *live = false;
+        self.backend(info.backend)?.untrack(id, sink)
+    }
+}
+
+/// Per-backend region table: each region's state behind its own lock, so calls for different
+/// regions run in parallel and a call racing `untrack` finds the region gone instead of using
+/// released memory.
+pub(crate) struct RegionTable<T> {
+    map: RwLock<HashMap<RegionId, Arc<Mutex<Option<T>>>>>,
+}
+
+impl<T> Default for RegionTable<T> {
+    fn default() -> Self {
+        RegionTable { map: RwLock::new(HashMap::new()) }
+    }
+}
+
+impl<T> RegionTable<T> {
+    pub(crate) fn insert(&self, id: RegionId, state: T) {
+        self.map.write().insert(id, Arc::new(Mutex::new(Some(state))));
+    }
+
+    /// Runs `f` on the region's state, under its lock.
+    pub(crate) fn with<R>(
+        &self,
+        id: RegionId,
+        f: impl FnOnce(&mut T) -> Result<R, GuardError>,
+    ) -> Result<R, GuardError> {
+        let cell = self.map.read().get(&id).cloned().ok_or(GuardError::UnknownRegion(id))?;
+        let mut guard = cell.lock();
+        f(guard.as_mut().ok_or(GuardError::UnknownRegion(id))?)
+    }
+
+    /// Removes the region and runs `f` on its state, after any call in progress on it.
+    pub(crate) fn remove<R>(
+        &self,
+        id: RegionId,
+        f: impl FnOnce(T) -> Result<R, GuardError>,
+    ) -> Result<R, GuardError> {
+        let cell = self.map.write().remove(&id).ok_or(GuardError::UnknownRegion(id))?;
+        let state = cell.lock().take().ok_or(GuardError::UnknownRegion(id))?;
+        f(state)
+    }
+}
+
+/// Clips an optional region-relative range to `0..len`.
+pub(crate) fn clip_range(range: Option<Range<usize>>, len: usize) -> Range<usize> {
+    match range {
+        Some(r) => r.start.min(len)..r.end.min(len).max(r.start.min(len)),
+        None => 0..len,
     }
 }
