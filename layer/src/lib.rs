@@ -1,2 +1,308 @@
 //! `VK_LAYER_VKDIRTY_capture`: translates the Vulkan ABI into calls on the vkdirty core.
+//!
+//! Exported entry points: `vkNegotiateLoaderLayerInterfaceVersion` (interface version 2),
+//! `vkGetInstanceProcAddr`, `vkGetDeviceProcAddr`, and the introspection functions Android's
+//! loader uses instead of the manifest. Everything else is reached through the hook table in
+//! [`dispatch`]. A panic aborts (the workspace profiles set `panic = "abort"`), so the code avoids
+//! panicking paths: a panic must never unwind into the loader's C frames.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![allow(non_snake_case)]
+
+mod capture;
+mod dispatch;
+mod glue;
+mod intercept;
+mod loader;
+mod log;
+mod settings;
+mod table;
+
+use ash::vk;
+use std::ffi::{c_char, CStr};
+
+use table::void_fn;
+
+pub const LAYER_NAME: &CStr = c"VK_LAYER_VKDIRTY_capture";
+const LAYER_DESCRIPTION: &CStr = c"vkdirty: captures the memory the CPU writes, dirty pages only";
+
+/// Entry points answered the same for every instance (and for a null one).
+fn global_entry(name: &[u8]) -> Option<vk::PFN_vkVoidFunction> {
+    Some(match name {
+        b"vkGetInstanceProcAddr" => void_fn::<vk::PFN_vkGetInstanceProcAddr>(vkGetInstanceProcAddr),
+        b"vkGetDeviceProcAddr" => void_fn::<vk::PFN_vkGetDeviceProcAddr>(vkGetDeviceProcAddr),
+        b"vkEnumerateInstanceLayerProperties" => {
+            void_fn::<vk::PFN_vkEnumerateInstanceLayerProperties>(vkEnumerateInstanceLayerProperties)
+        }
+        b"vkEnumerateInstanceExtensionProperties" => {
+            void_fn::<vk::PFN_vkEnumerateInstanceExtensionProperties>(vkEnumerateInstanceExtensionProperties)
+        }
+        b"vkEnumerateDeviceLayerProperties" => {
+            void_fn::<vk::PFN_vkEnumerateDeviceLayerProperties>(vkEnumerateDeviceLayerProperties)
+        }
+        _ => return None,
+    })
+}
+
+/// LLP_LAYER_4, LLP_LAYER_5: negotiates interface version 2 and hands over the entry points.
+///
+/// # Safety
+/// Called by the loader with a valid `VkNegotiateLayerInterface`.
+#[no_mangle]
+pub unsafe extern "system" fn vkNegotiateLoaderLayerInterfaceVersion(
+    p: *mut loader::VkNegotiateLayerInterface,
+) -> vk::Result {
+    if p.is_null() {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    }
+    // SAFETY: the loader passes a valid, writable struct.
+    let p = unsafe { &mut *p };
+    if p.sType != loader::LAYER_NEGOTIATE_INTERFACE_STRUCT {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    }
+    // A loader newer than us accepts our version; an older one (0, 1) finds the exported
+    // vkGet*ProcAddr by name, which this library also provides.
+    if p.loaderLayerInterfaceVersion >= 2 {
+        p.loaderLayerInterfaceVersion = loader::LAYER_INTERFACE_VERSION;
+        p.pfnGetInstanceProcAddr = Some(vkGetInstanceProcAddr);
+        p.pfnGetDeviceProcAddr = Some(vkGetDeviceProcAddr);
+        p.pfnGetPhysicalDeviceProcAddr = None;
+    }
+    vk::Result::SUCCESS
+}
+const _: unsafe extern "system" fn(*mut loader::VkNegotiateLayerInterface) -> vk::Result =
+    vkNegotiateLoaderLayerInterfaceVersion;
+
+/// # Safety
+/// `instance` is null or valid; `name` is null or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "system" fn vkGetInstanceProcAddr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
+    // SAFETY: caller contract.
+    unsafe { glue::get_instance_proc_addr(instance, name) }
+}
+const _: vk::PFN_vkGetInstanceProcAddr = vkGetInstanceProcAddr;
+
+/// # Safety
+/// `device` is null or valid; `name` is null or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "system" fn vkGetDeviceProcAddr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
+    // SAFETY: caller contract.
+    unsafe { glue::get_device_proc_addr(device, name) }
+}
+const _: vk::PFN_vkGetDeviceProcAddr = vkGetDeviceProcAddr;
+
+fn layer_properties() -> vk::LayerProperties {
+    let mut p = vk::LayerProperties {
+        spec_version: vk::make_api_version(0, 1, 3, 239),
+        implementation_version: 1,
+        ..Default::default()
+    };
+    for (d, s) in p.layer_name.iter_mut().zip(LAYER_NAME.to_bytes()) {
+        *d = *s as c_char;
+    }
+    for (d, s) in p.description.iter_mut().zip(LAYER_DESCRIPTION.to_bytes()) {
+        *d = *s as c_char;
+    }
+    p
+}
+
+/// Writes this layer's one property record with the Vulkan two-call idiom.
+///
+/// # Safety
+/// `count` is valid; `props` is null or has `*count` elements.
+unsafe fn enumerate_self(count: *mut u32, props: *mut vk::LayerProperties) -> vk::Result {
+    if count.is_null() {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    }
+    // SAFETY: caller contract.
+    unsafe {
+        if props.is_null() {
+            *count = 1;
+            return vk::Result::SUCCESS;
+        }
+        if *count < 1 {
+            return vk::Result::INCOMPLETE;
+        }
+        *props = layer_properties();
+        *count = 1;
+    }
+    vk::Result::SUCCESS
+}
+
+/// Whether `layer_name` names this layer.
+///
+/// # Safety
+/// `layer_name` is null or NUL-terminated.
+unsafe fn is_self(layer_name: *const c_char) -> bool {
+    // SAFETY: caller contract.
+    !layer_name.is_null() && unsafe { CStr::from_ptr(layer_name) } == LAYER_NAME
+}
+
+/// Android introspection: this layer.
+///
+/// # Safety
+/// Valid `vkEnumerateInstanceLayerProperties` arguments.
+#[no_mangle]
+pub unsafe extern "system" fn vkEnumerateInstanceLayerProperties(count: *mut u32, props: *mut vk::LayerProperties) -> vk::Result {
+    // SAFETY: caller contract.
+    unsafe { enumerate_self(count, props) }
+}
+const _: vk::PFN_vkEnumerateInstanceLayerProperties = vkEnumerateInstanceLayerProperties;
+
+/// LLP_LAYER_15: no instance extensions of our own; any other layer name is not ours.
+///
+/// # Safety
+/// Valid `vkEnumerateInstanceExtensionProperties` arguments.
+#[no_mangle]
+pub unsafe extern "system" fn vkEnumerateInstanceExtensionProperties(
+    layer_name: *const c_char,
+    count: *mut u32,
+    _props: *mut vk::ExtensionProperties,
+) -> vk::Result {
+    // SAFETY: caller contract.
+    if unsafe { is_self(layer_name) } && !count.is_null() {
+        // SAFETY: count is valid.
+        unsafe { *count = 0 };
+        return vk::Result::SUCCESS;
+    }
+    vk::Result::ERROR_LAYER_NOT_PRESENT
+}
+const _: vk::PFN_vkEnumerateInstanceExtensionProperties = vkEnumerateInstanceExtensionProperties;
+
+/// Android introspection: this layer, so Android puts it in the device chain too.
+///
+/// # Safety
+/// Valid `vkEnumerateDeviceLayerProperties` arguments.
+#[no_mangle]
+pub unsafe extern "system" fn vkEnumerateDeviceLayerProperties(
+    _physical: vk::PhysicalDevice,
+    count: *mut u32,
+    props: *mut vk::LayerProperties,
+) -> vk::Result {
+    // SAFETY: caller contract.
+    unsafe { enumerate_self(count, props) }
+}
+const _: vk::PFN_vkEnumerateDeviceLayerProperties = vkEnumerateDeviceLayerProperties;
+
+/// LLP_LAYER_16: no device extensions of our own; other queries go down the chain.
+///
+/// # Safety
+/// Valid `vkEnumerateDeviceExtensionProperties` arguments.
+#[no_mangle]
+pub unsafe extern "system" fn vkEnumerateDeviceExtensionProperties(
+    physical: vk::PhysicalDevice,
+    layer_name: *const c_char,
+    count: *mut u32,
+    props: *mut vk::ExtensionProperties,
+) -> vk::Result {
+    // SAFETY: caller contract.
+    if unsafe { is_self(layer_name) } {
+        if count.is_null() {
+            return vk::Result::ERROR_INITIALIZATION_FAILED;
+        }
+        // SAFETY: count is valid.
+        unsafe { *count = 0 };
+        return vk::Result::SUCCESS;
+    }
+    if physical == vk::PhysicalDevice::null() {
+        return vk::Result::ERROR_LAYER_NOT_PRESENT;
+    }
+    // SAFETY: physical is a valid physical device.
+    let Some(inst) = (unsafe { dispatch::instance(physical) }) else {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    match inst.next.vkEnumerateDeviceExtensionProperties {
+        // SAFETY: the application's arguments, passed down.
+        Some(f) => unsafe { f(physical, layer_name, count, props) },
+        None => vk::Result::ERROR_INITIALIZATION_FAILED,
+    }
+}
+const _: vk::PFN_vkEnumerateDeviceExtensionProperties = vkEnumerateDeviceExtensionProperties;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_properties_name_the_manifest_layer() {
+        let p = layer_properties();
+        assert_eq!(p.layer_name_as_c_str().ok(), Some(LAYER_NAME));
+        let manifest = include_str!("../../manifest/VkLayer_vkdirty.json");
+        assert!(manifest.contains("\"VK_LAYER_VKDIRTY_capture\""));
+        assert!(manifest.contains("./libVkLayer_vkdirty.so"));
+    }
+
+    #[test]
+    fn negotiation_reports_version_2_and_entry_points() {
+        let mut n = loader::VkNegotiateLayerInterface {
+            sType: loader::LAYER_NEGOTIATE_INTERFACE_STRUCT,
+            pNext: std::ptr::null_mut(),
+            loaderLayerInterfaceVersion: 3,
+            pfnGetInstanceProcAddr: None,
+            pfnGetDeviceProcAddr: None,
+            pfnGetPhysicalDeviceProcAddr: None,
+        };
+        // SAFETY: a valid struct.
+        assert_eq!(unsafe { vkNegotiateLoaderLayerInterfaceVersion(&mut n) }, vk::Result::SUCCESS);
+        assert_eq!(n.loaderLayerInterfaceVersion, 2);
+        assert!(n.pfnGetInstanceProcAddr.is_some() && n.pfnGetDeviceProcAddr.is_some());
+        n.sType = 0;
+        // SAFETY: as above.
+        assert_ne!(unsafe { vkNegotiateLoaderLayerInterfaceVersion(&mut n) }, vk::Result::SUCCESS);
+    }
+
+    #[test]
+    fn introspection_follows_the_two_call_idiom() {
+        let mut count = 0u32;
+        // SAFETY: valid pointers.
+        unsafe {
+            assert_eq!(vkEnumerateInstanceLayerProperties(&mut count, std::ptr::null_mut()), vk::Result::SUCCESS);
+            assert_eq!(count, 1);
+            let mut p = vk::LayerProperties::default();
+            let mut zero = 0u32;
+            assert_eq!(vkEnumerateInstanceLayerProperties(&mut zero, &mut p), vk::Result::INCOMPLETE);
+            assert_eq!(vkEnumerateDeviceLayerProperties(vk::PhysicalDevice::null(), &mut count, &mut p), vk::Result::SUCCESS);
+            assert_eq!(p.layer_name_as_c_str().ok(), Some(LAYER_NAME));
+            let mut n = 5u32;
+            assert_eq!(vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, std::ptr::null_mut()), vk::Result::SUCCESS);
+            assert_eq!(n, 0);
+            assert_eq!(
+                vkEnumerateInstanceExtensionProperties(std::ptr::null(), &mut n, std::ptr::null_mut()),
+                vk::Result::ERROR_LAYER_NOT_PRESENT
+            );
+            assert_eq!(
+                vkEnumerateInstanceExtensionProperties(c"VK_LAYER_other".as_ptr(), &mut n, std::ptr::null_mut()),
+                vk::Result::ERROR_LAYER_NOT_PRESENT
+            );
+        }
+    }
+
+    #[test]
+    fn proc_addr_answers_without_an_instance() {
+        // SAFETY: null instance and valid names.
+        unsafe {
+            assert!(vkGetInstanceProcAddr(vk::Instance::null(), c"vkCreateInstance".as_ptr()).is_some());
+            assert!(vkGetInstanceProcAddr(vk::Instance::null(), c"vkGetInstanceProcAddr".as_ptr()).is_some());
+            assert!(vkGetInstanceProcAddr(vk::Instance::null(), c"vkQueueSubmit".as_ptr()).is_none());
+            assert!(vkGetInstanceProcAddr(vk::Instance::null(), c"vkNotAFunction".as_ptr()).is_none());
+            assert!(vkGetInstanceProcAddr(vk::Instance::null(), std::ptr::null()).is_none());
+            assert!(vkGetDeviceProcAddr(vk::Device::null(), c"vkQueueSubmit".as_ptr()).is_none());
+        }
+    }
+
+    #[test]
+    fn hook_lookup_knows_every_table_entry() {
+        for n in ["vkCreateInstance", "vkDestroyInstance", "vkCreateDevice", "vkEnumerateDeviceExtensionProperties"] {
+            assert!(dispatch::instance_hook(n.as_bytes()).is_some(), "{n}");
+        }
+        for n in [
+            "vkDestroyDevice", "vkAllocateMemory", "vkFreeMemory", "vkMapMemory", "vkUnmapMemory",
+            "vkMapMemory2KHR", "vkUnmapMemory2KHR", "vkMapMemory2", "vkUnmapMemory2",
+            "vkFlushMappedMemoryRanges", "vkInvalidateMappedMemoryRanges", "vkQueueSubmit",
+            "vkQueueSubmit2", "vkQueueSubmit2KHR", "vkQueueBindSparse", "vkQueuePresentKHR",
+        ] {
+            assert!(dispatch::device_hook(n.as_bytes()).is_some(), "{n}");
+        }
+        assert!(dispatch::requirements_hook(b"vkGetDeviceImageMemoryRequirementsKHR").is_some());
+        assert!(dispatch::device_hook(b"vkCmdDraw").is_none());
+    }
+}

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use vkdirty::trace::TraceError;
 
+mod capture;
 mod dump;
 mod events;
 mod info;
@@ -44,6 +45,8 @@ commands! {
     Verify(verify::Args),
     /// Print one JSON object per block, one per line.
     Events(events::Args),
+    /// Run an application (default: the built-in workload) under the layer and summarise its trace.
+    Capture(capture::Args),
 }
 
 #[derive(Parser)]

@@ -1,0 +1,635 @@
+//! What the layer records: allocations, mappings and their tracking, collections at submit, and
+//! the trace file's life cycle. Every failure here becomes one log line; the application's call
+//! always goes on.
+
+use ash::vk;
+use ash::vk::Handle;
+use once_cell::sync::Lazy;
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vkdirty::config::{self, BackendChoice, Settings};
+use vkdirty::guard::{BackendKind, GuardError, GuardManager, RegionId, TrackOptions};
+use vkdirty::trace::{self, Event, TraceWriter, WriterOptions};
+
+use crate::dispatch::DeviceState;
+use crate::log;
+use crate::settings;
+
+/// The process-wide capture state.
+pub struct Capture {
+    settings: &'static Settings,
+    guards: GuardManager,
+    state: Mutex<State>,
+    /// The process that opened the trace.
+    owner_pid: AtomicU32,
+}
+
+static CAPTURE: Lazy<Capture> = Lazy::new(|| Capture {
+    settings: settings::get(),
+    guards: GuardManager::new(),
+    state: Mutex::new(State::default()),
+    owner_pid: AtomicU32::new(0),
+});
+
+pub fn get() -> &'static Capture {
+    &CAPTURE
+}
+
+#[derive(Default)]
+enum Trace {
+    /// Opened at the first `vkCreateDevice`.
+    #[default]
+    NotOpened,
+    Open(TraceWriter),
+    /// Could not be created, or has been closed (a later device opens a new one).
+    Closed,
+}
+
+/// An allocation, keyed by (device, memory) handle values.
+struct Memory {
+    id: u64,
+    size: u64,
+    mapping: Option<Mapping>,
+}
+
+#[derive(Clone, Copy)]
+struct Mapping {
+    region: RegionId,
+    /// Allocation offset of the mapping's first byte.
+    offset: u64,
+    size: u64,
+    backend: BackendKind,
+}
+
+#[derive(Default)]
+struct State {
+    trace: Trace,
+    /// Traces opened so far (a second one gets a numbered name).
+    opened: u32,
+    app_name: String,
+    engine_name: String,
+    memories: HashMap<(u64, u64), Memory>,
+    /// Per device: mapped allocations by id (collection order), to their memory handle.
+    mapped: HashMap<u64, BTreeMap<u64, u64>>,
+    next_alloc: u64,
+    /// Sequence number of the last submit (0 before the first).
+    seq: u64,
+    /// The current frame, 1-based.
+    frame: u64,
+    /// Whether the last submit was inside the FRAMES/SUBMITS window.
+    active: bool,
+}
+
+impl State {
+    fn writer(&self) -> Option<&TraceWriter> {
+        match &self.trace {
+            Trace::Open(w) if w.is_active() => Some(w),
+            _ => None,
+        }
+    }
+}
+
+/// What `vkQueueSubmit*` / `vkQueueBindSparse` pass, for the submit record.
+pub struct SubmitInfo {
+    pub kind: u8,
+    pub command_buffers: u32,
+    pub waits: u32,
+    pub signals: u32,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn c_name(bytes: &[std::ffi::c_char]) -> String {
+    let b: Vec<u8> = bytes.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// The key under which a refusal is logged once: the backend and reason without addresses.
+fn refusal_key(e: &GuardError) -> String {
+    match e {
+        GuardError::Unavailable { backend, reason } => {
+            // The manager keeps a failed probe's whole message as the reason.
+            let prefix = format!("{backend} unavailable: ");
+            format!("{prefix}{}", reason.strip_prefix(&prefix).unwrap_or(reason))
+        }
+        GuardError::RegionRefused { backend, reason, .. } => format!("{backend} refused a mapping: {reason}"),
+        other => other.to_string(),
+    }
+}
+
+/// Whether collection must run at every submit regardless of the capture window: shadow backends
+/// copy the application's writes to the real memory only when collecting.
+fn must_collect(b: BackendKind) -> bool {
+    matches!(b, BackendKind::Shadow | BackendKind::ShadowWp)
+}
+
+impl Capture {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
+    /// `vkCreateInstance` succeeded.
+    pub fn instance_created(&self, app_name: Option<String>, engine_name: Option<String>) {
+        pin_library_and_register_exit();
+        let mut st = self.lock();
+        if st.app_name.is_empty() {
+            st.app_name = app_name.unwrap_or_default();
+        }
+        if st.engine_name.is_empty() {
+            st.engine_name = engine_name.unwrap_or_default();
+        }
+    }
+
+    /// `vkCreateDevice` succeeded: opens the trace on the first device.
+    pub fn device_created(&self, props: &vk::PhysicalDeviceProperties) {
+        let mut st = self.lock();
+        if matches!(st.trace, Trace::Open(_)) {
+            return;
+        }
+        let process = settings::process_name();
+        let pid = std::process::id();
+        let mut path = config::resolve_trace_path(
+            self.settings.trace_file.as_deref(),
+            &process,
+            pid,
+            settings::android_package().as_deref(),
+        );
+        st.opened += 1;
+        if st.opened > 1 {
+            path = numbered(&path, st.opened);
+        }
+        if settings::android_package().is_some() {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
+        let opts = WriterOptions {
+            compression: match self.settings.compression {
+                config::Compression::Lz4 => trace::Compression::Lz4,
+                config::Compression::None => trace::Compression::None,
+            },
+            flush_every_submit: self.settings.flush_every_submit,
+            on_error: Some(Arc::new(|e: &str| {
+                log::error!("writing the trace failed, capture stopped: {e}");
+            })),
+            ..WriterOptions::default()
+        };
+        match TraceWriter::create(&path, opts) {
+            Ok(w) => {
+                log::info!("capturing to {} (backend {})", path.display(), self.settings.backend);
+                w.record(&Event::Session(trace::Session {
+                    pid,
+                    process_name: process,
+                    app_name: st.app_name.clone(),
+                    engine_name: st.engine_name.clone(),
+                    device_name: c_name(&props.device_name),
+                    vendor_id: props.vendor_id,
+                    device_id: props.device_id,
+                    driver_version: props.driver_version,
+                    api_version: props.api_version,
+                }));
+                st.trace = Trace::Open(w);
+                self.owner_pid.store(pid, Ordering::Relaxed);
+            }
+            Err(e) => {
+                log::error!("cannot create the trace, capture is off: {e}");
+                st.trace = Trace::Closed;
+            }
+        }
+    }
+
+    /// `vkDestroyDevice` is about to be called: stops tracking the device's mappings.
+    pub fn device_destroyed(&self, dev: &DeviceState) {
+        let device = dev.handle.as_raw();
+        let mut st = self.lock();
+        let mapped = st.mapped.remove(&device).unwrap_or_default();
+        let submit = st.seq + 1;
+        let record = self.records_later(&st);
+        for (_, mem) in mapped {
+            let taken = st.memories.get_mut(&(device, mem)).and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
+            if let Some((id, mapping)) = taken {
+                self.untrack(&st, id, &mapping, submit, record);
+            }
+        }
+        st.memories.retain(|&(d, _), _| d != device);
+    }
+
+    /// The last instance is gone: closes the trace.
+    pub fn last_instance_destroyed(&self) {
+        let mut st = self.lock();
+        close(&mut st, "the last instance was destroyed");
+    }
+
+    /// Process exit: closes the trace if the application did not destroy its instances. Waits
+    /// a bounded time for the lock, so an exit racing a capture in another thread cannot hang.
+    fn at_exit(&self) {
+        // A forked child has neither the writer thread nor, possibly, an unlocked state.
+        if self.owner_pid.load(Ordering::Relaxed) != std::process::id() {
+            return;
+        }
+        if let Some(mut st) = self.state.try_lock_for(Duration::from_secs(2)) {
+            close(&mut st, "the process exits");
+        } else {
+            log::error!("process exit while capture was busy: trace left without its end record");
+        }
+    }
+
+    pub fn allocated(&self, dev: &DeviceState, info: &vk::MemoryAllocateInfo<'_>, memory: vk::DeviceMemory) {
+        let device = dev.handle.as_raw();
+        let (flags, heap) = dev
+            .memory_types
+            .get(info.memory_type_index as usize)
+            .copied()
+            .unwrap_or((vk::MemoryPropertyFlags::empty(), 0));
+        let mut st = self.lock();
+        st.next_alloc += 1;
+        let id = st.next_alloc;
+        st.memories.insert((device, memory.as_raw()), Memory { id, size: info.allocation_size, mapping: None });
+        if let Some(w) = st.writer() {
+            w.record(&Event::Allocation(trace::Allocation {
+                id,
+                handle: memory.as_raw(),
+                device,
+                size: info.allocation_size,
+                memory_type: info.memory_type_index,
+                property_flags: flags.as_raw(),
+                heap,
+            }));
+        }
+    }
+
+    /// `vkFreeMemory` is about to be called: an implicit unmap, then the free record.
+    pub fn freeing(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
+        let key = (dev.handle.as_raw(), memory.as_raw());
+        let mut st = self.lock();
+        if st.memories.contains_key(&key) {
+            self.unmap_locked(&mut st, key);
+        }
+        if let Some(m) = st.memories.remove(&key) {
+            if let Some(w) = st.writer() {
+                w.record(&Event::Free { alloc: m.id });
+            }
+        }
+    }
+
+    /// `vkMapMemory*` returned `real`: tracks the mapping and returns the pointer the application
+    /// must use.
+    ///
+    /// # Safety
+    /// `real` is the pointer the driver returned for this mapping of `size` bytes (or
+    /// `VK_WHOLE_SIZE`) at `offset`; it stays mapped until [`Capture::unmapping`] or
+    /// [`Capture::freeing`] for this memory has returned.
+    pub unsafe fn mapped(
+        &self,
+        dev: &DeviceState,
+        memory: vk::DeviceMemory,
+        offset: u64,
+        size: u64,
+        real: *mut std::ffi::c_void,
+        placed: bool,
+    ) -> *mut std::ffi::c_void {
+        let key = (dev.handle.as_raw(), memory.as_raw());
+        let mut st = self.lock();
+        if st.writer().is_none() {
+            return real;
+        }
+        let Some(mem) = st.memories.get(&key) else {
+            log::once(vkdirty::config::LogLevel::Warn, "a mapping of memory allocated before the layer saw it is not captured");
+            return real;
+        };
+        if mem.mapping.is_some() {
+            log::once(vkdirty::config::LogLevel::Warn, "memory mapped twice; the second mapping is not captured");
+            return real;
+        }
+        let id = mem.id;
+        let size = if size == vk::WHOLE_SIZE { mem.size.saturating_sub(offset) } else { size };
+        if size == 0 || real.is_null() {
+            return real;
+        }
+        let Ok(len) = usize::try_from(size) else { return real };
+        let opts = TrackOptions {
+            shadow_reads: self.settings.shadow_reads,
+            persistent_key: self.settings.persistent_shadow.then_some(id),
+        };
+        let mut order: Vec<BackendKind> = backend_order(self.settings.backend).to_vec();
+        if placed {
+            // A placed mapping must stay at the address the application chose.
+            order.retain(|b| !must_collect(*b));
+        }
+        // SAFETY: forwarded caller contract: real..real+len is the driver's live mapping.
+        let tracked = unsafe { self.guards.track_first(real.cast(), len, &order, &opts) };
+        match tracked {
+            Ok((t, refusals)) => {
+                for r in &refusals {
+                    log::once(vkdirty::config::LogLevel::Info, &format!("{}; falling back", refusal_key(r)));
+                }
+                let reason = if refusals.is_empty() {
+                    format!("{} ({})", t.backend, self.settings.backend)
+                } else {
+                    refusals.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")
+                };
+                let mapping = Mapping { region: t.id, offset, size, backend: t.backend };
+                if let Some(m) = st.memories.get_mut(&key) {
+                    m.mapping = Some(mapping);
+                }
+                st.mapped.entry(key.0).or_default().insert(id, key.1);
+                if let Some(w) = st.writer() {
+                    w.record(&Event::Map(trace::Map {
+                        alloc: id,
+                        offset,
+                        size,
+                        app_ptr: t.app_ptr as u64,
+                        backend: t.backend,
+                        reason,
+                    }));
+                }
+                t.app_ptr.cast()
+            }
+            Err(refusals) => {
+                for r in &refusals {
+                    log::once(vkdirty::config::LogLevel::Warn, &refusal_key(r));
+                }
+                log::once(vkdirty::config::LogLevel::Warn, "a mapping no backend accepted is not captured");
+                real
+            }
+        }
+    }
+
+    /// `vkUnmapMemory*` is about to be called: collects what is dirty, then untracks.
+    pub fn unmapping(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
+        let key = (dev.handle.as_raw(), memory.as_raw());
+        let mut st = self.lock();
+        self.unmap_locked(&mut st, key);
+    }
+
+    fn unmap_locked(&self, st: &mut State, key: (u64, u64)) {
+        let taken = st.memories.get_mut(&key).and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
+        let Some((id, mapping)) = taken else { return };
+        if let Some(map) = st.mapped.get_mut(&key.0) {
+            map.remove(&id);
+        }
+        let submit = st.seq + 1;
+        let record = self.records_later(st);
+        self.untrack(st, id, &mapping, submit, record);
+        if let Some(w) = st.writer() {
+            w.record(&Event::Unmap { alloc: id });
+        }
+    }
+
+    fn untrack(&self, st: &State, id: u64, m: &Mapping, submit: u64, record: bool) {
+        let r = match st.writer().filter(|_| record) {
+            Some(w) => {
+                let mut d = w.dirty(id, submit);
+                let r = self.guards.untrack(m.region, &mut |off: usize, bytes: &[u8]| {
+                    d.push(m.offset.saturating_add(off as u64), bytes)
+                });
+                d.finish();
+                r
+            }
+            None => self.guards.untrack(m.region, &mut |_: usize, _: &[u8]| {}),
+        };
+        if let Err(e) = r {
+            log::once(vkdirty::config::LogLevel::Error, &format!("untracking a mapping failed: {e}"));
+        }
+    }
+
+    fn collect(&self, st: &State, id: u64, m: &Mapping, range: Option<Range<usize>>, submit: u64, record: bool) {
+        let r = match st.writer().filter(|_| record) {
+            Some(w) => {
+                let mut d = w.dirty(id, submit);
+                let mut sink = |off: usize, bytes: &[u8]| d.push(m.offset.saturating_add(off as u64), bytes);
+                let r = match range {
+                    Some(range) => self.guards.collect_range(m.region, range, &mut sink),
+                    None => self.guards.collect(m.region, &mut sink),
+                };
+                d.finish();
+                r
+            }
+            None => {
+                let mut sink = |_: usize, _: &[u8]| {};
+                match range {
+                    Some(range) => self.guards.collect_range(m.region, range, &mut sink),
+                    None => self.guards.collect(m.region, &mut sink),
+                }
+            }
+        };
+        if let Err(e) = r {
+            log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
+        }
+    }
+
+    /// Whether bytes collected now (outside a submit) must be recorded: capture is on, or will be
+    /// on later and needs them to reconstruct.
+    fn records_later(&self, st: &State) -> bool {
+        self.settings.captures_later(st.frame.max(1), st.seq + 1)
+    }
+
+    /// The mapped part of `[offset, offset + size)` (allocation offsets, `VK_WHOLE_SIZE` allowed)
+    /// as region offsets and as allocation offsets.
+    fn clip(m: &Mapping, offset: u64, size: u64) -> Option<(Range<usize>, (u64, u64))> {
+        let map_end = m.offset.saturating_add(m.size);
+        let start = offset.max(m.offset);
+        let end = if size == vk::WHOLE_SIZE { map_end } else { offset.saturating_add(size).min(map_end) };
+        if start >= end {
+            return None;
+        }
+        let rs = usize::try_from(start - m.offset).ok()?;
+        let re = usize::try_from(end - m.offset).ok()?;
+        Some((rs..re, (start, end - start)))
+    }
+
+    /// `vkFlushMappedMemoryRanges` is about to be called: declares and collects the ranges.
+    pub fn flushing(&self, dev: &DeviceState, ranges: &[vk::MappedMemoryRange<'_>]) {
+        let device = dev.handle.as_raw();
+        let st = self.lock();
+        let submit = st.seq + 1;
+        let record = self.records_later(&st);
+        let mut per_alloc: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        for r in ranges {
+            let Some(mem) = st.memories.get(&(device, r.memory.as_raw())) else { continue };
+            let Some(m) = mem.mapping else { continue };
+            let Some((region_range, alloc_range)) = Self::clip(&m, r.offset, r.size) else { continue };
+            if let Err(e) = self.guards.flushed(m.region, region_range.clone()) {
+                log::once(vkdirty::config::LogLevel::Error, &format!("declaring a flush failed: {e}"));
+            }
+            per_alloc.entry(mem.id).or_default().push(alloc_range);
+            self.collect(&st, mem.id, &m, Some(region_range), submit, record);
+        }
+        if let Some(w) = st.writer().filter(|_| record) {
+            for (alloc, ranges) in per_alloc {
+                w.record(&Event::Flush { alloc, ranges });
+            }
+        }
+    }
+
+    /// `vkInvalidateMappedMemoryRanges` returned: shadows refresh from the real memory.
+    pub fn invalidated(&self, dev: &DeviceState, ranges: &[vk::MappedMemoryRange<'_>]) {
+        let device = dev.handle.as_raw();
+        let st = self.lock();
+        for r in ranges {
+            let Some(mem) = st.memories.get(&(device, r.memory.as_raw())) else { continue };
+            let Some(m) = mem.mapping else { continue };
+            let Some((region_range, _)) = Self::clip(&m, r.offset, r.size) else { continue };
+            if let Err(e) = self.guards.invalidate(m.region, region_range) {
+                log::once(vkdirty::config::LogLevel::Error, &format!("invalidating a shadow failed: {e}"));
+            }
+        }
+    }
+
+    /// A submit to `queue` of `dev` is about to be called: collects every mapping of the device,
+    /// writes the dirty pages, then the submit record.
+    pub fn submitting(&self, dev: &DeviceState, queue: vk::Queue, info: SubmitInfo) {
+        let device = dev.handle.as_raw();
+        let mut st = self.lock();
+        st.seq += 1;
+        let seq = st.seq;
+        let frame = st.frame.max(1);
+        let active = self.settings.captures(frame, seq);
+        let windowed = self.settings.frames.is_some() || self.settings.submits.is_some();
+        if windowed && active != st.active {
+            if let Some(w) = st.writer() {
+                w.record(&if active {
+                    Event::CaptureStart { frame, submit: seq }
+                } else {
+                    Event::CaptureStop { frame, submit: seq }
+                });
+            }
+        }
+        st.active = active;
+        let record = active || self.settings.captures_later(frame, seq);
+        let writing = st.writer().is_some();
+        if let Some(mapped) = st.mapped.get(&device) {
+            for (&id, &mem) in mapped {
+                let Some(m) = st.memories.get(&(device, mem)).and_then(|m| m.mapping) else { continue };
+                if (active && writing) || must_collect(m.backend) {
+                    self.collect(&st, id, &m, None, seq, record);
+                }
+            }
+        }
+        if let Some(w) = st.writer() {
+            w.record(&Event::Submit(trace::Submit {
+                device,
+                queue: queue.as_raw(),
+                seq,
+                timestamp_ns: now_ns(),
+                command_buffers: info.command_buffers,
+                waits: info.waits,
+                signals: info.signals,
+                kind: info.kind,
+            }));
+        }
+    }
+
+    /// `vkQueuePresentKHR`: the current frame ends.
+    pub fn presenting(&self) {
+        let mut st = self.lock();
+        let frame = st.frame.max(1);
+        if let Some(w) = st.writer() {
+            w.record(&Event::Frame { frame, last_submit: st.seq, timestamp_ns: now_ns() });
+        }
+        st.frame = frame + 1;
+    }
+}
+
+fn backend_order(choice: BackendChoice) -> &'static [BackendKind] {
+    match choice {
+        // host-import changes allocations, which this layer does not do yet.
+        BackendChoice::Fixed(BackendKind::HostImport) => {
+            log::once(
+                vkdirty::config::LogLevel::Warn,
+                "VKDIRTY_BACKEND=host-import is not available in this build; using auto",
+            );
+            BackendChoice::Auto.order()
+        }
+        c => c.order(),
+    }
+}
+
+/// `x.vkd` → `x-2.vkd`.
+fn numbered(path: &std::path::Path, n: u32) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{n}"),
+    };
+    path.with_file_name(name)
+}
+
+fn close(st: &mut State, why: &str) {
+    if let Trace::Open(w) = std::mem::replace(&mut st.trace, Trace::Closed) {
+        match w.close() {
+            Ok(t) => log::info!(
+                "trace closed ({why}): {} submits, {} frames, {} dirty pages, {} dirty bytes",
+                t.submits,
+                t.frames,
+                t.dirty_pages,
+                t.dirty_bytes
+            ),
+            Err(e) => log::error!("closing the trace failed: {e}"),
+        }
+    }
+}
+
+extern "C" fn at_exit() {
+    CAPTURE.at_exit();
+}
+
+/// Keeps this library loaded for the life of the process (the loader unloads layers at
+/// `vkDestroyInstance`, but guard backends may leave signal handlers and threads pointing into
+/// it), and closes the trace at exit even when the application never destroys its instance.
+fn pin_library_and_register_exit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: Dl_info is plain data; dladdr fills it for an address inside this library.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: dladdr only reads the address; `info` is a valid out-pointer.
+        let found = unsafe { libc::dladdr(at_exit as *const libc::c_void, &mut info) } != 0;
+        if found && !info.dli_fname.is_null() {
+            // SAFETY: dli_fname is a NUL-terminated path owned by the dynamic linker.
+            // RTLD_NOLOAD only takes a reference on the already loaded library.
+            let h = unsafe { libc::dlopen(info.dli_fname, libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE) };
+            if h.is_null() {
+                log::warn!("could not pin the layer library in memory");
+            }
+        }
+        // SAFETY: at_exit is a plain extern "C" fn in this library, which is now never unloaded.
+        if unsafe { libc::atexit(at_exit) } != 0 {
+            log::warn!("could not register the exit handler; a trace is whole only after vkDestroyInstance");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(offset: u64, size: u64) -> Mapping {
+        Mapping { region: RegionId(1), offset, size, backend: BackendKind::AsyncWp }
+    }
+
+    #[test]
+    fn flush_ranges_clip_to_the_mapping() {
+        let m = mapping(0x1000, 0x3000);
+        assert_eq!(Capture::clip(&m, 0x1000, 0x3000), Some((0..0x3000, (0x1000, 0x3000))));
+        assert_eq!(Capture::clip(&m, 0x2000, vk::WHOLE_SIZE), Some((0x1000..0x3000, (0x2000, 0x2000))));
+        assert_eq!(Capture::clip(&m, 0, 0x1800), Some((0..0x800, (0x1000, 0x800))));
+        assert_eq!(Capture::clip(&m, 0x3800, 0x10000), Some((0x2800..0x3000, (0x3800, 0x800))));
+        assert_eq!(Capture::clip(&m, 0x4000, 0x100), None);
+        assert_eq!(Capture::clip(&m, 0, 0x1000), None);
+        assert_eq!(Capture::clip(&m, u64::MAX - 1, u64::MAX - 1), None);
+    }
+
+    #[test]
+    fn numbered_trace_names() {
+        assert_eq!(numbered(std::path::Path::new("/t/a.vkd"), 2), PathBuf::from("/t/a-2.vkd"));
+        assert_eq!(numbered(std::path::Path::new("a"), 3), PathBuf::from("a-3"));
+    }
+}

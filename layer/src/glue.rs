@@ -1,0 +1,212 @@
+//! Instance and device life cycle: the link-chain walk, the dispatch tables, and the
+//! `vkGet*ProcAddr` answers.
+
+use ash::vk;
+use std::ffi::{c_char, CStr};
+
+use crate::dispatch::{self, DeviceKey, DeviceNext, DeviceState, InstanceKey, InstanceNext, InstanceState, RequirementsNext};
+use crate::table::{cast_next, name_bytes, void_fn};
+use crate::{capture, loader, log, settings};
+
+/// Reads an optional C string of `VkApplicationInfo`.
+///
+/// # Safety
+/// `p` is null or NUL-terminated.
+unsafe fn opt_str(p: *const c_char) -> Option<String> {
+    // SAFETY: caller contract.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// # Safety
+/// Called by the loader as `vkCreateInstance` with valid arguments (VUID-vkCreateInstance-*).
+pub unsafe extern "system" fn create_instance(
+    create_info: *const vk::InstanceCreateInfo<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    p_instance: *mut vk::Instance,
+) -> vk::Result {
+    // Read the settings now, so bad values are reported at start-up.
+    let _ = settings::get();
+    // LLP_LAYER_12: take our link and advance the chain before calling down.
+    // SAFETY: create_info is the loader-provided VkInstanceCreateInfo.
+    let Some(link) = (unsafe { loader::take_instance_link(create_info) }) else {
+        log::error!("vkCreateInstance without the loader's layer link; is the layer loaded by a Vulkan loader?");
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    // SAFETY: a global command is looked up with a null instance.
+    let next_create = unsafe { (link.next_gipa)(vk::Instance::null(), c"vkCreateInstance".as_ptr()) };
+    let Some(next_create) = cast_next!(next_create, vk::PFN_vkCreateInstance) else {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    // LLP_LAYER_21: pInstance is passed down untouched.
+    // SAFETY: the application's arguments, passed down unchanged (but for the advanced link).
+    let r = unsafe { next_create(create_info, allocator, p_instance) };
+    if r != vk::Result::SUCCESS {
+        return r;
+    }
+    // SAFETY: on success the next layer wrote a valid instance to p_instance.
+    let instance = unsafe { *p_instance };
+    let next_gipa = link.next_gipa;
+    // SAFETY: instance-level names resolved for the instance just created.
+    let next = InstanceNext::load(|n| unsafe { next_gipa(instance, n.as_ptr()) });
+    // SAFETY: instance is a valid dispatchable handle.
+    let Some(key) = (unsafe { InstanceKey::of(instance) }) else { return r };
+    dispatch::add_instance(key, InstanceState { handle: instance, next_gipa, next });
+
+    // SAFETY: create_info is valid; pApplicationInfo is null or valid (VUID-VkInstanceCreateInfo-pApplicationInfo-parameter).
+    let (app, engine) = unsafe {
+        let ai = (*create_info).p_application_info;
+        if ai.is_null() {
+            (None, None)
+        } else {
+            (opt_str((*ai).p_application_name), opt_str((*ai).p_engine_name))
+        }
+    };
+    capture::get().instance_created(app, engine);
+    r
+}
+
+/// # Safety
+/// Called as `vkDestroyInstance` with valid arguments.
+pub unsafe extern "system" fn destroy_instance(instance: vk::Instance, allocator: *const vk::AllocationCallbacks<'_>) {
+    // SAFETY: instance is null or valid; the key is read before the object is destroyed.
+    let Some(key) = (unsafe { InstanceKey::of(instance) }) else { return };
+    // SAFETY: as above.
+    let Some(st) = (unsafe { dispatch::instance(instance) }) else {
+        log::error!("vkDestroyInstance of an instance this layer does not know");
+        return;
+    };
+    let left = dispatch::remove_instance(key);
+    if let Some(f) = st.next.vkDestroyInstance {
+        // SAFETY: the application's arguments, passed down.
+        unsafe { f(instance, allocator) };
+    }
+    if left == 0 {
+        capture::get().last_instance_destroyed();
+    }
+}
+
+/// # Safety
+/// Called as `vkCreateDevice` with valid arguments.
+pub unsafe extern "system" fn create_device(
+    physical: vk::PhysicalDevice,
+    create_info: *const vk::DeviceCreateInfo<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    p_device: *mut vk::Device,
+) -> vk::Result {
+    // SAFETY: physical is a valid physical device of an instance this layer created.
+    let Some(inst) = (unsafe { dispatch::instance(physical) }) else {
+        log::error!("vkCreateDevice on a physical device of an unknown instance");
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    // LLP_LAYER_13: take our link and advance the chain.
+    // SAFETY: create_info is the loader-provided VkDeviceCreateInfo.
+    let Some(link) = (unsafe { loader::take_device_link(create_info) }) else {
+        log::error!("vkCreateDevice without the loader's layer link");
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    // The next vkCreateDevice comes from the real instance, never a null one.
+    // SAFETY: inst.handle is the live instance of this physical device.
+    let next_create = unsafe { (link.next_gipa)(inst.handle, c"vkCreateDevice".as_ptr()) };
+    let Some(next_create) = cast_next!(next_create, vk::PFN_vkCreateDevice) else {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    };
+    // LLP_LAYER_22: pDevice is passed down untouched.
+    // SAFETY: the application's arguments, passed down unchanged (but for the advanced link).
+    let r = unsafe { next_create(physical, create_info, allocator, p_device) };
+    if r != vk::Result::SUCCESS {
+        return r;
+    }
+    // SAFETY: on success the next layer wrote a valid device.
+    let device = unsafe { *p_device };
+    let next_gdpa = link.next_gdpa;
+    // SAFETY: device-level names resolved for the device just created.
+    let next = DeviceNext::load(|n| unsafe { next_gdpa(device, n.as_ptr()) });
+    // SAFETY: as above.
+    let req = RequirementsNext::load(|n| unsafe { next_gdpa(device, n.as_ptr()) });
+
+    let mut memory_types = Vec::new();
+    if let Some(f) = inst.next.vkGetPhysicalDeviceMemoryProperties {
+        let mut mp = vk::PhysicalDeviceMemoryProperties::default();
+        // SAFETY: valid physical device and out-pointer.
+        unsafe { f(physical, &mut mp) };
+        let n = (mp.memory_type_count as usize).min(mp.memory_types.len());
+        memory_types = mp.memory_types[..n].iter().map(|t| (t.property_flags, t.heap_index)).collect();
+    }
+    let mut props = vk::PhysicalDeviceProperties::default();
+    if let Some(f) = inst.next.vkGetPhysicalDeviceProperties {
+        // SAFETY: valid physical device and out-pointer.
+        unsafe { f(physical, &mut props) };
+    }
+    // SAFETY: device is a valid dispatchable handle.
+    let Some(key) = (unsafe { DeviceKey::of(device) }) else { return r };
+    dispatch::add_device(key, DeviceState { handle: device, next_gdpa, next, req, memory_types });
+    capture::get().device_created(&props);
+    r
+}
+
+/// # Safety
+/// Called as `vkDestroyDevice` with valid arguments.
+pub unsafe extern "system" fn destroy_device(device: vk::Device, allocator: *const vk::AllocationCallbacks<'_>) {
+    // SAFETY: device is null or valid; read before it is destroyed.
+    let Some(key) = (unsafe { DeviceKey::of(device) }) else { return };
+    // SAFETY: as above.
+    let Some(dev) = (unsafe { dispatch::device(device) }) else {
+        log::error!("vkDestroyDevice of a device this layer does not know");
+        return;
+    };
+    // Mappings are collected while the memory is still there.
+    capture::get().device_destroyed(&dev);
+    dispatch::remove_device(key);
+    if let Some(f) = dev.next.vkDestroyDevice {
+        // SAFETY: the application's arguments, passed down.
+        unsafe { f(device, allocator) };
+    }
+}
+
+/// The answer of this layer's `vkGetInstanceProcAddr`.
+///
+/// # Safety
+/// `instance` is null or valid; `name` is null or NUL-terminated.
+pub unsafe fn get_instance_proc_addr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
+    // SAFETY: caller contract.
+    let n = (unsafe { name_bytes(name) })?;
+    if let Some(f) = crate::global_entry(n) {
+        return f;
+    }
+    if n == b"vkCreateInstance" {
+        return dispatch::instance_hook(n);
+    }
+    // SAFETY: caller contract.
+    let Some(inst) = (unsafe { dispatch::instance(instance) }) else {
+        // LLP_LAYER_18: nothing for names this layer cannot answer.
+        return None;
+    };
+    // SAFETY: forwarded to the next layer with the same arguments.
+    let next = unsafe { (inst.next_gipa)(instance, name) };
+    // LLP_LAYER_18: a hook only where the next layer has the entry point (enabled extension).
+    next?;
+    dispatch::instance_hook(n)
+        .or_else(|| dispatch::device_hook(n))
+        .or_else(|| if settings::get().aligns_requirements() { dispatch::requirements_hook(n) } else { None })
+        .or(next)
+}
+
+/// The answer of this layer's `vkGetDeviceProcAddr`.
+///
+/// # Safety
+/// `device` is null or valid; `name` is null or NUL-terminated.
+pub unsafe fn get_device_proc_addr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
+    // SAFETY: caller contract.
+    let n = (unsafe { name_bytes(name) })?;
+    if n == b"vkGetDeviceProcAddr" {
+        return void_fn::<vk::PFN_vkGetDeviceProcAddr>(crate::vkGetDeviceProcAddr);
+    }
+    // SAFETY: caller contract.
+    let dev = (unsafe { dispatch::device(device) })?;
+    // SAFETY: forwarded to the next layer with the same arguments.
+    let next = unsafe { (dev.next_gdpa)(device, name) };
+    next?;
+    dispatch::device_hook(n)
+        .or_else(|| if settings::get().aligns_requirements() { dispatch::requirements_hook(n) } else { None })
+        .or(next)
+}

@@ -1,0 +1,474 @@
+//! The intercepted device-level entry points. Each looks up its device, lets capture do its part
+//! and calls down; a capture failure is a log line inside `capture`, never a changed result.
+
+use ash::vk;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use crate::capture::{self, SubmitInfo};
+use crate::dispatch::{self, DeviceState};
+use crate::log;
+use vkdirty::config::LogLevel;
+
+/// The device state of a device, queue or command buffer.
+///
+/// # Safety
+/// `h` is a valid dispatchable handle created through the loader.
+unsafe fn dev_of<H: vk::Handle>(h: H) -> Option<Arc<DeviceState>> {
+    // SAFETY: caller contract.
+    let d = unsafe { dispatch::device(h) };
+    if d.is_none() {
+        log::once(LogLevel::Error, "a call on a device this layer did not see created cannot be passed down");
+    }
+    d
+}
+
+/// A slice from a Vulkan `(count, pointer)` pair; empty for a null pointer.
+///
+/// # Safety
+/// `p` is null or points to `n` valid elements that outlive the returned slice.
+unsafe fn slice<'a, T>(p: *const T, n: u32) -> &'a [T] {
+    if p.is_null() || n == 0 {
+        return &[];
+    }
+    // SAFETY: caller contract.
+    unsafe { std::slice::from_raw_parts(p, n as usize) }
+}
+
+/// The result to return when the entry point the application called has no next function.
+const NO_NEXT: vk::Result = vk::Result::ERROR_INITIALIZATION_FAILED;
+
+/// # Safety
+/// Valid `vkAllocateMemory` arguments.
+pub unsafe extern "system" fn allocate_memory(
+    device: vk::Device,
+    info: *const vk::MemoryAllocateInfo<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    p_memory: *mut vk::DeviceMemory,
+) -> vk::Result {
+    // SAFETY: device is valid (VUID-vkAllocateMemory-device-parameter).
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkAllocateMemory else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device, info, allocator, p_memory) };
+    if r == vk::Result::SUCCESS && !info.is_null() && !p_memory.is_null() {
+        // SAFETY: valid on success.
+        unsafe { capture::get().allocated(&dev, &*info, *p_memory) };
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkFreeMemory` arguments.
+pub unsafe extern "system" fn free_memory(
+    device: vk::Device,
+    memory: vk::DeviceMemory,
+    allocator: *const vk::AllocationCallbacks<'_>,
+) {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return };
+    if memory != vk::DeviceMemory::null() {
+        // Freeing unmaps implicitly: collect while the memory is still mapped.
+        capture::get().freeing(&dev, memory);
+    }
+    if let Some(next) = dev.next.vkFreeMemory {
+        // SAFETY: the application's arguments, passed down.
+        unsafe { next(device, memory, allocator) };
+    }
+}
+
+/// # Safety
+/// Valid `vkMapMemory` arguments.
+pub unsafe extern "system" fn map_memory(
+    device: vk::Device,
+    memory: vk::DeviceMemory,
+    offset: vk::DeviceSize,
+    size: vk::DeviceSize,
+    flags: vk::MemoryMapFlags,
+    pp_data: *mut *mut c_void,
+) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkMapMemory else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device, memory, offset, size, flags, pp_data) };
+    if r == vk::Result::SUCCESS && !pp_data.is_null() {
+        // SAFETY: on success *pp_data is the driver's mapping of this range, valid until unmap,
+        // which this layer intercepts (untracking before calling down).
+        unsafe { *pp_data = capture::get().mapped(&dev, memory, offset, size, *pp_data, false) };
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkUnmapMemory` arguments.
+pub unsafe extern "system" fn unmap_memory(device: vk::Device, memory: vk::DeviceMemory) {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return };
+    capture::get().unmapping(&dev, memory);
+    if let Some(next) = dev.next.vkUnmapMemory {
+        // SAFETY: the application's arguments, passed down.
+        unsafe { next(device, memory) };
+    }
+}
+
+/// Whether a `VkMemoryMapInfoKHR` asks for a placed mapping (`VK_EXT_map_memory_placed`).
+///
+/// # Safety
+/// `info` is valid with a valid `pNext` chain.
+unsafe fn is_placed(info: &vk::MemoryMapInfoKHR<'_>) -> bool {
+    if info.flags.contains(vk::MemoryMapFlags::PLACED_EXT) {
+        return true;
+    }
+    let mut p = info.p_next as *const vk::BaseInStructure<'_>;
+    while !p.is_null() {
+        // SAFETY: every pNext element starts with sType/pNext (caller contract).
+        let b = unsafe { &*p };
+        if b.s_type == vk::StructureType::MEMORY_MAP_PLACED_INFO_EXT {
+            return true;
+        }
+        p = b.p_next;
+    }
+    false
+}
+
+/// # Safety
+/// Valid `vkMapMemory2KHR` arguments; `next` is the next layer's function of that name.
+unsafe fn map2(
+    dev: &DeviceState,
+    next: Option<vk::PFN_vkMapMemory2KHR>,
+    device: vk::Device,
+    info: *const vk::MemoryMapInfoKHR<'_>,
+    pp_data: *mut *mut c_void,
+) -> vk::Result {
+    let Some(next) = next else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device, info, pp_data) };
+    if r == vk::Result::SUCCESS && !pp_data.is_null() && !info.is_null() {
+        // SAFETY: info is valid; on success *pp_data is the driver's mapping (as in map_memory).
+        unsafe {
+            let i = &*info;
+            let placed = is_placed(i);
+            *pp_data = capture::get().mapped(dev, i.memory, i.offset, i.size, *pp_data, placed);
+        }
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkMapMemory2KHR` arguments.
+pub unsafe extern "system" fn map_memory2_khr(
+    device: vk::Device,
+    info: *const vk::MemoryMapInfoKHR<'_>,
+    pp_data: *mut *mut c_void,
+) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { map2(&dev, dev.next.vkMapMemory2KHR, device, info, pp_data) }
+}
+
+/// # Safety
+/// Valid `vkMapMemory2` arguments.
+pub unsafe extern "system" fn map_memory2(
+    device: vk::Device,
+    info: *const vk::MemoryMapInfoKHR<'_>,
+    pp_data: *mut *mut c_void,
+) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { map2(&dev, dev.next.vkMapMemory2, device, info, pp_data) }
+}
+
+/// # Safety
+/// Valid `vkUnmapMemory2KHR` arguments; `next` is the next layer's function of that name.
+unsafe fn unmap2(
+    dev: &DeviceState,
+    next: Option<vk::PFN_vkUnmapMemory2KHR>,
+    device: vk::Device,
+    info: *const vk::MemoryUnmapInfoKHR<'_>,
+) -> vk::Result {
+    let Some(next) = next else { return NO_NEXT };
+    if !info.is_null() {
+        // SAFETY: info is valid.
+        capture::get().unmapping(dev, unsafe { (*info).memory });
+    }
+    // SAFETY: the application's arguments, passed down.
+    unsafe { next(device, info) }
+}
+
+/// # Safety
+/// Valid `vkUnmapMemory2KHR` arguments.
+pub unsafe extern "system" fn unmap_memory2_khr(device: vk::Device, info: *const vk::MemoryUnmapInfoKHR<'_>) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { unmap2(&dev, dev.next.vkUnmapMemory2KHR, device, info) }
+}
+
+/// # Safety
+/// Valid `vkUnmapMemory2` arguments.
+pub unsafe extern "system" fn unmap_memory2(device: vk::Device, info: *const vk::MemoryUnmapInfoKHR<'_>) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { unmap2(&dev, dev.next.vkUnmapMemory2, device, info) }
+}
+
+/// # Safety
+/// Valid `vkFlushMappedMemoryRanges` arguments.
+pub unsafe extern "system" fn flush_mapped_memory_ranges(
+    device: vk::Device,
+    count: u32,
+    ranges: *const vk::MappedMemoryRange<'_>,
+) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkFlushMappedMemoryRanges else { return NO_NEXT };
+    // Collect first: a shadow's bytes must reach the real memory before the driver flushes it.
+    // SAFETY: `ranges` has `count` elements (VUID-vkFlushMappedMemoryRanges-pMemoryRanges-parameter).
+    capture::get().flushing(&dev, unsafe { slice(ranges, count) });
+    // SAFETY: the application's arguments, passed down.
+    unsafe { next(device, count, ranges) }
+}
+
+/// # Safety
+/// Valid `vkInvalidateMappedMemoryRanges` arguments.
+pub unsafe extern "system" fn invalidate_mapped_memory_ranges(
+    device: vk::Device,
+    count: u32,
+    ranges: *const vk::MappedMemoryRange<'_>,
+) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkInvalidateMappedMemoryRanges else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device, count, ranges) };
+    if r == vk::Result::SUCCESS {
+        // SAFETY: `ranges` has `count` elements.
+        capture::get().invalidated(&dev, unsafe { slice(ranges, count) });
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkQueueSubmit` arguments.
+pub unsafe extern "system" fn queue_submit(
+    queue: vk::Queue,
+    count: u32,
+    submits: *const vk::SubmitInfo<'_>,
+    fence: vk::Fence,
+) -> vk::Result {
+    // SAFETY: queue is valid; it shares its device's dispatch key.
+    let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkQueueSubmit else { return NO_NEXT };
+    let mut info = SubmitInfo { kind: 0, command_buffers: 0, waits: 0, signals: 0 };
+    // SAFETY: `submits` has `count` elements.
+    for s in unsafe { slice(submits, count) } {
+        info.command_buffers = info.command_buffers.saturating_add(s.command_buffer_count);
+        info.waits = info.waits.saturating_add(s.wait_semaphore_count);
+        info.signals = info.signals.saturating_add(s.signal_semaphore_count);
+    }
+    capture::get().submitting(&dev, queue, info);
+    // SAFETY: the application's arguments, passed down.
+    unsafe { next(queue, count, submits, fence) }
+}
+
+/// # Safety
+/// Valid `vkQueueSubmit2` arguments; `next` is the next layer's function of the called name.
+unsafe fn submit2(
+    dev: &DeviceState,
+    next: Option<vk::PFN_vkQueueSubmit2>,
+    queue: vk::Queue,
+    count: u32,
+    submits: *const vk::SubmitInfo2<'_>,
+    fence: vk::Fence,
+) -> vk::Result {
+    let Some(next) = next else { return NO_NEXT };
+    let mut info = SubmitInfo { kind: 1, command_buffers: 0, waits: 0, signals: 0 };
+    // SAFETY: `submits` has `count` elements.
+    for s in unsafe { slice(submits, count) } {
+        info.command_buffers = info.command_buffers.saturating_add(s.command_buffer_info_count);
+        info.waits = info.waits.saturating_add(s.wait_semaphore_info_count);
+        info.signals = info.signals.saturating_add(s.signal_semaphore_info_count);
+    }
+    capture::get().submitting(dev, queue, info);
+    // SAFETY: the application's arguments, passed down.
+    unsafe { next(queue, count, submits, fence) }
+}
+
+/// # Safety
+/// Valid `vkQueueSubmit2` arguments.
+pub unsafe extern "system" fn queue_submit2(
+    queue: vk::Queue,
+    count: u32,
+    submits: *const vk::SubmitInfo2<'_>,
+    fence: vk::Fence,
+) -> vk::Result {
+    // SAFETY: queue is valid.
+    let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { submit2(&dev, dev.next.vkQueueSubmit2, queue, count, submits, fence) }
+}
+
+/// # Safety
+/// Valid `vkQueueSubmit2KHR` arguments.
+pub unsafe extern "system" fn queue_submit2_khr(
+    queue: vk::Queue,
+    count: u32,
+    submits: *const vk::SubmitInfo2<'_>,
+    fence: vk::Fence,
+) -> vk::Result {
+    // SAFETY: queue is valid.
+    let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { submit2(&dev, dev.next.vkQueueSubmit2KHR, queue, count, submits, fence) }
+}
+
+/// # Safety
+/// Valid `vkQueueBindSparse` arguments.
+pub unsafe extern "system" fn queue_bind_sparse(
+    queue: vk::Queue,
+    count: u32,
+    binds: *const vk::BindSparseInfo<'_>,
+    fence: vk::Fence,
+) -> vk::Result {
+    // SAFETY: queue is valid.
+    let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkQueueBindSparse else { return NO_NEXT };
+    let mut info = SubmitInfo { kind: 2, command_buffers: 0, waits: 0, signals: 0 };
+    // SAFETY: `binds` has `count` elements.
+    for b in unsafe { slice(binds, count) } {
+        info.waits = info.waits.saturating_add(b.wait_semaphore_count);
+        info.signals = info.signals.saturating_add(b.signal_semaphore_count);
+    }
+    capture::get().submitting(&dev, queue, info);
+    // SAFETY: the application's arguments, passed down.
+    unsafe { next(queue, count, binds, fence) }
+}
+
+/// # Safety
+/// Valid `vkQueuePresentKHR` arguments.
+pub unsafe extern "system" fn queue_present_khr(queue: vk::Queue, present: *const vk::PresentInfoKHR<'_>) -> vk::Result {
+    // SAFETY: queue is valid.
+    let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkQueuePresentKHR else { return NO_NEXT };
+    capture::get().presenting();
+    // SAFETY: the application's arguments, passed down.
+    unsafe { next(queue, present) }
+}
+
+// Page-aligned memory requirements: a shadow copies whole pages to the real memory, so no
+// resource the GPU writes may share a page with one the CPU writes.
+
+fn align(r: &mut vk::MemoryRequirements) {
+    let page = vkdirty::guard::page_size() as u64;
+    r.alignment = r.alignment.max(page);
+    if let Some(rounded) = r.size.checked_add(page - 1) {
+        r.size = rounded / page * page;
+    }
+}
+
+/// # Safety
+/// `r` is null or valid.
+unsafe fn align2(r: *mut vk::MemoryRequirements2<'_>) {
+    if !r.is_null() {
+        // SAFETY: caller contract.
+        align(unsafe { &mut (*r).memory_requirements });
+    }
+}
+
+/// # Safety
+/// Valid `vkGetBufferMemoryRequirements` arguments.
+pub unsafe extern "system" fn get_buffer_memory_requirements(
+    device: vk::Device,
+    buffer: vk::Buffer,
+    out: *mut vk::MemoryRequirements,
+) {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return };
+    if let Some(next) = dev.req.vkGetBufferMemoryRequirements {
+        // SAFETY: the application's arguments, passed down; `out` is valid afterwards.
+        unsafe {
+            next(device, buffer, out);
+            if !out.is_null() {
+                align(&mut *out);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// Valid `vkGetImageMemoryRequirements` arguments.
+pub unsafe extern "system" fn get_image_memory_requirements(
+    device: vk::Device,
+    image: vk::Image,
+    out: *mut vk::MemoryRequirements,
+) {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return };
+    if let Some(next) = dev.req.vkGetImageMemoryRequirements {
+        // SAFETY: as above.
+        unsafe {
+            next(device, image, out);
+            if !out.is_null() {
+                align(&mut *out);
+            }
+        }
+    }
+}
+
+/// Generates the `*2`, `*2KHR` and `vkGetDevice*` variants, which differ only in the info type and
+/// the next function they call.
+macro_rules! requirements2 {
+    ($( $hook:ident, $field:ident, $info:ty; )*) => {$(
+        /// # Safety
+        /// Valid arguments of the entry point this hooks.
+        pub unsafe extern "system" fn $hook(
+            device: vk::Device,
+            info: *const $info,
+            out: *mut vk::MemoryRequirements2<'_>,
+        ) {
+            // SAFETY: device is valid.
+            let Some(dev) = (unsafe { dev_of(device) }) else { return };
+            if let Some(next) = dev.req.$field {
+                // SAFETY: the application's arguments, passed down; `out` is valid afterwards.
+                unsafe {
+                    next(device, info, out);
+                    align2(out);
+                }
+            }
+        }
+    )*};
+}
+
+requirements2! {
+    get_buffer_memory_requirements2, vkGetBufferMemoryRequirements2, vk::BufferMemoryRequirementsInfo2<'_>;
+    get_buffer_memory_requirements2_khr, vkGetBufferMemoryRequirements2KHR, vk::BufferMemoryRequirementsInfo2<'_>;
+    get_image_memory_requirements2, vkGetImageMemoryRequirements2, vk::ImageMemoryRequirementsInfo2<'_>;
+    get_image_memory_requirements2_khr, vkGetImageMemoryRequirements2KHR, vk::ImageMemoryRequirementsInfo2<'_>;
+    get_device_buffer_memory_requirements, vkGetDeviceBufferMemoryRequirements, vk::DeviceBufferMemoryRequirements<'_>;
+    get_device_buffer_memory_requirements_khr, vkGetDeviceBufferMemoryRequirementsKHR, vk::DeviceBufferMemoryRequirements<'_>;
+    get_device_image_memory_requirements, vkGetDeviceImageMemoryRequirements, vk::DeviceImageMemoryRequirements<'_>;
+    get_device_image_memory_requirements_khr, vkGetDeviceImageMemoryRequirementsKHR, vk::DeviceImageMemoryRequirements<'_>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_round_up_to_pages() {
+        let page = vkdirty::guard::page_size() as u64;
+        let mut r = vk::MemoryRequirements { size: 100, alignment: 16, memory_type_bits: 3 };
+        align(&mut r);
+        assert_eq!((r.size, r.alignment, r.memory_type_bits), (page, page, 3));
+        let mut r = vk::MemoryRequirements { size: 3 * page, alignment: 4 * page, memory_type_bits: 1 };
+        align(&mut r);
+        assert_eq!((r.size, r.alignment), (3 * page, 4 * page));
+        let mut r = vk::MemoryRequirements { size: u64::MAX, alignment: 1, memory_type_bits: 1 };
+        align(&mut r);
+        assert_eq!(r.size, u64::MAX);
+    }
+}

@@ -1,0 +1,362 @@
+//! The layer under the real Vulkan loader on lavapipe: a small ash program (this test binary,
+//! re-run as a child process) is captured through `VK_ADD_LAYER_PATH` + `VK_INSTANCE_LAYERS`, and
+//! the trace is checked record by record.
+
+use ash::vk;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vkdirty::guard::BackendKind;
+use vkdirty::trace::{Event, TraceReader};
+
+const CHILD_ENV: &str = "VKDIRTY_SMOKE_CHILD";
+
+/// `target/<profile>`, where the build put the layer and its manifest.
+fn layer_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    // target/<profile>/deps/smoke-<hash>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    assert!(
+        dir.join("libVkLayer_vkdirty.so").exists() && dir.join("VkLayer_vkdirty.json").exists(),
+        "the layer is not built in {}; run `cargo build -p vkdirty-layer`",
+        dir.display()
+    );
+    dir
+}
+
+fn lavapipe_icd() -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json");
+    p.exists().then_some(p)
+}
+
+/// What the child did, as it reports it on stdout.
+#[derive(Debug, Default)]
+struct ChildReport {
+    page: u64,
+    /// `name -> VkDeviceMemory` handle value.
+    handles: Vec<(String, u64)>,
+}
+
+/// Runs the child under the layer with `env` and returns its report and the trace's events.
+fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String) {
+    let dir = layer_dir();
+    let trace = std::env::temp_dir().join(format!("vkdirty-smoke-{name}-{}.vkd", std::process::id()));
+    let _ = std::fs::remove_file(&trace);
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .env("VK_ADD_LAYER_PATH", &dir)
+        .env("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture")
+        .env("VKDIRTY_TRACE_FILE", &trace)
+        .env("VKDIRTY_LOG_LEVEL", "info")
+        .env_remove("VK_LAYER_PATH");
+    if let Some(icd) = lavapipe_icd() {
+        cmd.env("VK_DRIVER_FILES", &icd).env("VK_ICD_FILENAMES", &icd);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let mut report = ChildReport::default();
+    // The test harness prints "test child ... " before the child's first line.
+    for line in stdout.lines().filter_map(|l| l.find("SMOKE ").map(|i| &l[i..])) {
+        if let Some(rest) = line.strip_prefix("SMOKE page ") {
+            report.page = rest.trim().parse().unwrap();
+        } else if let Some(rest) = line.strip_prefix("SMOKE handle ") {
+            let (n, h) = rest.split_once(' ').unwrap();
+            report.handles.push((n.to_string(), h.trim().parse().unwrap()));
+        }
+    }
+    assert!(report.page > 0, "child did not report; stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (events, trunc) = TraceReader::open(&trace)
+        .unwrap_or_else(|e| panic!("trace {}: {e}\nstderr:\n{stderr}", trace.display()))
+        .events()
+        .expect("read trace");
+    assert!(trunc.is_none(), "trace truncated: {trunc:?}");
+    let _ = std::fs::remove_file(&trace);
+    (report, events, stderr)
+}
+
+/// Allocation id of the allocation the child named `name`.
+fn alloc_id(events: &[Event], r: &ChildReport, name: &str) -> u64 {
+    let handle = r.handles.iter().find(|(n, _)| n == name).map(|(_, h)| *h).expect("handle");
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Allocation(a) if a.handle == handle => Some(a.id),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Allocation record for {name} (handle {handle:#x})"))
+}
+
+/// Pages (allocation page numbers) covered by the Dirty records of `alloc` for `submit`, and the
+/// bytes those records hold at `offset` (checked to be inside a run).
+fn dirty_pages(events: &[Event], alloc: u64, submit: u64, page: u64) -> BTreeSet<u64> {
+    let mut pages = BTreeSet::new();
+    for e in events {
+        if let Event::Dirty(d) = e {
+            if d.alloc == alloc && d.submit == submit {
+                for &(off, len) in &d.runs {
+                    let mut p = off / page;
+                    while p * page < off + len {
+                        pages.insert(p);
+                        p += 1;
+                    }
+                }
+            }
+        }
+    }
+    pages
+}
+
+/// The bytes the Dirty records of `alloc` for `submit` hold at `[offset, offset + len)`.
+fn dirty_bytes(events: &[Event], alloc: u64, submit: u64, offset: u64, len: u64) -> Option<Vec<u8>> {
+    for e in events {
+        if let Event::Dirty(d) = e {
+            if d.alloc != alloc || d.submit != submit {
+                continue;
+            }
+            let mut at = 0u64;
+            for &(off, l) in &d.runs {
+                if off <= offset && offset + len <= off + l {
+                    let s = (at + offset - off) as usize;
+                    return Some(d.data[s..s + len as usize].to_vec());
+                }
+                at += l;
+            }
+        }
+    }
+    None
+}
+
+fn check_trace(backend: BackendKind, r: &ChildReport, events: &[Event], exact: bool) {
+    let page = r.page;
+    // Session first, with the names the child gave.
+    match events.first() {
+        Some(Event::Session(s)) => {
+            assert_eq!(s.app_name, "vkdirty-smoke");
+            assert_eq!(s.engine_name, "smoke-engine");
+            assert!(!s.device_name.is_empty());
+            assert_ne!(s.api_version, 0);
+            assert_eq!(s.pid, s.pid.max(1));
+        }
+        other => panic!("first record is not a Session: {other:?}"),
+    }
+    assert!(matches!(events.last(), Some(Event::End(_))), "trace does not end with End");
+
+    let a = alloc_id(events, r, "A");
+    let b = alloc_id(events, r, "B");
+    let c = alloc_id(events, r, "C");
+    for e in events {
+        if let Event::Allocation(al) = e {
+            if al.id == a {
+                assert_eq!(al.size, 16 * page);
+                assert_ne!(al.property_flags & vk::MemoryPropertyFlags::HOST_VISIBLE.as_raw(), 0);
+            }
+        }
+    }
+    let maps: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Map(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    let map_of = |id: u64| maps.iter().find(|m| m.alloc == id).unwrap_or_else(|| panic!("no Map of {id}"));
+    assert_eq!((map_of(a).offset, map_of(a).size), (0, 16 * page));
+    // VK_WHOLE_SIZE resolved.
+    assert_eq!((map_of(b).offset, map_of(b).size), (2 * page, 6 * page));
+    assert_eq!((map_of(c).offset, map_of(c).size), (100, 5000));
+    for m in &maps {
+        assert_eq!(m.backend, backend, "{m:?}");
+    }
+
+    let submits: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Submit(s) => Some(s.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(submits, vec![1, 2, 3]);
+    let kinds: Vec<u8> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Submit(s) => Some(s.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec![0, 0, 1]);
+    // Dirty records come before their submit.
+    let pos_submit1 = events.iter().position(|e| matches!(e, Event::Submit(s) if s.seq == 1)).unwrap();
+    assert!(events[..pos_submit1].iter().any(|e| matches!(e, Event::Dirty(d) if d.alloc == a && d.submit == 1)));
+
+    // A, submit 1: 100 bytes in page 1 and all of page 5.
+    let want1: Vec<u8> = (0..100u64).map(|i| 0xA0 ^ i as u8).collect();
+    assert_eq!(dirty_bytes(events, a, 1, page + 10, 100), Some(want1));
+    assert_eq!(dirty_bytes(events, a, 1, 5 * page, page), Some(vec![0x55; page as usize]));
+    // A, at unmap (after submit 1): page 9.
+    assert_eq!(dirty_bytes(events, a, 2, 9 * page, 8), Some(vec![0x99; 8]));
+    // B, mapped at 2 pages: mapping offset 0 is allocation offset 2 pages.
+    assert_eq!(dirty_bytes(events, b, 2, 2 * page, 16), Some(vec![0xB0; 16]));
+    // C, mapped at byte 100: mapping offset 0 is allocation offset 100.
+    assert_eq!(dirty_bytes(events, c, 2, 100, 4), Some(vec![0xC0; 4]));
+    // B after submit 2: written, flushed (a Flush record and its Dirty before submit 3).
+    assert_eq!(dirty_bytes(events, b, 3, 3 * page, 4), Some(vec![0xB1; 4]));
+    assert!(events.iter().any(|e| matches!(e, Event::Flush { alloc, .. } if *alloc == b)));
+    assert!(events.iter().any(|e| matches!(e, Event::Unmap { alloc } if *alloc == a)));
+    assert!(events.iter().any(|e| matches!(e, Event::Free { alloc } if *alloc == b)));
+
+    if exact {
+        // Write tracking: exactly the pages written.
+        assert_eq!(dirty_pages(events, a, 1, page), BTreeSet::from([1, 5]));
+        assert_eq!(dirty_pages(events, a, 2, page), BTreeSet::from([9]));
+        assert_eq!(dirty_pages(events, b, 2, page), BTreeSet::from([2]));
+    }
+}
+
+#[test]
+#[ignore = "needs the backend in main (lands in parallel)"]
+fn capture_auto_backend() {
+    let (r, events, stderr) = capture("auto", &[]);
+    // auto takes the first backend that works here; exactness is asserted for async-wp.
+    let backend = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Map(m) => Some(m.backend),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Map record; stderr:\n{stderr}"));
+    check_trace(backend, &r, &events, backend == BackendKind::AsyncWp);
+}
+
+#[test]
+#[ignore = "needs the backend in main (lands in parallel)"]
+fn capture_async_wp() {
+    let (r, events, _) = capture("async-wp", &[("VKDIRTY_BACKEND", "async-wp")]);
+    check_trace(BackendKind::AsyncWp, &r, &events, true);
+}
+
+#[test]
+#[ignore = "needs the backend in main (lands in parallel)"]
+fn capture_full() {
+    let (r, events, _) = capture("full", &[("VKDIRTY_BACKEND", "full"), ("VKDIRTY_COMPRESSION", "none")]);
+    check_trace(BackendKind::Full, &r, &events, false);
+}
+
+#[test]
+#[ignore = "needs the backend in main (lands in parallel)"]
+fn capture_shadow() {
+    let (r, events, _) = capture("shadow", &[("VKDIRTY_BACKEND", "shadow")]);
+    check_trace(BackendKind::Shadow, &r, &events, true);
+}
+
+#[test]
+fn trace_is_whole_when_the_app_never_destroys_its_instance() {
+    let (_, events, stderr) = capture("leak", &[("VKDIRTY_SMOKE_LEAK", "1"), ("VKDIRTY_BACKEND", "full")]);
+    assert!(matches!(events.first(), Some(Event::Session(_))));
+    match events.last() {
+        Some(Event::End(t)) => assert_eq!(t.submits, 3),
+        other => panic!("no End record at the end: {other:?}\nstderr:\n{stderr}"),
+    }
+    assert!(stderr.contains("trace closed (the process exits)"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child: a small Vulkan program.
+
+fn host_coherent_type(props: &vk::PhysicalDeviceMemoryProperties) -> u32 {
+    let want = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+    (0..props.memory_type_count)
+        .find(|&i| props.memory_types[i as usize].property_flags.contains(want))
+        .expect("a host-visible coherent memory type")
+}
+
+#[test]
+#[ignore = "child process of the smoke tests"]
+fn child() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    // SAFETY: a small, valid Vulkan program; every handle is used as the spec requires.
+    unsafe { run_child() }
+}
+
+unsafe fn run_child() {
+    let page = vkdirty::guard::page_size() as u64;
+    println!("SMOKE page {page}");
+    let entry = unsafe { ash::Entry::load() }.expect("load libvulkan");
+    let app = vk::ApplicationInfo::default()
+        .application_name(c"vkdirty-smoke")
+        .engine_name(c"smoke-engine")
+        .api_version(vk::API_VERSION_1_3);
+    let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }
+        .expect("vkCreateInstance");
+    let pd = unsafe { instance.enumerate_physical_devices() }.expect("devices")[0];
+    let mem_props = unsafe { instance.get_physical_device_memory_properties(pd) };
+    let ty = host_coherent_type(&mem_props);
+    let prio = [1.0f32];
+    let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(0).queue_priorities(&prio)];
+    let mut f13 = vk::PhysicalDeviceVulkan13Features::default().synchronization2(true);
+    let dci = vk::DeviceCreateInfo::default().queue_create_infos(&qci).push_next(&mut f13);
+    let device = unsafe { instance.create_device(pd, &dci, None) }.expect("vkCreateDevice");
+    let queue = unsafe { device.get_device_queue(0, 0) };
+    let fence = unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }.unwrap();
+    let submit = |n: u32| unsafe {
+        if n == 2 {
+            device.queue_submit2(queue, &[vk::SubmitInfo2::default()], fence).unwrap();
+        } else {
+            device.queue_submit(queue, &[vk::SubmitInfo::default()], fence).unwrap();
+        }
+        device.wait_for_fences(&[fence], true, u64::MAX).unwrap();
+        device.reset_fences(&[fence]).unwrap();
+    };
+    let alloc = |name: &str, size: u64| unsafe {
+        let m = device
+            .allocate_memory(&vk::MemoryAllocateInfo::default().allocation_size(size).memory_type_index(ty), None)
+            .expect("vkAllocateMemory");
+        println!("SMOKE handle {name} {}", vk::Handle::as_raw(m));
+        m
+    };
+
+    let a = alloc("A", 16 * page);
+    let b = alloc("B", 8 * page);
+    let c = alloc("C", 4 * page);
+
+    let pa = unsafe { device.map_memory(a, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }.unwrap() as *mut u8;
+    for i in 0..100u64 {
+        unsafe { *pa.add((page + 10 + i) as usize) = 0xA0 ^ i as u8 };
+    }
+    unsafe { std::ptr::write_bytes(pa.add(5 * page as usize), 0x55, page as usize) };
+    submit(0); // 1
+    unsafe { std::ptr::write_bytes(pa.add(9 * page as usize), 0x99, 8) };
+    unsafe { device.unmap_memory(a) };
+
+    let pb = unsafe { device.map_memory(b, 2 * page, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }.unwrap() as *mut u8;
+    unsafe { std::ptr::write_bytes(pb, 0xB0, 16) };
+    let pc = unsafe { device.map_memory(c, 100, 5000, vk::MemoryMapFlags::empty()) }.unwrap() as *mut u8;
+    unsafe { std::ptr::write_bytes(pc, 0xC0, 4) };
+    submit(0); // 2
+    unsafe { std::ptr::write_bytes(pb.add(page as usize), 0xB1, 4) };
+    let range = vk::MappedMemoryRange::default().memory(b).offset(2 * page).size(vk::WHOLE_SIZE);
+    unsafe { device.flush_mapped_memory_ranges(&[range]) }.unwrap();
+    submit(2); // 3, vkQueueSubmit2
+
+    if std::env::var_os("VKDIRTY_SMOKE_LEAK").is_some() {
+        // The application forgets to clean up: the layer closes the trace at exit.
+        std::process::exit(0);
+    }
+    unsafe {
+        device.unmap_memory(c);
+        device.free_memory(a, None);
+        // Freed while mapped: an implicit unmap.
+        device.free_memory(b, None);
+        device.free_memory(c, None);
+        device.destroy_fence(fence, None);
+        device.destroy_device(None);
+        instance.destroy_instance(None);
+    }
+}

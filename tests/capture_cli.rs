@@ -1,0 +1,114 @@
+//! `vkdirty capture`: the loader variables and settings it sets, exit codes, and clear errors.
+//! (Capturing a real Vulkan application is covered by the end-to-end tests.)
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn vkdirty() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vkdirty"));
+    c.env_remove("VK_LAYER_PATH").env_remove("VK_ADD_LAYER_PATH").env_remove("VK_INSTANCE_LAYERS");
+    c.env_remove("VKDIRTY_LAYER_DIR").env_remove("VKDIRTY_BACKEND").env_remove("VKDIRTY_TRACE_FILE");
+    c
+}
+
+/// A directory that looks like a built layer (the files are never loaded by these tests).
+fn fake_layer_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vkdirty-capture-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("VkLayer_vkdirty.json"), "{}").unwrap();
+    std::fs::write(d.join("libVkLayer_vkdirty.so"), "").unwrap();
+    std::fs::canonicalize(d).unwrap()
+}
+
+#[test]
+fn sets_loader_variables_and_propagates_the_exit_code() {
+    let dir = fake_layer_dir("env");
+    let trace = dir.join("out.vkd");
+    std::fs::write(&trace, "stale").unwrap();
+    let out = vkdirty()
+        .args(["capture", "--backend", "shadow", "-o"])
+        .arg(&trace)
+        .arg("--layer-dir")
+        .arg(&dir)
+        .args(["--", "sh", "-c", "echo \"$VK_ADD_LAYER_PATH|$VK_INSTANCE_LAYERS|$VKDIRTY_TRACE_FILE|$VKDIRTY_BACKEND\"; exit 5"])
+        .env("VK_INSTANCE_LAYERS", "VK_LAYER_KHRONOS_validation")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "stderr: {stderr}");
+    let want = format!(
+        "{}|VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation|{}|shadow",
+        dir.display(),
+        trace.display()
+    );
+    assert_eq!(stdout.lines().next(), Some(want.as_str()));
+    // The stale file was removed and the app wrote none: no summary of an old trace.
+    assert!(!trace.exists());
+    assert!(stderr.contains("no trace was written"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn extends_vk_layer_path_when_it_is_set() {
+    let dir = fake_layer_dir("layerpath");
+    let out = vkdirty()
+        .arg("capture")
+        .arg("--layer-dir")
+        .arg(&dir)
+        .arg("-o")
+        .arg(dir.join("x.vkd"))
+        .args(["--", "sh", "-c", "echo \"$VK_LAYER_PATH|$VK_ADD_LAYER_PATH\""])
+        .env("VK_LAYER_PATH", "/somewhere")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().next(), Some(format!("{}:/somewhere|", dir.display()).as_str()));
+    assert!(out.status.success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn layer_dir_comes_from_the_environment() {
+    let dir = fake_layer_dir("envdir");
+    let out = vkdirty()
+        .args(["capture", "-o"])
+        .arg(dir.join("x.vkd"))
+        .args(["--", "sh", "-c", "echo \"$VK_ADD_LAYER_PATH\""])
+        .env("VKDIRTY_LAYER_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().next(), Some(dir.to_str().unwrap()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn clear_errors() {
+    // A directory without the layer.
+    let out = vkdirty().args(["capture", "--layer-dir", "/", "--", "true"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("has no VkLayer_vkdirty.json"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // A bad backend name.
+    let dir = fake_layer_dir("errors");
+    let out = vkdirty().args(["capture", "--backend", "fast", "--"]).arg("true").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("unknown backend \"fast\""), "{stderr}");
+
+    // An application that does not exist.
+    let out = vkdirty()
+        .arg("capture")
+        .arg("--layer-dir")
+        .arg(&dir)
+        .args(["--", "/nonexistent/app"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("starting /nonexistent/app"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
