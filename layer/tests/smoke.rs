@@ -219,7 +219,6 @@ fn check_trace(backend: BackendKind, r: &ChildReport, events: &[Event], exact: b
 }
 
 #[test]
-#[ignore = "needs the backend in main (lands in parallel)"]
 fn capture_auto_backend() {
     let (r, events, stderr) = capture("auto", &[]);
     // auto takes the first backend that works here; exactness is asserted for async-wp.
@@ -234,21 +233,39 @@ fn capture_auto_backend() {
 }
 
 #[test]
-#[ignore = "needs the backend in main (lands in parallel)"]
 fn capture_async_wp() {
     let (r, events, _) = capture("async-wp", &[("VKDIRTY_BACKEND", "async-wp")]);
     check_trace(BackendKind::AsyncWp, &r, &events, true);
 }
 
 #[test]
-#[ignore = "needs the backend in main (lands in parallel)"]
 fn capture_full() {
     let (r, events, _) = capture("full", &[("VKDIRTY_BACKEND", "full"), ("VKDIRTY_COMPRESSION", "none")]);
     check_trace(BackendKind::Full, &r, &events, false);
 }
 
 #[test]
-#[ignore = "needs the backend in main (lands in parallel)"]
+fn capture_assisted_records_only_flushed_ranges() {
+    let (r, events, _) = capture("assisted", &[("VKDIRTY_BACKEND", "assisted")]);
+    let page = r.page;
+    let (a, b) = (alloc_id(&events, &r, "A"), alloc_id(&events, &r, "B"));
+    assert!(events.iter().all(|e| !matches!(e, Event::Map(m) if m.backend != BackendKind::Assisted)));
+    // A was never flushed: nothing of it is recorded.
+    assert!(!events.iter().any(|e| matches!(e, Event::Dirty(d) if d.alloc == a)));
+    // B's flush covered its whole mapping (VK_WHOLE_SIZE from 2 pages): both writes are in it,
+    // recorded for the next submit (3).
+    assert_eq!(dirty_bytes(&events, b, 3, 2 * page, 16), Some(vec![0xB0; 16]));
+    assert_eq!(dirty_bytes(&events, b, 3, 3 * page, 4), Some(vec![0xB1; 4]));
+    assert_eq!(dirty_pages(&events, b, 3, page), (2..8).collect());
+    let flush = events.iter().find_map(|e| match e {
+        Event::Flush { alloc, ranges } if *alloc == b => Some(ranges.clone()),
+        _ => None,
+    });
+    assert_eq!(flush, Some(vec![(2 * page, 6 * page)]));
+}
+
+#[test]
+#[ignore = "needs the shadow backend in main (lands in parallel)"]
 fn capture_shadow() {
     let (r, events, _) = capture("shadow", &[("VKDIRTY_BACKEND", "shadow")]);
     check_trace(BackendKind::Shadow, &r, &events, true);
