@@ -77,7 +77,7 @@ fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String
         .expect("read trace");
     assert!(trunc.is_none(), "trace truncated: {trunc:?}");
     let _ = std::fs::remove_file(&trace);
-    (report, events, stderr)
+    (report, events, format!("{stdout}\n{stderr}"))
 }
 
 /// Allocation id of the allocation the child named `name`.
@@ -272,6 +272,54 @@ fn capture_shadow() {
 }
 
 #[test]
+fn several_instances_devices_and_threads() {
+    let (r, events, stderr) = capture("multi", &[("VKDIRTY_SMOKE_MULTI", "1"), ("VKDIRTY_BACKEND", "async-wp")]);
+    let ids: Vec<u64> = (0..2).map(|d| alloc_id(&events, &r, &format!("D{d}"))).collect();
+    let devices: BTreeSet<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Allocation(a) => Some(a.device),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(devices.len(), 2, "allocations of two devices");
+    let submits = events.iter().filter(|e| matches!(e, Event::Submit(_))).count();
+    // Two threads with 8 submits each, then one more on device 1 after instance 0 is gone.
+    assert_eq!(submits, 17, "stderr:\n{stderr}");
+    assert!(matches!(events.last(), Some(Event::End(t)) if t.submits == 17));
+    let mut replay = vkdirty::trace::Replay::new();
+    for e in &events {
+        replay.apply(e, 0).expect("consistent trace");
+    }
+    for (d, &id) in ids.iter().enumerate() {
+        for pg in 0..4u64 {
+            let mut got = [0u8; 16];
+            replay.read(id, pg * r.page, &mut got).expect("allocation in the trace");
+            let want = if d == 1 && pg == 3 { 0xEE } else { 0x10 * (d as u8 + 1) + pg as u8 };
+            assert_eq!(got, [want; 16], "device {d} page {pg}");
+        }
+    }
+}
+
+#[test]
+fn validation_layer_beside_it_reports_nothing() {
+    for layers in [
+        "VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation",
+        "VK_LAYER_KHRONOS_validation:VK_LAYER_VKDIRTY_capture",
+    ] {
+        let (r, events, out) = capture("validation", &[("VK_INSTANCE_LAYERS", layers), ("VKDIRTY_BACKEND", "async-wp")]);
+        assert!(!out.contains("Validation Error") && !out.contains("VUID-"), "{layers}:\n{out}");
+        check_trace(BackendKind::AsyncWp, &r, &events, true);
+    }
+    // The check sees a message when there is one.
+    let (_, _, out) = capture(
+        "validation-provoked",
+        &[("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation"), ("VKDIRTY_SMOKE_PROVOKE", "1")],
+    );
+    assert!(out.contains("VUID-vkUnmapMemory-memory-00689"), "{out}");
+}
+
+#[test]
 fn trace_is_whole_when_the_app_never_destroys_its_instance() {
     let (_, events, stderr) = capture("leak", &[("VKDIRTY_SMOKE_LEAK", "1"), ("VKDIRTY_BACKEND", "full")]);
     assert!(matches!(events.first(), Some(Event::Session(_))));
@@ -298,8 +346,14 @@ fn child() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    // SAFETY: a small, valid Vulkan program; every handle is used as the spec requires.
-    unsafe { run_child() }
+    // SAFETY: small, valid Vulkan programs; every handle is used as the spec requires.
+    unsafe {
+        if std::env::var_os("VKDIRTY_SMOKE_MULTI").is_some() {
+            run_child_multi()
+        } else {
+            run_child()
+        }
+    }
 }
 
 unsafe fn run_child() {
@@ -366,6 +420,10 @@ unsafe fn run_child() {
         // The application forgets to clean up: the layer closes the trace at exit.
         std::process::exit(0);
     }
+    if std::env::var_os("VKDIRTY_SMOKE_PROVOKE").is_some() {
+        // Invalid on purpose: A is not mapped any more.
+        unsafe { device.unmap_memory(a) };
+    }
     unsafe {
         device.unmap_memory(c);
         device.free_memory(a, None);
@@ -375,5 +433,77 @@ unsafe fn run_child() {
         device.destroy_fence(fence, None);
         device.destroy_device(None);
         instance.destroy_instance(None);
+    }
+}
+
+/// Two instances, a device each, written and submitted from one thread per device; the first
+/// instance is destroyed while the second keeps capturing.
+unsafe fn run_child_multi() {
+    let page = vkdirty::guard::page_size();
+    println!("SMOKE page {page}");
+    let entry = unsafe { ash::Entry::load() }.expect("load libvulkan");
+    let app = vk::ApplicationInfo::default()
+        .application_name(c"vkdirty-smoke")
+        .engine_name(c"smoke-engine")
+        .api_version(vk::API_VERSION_1_1);
+    struct Dev {
+        instance: ash::Instance,
+        device: ash::Device,
+        queue: vk::Queue,
+        fence: vk::Fence,
+        mem: vk::DeviceMemory,
+        ptr: usize,
+    }
+    let mut devs = Vec::new();
+    for d in 0..2 {
+        let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }
+            .expect("vkCreateInstance");
+        let pd = unsafe { instance.enumerate_physical_devices() }.expect("devices")[0];
+        let ty = host_coherent_type(&unsafe { instance.get_physical_device_memory_properties(pd) });
+        let prio = [1.0f32];
+        let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(0).queue_priorities(&prio)];
+        let device = unsafe { instance.create_device(pd, &vk::DeviceCreateInfo::default().queue_create_infos(&qci), None) }
+            .expect("vkCreateDevice");
+        let queue = unsafe { device.get_device_queue(0, 0) };
+        let fence = unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }.unwrap();
+        let info = vk::MemoryAllocateInfo::default().allocation_size(4 * page as u64).memory_type_index(ty);
+        let mem = unsafe { device.allocate_memory(&info, None) }.expect("vkAllocateMemory");
+        println!("SMOKE handle D{d} {}", vk::Handle::as_raw(mem));
+        let ptr = unsafe { device.map_memory(mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }.unwrap() as usize;
+        devs.push(Dev { instance, device, queue, fence, mem, ptr });
+    }
+    std::thread::scope(|s| {
+        for (d, dev) in devs.iter().enumerate() {
+            s.spawn(move || {
+                for i in 0..8usize {
+                    let v = 0x10 * (d as u8 + 1) + (i % 4) as u8;
+                    // SAFETY: inside this thread's own mapping.
+                    unsafe { std::ptr::write_bytes((dev.ptr + (i % 4) * page) as *mut u8, v, 16) };
+                    unsafe {
+                        dev.device.queue_submit(dev.queue, &[vk::SubmitInfo::default()], dev.fence).unwrap();
+                        dev.device.wait_for_fences(&[dev.fence], true, u64::MAX).unwrap();
+                        dev.device.reset_fences(&[dev.fence]).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let last = devs.pop().expect("two devices");
+    let first = devs.pop().expect("two devices");
+    unsafe {
+        first.device.unmap_memory(first.mem);
+        first.device.free_memory(first.mem, None);
+        first.device.destroy_fence(first.fence, None);
+        first.device.destroy_device(None);
+        first.instance.destroy_instance(None);
+        // The other instance still captures.
+        std::ptr::write_bytes((last.ptr + 3 * page) as *mut u8, 0xEE, 16);
+        last.device.queue_submit(last.queue, &[vk::SubmitInfo::default()], last.fence).unwrap();
+        last.device.wait_for_fences(&[last.fence], true, u64::MAX).unwrap();
+        last.device.unmap_memory(last.mem);
+        last.device.free_memory(last.mem, None);
+        last.device.destroy_fence(last.fence, None);
+        last.device.destroy_device(None);
+        last.instance.destroy_instance(None);
     }
 }
