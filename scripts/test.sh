@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libvulkan1 mesa-vulkan-drivers vulkan-validationlayers; do
+# xvfb: the layer smoke test presents frames to an X11 window (vkQueuePresentKHR).
+for pkg in libvulkan1 mesa-vulkan-drivers vulkan-validationlayers xvfb; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

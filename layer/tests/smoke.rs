@@ -35,6 +35,8 @@ struct ChildReport {
     page: u64,
     /// `name -> VkDeviceMemory` handle value.
     handles: Vec<(String, u64)>,
+    /// `(query, size, alignment)` of a 100-byte buffer.
+    reqs: Vec<(String, u64, u64)>,
 }
 
 /// Runs the child under the layer with `env` and returns its report and the trace's events.
@@ -65,6 +67,9 @@ fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String
     for line in stdout.lines().filter_map(|l| l.find("SMOKE ").map(|i| &l[i..])) {
         if let Some(rest) = line.strip_prefix("SMOKE page ") {
             report.page = rest.trim().parse().unwrap();
+        } else if let Some(rest) = line.strip_prefix("SMOKE req ") {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            report.reqs.push((f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap()));
         } else if let Some(rest) = line.strip_prefix("SMOKE handle ") {
             let (n, h) = rest.split_once(' ').unwrap();
             report.handles.push((n.to_string(), h.trim().parse().unwrap()));
@@ -320,6 +325,92 @@ fn validation_layer_beside_it_reports_nothing() {
 }
 
 #[test]
+fn memory_requirements_are_page_aligned_when_a_shadow_may_be_used() {
+    // auto may use a shadow: every query reports whole pages.
+    let (r, _, _) = capture("align", &[]);
+    assert_eq!(r.reqs.len(), 3);
+    for (api, size, align) in &r.reqs {
+        assert_eq!((*size % r.page, *align % r.page), (0, 0), "{api}: {size} {align}");
+        assert!(*size >= 100 && *align >= r.page);
+    }
+    // async-wp tracks the real memory: the driver's answer is passed through unchanged, and it is
+    // not page-sized on lavapipe (so the check above could fail).
+    let (r, _, _) = capture("noalign", &[("VKDIRTY_BACKEND", "async-wp")]);
+    assert!(r.reqs.iter().all(|(_, size, _)| *size < r.page), "{:?}", r.reqs);
+    let (r2, _, _) = capture("align-off", &[("VKDIRTY_ALIGN_REQUIREMENTS", "0")]);
+    assert_eq!(r.reqs, r2.reqs);
+}
+
+/// An X server for presenting (Xvfb); killed on drop.
+struct Xvfb {
+    child: std::process::Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Xvfb {
+        let n = 100 + std::process::id() % 800;
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([display.as_str(), "-screen", "0", "320x240x24", "-nolisten", "tcp"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Xvfb (Debian package xvfb) is needed to test vkQueuePresentKHR");
+        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(socket.exists(), "Xvfb did not start on {display}");
+        Xvfb { child, display }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn present_ends_frames_and_frame_ranges_select_submits() {
+    let x = Xvfb::start();
+    let (r, events, out) = capture(
+        "present",
+        &[
+            ("VKDIRTY_SMOKE_PRESENT", "1"),
+            ("DISPLAY", x.display.as_str()),
+            ("VKDIRTY_BACKEND", "async-wp"),
+            ("VKDIRTY_FRAMES", "2-3"),
+        ],
+    );
+    let frames: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Frame { frame, last_submit, .. } => Some((*frame, *last_submit)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames, (1..=5).map(|f| (f, f)).collect::<Vec<_>>(), "{out}");
+    let marks: Vec<&Event> =
+        events.iter().filter(|e| matches!(e, Event::CaptureStart { .. } | Event::CaptureStop { .. })).collect();
+    assert_eq!(marks, vec![&Event::CaptureStart { frame: 2, submit: 2 }, &Event::CaptureStop { frame: 4, submit: 4 }]);
+    let a = alloc_id(&events, &r, "P");
+    // Frame f writes page f-1; frame 1's write is kept for the first captured submit.
+    assert_eq!(dirty_pages(&events, a, 1, r.page), BTreeSet::new());
+    assert_eq!(dirty_pages(&events, a, 2, r.page), BTreeSet::from([0, 1]));
+    assert_eq!(dirty_pages(&events, a, 3, r.page), BTreeSet::from([2]));
+    for s in 4..=6 {
+        assert_eq!(dirty_pages(&events, a, s, r.page), BTreeSet::new(), "submit {s}");
+    }
+    assert!(matches!(events.last(), Some(Event::End(t)) if t.frames == 5 && t.submits == 5));
+}
+
+#[test]
 fn trace_is_whole_when_the_app_never_destroys_its_instance() {
     let (_, events, stderr) = capture("leak", &[("VKDIRTY_SMOKE_LEAK", "1"), ("VKDIRTY_BACKEND", "full")]);
     assert!(matches!(events.first(), Some(Event::Session(_))));
@@ -350,6 +441,8 @@ fn child() {
     unsafe {
         if std::env::var_os("VKDIRTY_SMOKE_MULTI").is_some() {
             run_child_multi()
+        } else if std::env::var_os("VKDIRTY_SMOKE_PRESENT").is_some() {
+            run_child_present()
         } else {
             run_child()
         }
@@ -392,6 +485,21 @@ unsafe fn run_child() {
         println!("SMOKE handle {name} {}", vk::Handle::as_raw(m));
         m
     };
+
+    // Memory requirements of a small buffer through each query.
+    unsafe {
+        let bci = vk::BufferCreateInfo::default().size(100).usage(vk::BufferUsageFlags::TRANSFER_SRC);
+        let buf = device.create_buffer(&bci, None).unwrap();
+        let r1 = device.get_buffer_memory_requirements(buf);
+        let mut r2 = vk::MemoryRequirements2::default();
+        device.get_buffer_memory_requirements2(&vk::BufferMemoryRequirementsInfo2::default().buffer(buf), &mut r2);
+        let mut r3 = vk::MemoryRequirements2::default();
+        device.get_device_buffer_memory_requirements(&vk::DeviceBufferMemoryRequirements::default().create_info(&bci), &mut r3);
+        for (api, r) in [("1", r1), ("2", r2.memory_requirements), ("device", r3.memory_requirements)] {
+            println!("SMOKE req {api} {} {}", r.size, r.alignment);
+        }
+        device.destroy_buffer(buf, None);
+    }
 
     let a = alloc("A", 16 * page);
     let b = alloc("B", 8 * page);
@@ -505,5 +613,110 @@ unsafe fn run_child_multi() {
         last.device.destroy_fence(last.fence, None);
         last.device.destroy_device(None);
         last.instance.destroy_instance(None);
+    }
+}
+
+/// Presents five frames to an X11 window (on Xvfb); frame f writes page f-1 and submits once.
+unsafe fn run_child_present() {
+    type XOpenDisplay = unsafe extern "C" fn(*const std::ffi::c_char) -> *mut c_void;
+    type XDefaultRootWindow = unsafe extern "C" fn(*mut c_void) -> std::ffi::c_ulong;
+    type XCreateSimpleWindow = unsafe extern "C" fn(
+        *mut c_void,
+        std::ffi::c_ulong,
+        i32,
+        i32,
+        u32,
+        u32,
+        u32,
+        std::ffi::c_ulong,
+        std::ffi::c_ulong,
+    ) -> std::ffi::c_ulong;
+    type XMapWindow = unsafe extern "C" fn(*mut c_void, std::ffi::c_ulong) -> i32;
+    type XFlush = unsafe extern "C" fn(*mut c_void) -> i32;
+    use std::ffi::c_void;
+    unsafe fn sym<T>(lib: *mut c_void, name: &std::ffi::CStr) -> T {
+        let p = unsafe { libc::dlsym(lib, name.as_ptr()) };
+        assert!(!p.is_null(), "{name:?}");
+        unsafe { std::mem::transmute_copy(&p) }
+    }
+    let page = vkdirty::guard::page_size();
+    println!("SMOKE page {page}");
+    let x11 = unsafe { libc::dlopen(c"libX11.so.6".as_ptr(), libc::RTLD_NOW) };
+    assert!(!x11.is_null(), "libX11.so.6");
+    let (dpy, win) = unsafe {
+        let dpy = sym::<XOpenDisplay>(x11, c"XOpenDisplay")(std::ptr::null());
+        assert!(!dpy.is_null(), "cannot open the X display");
+        let root = sym::<XDefaultRootWindow>(x11, c"XDefaultRootWindow")(dpy);
+        let win = sym::<XCreateSimpleWindow>(x11, c"XCreateSimpleWindow")(dpy, root, 0, 0, 64, 64, 0, 0, 0);
+        sym::<XMapWindow>(x11, c"XMapWindow")(dpy, win);
+        sym::<XFlush>(x11, c"XFlush")(dpy);
+        (dpy, win)
+    };
+
+    let entry = unsafe { ash::Entry::load() }.expect("load libvulkan");
+    let app = vk::ApplicationInfo::default().application_name(c"vkdirty-smoke").api_version(vk::API_VERSION_1_1);
+    let exts = [ash::khr::surface::NAME.as_ptr(), ash::khr::xlib_surface::NAME.as_ptr()];
+    let ici = vk::InstanceCreateInfo::default().application_info(&app).enabled_extension_names(&exts);
+    let instance = unsafe { entry.create_instance(&ici, None) }.expect("vkCreateInstance");
+    let xlib = ash::khr::xlib_surface::Instance::new(&entry, &instance);
+    let surface_fn = ash::khr::surface::Instance::new(&entry, &instance);
+    let surface = unsafe {
+        xlib.create_xlib_surface(&vk::XlibSurfaceCreateInfoKHR::default().dpy(dpy.cast()).window(win), None)
+    }
+    .expect("vkCreateXlibSurfaceKHR");
+    let pd = unsafe { instance.enumerate_physical_devices() }.expect("devices")[0];
+    assert!(unsafe { surface_fn.get_physical_device_surface_support(pd, 0, surface) }.unwrap());
+    let ty = host_coherent_type(&unsafe { instance.get_physical_device_memory_properties(pd) });
+    let prio = [1.0f32];
+    let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(0).queue_priorities(&prio)];
+    let dexts = [ash::khr::swapchain::NAME.as_ptr()];
+    let dci = vk::DeviceCreateInfo::default().queue_create_infos(&qci).enabled_extension_names(&dexts);
+    let device = unsafe { instance.create_device(pd, &dci, None) }.expect("vkCreateDevice");
+    let queue = unsafe { device.get_device_queue(0, 0) };
+    let caps = unsafe { surface_fn.get_physical_device_surface_capabilities(pd, surface) }.unwrap();
+    let format = unsafe { surface_fn.get_physical_device_surface_formats(pd, surface) }.unwrap()[0];
+    let swapchain_fn = ash::khr::swapchain::Device::new(&instance, &device);
+    let extent = if caps.current_extent.width == u32::MAX { vk::Extent2D { width: 64, height: 64 } } else { caps.current_extent };
+    let sci = vk::SwapchainCreateInfoKHR::default()
+        .surface(surface)
+        .min_image_count(caps.min_image_count.max(2).min(if caps.max_image_count == 0 { u32::MAX } else { caps.max_image_count }))
+        .image_format(format.format)
+        .image_color_space(format.color_space)
+        .image_extent(extent)
+        .image_array_layers(1)
+        .image_usage(vk::ImageUsageFlags::COLOR_ATTACHMENT)
+        .image_sharing_mode(vk::SharingMode::EXCLUSIVE)
+        .pre_transform(caps.current_transform)
+        .composite_alpha(vk::CompositeAlphaFlagsKHR::OPAQUE)
+        .present_mode(vk::PresentModeKHR::FIFO)
+        .clipped(true);
+    let swapchain = unsafe { swapchain_fn.create_swapchain(&sci, None) }.expect("vkCreateSwapchainKHR");
+    let fence = unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }.unwrap();
+    let info = vk::MemoryAllocateInfo::default().allocation_size(8 * page as u64).memory_type_index(ty);
+    let mem = unsafe { device.allocate_memory(&info, None) }.unwrap();
+    println!("SMOKE handle P {}", vk::Handle::as_raw(mem));
+    let ptr = unsafe { device.map_memory(mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }.unwrap() as *mut u8;
+    for f in 0..5usize {
+        unsafe {
+            std::ptr::write_bytes(ptr.add(f * page), f as u8 + 1, 8);
+            device.queue_submit(queue, &[vk::SubmitInfo::default()], vk::Fence::null()).unwrap();
+            let (index, _) = swapchain_fn.acquire_next_image(swapchain, u64::MAX, vk::Semaphore::null(), fence).expect("acquire");
+            device.wait_for_fences(&[fence], true, u64::MAX).unwrap();
+            device.reset_fences(&[fence]).unwrap();
+            let chains = [swapchain];
+            let indices = [index];
+            let present = vk::PresentInfoKHR::default().swapchains(&chains).image_indices(&indices);
+            swapchain_fn.queue_present(queue, &present).expect("vkQueuePresentKHR");
+        }
+    }
+    unsafe {
+        device.device_wait_idle().unwrap();
+        device.unmap_memory(mem);
+        device.free_memory(mem, None);
+        device.destroy_fence(fence, None);
+        swapchain_fn.destroy_swapchain(swapchain, None);
+        device.destroy_device(None);
+        surface_fn.destroy_surface(surface, None);
+        instance.destroy_instance(None);
     }
 }
