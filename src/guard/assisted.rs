@@ -15,7 +15,11 @@ struct Declared {
     len: usize,
     /// Flushed, not yet collected; region offsets, unsorted until collection.
     pending: Vec<Range<usize>>,
+    /// Length at which `pending` is merged next (doubles, so merging stays amortized O(log n)).
+    compact_at: usize,
 }
+
+const COMPACT_MIN: usize = 4096;
 
 impl Default for Assisted {
     fn default() -> Self {
@@ -57,6 +61,7 @@ impl Backend for Assisted {
                 real: real as usize,
                 len,
                 pending: Vec::new(),
+                compact_at: COMPACT_MIN,
             },
         );
         Ok(real)
@@ -68,8 +73,9 @@ impl Backend for Assisted {
             if !r.is_empty() {
                 d.pending.push(r);
                 // Applications flushing many small ranges per frame: keep the list short.
-                if d.pending.len() >= 4096 {
+                if d.pending.len() >= d.compact_at {
                     d.pending = normalize(std::mem::take(&mut d.pending));
+                    d.compact_at = (2 * d.pending.len()).max(COMPACT_MIN);
                 }
             }
             Ok(())
@@ -111,6 +117,7 @@ fn report(d: &mut Declared, range: Option<Range<usize>>, sink: &mut dyn DirtySin
         }
     }
     d.pending = keep;
+    d.compact_at = (2 * d.pending.len()).max(COMPACT_MIN);
     let runs = normalize(take);
     let mut stats = CollectStats {
         pages: pages_touched(d.real, &runs),

@@ -273,7 +273,14 @@ impl GuardManager {
     /// remembered, so a missing kernel feature is probed once.
     pub fn backend(&self, kind: BackendKind) -> Result<&dyn Backend, GuardError> {
         let idx = BackendKind::ALL.iter().position(|k| *k == kind).expect("listed");
-        match self.backends[idx].get_or_init(|| create_backend(kind).map_err(|e| e.to_string())) {
+        // Keep the bare reason: the error below names the backend again.
+        let create = || {
+            create_backend(kind).map_err(|e| match e {
+                GuardError::Unavailable { reason, .. } => reason,
+                e => e.to_string(),
+            })
+        };
+        match self.backends[idx].get_or_init(create) {
             Ok(b) => Ok(b.as_ref()),
             Err(reason) => Err(GuardError::Unavailable { backend: kind, reason: reason.clone() }),
         }

@@ -1,0 +1,433 @@
+//! Page-guard engine benchmark: per backend, the cost of the application's writes and of one
+//! collection, next to two floors measured in the same run on the same pages:
+//! - copy floor: a memcpy of the dirty bytes;
+//! - trap floor: the copy floor + one bare async-WP fault per dirty page + one `PAGEMAP_SCAN`
+//!   of the span (the least any page-granular write tracker pays).
+//!
+//! `cargo run --release --bin guard-bench [-- --quick]`. Prints a markdown table.
+
+use clap::Parser;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use vkdirty::guard::{page_size, wp, BackendKind, GuardManager, TrackOptions};
+
+#[derive(Parser)]
+#[command(
+    about = "Page-guard engine benchmark (write + collection cost against copy and trap floors)"
+)]
+struct Args {
+    /// Short run: 1 and 64 MiB, fewer repetitions.
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions per configuration (the median is reported).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Only these backends (names as in configuration), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Region sizes in MiB, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Pattern {
+    Sequential,
+    Random,
+}
+
+/// Anonymous mapping, populated, unmapped on drop.
+struct Mem {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mem {
+    fn new(len: usize) -> Mem {
+        // SAFETY: anonymous mapping, checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap {len}: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the mapping just made; populate it like driver memory is.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, len) };
+        Mem { ptr: p.cast(), len }
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: unmaps what `new` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Ptr(*mut u8);
+// SAFETY: writer threads store to disjoint pages of memory that outlives them.
+unsafe impl Send for Ptr {}
+// SAFETY: as above.
+unsafe impl Sync for Ptr {}
+
+/// Writers: the calling thread plus `threads - 1` helpers that spin (then yield) waiting for
+/// work, so that a write phase starts without a wake-up latency.
+struct Writers {
+    go: AtomicU64,
+    done: AtomicUsize,
+    /// Longest helper loop of the current phase, in nanoseconds.
+    helper_ns: AtomicU64,
+    quit: AtomicBool,
+    job: parking_lot::Mutex<Job>,
+}
+
+#[derive(Clone)]
+struct Job {
+    base: Ptr,
+    pages: std::sync::Arc<Vec<usize>>,
+    threads: usize,
+    stamp: u64,
+    declare: Option<(usize, u64)>, // (manager address, region id) for assisted
+}
+
+/// Writes this thread's share of the pages; returns how long its own loop took (so a helper's
+/// wake-up latency is not counted as write cost).
+fn write_share(job: &Job, me: usize) -> Duration {
+    let t0 = Instant::now();
+    let p = page_size();
+    let mgr = job.declare.map(|(m, _)| m as *const GuardManager);
+    for (i, &page) in job.pages.iter().enumerate() {
+        if i % job.threads != me {
+            continue;
+        }
+        // SAFETY: `page` is a page of the region; each page is written by one thread.
+        unsafe { std::ptr::write_volatile(job.base.0.add(page * p + 8).cast::<u64>(), job.stamp) };
+        if let (Some(mgr), Some((_, id))) = (mgr, job.declare) {
+            // SAFETY: the manager outlives every write phase (see `Writers::run`).
+            let mgr = unsafe { &*mgr };
+            mgr.flushed(vkdirty::guard::RegionId(id), page * p..(page + 1) * p)
+                .unwrap();
+        }
+    }
+    t0.elapsed()
+}
+
+impl Writers {
+    fn helper(&self, me: usize) {
+        let mut seen = 0;
+        loop {
+            let spin = Instant::now();
+            while self.go.load(Ordering::Acquire) == seen {
+                if self.quit.load(Ordering::Relaxed) {
+                    return;
+                }
+                if spin.elapsed() < Duration::from_millis(2) {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            seen = self.go.load(Ordering::Acquire);
+            let job = self.job.lock().clone();
+            if me < job.threads {
+                let d = write_share(&job, me);
+                self.helper_ns
+                    .fetch_max(d.as_nanos() as u64, Ordering::AcqRel);
+                self.done.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Runs one write phase on every thread; returns the longest thread's own write time.
+    fn run(&self, job: Job, helpers: usize) -> Duration {
+        *self.job.lock() = job.clone();
+        self.done.store(0, Ordering::Release);
+        self.helper_ns.store(0, Ordering::Release);
+        self.go.fetch_add(1, Ordering::AcqRel);
+        let mine = write_share(&job, 0);
+        while self.done.load(Ordering::Acquire) < helpers {
+            std::hint::spin_loop();
+        }
+        mine.max(Duration::from_nanos(self.helper_ns.load(Ordering::Acquire)))
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn dirty_pages(pages: usize, frac: f64, pattern: Pattern, rng: &mut Rng) -> Vec<usize> {
+    let n = ((pages as f64 * frac).round() as usize).clamp(1, pages);
+    match pattern {
+        Pattern::Sequential => (0..n).collect(),
+        Pattern::Random => {
+            let mut all: Vec<usize> = (0..pages).collect();
+            for i in 0..n {
+                let j = i + (rng.next() as usize) % (pages - i);
+                all.swap(i, j);
+            }
+            all.truncate(n);
+            all
+        }
+    }
+}
+
+/// Coalesced runs (byte ranges) of a page list.
+fn runs_of(pages: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let p = page_size();
+    let mut sorted = pages.to_vec();
+    sorted.sort_unstable();
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for pg in sorted {
+        match runs.last_mut() {
+            Some(r) if r.end == pg * p => r.end += p,
+            _ => runs.push(pg * p..(pg + 1) * p),
+        }
+    }
+    runs
+}
+
+#[derive(Default)]
+struct Row {
+    write: Vec<f64>,
+    collect: Vec<f64>,
+    reported: usize,
+}
+
+fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+fn main() {
+    let args = Args::parse();
+    let reps = args.reps.unwrap_or(if args.quick { 3 } else { 5 });
+    let sizes_mib: Vec<usize> = if !args.sizes.is_empty() {
+        args.sizes.clone()
+    } else if args.quick {
+        vec![1, 64]
+    } else {
+        vec![1, 64, 512]
+    };
+    let fracs = [0.001, 0.01, 0.10, 1.0];
+    let p = page_size();
+    let mgr = GuardManager::new();
+    let backends: Vec<BackendKind> = BackendKind::ALL
+        .into_iter()
+        // host-import is async-wp under another name.
+        .filter(|&k| k != BackendKind::HostImport)
+        .filter(|k| args.backends.is_empty() || args.backends.iter().any(|b| b == k.name()))
+        .filter(|&k| match mgr.backend(k) {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("skipping {k}: {e}");
+                false
+            }
+        })
+        .collect();
+    let tracker = match wp::tracker(BackendKind::AsyncWp) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("the trap floor needs async-WP: {e}");
+            std::process::exit(1);
+        }
+    };
+
+    println!("Machine: {}", machine_line());
+    println!(
+        "Backends: {}; {reps} repetitions per row (medians); private anonymous memory, populated before tracking.",
+        backends.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+    );
+    println!();
+    println!("| backend | size | dirty | pattern | thr | pages | write µs/page | collect ms | write+collect ms | copy floor ms | trap floor ms | × copy | × trap |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+
+    let writers = Writers {
+        go: AtomicU64::new(0),
+        done: AtomicUsize::new(0),
+        helper_ns: AtomicU64::new(0),
+        quit: AtomicBool::new(false),
+        job: parking_lot::Mutex::new(Job {
+            base: Ptr(std::ptr::null_mut()),
+            pages: Default::default(),
+            threads: 1,
+            stamp: 0,
+            declare: None,
+        }),
+    };
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    std::thread::scope(|sc| {
+        let helper = sc.spawn(|| writers.helper(1));
+        for &mib in &sizes_mib {
+            let len = mib << 20;
+            let pages = len / p;
+            let region = Mem::new(len);
+            let floor_mem = Mem::new(len);
+            let mut dst = Mem::new(len);
+            let floor_span = tracker
+                .register(floor_mem.ptr as usize, len, BackendKind::AsyncWp)
+                .expect("register floor");
+            let mut scratch = Vec::new();
+            for &frac in &fracs {
+                for pattern in [Pattern::Sequential, Pattern::Random] {
+                    let dirty = std::sync::Arc::new(dirty_pages(pages, frac, pattern, &mut rng));
+                    let runs = runs_of(&dirty);
+                    for threads in [1usize, 2] {
+                        let helpers = threads - 1;
+                        // Floors.
+                        let (mut copy, mut fault, mut scan) = (Vec::new(), Vec::new(), Vec::new());
+                        for rep in 0..=reps {
+                            let job = Job {
+                                base: Ptr(floor_mem.ptr),
+                                pages: dirty.clone(),
+                                threads,
+                                stamp: rep as u64,
+                                declare: None,
+                            };
+                            let w = writers.run(job, helpers);
+                            let t = Instant::now();
+                            let st = tracker
+                                .scan(&floor_span, floor_span.pages(), &mut scratch)
+                                .unwrap();
+                            let s = t.elapsed();
+                            assert_eq!(
+                                st.pages,
+                                dirty.len(),
+                                "bare async-WP floor must see every dirty page"
+                            );
+                            let t = Instant::now();
+                            let mut at = 0;
+                            for r in &runs {
+                                // SAFETY: source inside the floor mapping, destination inside dst.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        floor_mem.ptr.add(r.start),
+                                        dst.ptr.add(at),
+                                        r.len(),
+                                    )
+                                };
+                                at += r.len();
+                            }
+                            let c = t.elapsed();
+                            if rep > 0 {
+                                fault.push(w.as_secs_f64());
+                                scan.push(s.as_secs_f64());
+                                copy.push(c.as_secs_f64());
+                            }
+                        }
+                        let copy_floor = median(&mut copy);
+                        let trap_floor = copy_floor + median(&mut fault) + median(&mut scan);
+
+                        for &kind in &backends {
+                            // SAFETY: `region` outlives the tracking (untracked below).
+                            let t = unsafe {
+                                mgr.track(region.ptr, len, kind, &TrackOptions::default())
+                            }
+                            .expect("track");
+                            let mut row = Row::default();
+                            let declare = (kind == BackendKind::Assisted)
+                                .then_some((&mgr as *const GuardManager as usize, t.id.0));
+                            for rep in 0..=reps {
+                                let job = Job {
+                                    base: Ptr(t.app_ptr),
+                                    pages: dirty.clone(),
+                                    threads,
+                                    stamp: rep as u64,
+                                    declare,
+                                };
+                                let w = writers.run(job, helpers);
+                                let mut at = 0;
+                                let d = &mut dst;
+                                let mut sink = |_: usize, b: &[u8]| {
+                                    // SAFETY: dst is as large as the region; runs never exceed it.
+                                    unsafe {
+                                        std::ptr::copy_nonoverlapping(
+                                            b.as_ptr(),
+                                            d.ptr.add(at),
+                                            b.len(),
+                                        )
+                                    };
+                                    at += b.len();
+                                };
+                                let tc = Instant::now();
+                                let st = mgr.collect(t.id, &mut sink).unwrap();
+                                let c = tc.elapsed();
+                                if rep > 0 {
+                                    row.write.push(w.as_secs_f64());
+                                    row.collect.push(c.as_secs_f64());
+                                    row.reported = st.pages;
+                                }
+                            }
+                            mgr.untrack(t.id, &mut |_: usize, _: &[u8]| ()).unwrap();
+                            let w = median(&mut row.write);
+                            let c = median(&mut row.collect);
+                            let total = w + c;
+                            println!(
+                                "| {} | {} MiB | {}% | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
+                                kind,
+                                mib,
+                                frac * 100.0,
+                                if pattern == Pattern::Sequential { "seq" } else { "random" },
+                                threads,
+                                dirty.len(),
+                                w * 1e6 / dirty.len() as f64,
+                                c * 1e3,
+                                total * 1e3,
+                                copy_floor * 1e3,
+                                trap_floor * 1e3,
+                                total / copy_floor,
+                                total / trap_floor,
+                            );
+                            if matches!(
+                                kind,
+                                BackendKind::AsyncWp | BackendKind::Shadow | BackendKind::ShadowWp
+                            ) && row.reported != dirty.len()
+                            {
+                                eprintln!(
+                                    "warning: {kind} reported {} pages, {} written",
+                                    row.reported,
+                                    dirty.len()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            tracker.unregister(floor_span).unwrap();
+        }
+        writers.quit.store(true, Ordering::Relaxed);
+        helper.join().unwrap();
+    });
+}
