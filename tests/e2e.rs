@@ -1,0 +1,318 @@
+//! End-to-end: the workload runs under the real Vulkan loader with the built layer, once per
+//! backend. Asserts that the application's own GPU read-back check passes, that the trace
+//! reconstructs every CPU-written allocation at every submit exactly as the workload's sidecar
+//! says, that every mapping used the backend asked for, the trace-size bound where the backend
+//! promises one, and that the validation layer below ours reports nothing.
+//!
+//! Binaries: the `vkdirty` CLI is this package's (`CARGO_BIN_EXE_vkdirty`); the layer
+//! (`libVkLayer_vkdirty.so` + `VkLayer_vkdirty.json`) and `vkdirty-workload` are other packages
+//! of the workspace, built into the same target directory (built here on first use, unless
+//! `VKDIRTY_E2E_NO_BUILD` is set).
+
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use vkdirty::guard::BackendKind;
+use vkdirty::trace::{Event, Replay, TraceReader};
+
+/// One backend under test: its name and what differs for it.
+struct Backend {
+    name: &'static str,
+    /// Extra workload flags (`assisted` sees only flushed ranges, so the application flushes).
+    flags: &'static [&'static str],
+    /// Upper bound on trace dirty bytes / bytes of the pages the application wrote.
+    max_ratio: Option<f64>,
+}
+
+/// Every backend, one line each; the test functions are generated from this list.
+macro_rules! backends {
+    ($($test:ident, $validation_test:ident: $b:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                capture_and_check(&$b);
+            }
+            #[test]
+            fn $validation_test() {
+                validation_is_clean(&$b);
+            }
+        )*
+    };
+}
+
+backends! {
+    async_wp, async_wp_validation: Backend { name: "async-wp", flags: &[], max_ratio: Some(1.05) };
+    shadow, shadow_validation: Backend { name: "shadow", flags: &[], max_ratio: None };
+    full, full_validation: Backend { name: "full", flags: &[], max_ratio: None };
+    assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], max_ratio: None };
+}
+
+/// Frames of the main run and of the run under the validation layer (slower).
+const FRAMES: &str = "20";
+const VALIDATION_FRAMES: &str = "5";
+const LAYER_NAME: &str = "VK_LAYER_VKDIRTY_capture";
+const VALIDATION_LAYER: &str = "VK_LAYER_KHRONOS_validation";
+
+/// `target/<profile>`: where the CLI, the workload, the layer and its manifest are.
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().expect("binary has a directory").to_path_buf()
+}
+
+/// Builds the layer and the workload into this test's target directory and profile (a no-op
+/// when `scripts/test.sh` built the workspace already), so the test never runs stale binaries.
+fn ensure_built() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = bin_dir();
+        if std::env::var_os("VKDIRTY_E2E_NO_BUILD").is_none() {
+            let profile = match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") => "dev".to_string(),
+                Some(p) => p.to_string(),
+                None => panic!("cannot tell the profile from {}", dir.display()),
+            };
+            let target_dir = dir.parent().expect("target directory");
+            let out = Command::new(env!("CARGO"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--quiet", "-p", "vkdirty-layer", "-p", "vkdirty-workload", "--profile", &profile])
+                .arg("--target-dir")
+                .arg(target_dir)
+                .output()
+                .expect("run cargo build");
+            assert!(out.status.success(), "building the layer and the workload failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
+            assert!(dir.join(f).exists(), "{} missing: build the workspace first (scripts/test.sh does)", dir.join(f).display());
+        }
+        dir
+    })
+}
+
+fn tmp(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{}-{name}", std::process::id()))
+}
+
+/// Runs the workload with `layers` enabled (ours first, closest to the application).
+fn run_workload(backend: &Backend, layers: &[&str], trace: &Path, args: &[&str]) -> Output {
+    let dir = ensure_built();
+    let mut c = Command::new(dir.join("vkdirty-workload"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VKDIRTY_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("VK_ADD_LAYER_PATH", dir)
+        .env("VK_INSTANCE_LAYERS", layers.join(":"))
+        .env("VKDIRTY_TRACE_FILE", trace)
+        .env("VKDIRTY_BACKEND", backend.name)
+        .args(backend.flags)
+        .args(args);
+    c.output().expect("run vkdirty-workload")
+}
+
+fn output_text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// What the sidecar says.
+struct Sidecar {
+    page_size: u64,
+    /// Every allocation record, in order: (handle, record).
+    allocs: Vec<(u64, Value)>,
+    /// submit seq -> allocation entries.
+    submits: BTreeMap<u64, Vec<Value>>,
+    total_pages: u64,
+}
+
+fn read_sidecar(path: &Path) -> Sidecar {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("sidecar {}: {e}", path.display()));
+    let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("sidecar line is JSON")).collect();
+    let header = recs.first().expect("sidecar header");
+    let end = recs.last().expect("sidecar end");
+    assert_eq!(end["kind"], "end", "the workload finished its sidecar");
+    let mut s = Sidecar {
+        page_size: header["page_size"].as_u64().unwrap(),
+        allocs: Vec::new(),
+        submits: BTreeMap::new(),
+        total_pages: end["pages"].as_u64().unwrap(),
+    };
+    for r in &recs {
+        match r["kind"].as_str() {
+            Some("alloc") => s.allocs.push((r["handle"].as_u64().unwrap(), r.clone())),
+            Some("submit") => {
+                s.submits.insert(r["seq"].as_u64().unwrap(), r["allocs"].as_array().unwrap().clone());
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// What the comparison found.
+struct Report {
+    submits_checked: u64,
+    allocs_checked: u64,
+    mismatches: Vec<String>,
+    /// Dirty bytes of CPU-written allocations, within their CPU ranges.
+    cpu_dirty_bytes: u64,
+    /// All dirty bytes (GPU-written allocations included).
+    all_dirty_bytes: u64,
+    wrong_backend: Vec<String>,
+}
+
+/// Walks the trace in stream order; at each submit, hashes every sidecar allocation as the
+/// trace reconstructs it and compares.
+fn compare(trace: &Path, sc: &Sidecar, backend: BackendKind) -> Report {
+    let reader = TraceReader::open(trace).unwrap_or_else(|e| panic!("open trace {}: {e}", trace.display()));
+    let (events, truncation) = reader.events().unwrap_or_else(|e| panic!("read trace {}: {e}", trace.display()));
+    assert!(truncation.is_none(), "trace truncated: {truncation:?}");
+    assert!(matches!(events.last(), Some(Event::End(_))), "trace ends with its End record");
+
+    // Sidecar allocation records by handle, consumed in order (a freed handle may come back).
+    let mut pending: HashMap<u64, Vec<Value>> = HashMap::new();
+    for (h, r) in sc.allocs.iter().rev() {
+        pending.entry(*h).or_default().push(r.clone());
+    }
+    let mut by_handle: HashMap<u64, u64> = HashMap::new(); // handle -> trace alloc id
+    let mut cpu_range: HashMap<u64, (u64, u64)> = HashMap::new(); // alloc id -> CPU range
+    let mut replay = Replay::new();
+    let mut r = Report {
+        submits_checked: 0,
+        allocs_checked: 0,
+        mismatches: Vec::new(),
+        cpu_dirty_bytes: 0,
+        all_dirty_bytes: 0,
+        wrong_backend: Vec::new(),
+    };
+    let mut buf = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, ev) in events.iter().enumerate() {
+        replay.apply(ev, i as u64).unwrap_or_else(|e| panic!("replay of event {i}: {e}"));
+        match ev {
+            Event::Allocation(a) => {
+                by_handle.insert(a.handle, a.id);
+                if let Some(rec) = pending.get_mut(&a.handle).and_then(|v| v.pop()) {
+                    if rec["gpu_written"] != true {
+                        let cr = rec["cpu_range"].as_array().unwrap();
+                        cpu_range.insert(a.id, (cr[0].as_u64().unwrap(), cr[1].as_u64().unwrap()));
+                    }
+                }
+            }
+            Event::Map(m) if m.backend != backend => {
+                r.wrong_backend.push(format!("allocation {} mapped with {} ({})", m.alloc, m.backend, m.reason));
+            }
+            Event::Dirty(d) => {
+                let (lo, len) = cpu_range.get(&d.alloc).copied().unwrap_or((0, 0));
+                for &(o, l) in &d.runs {
+                    r.all_dirty_bytes += l;
+                    let (s, e) = (o.max(lo), (o + l).min(lo + len));
+                    r.cpu_dirty_bytes += e.saturating_sub(s);
+                }
+            }
+            Event::Submit(s) => {
+                let Some(entries) = sc.submits.get(&s.seq) else {
+                    r.mismatches.push(format!("trace submit {} is not in the sidecar", s.seq));
+                    continue;
+                };
+                r.submits_checked += 1;
+                seen.insert(s.seq);
+                for e in entries {
+                    let handle = e["handle"].as_u64().unwrap();
+                    let (off, len) = (e["offset"].as_u64().unwrap(), e["len"].as_u64().unwrap());
+                    let want = e["hash"].as_str().unwrap();
+                    r.allocs_checked += 1;
+                    let Some(&id) = by_handle.get(&handle) else {
+                        r.mismatches.push(format!("submit {}: memory {handle:#x} has no Allocation record", s.seq));
+                        continue;
+                    };
+                    buf.resize(len as usize, 0);
+                    if replay.read(id, off, &mut buf).is_none() {
+                        r.mismatches.push(format!("submit {}: allocation {id} ({handle:#x}) unreadable at {off}+{len}", s.seq));
+                        continue;
+                    }
+                    let got = format!("{:#018x}", fnv1a64(&buf));
+                    if got != want {
+                        r.mismatches.push(format!(
+                            "submit {}: allocation {id} (memory {handle:#x}, bytes {off}+{len}): trace hash {got}, sidecar {want}",
+                            s.seq
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let missing: Vec<u64> = sc.submits.keys().copied().filter(|q| !seen.contains(q)).collect();
+    if !missing.is_empty() {
+        r.mismatches.push(format!("sidecar submits missing from the trace: {missing:?}"));
+    }
+    r
+}
+
+fn capture_and_check(backend: &Backend) {
+    let kind = BackendKind::parse(backend.name).expect("known backend");
+    let trace = tmp(&format!("{}.vkd", backend.name));
+    let sidecar = tmp(&format!("{}.jsonl", backend.name));
+    let o = run_workload(backend, &[LAYER_NAME], &trace, &["--frames", FRAMES, "--sidecar", sidecar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}: the workload's own checks failed under the layer:\n{}", backend.name, output_text(&o));
+    assert!(trace.exists(), "{}: no trace written (was the layer loaded?)\n{}", backend.name, output_text(&o));
+    let sc = read_sidecar(&sidecar);
+    let r = compare(&trace, &sc, kind);
+    let app_bytes = sc.total_pages * sc.page_size;
+    let ratio = r.cpu_dirty_bytes as f64 / app_bytes as f64;
+    eprintln!(
+        "e2e {}: {} submits, {} allocation states checked; CPU-written dirty bytes {} / {} bytes of pages written = {:.3} (all dirty bytes {})",
+        backend.name, r.submits_checked, r.allocs_checked, r.cpu_dirty_bytes, app_bytes, ratio, r.all_dirty_bytes
+    );
+    assert!(r.wrong_backend.is_empty(), "{}: mappings not tracked with {}:\n{}", backend.name, backend.name, r.wrong_backend.join("\n"));
+    assert!(
+        r.mismatches.is_empty(),
+        "{}: {} mismatches between trace and sidecar, first ones:\n{}",
+        backend.name,
+        r.mismatches.len(),
+        r.mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert!(r.submits_checked > 0 && r.allocs_checked > 0);
+    if let Some(max) = backend.max_ratio {
+        assert!(ratio <= max, "{}: trace dirty bytes {} are {ratio:.3}x the {app_bytes} bytes of the pages written (max {max})", backend.name, r.cpu_dirty_bytes);
+    }
+    let _ = std::fs::remove_file(trace);
+    let _ = std::fs::remove_file(sidecar);
+}
+
+fn validation_is_clean(backend: &Backend) {
+    let layer = "/usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json";
+    assert!(Path::new(layer).exists(), "{layer} missing: install vulkan-validationlayers (scripts/test.sh does)");
+    let kind = BackendKind::parse(backend.name).expect("known backend");
+    let trace = tmp(&format!("{}-validation.vkd", backend.name));
+    let sidecar = tmp(&format!("{}-validation.jsonl", backend.name));
+    let o = run_workload(
+        backend,
+        &[LAYER_NAME, VALIDATION_LAYER],
+        &trace,
+        &["--validation", "--frames", VALIDATION_FRAMES, "--sidecar", sidecar.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}: validation messages or failed checks with the layer:\n{}", backend.name, output_text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("no validation message"), "{}: the messenger was not installed:\n{}", backend.name, output_text(&o));
+    // The layer was really in the chain: it wrote a trace that matches.
+    let r = compare(&trace, &read_sidecar(&sidecar), kind);
+    assert!(r.mismatches.is_empty() && r.wrong_backend.is_empty(), "{}: {:?} {:?}", backend.name, r.mismatches, r.wrong_backend);
+    let _ = std::fs::remove_file(trace);
+    let _ = std::fs::remove_file(sidecar);
+}
