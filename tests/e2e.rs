@@ -316,3 +316,23 @@ fn validation_is_clean(backend: &Backend) {
     let _ = std::fs::remove_file(trace);
     let _ = std::fs::remove_file(sidecar);
 }
+
+/// The comparison is not vacuous: one wrong hash in the sidecar is reported, at that submit.
+#[test]
+fn comparison_catches_a_wrong_hash() {
+    let backend = Backend { name: "async-wp", flags: &[], max_ratio: None };
+    let trace = tmp("checker.vkd");
+    let sidecar = tmp("checker.jsonl");
+    let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "3", "--scenario", "persistent,churn", "--sidecar", sidecar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let mut sc = read_sidecar(&sidecar);
+    assert!(compare(&trace, &sc, BackendKind::AsyncWp).mismatches.is_empty());
+    let entry = &mut sc.submits.get_mut(&3).expect("submit 3")[0];
+    let good = entry["hash"].as_str().unwrap().to_string();
+    entry["hash"] = Value::from(format!("{:#018x}", u64::from_str_radix(&good[2..], 16).unwrap() ^ 1));
+    let r = compare(&trace, &sc, BackendKind::AsyncWp);
+    assert_eq!(r.mismatches.len(), 1, "{:?}", r.mismatches);
+    assert!(r.mismatches[0].starts_with("submit 3:"), "{:?}", r.mismatches);
+    let _ = std::fs::remove_file(trace);
+    let _ = std::fs::remove_file(sidecar);
+}
