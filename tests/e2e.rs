@@ -44,7 +44,6 @@ macro_rules! backends {
 
 backends! {
     async_wp, async_wp_validation: Backend { name: "async-wp", flags: &[], max_ratio: Some(1.05) };
-    shadow, shadow_validation: Backend { name: "shadow", flags: &[], max_ratio: None };
     full, full_validation: Backend { name: "full", flags: &[], max_ratio: None };
     assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], max_ratio: None };
 }
