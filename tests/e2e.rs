@@ -22,6 +22,8 @@ struct Backend {
     name: &'static str,
     /// Extra workload flags (`assisted` sees only flushed ranges, so the application flushes).
     flags: &'static [&'static str],
+    /// Extra `VKDIRTY_*` settings.
+    env: &'static [(&'static str, &'static str)],
     /// Upper bound on trace dirty bytes / bytes of the pages the application wrote.
     max_ratio: Option<f64>,
 }
@@ -43,9 +45,9 @@ macro_rules! backends {
 }
 
 backends! {
-    async_wp, async_wp_validation: Backend { name: "async-wp", flags: &[], max_ratio: Some(1.05) };
-    full, full_validation: Backend { name: "full", flags: &[], max_ratio: None };
-    assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], max_ratio: None };
+    async_wp, async_wp_validation: Backend { name: "async-wp", flags: &[], env: &[], max_ratio: Some(1.05) };
+    full, full_validation: Backend { name: "full", flags: &[], env: &[], max_ratio: None };
+    assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], env: &[], max_ratio: None };
 }
 
 /// Frames of the main run and of the run under the validation layer (slower).
@@ -105,6 +107,7 @@ fn run_workload(backend: &Backend, layers: &[&str], trace: &Path, args: &[&str])
         .env("VK_INSTANCE_LAYERS", layers.join(":"))
         .env("VKDIRTY_TRACE_FILE", trace)
         .env("VKDIRTY_BACKEND", backend.name)
+        .envs(backend.env.iter().copied())
         .args(backend.flags)
         .args(args);
     c.output().expect("run vkdirty-workload")
@@ -263,10 +266,20 @@ fn compare(trace: &Path, sc: &Sidecar, backend: BackendKind) -> Report {
     r
 }
 
+/// A file-name tag unique per list entry (a backend may appear with different settings).
+fn test_tag(b: &Backend) -> String {
+    let mut t = b.name.to_string();
+    for (k, v) in b.env {
+        t.push_str(&format!("-{}{v}", k.trim_start_matches("VKDIRTY_").to_lowercase()));
+    }
+    t
+}
+
 fn capture_and_check(backend: &Backend) {
     let kind = BackendKind::parse(backend.name).expect("known backend");
-    let trace = tmp(&format!("{}.vkd", backend.name));
-    let sidecar = tmp(&format!("{}.jsonl", backend.name));
+    let tag = test_tag(backend);
+    let trace = tmp(&format!("{tag}.vkd"));
+    let sidecar = tmp(&format!("{tag}.jsonl"));
     let o = run_workload(backend, &[LAYER_NAME], &trace, &["--frames", FRAMES, "--sidecar", sidecar.to_str().unwrap()]);
     assert!(o.status.success(), "{}: the workload's own checks failed under the layer:\n{}", backend.name, output_text(&o));
     assert!(trace.exists(), "{}: no trace written (was the layer loaded?)\n{}", backend.name, output_text(&o));
@@ -276,7 +289,7 @@ fn capture_and_check(backend: &Backend) {
     let ratio = r.cpu_dirty_bytes as f64 / app_bytes as f64;
     eprintln!(
         "e2e {}: {} submits, {} allocation states checked; CPU-written dirty bytes {} / {} bytes of pages written = {:.3} (all dirty bytes {})",
-        backend.name, r.submits_checked, r.allocs_checked, r.cpu_dirty_bytes, app_bytes, ratio, r.all_dirty_bytes
+        test_tag(backend), r.submits_checked, r.allocs_checked, r.cpu_dirty_bytes, app_bytes, ratio, r.all_dirty_bytes
     );
     assert!(r.wrong_backend.is_empty(), "{}: mappings not tracked with {}:\n{}", backend.name, backend.name, r.wrong_backend.join("\n"));
     assert!(
@@ -298,8 +311,9 @@ fn validation_is_clean(backend: &Backend) {
     let layer = "/usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json";
     assert!(Path::new(layer).exists(), "{layer} missing: install vulkan-validationlayers (scripts/test.sh does)");
     let kind = BackendKind::parse(backend.name).expect("known backend");
-    let trace = tmp(&format!("{}-validation.vkd", backend.name));
-    let sidecar = tmp(&format!("{}-validation.jsonl", backend.name));
+    let tag = test_tag(backend);
+    let trace = tmp(&format!("{tag}-validation.vkd"));
+    let sidecar = tmp(&format!("{tag}-validation.jsonl"));
     let o = run_workload(
         backend,
         &[LAYER_NAME, VALIDATION_LAYER],
@@ -319,7 +333,7 @@ fn validation_is_clean(backend: &Backend) {
 /// The comparison is not vacuous: one wrong hash in the sidecar is reported, at that submit.
 #[test]
 fn comparison_catches_a_wrong_hash() {
-    let backend = Backend { name: "async-wp", flags: &[], max_ratio: None };
+    let backend = Backend { name: "async-wp", flags: &[], env: &[], max_ratio: None };
     let trace = tmp("checker.vkd");
     let sidecar = tmp("checker.jsonl");
     let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "3", "--scenario", "persistent,churn", "--sidecar", sidecar.to_str().unwrap()]);
