@@ -210,7 +210,8 @@ impl<'a> World<'a> {
             allocs.push(w.new_alloc("threads", Behaviour::Threads, s * args.threads.max(1) as u64, false)?);
         }
         if has(args, "mixed") {
-            allocs.push(w.new_alloc("mixed", Behaviour::Mixed, 2 * s, false)?);
+            // At least four pages per part of the CPU half (two parts, each with a gap page).
+            allocs.push(w.new_alloc("mixed", Behaviour::Mixed, 2 * s.max(8 * page as u64), false)?);
         }
         // Device-local and read-back layout: one slot per allocation, then churn, then the
         // gpu-write source.
@@ -378,8 +379,10 @@ impl<'a> World<'a> {
         let seq = self.seq + 1;
         let fr = &self.frame;
         fr.begin(vk)?;
+        let page = self.page as u64;
         for a in &self.allocs {
-            fr.copy(vk, a.buf.buffer, self.dl.buffer, 0, a.slot, a.copy_len);
+            let (o, l) = a.checked(seq, page);
+            fr.copy(vk, a.buf.buffer, self.dl.buffer, o, a.slot + o, l);
         }
         let gpu_half = self.gpu.as_ref().map(|g| g.buf.size / 2);
         if let (Some(g), Some(half)) = (&self.gpu, gpu_half) {
@@ -387,7 +390,8 @@ impl<'a> World<'a> {
         }
         fr.barrier(vk, false);
         for a in &self.allocs {
-            fr.copy(vk, self.dl.buffer, self.readback.buffer, a.slot, a.slot, a.copy_len);
+            let (o, l) = a.checked(seq, page);
+            fr.copy(vk, self.dl.buffer, self.readback.buffer, a.slot + o, a.slot + o, l);
             if a.behaviour == Behaviour::Mixed {
                 let (o, l) = a.cpu_range;
                 fr.fill(vk, a.buf.buffer, o + l, a.buf.size - (o + l), Self::fill_value(seq, 2));
@@ -413,7 +417,23 @@ impl<'a> World<'a> {
         self.total_pages += all_pages.len() as u64;
         self.sidecar.record(json!({ "kind": "submit", "seq": seq, "pages": all_pages.len(), "allocs": entries }));
 
-        self.frame.submit_and_wait(vk, vk.sync2 && seq % 2 == 0)?;
+        self.frame.submit(vk, vk.sync2 && seq % 2 == 0)?;
+        // While the GPU runs: the CPU writes the part of each mixed buffer this submit does not
+        // read. These writes belong to the next submit.
+        let mut allocs = std::mem::take(&mut self.allocs);
+        let concurrent = (|| -> Result<(), VkError> {
+            for a in allocs.iter_mut().filter(|a| a.behaviour == Behaviour::Mixed) {
+                let (o, l) = a.mixed_parts(page)[((seq + 1) % 2) as usize];
+                let runs = Self::runs(a, l);
+                a.write_runs(o, &runs, self.page);
+                a.flush(vk)?;
+            }
+            Ok(())
+        })();
+        self.allocs = allocs;
+        let waited = self.frame.wait(vk);
+        concurrent?;
+        waited?;
         self.seq = seq;
         self.check(f)?;
 
@@ -432,9 +452,11 @@ impl<'a> World<'a> {
         let whole = |m: vk::DeviceMemory| [vk::MappedMemoryRange::default().memory(m).offset(0).size(vk::WHOLE_SIZE)];
         vk.invalidate(&whole(self.readback.memory))?;
         for a in &self.allocs {
+            let (o, l) = a.checked(seq, self.page as u64);
             // SAFETY: the read-back buffer is mapped whole and the submit writing it completed.
-            let got = unsafe { std::slice::from_raw_parts(self.rb_ptr.add(a.slot as usize), a.copy_len as usize) };
-            compare(&format!("{} allocation {:#x}: GPU read-back", a.scenario, vk::Handle::as_raw(a.buf.memory)), f, &a.mirror[..a.copy_len as usize], got)?;
+            let got = unsafe { std::slice::from_raw_parts(self.rb_ptr.add((a.slot + o) as usize), l as usize) };
+            let want = &a.mirror[o as usize..(o + l) as usize];
+            compare(&format!("{} allocation {:#x}: GPU read-back of {o}+{l}", a.scenario, vk::Handle::as_raw(a.buf.memory)), f, want, got)?;
         }
         for a in &self.allocs {
             if a.behaviour != Behaviour::Mixed {

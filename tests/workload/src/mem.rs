@@ -88,7 +88,9 @@ pub enum Behaviour {
     Remap,
     /// Persistently mapped; written from several threads, disjoint pages each.
     Threads,
-    /// Persistently mapped; the CPU writes the first half, the GPU fills the second.
+    /// Persistently mapped; the CPU writes the first half, the GPU fills the second. The CPU
+    /// also writes one quarter while the GPU runs (filling the second half and copying the
+    /// other quarter).
     Mixed,
     /// Short-lived: allocated, written, then freed while still mapped.
     Churn,
@@ -111,7 +113,8 @@ pub struct HostAlloc {
     cached_hash: Option<u64>,
     /// Offset of this allocation's copy in the device-local and read-back buffers.
     pub slot: u64,
-    /// Bytes copied through the GPU and compared after each submit.
+    /// Bytes copied through the GPU and compared after each submit (from offset 0; `Mixed`
+    /// alternates between its two quarters, see [`HostAlloc::checked`]).
     pub copy_len: u64,
     pub rng: Rng,
     /// Frames lived (churn).
@@ -281,6 +284,24 @@ impl HostAlloc {
             .map(|&(s, e)| vk::MappedMemoryRange::default().memory(self.buf.memory).offset(s).size(e - s))
             .collect();
         vk.flush(&mmr)
+    }
+
+    /// `Mixed`: the two parts of the CPU range, a gap page after each (the second part's gap
+    /// separates it from the GPU's half).
+    pub fn mixed_parts(&self, page: u64) -> [(u64, u64); 2] {
+        let half = self.cpu_range.1;
+        let q = half / 2 / page * page;
+        [(0, q - page), (q, half - page - q)]
+    }
+
+    /// The bytes the GPU copies back for checking at submit `seq`: the whole `copy_len`, or for
+    /// `Mixed` one part (the CPU writes the other one while the GPU runs).
+    pub fn checked(&self, seq: u64, page: u64) -> (u64, u64) {
+        if self.behaviour == Behaviour::Mixed {
+            self.mixed_parts(page)[(seq % 2) as usize]
+        } else {
+            (0, self.copy_len)
+        }
     }
 
     /// FNV-1a of the CPU range of the mirror, cached until the next write.

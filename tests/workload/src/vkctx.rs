@@ -383,8 +383,8 @@ impl Frame {
         };
     }
 
-    /// Ends recording, submits (with `vkQueueSubmit2` when `use_submit2`) and waits.
-    pub fn submit_and_wait(&self, vk: &Vk, use_submit2: bool) -> Result<(), VkError> {
+    /// Ends recording and submits (with `vkQueueSubmit2` when `use_submit2`).
+    pub fn submit(&self, vk: &Vk, use_submit2: bool) -> Result<(), VkError> {
         let d = &vk.device;
         // SAFETY: the command buffer is recording; the queue and fence are this device's; the
         // fence is unsignalled (reset after each wait).
@@ -393,12 +393,20 @@ impl Frame {
             if use_submit2 {
                 let cbi = [vk::CommandBufferSubmitInfo::default().command_buffer(self.cmd)];
                 let si = [vk::SubmitInfo2::default().command_buffer_infos(&cbi)];
-                d.queue_submit2(vk.queue, &si, self.fence).map_err(|e| err("vkQueueSubmit2", e))?;
+                d.queue_submit2(vk.queue, &si, self.fence).map_err(|e| err("vkQueueSubmit2", e))
             } else {
                 let cbs = [self.cmd];
                 let si = [vk::SubmitInfo::default().command_buffers(&cbs)];
-                d.queue_submit(vk.queue, &si, self.fence).map_err(|e| err("vkQueueSubmit", e))?;
+                d.queue_submit(vk.queue, &si, self.fence).map_err(|e| err("vkQueueSubmit", e))
             }
+        }
+    }
+
+    /// Waits for the last submit.
+    pub fn wait(&self, vk: &Vk) -> Result<(), VkError> {
+        let d = &vk.device;
+        // SAFETY: the fence is this device's and was submitted.
+        unsafe {
             d.wait_for_fences(&[self.fence], true, u64::MAX).map_err(|e| err("vkWaitForFences", e))?;
             d.reset_fences(&[self.fence]).map_err(|e| err("vkResetFences", e))
         }
