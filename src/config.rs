@@ -67,7 +67,8 @@ pub enum BackendChoice {
 }
 
 /// The order `auto` tries backends in, per mapping. `host-import` is not here: it changes how
-/// memory is allocated, so it cannot be chosen per mapping. `full` never refuses a mapping, so a
+/// memory is allocated, so it is decided per allocation (see [`BackendChoice::imports_host_memory`])
+/// and tried first for the mappings of memory it imported. `full` never refuses a mapping, so a
 /// mapping is always tracked.
 pub const AUTO_ORDER: [BackendKind; 4] =
     [BackendKind::AsyncWp, BackendKind::ShadowWp, BackendKind::Shadow, BackendKind::Full];
@@ -76,12 +77,19 @@ impl BackendChoice {
     /// The backends to try, in order.
     pub fn order(self) -> &'static [BackendKind] {
         match self {
-            BackendChoice::Auto => &AUTO_ORDER,
+            // Memory host-import could not import is tracked as auto tracks it.
+            BackendChoice::Auto | BackendChoice::Fixed(BackendKind::HostImport) => &AUTO_ORDER,
             BackendChoice::Fixed(k) => {
                 let i = BackendKind::ALL.iter().position(|x| *x == k).unwrap_or(0);
                 std::slice::from_ref(&BackendKind::ALL[i])
             }
         }
+    }
+
+    /// Whether host-visible memory is allocated by importing the layer's own anonymous memory
+    /// (`VK_EXT_external_memory_host`), where the driver and the allocation allow it.
+    pub fn imports_host_memory(self) -> bool {
+        matches!(self, BackendChoice::Auto | BackendChoice::Fixed(BackendKind::HostImport))
     }
 
     /// Whether a mapping may end up behind a shadow that is copied to the real memory page by
@@ -214,7 +222,15 @@ pub const SETTINGS: &[SettingInfo] = &[
         name: "BACKEND",
         default: "auto",
         accepted: "auto, async-wp, shadow-wp, shadow, full, assisted, host-import",
-        doc: "How written pages are found. auto tries async-wp, shadow-wp, shadow, full per mapping.",
+        doc: "How written pages are found. auto imports host-visible system memory (host-import), \
+              then tries async-wp, shadow-wp, shadow, full per mapping.",
+    },
+    SettingInfo {
+        name: "HOST_IMPORT",
+        default: "1",
+        accepted: "1, 0, true, false, on, off, yes, no",
+        doc: "auto and host-import: back host-visible allocations with the layer's own anonymous \
+              memory through VK_EXT_external_memory_host. 0 turns it off.",
     },
     SettingInfo {
         name: "SHADOW_READS",
@@ -262,7 +278,7 @@ pub const SETTINGS: &[SettingInfo] = &[
         name: "ALIGN_REQUIREMENTS",
         default: "1",
         accepted: "1, 0, true, false, on, off, yes, no",
-        doc: "When a shadow backend may be used (auto, shadow, shadow-wp): round the sizes and \
+        doc: "When a shadow backend may be used (auto, host-import, shadow, shadow-wp): round the sizes and \
               alignments of vkGet*MemoryRequirements* up to the page size.",
     },
 ];
@@ -273,6 +289,7 @@ pub struct Settings {
     /// `None`: the default name (see [`resolve_trace_path`]).
     pub trace_file: Option<PathBuf>,
     pub backend: BackendChoice,
+    pub host_import: bool,
     pub shadow_reads: bool,
     pub persistent_shadow: bool,
     pub compression: Compression,
@@ -290,6 +307,7 @@ impl Default for Settings {
         Settings {
             trace_file: None,
             backend: BackendChoice::Auto,
+            host_import: true,
             shadow_reads: false,
             persistent_shadow: false,
             compression: Compression::Lz4,
@@ -371,6 +389,7 @@ impl Settings {
         }
         let w = &mut warnings;
         set(w, "BACKEND", get("BACKEND"), parse_backend, &mut s.backend);
+        set(w, "HOST_IMPORT", get("HOST_IMPORT"), parse_bool, &mut s.host_import);
         set(w, "SHADOW_READS", get("SHADOW_READS"), parse_bool, &mut s.shadow_reads);
         set(w, "PERSISTENT_SHADOW", get("PERSISTENT_SHADOW"), parse_bool, &mut s.persistent_shadow);
         set(w, "COMPRESSION", get("COMPRESSION"), parse_compression, &mut s.compression);
@@ -380,6 +399,11 @@ impl Settings {
         set(w, "LOG_LEVEL", get("LOG_LEVEL"), parse_log_level, &mut s.log_level);
         set(w, "ALIGN_REQUIREMENTS", get("ALIGN_REQUIREMENTS"), parse_bool, &mut s.align_requirements);
         (s, warnings)
+    }
+
+    /// Whether the layer imports host-visible allocations (`VKDIRTY_HOST_IMPORT` and the backend).
+    pub fn imports_host_memory(&self) -> bool {
+        self.host_import && self.backend.imports_host_memory()
     }
 
     /// Whether the layer rounds memory requirements up to the page size.
@@ -466,6 +490,7 @@ mod tests {
         let (s, w) = Settings::load(&map_source(&[
             ("TRACE_FILE", "/tmp/x.vkd"),
             ("BACKEND", "shadow"),
+            ("HOST_IMPORT", "off"),
             ("SHADOW_READS", "on"),
             ("PERSISTENT_SHADOW", "yes"),
             ("COMPRESSION", "none"),
@@ -480,6 +505,7 @@ mod tests {
         assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Shadow));
         assert!(s.shadow_reads && s.persistent_shadow && s.flush_every_submit);
         assert!(!s.align_requirements);
+        assert!(!s.host_import);
         assert_eq!(s.compression, Compression::None);
         assert_eq!(s.log_level, LogLevel::Debug);
         assert_eq!(s.frames.as_ref().map(|r| r.to_string()).as_deref(), Some("10-20,100"));
@@ -556,6 +582,8 @@ mod tests {
             ("auto", true),
             ("shadow", true),
             ("shadow-wp", true),
+            // Memory it cannot import falls back to auto's order.
+            ("host-import", true),
             ("async-wp", false),
             ("full", false),
             ("assisted", false),
@@ -573,6 +601,18 @@ mod tests {
         assert_eq!(BackendChoice::Auto.order().first(), Some(&BackendKind::AsyncWp));
         assert_eq!(BackendChoice::Auto.order().last(), Some(&BackendKind::Full));
         assert_eq!(BackendChoice::Fixed(BackendKind::Shadow).order(), &[BackendKind::Shadow]);
+        assert_eq!(BackendChoice::Fixed(BackendKind::HostImport).order(), BackendChoice::Auto.order());
+    }
+
+    #[test]
+    fn host_import_follows_backend_and_setting() {
+        for (b, want) in [("auto", true), ("host-import", true), ("async-wp", false), ("shadow-wp", false), ("full", false)] {
+            let (s, _) = Settings::load(&map_source(&[("BACKEND", b)]));
+            assert_eq!(s.imports_host_memory(), want, "{b}");
+            let (s, w) = Settings::load(&map_source(&[("BACKEND", b), ("HOST_IMPORT", "0")]));
+            assert!(w.is_empty());
+            assert!(!s.imports_host_memory(), "{b} with HOST_IMPORT=0");
+        }
     }
 
     struct Props(HashMap<String, String>);

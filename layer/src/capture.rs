@@ -152,6 +152,11 @@ impl Capture {
         }
     }
 
+    /// Whether a guard backend works in this process (its probe, run once).
+    pub fn backend_available(&self, kind: BackendKind) -> Result<(), String> {
+        self.guards.backend(kind).map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// `vkCreateDevice` succeeded: opens the trace on the first device.
     pub fn device_created(&self, props: &vk::PhysicalDeviceProperties) {
         let mut st = self.lock();
@@ -318,12 +323,21 @@ impl Capture {
         if size == 0 || real.is_null() {
             return real;
         }
+        // Memory host-import imported is the layer's own: tracked at our pointer, host-import first.
+        let import = crate::host_import::mapping(dev.handle, memory, offset);
+        let real = match import {
+            crate::host_import::Mapped::Imported(p) => p.cast(),
+            _ => real,
+        };
         let Ok(len) = usize::try_from(size) else { return real };
         let opts = TrackOptions {
             shadow_reads: self.settings.shadow_reads,
             persistent_key: self.settings.persistent_shadow.then_some(id),
         };
         let mut order: Vec<BackendKind> = backend_order(self.settings.backend).to_vec();
+        if matches!(import, crate::host_import::Mapped::Imported(_)) {
+            order.insert(0, BackendKind::HostImport);
+        }
         if placed {
             // A placed mapping must stay at the address the application chose.
             order.retain(|b| !must_collect(*b));
@@ -335,11 +349,14 @@ impl Capture {
                 for r in &refusals {
                     log::once(vkdirty::config::LogLevel::Info, &format!("{}; falling back", refusal_key(r)));
                 }
-                let reason = if refusals.is_empty() {
+                let mut reason = if refusals.is_empty() {
                     format!("{} ({})", t.backend, self.settings.backend)
                 } else {
                     refusals.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")
                 };
+                if let crate::host_import::Mapped::NotImported(why) = &import {
+                    reason = format!("host-import: memory not imported ({why}); {reason}");
+                }
                 let mapping = Mapping { region: t.id, offset, size, backend: t.backend };
                 if let Some(m) = st.memories.get_mut(&key) {
                     m.mapping = Some(mapping);
@@ -544,17 +561,8 @@ impl Capture {
 }
 
 fn backend_order(choice: BackendChoice) -> &'static [BackendKind] {
-    match choice {
-        // host-import changes allocations, which this layer does not do yet.
-        BackendChoice::Fixed(BackendKind::HostImport) => {
-            log::once(
-                vkdirty::config::LogLevel::Warn,
-                "VKDIRTY_BACKEND=host-import is not available in this build; using auto",
-            );
-            BackendChoice::Auto.order()
-        }
-        c => c.order(),
-    }
+    // host-import: memory it imported is tried with it first (see `mapped`), the rest as auto.
+    choice.order()
 }
 
 /// `x.vkd` → `x-2.vkd`.

@@ -6,7 +6,7 @@ use std::ffi::{c_char, CStr};
 
 use crate::dispatch::{self, DeviceKey, DeviceNext, DeviceState, InstanceKey, InstanceNext, InstanceState, RequirementsNext};
 use crate::table::{cast_next, name_bytes, void_fn};
-use crate::{capture, loader, log, settings};
+use crate::{capture, host_import, loader, log, settings};
 
 /// Reads an optional C string of `VkApplicationInfo`.
 ///
@@ -51,6 +51,8 @@ pub unsafe extern "system" fn create_instance(
     // SAFETY: instance is a valid dispatchable handle.
     let Some(key) = (unsafe { InstanceKey::of(instance) }) else { return r };
     dispatch::add_instance(key, InstanceState { handle: instance, next_gipa, next });
+    // SAFETY: create_info is the application's valid create info.
+    unsafe { host_import::instance_created(key, &*create_info) };
 
     // SAFETY: create_info is valid; pApplicationInfo is null or valid (VUID-VkInstanceCreateInfo-pApplicationInfo-parameter).
     let (app, engine) = unsafe {
@@ -76,6 +78,7 @@ pub unsafe extern "system" fn destroy_instance(instance: vk::Instance, allocator
         return;
     };
     let left = dispatch::remove_instance(key);
+    host_import::instance_destroyed(key);
     if let Some(f) = st.next.vkDestroyInstance {
         // SAFETY: the application's arguments, passed down.
         unsafe { f(instance, allocator) };
@@ -110,9 +113,13 @@ pub unsafe extern "system" fn create_device(
     let Some(next_create) = cast_next!(next_create, vk::PFN_vkCreateDevice) else {
         return vk::Result::ERROR_INITIALIZATION_FAILED;
     };
+    // host-import enables VK_EXT_external_memory_host below us when the device offers it.
+    // SAFETY: physical and create_info are valid (caller contract).
+    let plan = unsafe { host_import::plan_device(&inst, physical, create_info) };
     // LLP_LAYER_22: pDevice is passed down untouched.
-    // SAFETY: the application's arguments, passed down unchanged (but for the advanced link).
-    let r = unsafe { next_create(physical, create_info, allocator, p_device) };
+    // SAFETY: the application's arguments, passed down unchanged (but for the advanced link and
+    // extensions host-import added to a copy of the create info).
+    let r = unsafe { next_create(physical, plan.create_info(create_info), allocator, p_device) };
     if r != vk::Result::SUCCESS {
         return r;
     }
@@ -140,6 +147,8 @@ pub unsafe extern "system" fn create_device(
     // SAFETY: device is a valid dispatchable handle.
     let Some(key) = (unsafe { DeviceKey::of(device) }) else { return r };
     dispatch::add_device(key, DeviceState { handle: device, next_gdpa, next, req, memory_types });
+    // SAFETY: the device just created from `physical`, and the next layer's vkGetDeviceProcAddr.
+    unsafe { host_import::device_created(plan, physical, device, next_gdpa) };
     capture::get().device_created(&props);
     r
 }
@@ -161,6 +170,7 @@ pub unsafe extern "system" fn destroy_device(device: vk::Device, allocator: *con
         // SAFETY: the application's arguments, passed down.
         unsafe { f(device, allocator) };
     }
+    host_import::device_destroyed(device);
 }
 
 /// The answer of this layer's `vkGetInstanceProcAddr`.
@@ -187,6 +197,7 @@ pub unsafe fn get_instance_proc_addr(instance: vk::Instance, name: *const c_char
     next?;
     dispatch::instance_hook(n)
         .or_else(|| dispatch::device_hook(n))
+        .or_else(|| host_import::hook(n))
         .or_else(|| if settings::get().aligns_requirements() { dispatch::requirements_hook(n) } else { None })
         .or(next)
 }
@@ -207,6 +218,7 @@ pub unsafe fn get_device_proc_addr(device: vk::Device, name: *const c_char) -> v
     let next = unsafe { (dev.next_gdpa)(device, name) };
     next?;
     dispatch::device_hook(n)
+        .or_else(|| host_import::hook(n))
         .or_else(|| if settings::get().aligns_requirements() { dispatch::requirements_hook(n) } else { None })
         .or(next)
 }

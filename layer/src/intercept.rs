@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::capture::{self, SubmitInfo};
 use crate::dispatch::{self, DeviceState};
+use crate::host_import;
 use crate::log;
 use vkdirty::config::LogLevel;
 
@@ -49,8 +50,10 @@ pub unsafe extern "system" fn allocate_memory(
     // SAFETY: device is valid (VUID-vkAllocateMemory-device-parameter).
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     let Some(next) = dev.next.vkAllocateMemory else { return NO_NEXT };
-    // SAFETY: the application's arguments, passed down.
-    let r = unsafe { next(device, info, allocator, p_memory) };
+    // host-import may back the allocation with the layer's own memory; the application's
+    // arguments otherwise go down unchanged.
+    // SAFETY: the application's arguments.
+    let r = unsafe { host_import::allocate(next, device, info, allocator, p_memory) };
     if r == vk::Result::SUCCESS && !info.is_null() && !p_memory.is_null() {
         // SAFETY: valid on success.
         unsafe { capture::get().allocated(&dev, &*info, *p_memory) };
@@ -75,6 +78,8 @@ pub unsafe extern "system" fn free_memory(
         // SAFETY: the application's arguments, passed down.
         unsafe { next(device, memory, allocator) };
     }
+    // Pages the layer imported go after the driver's memory.
+    host_import::freed(device, memory);
 }
 
 /// # Safety
@@ -372,7 +377,7 @@ fn align(r: &mut vk::MemoryRequirements) {
 
 /// # Safety
 /// `r` is null or valid.
-unsafe fn align2(r: *mut vk::MemoryRequirements2<'_>) {
+pub(crate) unsafe fn align2(r: *mut vk::MemoryRequirements2<'_>) {
     if !r.is_null() {
         // SAFETY: caller contract.
         align(unsafe { &mut (*r).memory_requirements });

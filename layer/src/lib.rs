@@ -11,6 +11,7 @@
 mod capture;
 mod dispatch;
 mod glue;
+mod host_import;
 mod intercept;
 mod loader;
 mod log;
