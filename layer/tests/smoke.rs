@@ -226,7 +226,7 @@ fn check_trace(backend: BackendKind, r: &ChildReport, events: &[Event], exact: b
 #[test]
 fn capture_auto_backend() {
     let (r, events, stderr) = capture("auto", &[]);
-    // auto takes the first backend that works here; exactness is asserted for async-wp.
+    // auto takes the first backend that works here; exactness is asserted for the async-WP ones.
     let backend = events
         .iter()
         .find_map(|e| match e {
@@ -234,7 +234,7 @@ fn capture_auto_backend() {
             _ => None,
         })
         .unwrap_or_else(|| panic!("no Map record; stderr:\n{stderr}"));
-    check_trace(backend, &r, &events, backend == BackendKind::AsyncWp);
+    check_trace(backend, &r, &events, matches!(backend, BackendKind::AsyncWp | BackendKind::HostImport));
 }
 
 #[test]
@@ -312,9 +312,11 @@ fn validation_layer_beside_it_reports_nothing() {
         "VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation",
         "VK_LAYER_KHRONOS_validation:VK_LAYER_VKDIRTY_capture",
     ] {
-        let (r, events, out) = capture("validation", &[("VK_INSTANCE_LAYERS", layers), ("VKDIRTY_BACKEND", "async-wp")]);
-        assert!(!out.contains("Validation Error") && !out.contains("VUID-"), "{layers}:\n{out}");
-        check_trace(BackendKind::AsyncWp, &r, &events, true);
+        for backend in [BackendKind::AsyncWp, BackendKind::HostImport] {
+            let (r, events, out) = capture("validation", &[("VK_INSTANCE_LAYERS", layers), ("VKDIRTY_BACKEND", backend.name())]);
+            assert!(!out.contains("Validation Error") && !out.contains("VUID-"), "{layers} {backend}:\n{out}");
+            check_trace(backend, &r, &events, true);
+        }
     }
     // The check sees a message when there is one.
     let (_, _, out) = capture(
