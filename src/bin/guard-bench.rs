@@ -293,135 +293,37 @@ fn main() {
         for &mib in &sizes_mib {
             let len = mib << 20;
             let pages = len / p;
-            let region = Mem::new(len);
+            // One region per backend and one for the floors, so that every repetition measures
+            // the floors and all backends back to back, under the same machine load.
+            let regions: Vec<Mem> = backends.iter().map(|_| Mem::new(len)).collect();
             let floor_mem = Mem::new(len);
-            let mut dst = Mem::new(len);
+            let dst = Mem::new(len);
             let floor_span = tracker
                 .register(floor_mem.ptr as usize, len, BackendKind::AsyncWp)
                 .expect("register floor");
-            let mut scratch = Vec::new();
             for &frac in &fracs {
                 for pattern in [Pattern::Sequential, Pattern::Random] {
                     let dirty = std::sync::Arc::new(dirty_pages(pages, frac, pattern, &mut rng));
-                    let runs = runs_of(&dirty);
                     for threads in [1usize, 2] {
-                        let helpers = threads - 1;
-                        // Floors.
-                        let (mut copy, mut fault, mut scan) = (Vec::new(), Vec::new(), Vec::new());
-                        for rep in 0..=reps {
-                            let job = Job {
-                                base: Ptr(floor_mem.ptr),
-                                pages: dirty.clone(),
-                                threads,
-                                stamp: rep as u64,
-                                declare: None,
-                            };
-                            let w = writers.run(job, helpers);
-                            let t = Instant::now();
-                            let st = tracker
-                                .scan(&floor_span, floor_span.pages(), &mut scratch)
-                                .unwrap();
-                            let s = t.elapsed();
-                            assert_eq!(
-                                st.pages,
-                                dirty.len(),
-                                "bare async-WP floor must see every dirty page"
-                            );
-                            let t = Instant::now();
-                            let mut at = 0;
-                            for r in &runs {
-                                // SAFETY: source inside the floor mapping, destination inside dst.
-                                unsafe {
-                                    std::ptr::copy_nonoverlapping(
-                                        floor_mem.ptr.add(r.start),
-                                        dst.ptr.add(at),
-                                        r.len(),
-                                    )
-                                };
-                                at += r.len();
-                            }
-                            let c = t.elapsed();
-                            if rep > 0 {
-                                fault.push(w.as_secs_f64());
-                                scan.push(s.as_secs_f64());
-                                copy.push(c.as_secs_f64());
-                            }
-                        }
-                        let copy_floor = median(&mut copy);
-                        let trap_floor = copy_floor + median(&mut fault) + median(&mut scan);
-
-                        for &kind in &backends {
-                            // SAFETY: `region` outlives the tracking (untracked below).
-                            let t = unsafe {
-                                mgr.track(region.ptr, len, kind, &TrackOptions::default())
-                            }
-                            .expect("track");
-                            let mut row = Row::default();
-                            let declare = (kind == BackendKind::Assisted)
-                                .then_some((&mgr as *const GuardManager as usize, t.id.0));
-                            for rep in 0..=reps {
-                                let job = Job {
-                                    base: Ptr(t.app_ptr),
-                                    pages: dirty.clone(),
-                                    threads,
-                                    stamp: rep as u64,
-                                    declare,
-                                };
-                                let w = writers.run(job, helpers);
-                                let mut at = 0;
-                                let d = &mut dst;
-                                let mut sink = |_: usize, b: &[u8]| {
-                                    // SAFETY: dst is as large as the region; runs never exceed it.
-                                    unsafe {
-                                        std::ptr::copy_nonoverlapping(
-                                            b.as_ptr(),
-                                            d.ptr.add(at),
-                                            b.len(),
-                                        )
-                                    };
-                                    at += b.len();
-                                };
-                                let tc = Instant::now();
-                                let st = mgr.collect(t.id, &mut sink).unwrap();
-                                let c = tc.elapsed();
-                                if rep > 0 {
-                                    row.write.push(w.as_secs_f64());
-                                    row.collect.push(c.as_secs_f64());
-                                    row.reported = st.pages;
-                                }
-                            }
-                            mgr.untrack(t.id, &mut |_: usize, _: &[u8]| ()).unwrap();
-                            let w = median(&mut row.write);
-                            let c = median(&mut row.collect);
-                            let total = w + c;
-                            println!(
-                                "| {} | {} MiB | {}% | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
-                                kind,
-                                mib,
-                                frac * 100.0,
-                                if pattern == Pattern::Sequential { "seq" } else { "random" },
-                                threads,
-                                dirty.len(),
-                                w * 1e6 / dirty.len() as f64,
-                                c * 1e3,
-                                total * 1e3,
-                                copy_floor * 1e3,
-                                trap_floor * 1e3,
-                                total / copy_floor,
-                                total / trap_floor,
-                            );
-                            if matches!(
-                                kind,
-                                BackendKind::AsyncWp | BackendKind::Shadow | BackendKind::ShadowWp
-                            ) && row.reported != dirty.len()
-                            {
-                                eprintln!(
-                                    "warning: {kind} reported {} pages, {} written",
-                                    row.reported,
-                                    dirty.len()
-                                );
-                            }
-                        }
+                        let cfg = Config {
+                            mib,
+                            frac,
+                            pattern,
+                            threads,
+                            dirty: dirty.clone(),
+                        };
+                        measure(
+                            &cfg,
+                            &mgr,
+                            &backends,
+                            &regions,
+                            tracker,
+                            &floor_span,
+                            &floor_mem,
+                            &dst,
+                            &writers,
+                            reps,
+                        );
                     }
                 }
             }
@@ -430,4 +332,135 @@ fn main() {
         writers.quit.store(true, Ordering::Relaxed);
         helper.join().unwrap();
     });
+}
+
+struct Config {
+    mib: usize,
+    frac: f64,
+    pattern: Pattern,
+    threads: usize,
+    dirty: std::sync::Arc<Vec<usize>>,
+}
+
+/// One configuration: `reps` repetitions (after one warm-up) of the floors and of every
+/// backend, then one table row per backend from the medians.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    cfg: &Config,
+    mgr: &GuardManager,
+    backends: &[BackendKind],
+    regions: &[Mem],
+    tracker: &wp::WpTracker,
+    floor_span: &wp::WpSpan,
+    floor_mem: &Mem,
+    dst: &Mem,
+    writers: &Writers,
+    reps: usize,
+) {
+    let helpers = cfg.threads - 1;
+    let runs = runs_of(&cfg.dirty);
+    let mut scratch = Vec::new();
+    let tracked: Vec<_> = backends
+        .iter()
+        .zip(regions)
+        .map(|(&kind, region)| {
+            // SAFETY: `region` outlives the tracking (untracked at the end of this function).
+            unsafe { mgr.track(region.ptr, region.len, kind, &TrackOptions::default()) }
+                .expect("track")
+        })
+        .collect();
+    let (mut copy, mut fault, mut scan) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rows: Vec<Row> = backends.iter().map(|_| Row::default()).collect();
+    for rep in 0..=reps {
+        let job = |base: *mut u8, declare| Job {
+            base: Ptr(base),
+            pages: cfg.dirty.clone(),
+            threads: cfg.threads,
+            stamp: rep as u64,
+            declare,
+        };
+        // Floors: bare async-WP faults, one scan of the span, a memcpy of the dirty bytes.
+        let w = writers.run(job(floor_mem.ptr, None), helpers);
+        let t = Instant::now();
+        let st = tracker
+            .scan(floor_span, floor_span.pages(), &mut scratch)
+            .unwrap();
+        let s = t.elapsed();
+        assert_eq!(
+            st.pages,
+            cfg.dirty.len(),
+            "bare async-WP must see every dirty page"
+        );
+        let t = Instant::now();
+        let mut at = 0;
+        for r in &runs {
+            // SAFETY: source inside the floor mapping, destination inside dst (region-sized).
+            unsafe {
+                std::ptr::copy_nonoverlapping(floor_mem.ptr.add(r.start), dst.ptr.add(at), r.len())
+            };
+            at += r.len();
+        }
+        let c = t.elapsed();
+        if rep > 0 {
+            fault.push(w.as_secs_f64());
+            scan.push(s.as_secs_f64());
+            copy.push(c.as_secs_f64());
+        }
+        for ((&kind, t), row) in backends.iter().zip(&tracked).zip(&mut rows) {
+            let declare = (kind == BackendKind::Assisted)
+                .then_some((mgr as *const GuardManager as usize, t.id.0));
+            let w = writers.run(job(t.app_ptr, declare), helpers);
+            let mut at = 0;
+            let mut sink = |_: usize, b: &[u8]| {
+                // SAFETY: dst is as large as the region; a collection never exceeds it.
+                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst.ptr.add(at), b.len()) };
+                at += b.len();
+            };
+            let tc = Instant::now();
+            let st = mgr.collect(t.id, &mut sink).unwrap();
+            let c = tc.elapsed();
+            if rep > 0 {
+                row.write.push(w.as_secs_f64());
+                row.collect.push(c.as_secs_f64());
+                row.reported = st.pages;
+            }
+        }
+    }
+    for t in &tracked {
+        mgr.untrack(t.id, &mut |_: usize, _: &[u8]| ()).unwrap();
+    }
+    let copy_floor = median(&mut copy);
+    let trap_floor = copy_floor + median(&mut fault) + median(&mut scan);
+    let n = cfg.dirty.len();
+    for (&kind, row) in backends.iter().zip(&mut rows) {
+        let w = median(&mut row.write);
+        let c = median(&mut row.collect);
+        let total = w + c;
+        println!(
+            "| {} | {} MiB | {}% | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
+            kind,
+            cfg.mib,
+            cfg.frac * 100.0,
+            if cfg.pattern == Pattern::Sequential { "seq" } else { "random" },
+            cfg.threads,
+            n,
+            w * 1e6 / n as f64,
+            c * 1e3,
+            total * 1e3,
+            copy_floor * 1e3,
+            trap_floor * 1e3,
+            total / copy_floor,
+            total / trap_floor,
+        );
+        if matches!(
+            kind,
+            BackendKind::AsyncWp | BackendKind::Shadow | BackendKind::ShadowWp
+        ) && row.reported != n
+        {
+            eprintln!(
+                "warning: {kind} reported {} pages, {n} written",
+                row.reported
+            );
+        }
+    }
 }
