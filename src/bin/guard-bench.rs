@@ -25,9 +25,48 @@ struct Args {
     /// Only these backends (names as in configuration), comma separated.
     #[arg(long, value_delimiter = ',')]
     backends: Vec<String>,
+    /// Wall-clock times instead of the measuring threads' CPU times.
+    #[arg(long)]
+    wall: bool,
     /// Region sizes in MiB, comma separated.
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
+}
+
+/// Measures the calling thread's CPU time (user + system, so faults and ioctls count), or wall
+/// time with `--wall`. CPU time keeps other processes on a shared machine out of the numbers.
+struct Stopwatch {
+    cpu: Duration,
+    wall: Instant,
+}
+
+static WALL_CLOCK: AtomicBool = AtomicBool::new(false);
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch {
+            cpu: thread_cpu_time(),
+            wall: Instant::now(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        if WALL_CLOCK.load(Ordering::Relaxed) {
+            self.wall.elapsed()
+        } else {
+            thread_cpu_time().saturating_sub(self.cpu)
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -104,7 +143,7 @@ struct Job {
 /// Writes this thread's share of the pages; returns how long its own loop took (so a helper's
 /// wake-up latency is not counted as write cost).
 fn write_share(job: &Job, me: usize) -> Duration {
-    let t0 = Instant::now();
+    let t0 = Stopwatch::start();
     let p = page_size();
     let mgr = job.declare.map(|(m, _)| m as *const GuardManager);
     for (i, &page) in job.pages.iter().enumerate() {
@@ -233,6 +272,7 @@ fn machine_line() -> String {
 
 fn main() {
     let args = Args::parse();
+    WALL_CLOCK.store(args.wall, Ordering::Relaxed);
     let reps = args.reps.unwrap_or(if args.quick { 3 } else { 5 });
     let sizes_mib: Vec<usize> = if !args.sizes.is_empty() {
         args.sizes.clone()
@@ -267,8 +307,9 @@ fn main() {
 
     println!("Machine: {}", machine_line());
     println!(
-        "Backends: {}; {reps} repetitions per row (medians); private anonymous memory, populated before tracking.",
-        backends.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+        "Backends: {}; {reps} repetitions per row (medians of {} time); private anonymous memory, populated before tracking.",
+        backends.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+        if args.wall { "wall" } else { "thread CPU" }
     );
     println!();
     println!("| backend | size | dirty | pattern | thr | pages | write µs/page | collect ms | write+collect ms | copy floor ms | trap floor ms | × copy | × trap |");
@@ -381,7 +422,7 @@ fn measure(
         };
         // Floors: bare async-WP faults, one scan of the span, a memcpy of the dirty bytes.
         let w = writers.run(job(floor_mem.ptr, None), helpers);
-        let t = Instant::now();
+        let t = Stopwatch::start();
         let st = tracker
             .scan(floor_span, floor_span.pages(), &mut scratch)
             .unwrap();
@@ -391,7 +432,7 @@ fn measure(
             cfg.dirty.len(),
             "bare async-WP must see every dirty page"
         );
-        let t = Instant::now();
+        let t = Stopwatch::start();
         let mut at = 0;
         for r in &runs {
             // SAFETY: source inside the floor mapping, destination inside dst (region-sized).
@@ -416,7 +457,7 @@ fn measure(
                 unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst.ptr.add(at), b.len()) };
                 at += b.len();
             };
-            let tc = Instant::now();
+            let tc = Stopwatch::start();
             let st = mgr.collect(t.id, &mut sink).unwrap();
             let c = tc.elapsed();
             if rep > 0 {
