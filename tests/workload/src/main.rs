@@ -53,6 +53,11 @@ struct Args {
     /// Flush every write, as if all memory were non-coherent (what the `assisted` backend needs).
     #[arg(long)]
     flush: bool,
+    /// Host-visible memory types of the written buffers: `first` (the first suitable type) or
+    /// `spread` (round-robin over every suitable type, so one run covers a driver's system-memory
+    /// and device-local host-visible types).
+    #[arg(long, default_value = "first", value_parser = ["first", "spread"])]
+    host_types: String,
     /// Test aid: make one invalid call, to prove validation messages are caught.
     #[arg(long, hide = true)]
     provoke_validation_error: bool,
@@ -112,6 +117,8 @@ struct World<'a> {
     seq: u64,
     total_pages: u64,
     sidecar: Sidecar,
+    /// Round-robin position of `--host-types spread`.
+    type_rr: std::cell::Cell<usize>,
 }
 
 const COPY_ALIGN: u64 = 256;
@@ -130,11 +137,18 @@ impl<'a> World<'a> {
         let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
         let hv = vk::MemoryPropertyFlags::HOST_VISIBLE;
         let coh = vk::MemoryPropertyFlags::HOST_COHERENT;
-        if noncoherent {
-            self.vk.buffer(size, usage, hv, vk::MemoryPropertyFlags::empty(), coh)
-        } else {
-            self.vk.buffer(size, usage, hv | coh, vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::empty())
+        let empty = vk::MemoryPropertyFlags::empty();
+        let (required, avoided) = if noncoherent { (hv, coh) } else { (hv | coh, empty) };
+        if self.args.host_types == "spread" {
+            let pick = |bits: u32| {
+                let types = self.vk.memory_types_with(bits, required);
+                let n = self.type_rr.get();
+                self.type_rr.set(n + 1);
+                (!types.is_empty()).then(|| types[n % types.len()])
+            };
+            return self.vk.buffer_picked(size, usage, required, empty, avoided, Some(&pick));
         }
+        self.vk.buffer(size, usage, required, empty, avoided)
     }
 
     fn new_alloc(&mut self, scenario: &'static str, b: Behaviour, size: u64, noncoherent: bool) -> Result<HostAlloc, VkError> {
@@ -191,6 +205,7 @@ impl<'a> World<'a> {
             seq: 0,
             total_pages: 0,
             sidecar,
+            type_rr: std::cell::Cell::new(0),
         };
         let mut allocs = Vec::new();
         if has(args, "persistent") {

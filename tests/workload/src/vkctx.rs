@@ -219,6 +219,15 @@ impl Vk {
             .map(|(i, _)| i as u32)
     }
 
+    /// Every memory type allowed by `bits` with all of `required`.
+    pub fn memory_types_with(&self, bits: u32, required: vk::MemoryPropertyFlags) -> Vec<u32> {
+        let n = self.mem_props.memory_type_count as usize;
+        (0..n)
+            .filter(|&i| bits & (1 << i) != 0 && self.mem_props.memory_types[i].property_flags.contains(required))
+            .map(|i| i as u32)
+            .collect()
+    }
+
     pub fn type_flags(&self, ty: u32) -> vk::MemoryPropertyFlags {
         self.mem_props.memory_types[ty as usize].property_flags
     }
@@ -232,15 +241,31 @@ impl Vk {
         preferred: vk::MemoryPropertyFlags,
         avoided: vk::MemoryPropertyFlags,
     ) -> Result<Buffer, VkError> {
+        self.buffer_picked(size, usage, required, preferred, avoided, None)
+    }
+
+    /// As [`Vk::buffer`], with the memory type chosen by `pick` (from the allowed type bits)
+    /// when given.
+    pub fn buffer_picked(
+        &self,
+        size: u64,
+        usage: vk::BufferUsageFlags,
+        required: vk::MemoryPropertyFlags,
+        preferred: vk::MemoryPropertyFlags,
+        avoided: vk::MemoryPropertyFlags,
+        pick: Option<&dyn Fn(u32) -> Option<u32>>,
+    ) -> Result<Buffer, VkError> {
         let d = &self.device;
         let bci = vk::BufferCreateInfo::default().size(size).usage(usage).sharing_mode(vk::SharingMode::EXCLUSIVE);
         // SAFETY: valid device; the create info lives across the call.
         let buffer = unsafe { d.create_buffer(&bci, None) }.map_err(|e| err("vkCreateBuffer", e))?;
         // SAFETY: buffer belongs to this device.
         let req = unsafe { d.get_buffer_memory_requirements(buffer) };
-        let ty = self
-            .memory_type(req.memory_type_bits, required, preferred, avoided)
-            .ok_or_else(|| VkError(format!("no memory type with {required:?}")))?;
+        let ty = match pick {
+            Some(pick) => pick(req.memory_type_bits),
+            None => self.memory_type(req.memory_type_bits, required, preferred, avoided),
+        }
+        .ok_or_else(|| VkError(format!("no memory type with {required:?}")))?;
         let mai = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(ty);
         // SAFETY: valid device and allocate info.
         let memory = unsafe { d.allocate_memory(&mai, None) }.map_err(|e| err("vkAllocateMemory", e))?;
