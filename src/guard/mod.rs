@@ -154,6 +154,7 @@ pub mod assisted;
 pub mod async_wp;
 pub mod full;
 pub mod shadow;
+pub mod shadow_wp;
 pub mod uapi;
 pub mod wp;
 
@@ -253,10 +254,7 @@ fn create_backend(kind: BackendKind) -> Result<Box<dyn Backend>, GuardError> {
         BackendKind::Shadow => Ok(Box::new(shadow::Shadow::new()?)),
         BackendKind::Full => Ok(Box::new(full::Full::new())),
         BackendKind::Assisted => Ok(Box::new(assisted::Assisted::new())),
-        BackendKind::ShadowWp => Err(GuardError::Unavailable {
-            backend: kind,
-            reason: "not part of this build".into(),
-        }),
+        BackendKind::ShadowWp => Ok(Box::new(shadow_wp::ShadowWp::new()?)),
     }
 }
 

@@ -202,7 +202,7 @@ impl WpTracker {
                 .filter_map(|sid| intersect(&st.spans[sid].pages, &pages))
                 .collect();
             for r in normalize(shared) {
-                pagemap_scan(&st.pagemap, r, &mut found, &mut stats)?;
+                pagemap_scan(&st.pagemap, r, true, &mut found, &mut stats)?;
             }
             fan_out(&st, id, &found);
         }
@@ -233,7 +233,7 @@ impl WpTracker {
         if info.sharers.is_empty() {
             // No other span sees these pages; registration of a new sharer waits for the write
             // lock, so it cannot slip in between this scan and its result.
-            pagemap_scan(&st.pagemap, range.clone(), out, &mut stats)?;
+            pagemap_scan(&st.pagemap, range.clone(), true, out, &mut stats)?;
             take_pending(info, &range, out, &mut stats);
             return Ok(stats);
         }
@@ -242,9 +242,43 @@ impl WpTracker {
         // so another sharer's scan cannot see a page protected before its share is queued.
         let st = self.write_state()?;
         let info = st.spans.get(&span.id).ok_or_else(|| stale_span(span))?;
-        pagemap_scan(&st.pagemap, range.clone(), out, &mut stats)?;
+        pagemap_scan(&st.pagemap, range.clone(), true, out, &mut stats)?;
         fan_out(&st, span.id, out);
         take_pending(info, &range, out, &mut stats);
+        Ok(stats)
+    }
+
+    /// The pages of `range` written since the span's previous [`scan`](Self::scan) of them, like
+    /// `scan` but without protecting them again: a later `scan` still returns them. `out` is
+    /// cleared first (sorted, coalesced, page-aligned addresses). Used to learn which pages the
+    /// application has written without consuming that knowledge (shadow refresh).
+    pub fn written(
+        &self,
+        span: &WpSpan,
+        range: Range<usize>,
+        out: &mut Vec<Range<usize>>,
+    ) -> Result<ScanStats, GuardError> {
+        out.clear();
+        let mut stats = ScanStats::default();
+        let range = match intersect(
+            &(page_floor(range.start)..page_ceil(range.end)),
+            &span.pages,
+        ) {
+            Some(r) => r,
+            None => return Ok(stats),
+        };
+        // Under the read lock: a sharer's scan hands its findings over under the write lock, so
+        // a page is either still written in the page table or already in `pending` here.
+        let st = self.read_state()?;
+        let info = st.spans.get(&span.id).ok_or_else(|| stale_span(span))?;
+        pagemap_scan(&st.pagemap, range.clone(), false, out, &mut stats)?;
+        let pending = info.pending.lock();
+        let extra: Vec<Range<usize>> = pending.iter().filter_map(|r| intersect(r, &range)).collect();
+        if !extra.is_empty() {
+            out.extend(extra);
+            *out = normalize(std::mem::take(out));
+            stats.pages = out.iter().map(|r| r.len() / page_size()).sum();
+        }
         Ok(stats)
     }
 
@@ -388,11 +422,13 @@ fn take_pending(
     stats.pages = out.iter().map(|r| r.len() / page_size()).sum();
 }
 
-/// One `PAGEMAP_SCAN(PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)` walk over `range`, resumed at
-/// `walk_end` until done. Appends the written ranges to `out`, coalescing adjacent ones.
+/// One `PAGEMAP_SCAN(PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)` walk over `range` (without
+/// `PM_SCAN_WP_MATCHING` when `reset` is false: report only), resumed at `walk_end` until done.
+/// Appends the written ranges to `out`, coalescing adjacent ones.
 fn pagemap_scan(
     pagemap: &OwnedFd,
     range: Range<usize>,
+    reset: bool,
     out: &mut Vec<Range<usize>>,
     stats: &mut ScanStats,
 ) -> Result<(), GuardError> {
@@ -406,7 +442,11 @@ fn pagemap_scan(
     while start < end {
         let mut arg = sys::pm_scan_arg {
             size: std::mem::size_of::<sys::pm_scan_arg>() as u64,
-            flags: (sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC) as u64,
+            flags: if reset {
+                (sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC) as u64
+            } else {
+                sys::PM_SCAN_CHECK_WPASYNC as u64
+            },
             start,
             end,
             walk_end: 0,

@@ -1,0 +1,628 @@
+//! `shadow-wp`: the application gets a shadow that userfaultfd can track, for drivers whose own
+//! mappings it refuses (NVIDIA's are `VM_MIXEDMAP`/`VM_PFNMAP`). No signal, no `mprotect`.
+//!
+//! # Shadow memory
+//! Each region gets a `memfd` covering its pages, mapped twice with `MAP_SHARED`:
+//! - the *application view*, registered for async write-protect with [`super::wp`] and handed to
+//!   the application (keeping the region's offset within its first page, so shadow pages and
+//!   real pages line up one to one);
+//! - the *layer view*, never registered and never handed out: every copy this backend makes into
+//!   the shadow goes through it, so the layer's own writes never count as the application's.
+//!
+//! # Collection
+//! `PAGEMAP_SCAN` with `PM_SCAN_WP_MATCHING` on the application view returns the written pages and
+//! re-protects them under the page-table lock; only then are their bytes copied shadow → real
+//! (read through the layer view), clipped to the region, and handed to the sink from the real
+//! memory. A write racing the collection lands before the re-protection (and is in the copy) or
+//! after it (and is in the next scan). A page the kernel dropped from the application view after
+//! it was written (reclaim of the shmem page, `MADV_DONTNEED`) has no page-table entry and no
+//! write-protect marker; the kernel reports such a page as written, so it is collected too.
+//!
+//! # Freshness: [`ShadowWp::refresh`]
+//! The real memory changes behind the shadow when the GPU writes it. At the host synchronisation
+//! points the layer calls `invalidate` (→ `refresh`), which brings the real bytes into the pages
+//! of the shadow that the application has not written since the last collection:
+//! 1. a non-resetting scan ([`WpTracker::written`]) says which pages the application wrote; those
+//!    keep the application's bytes (the page is the unit of tracking: a written page is copied
+//!    back whole at the next collection, so its bytes must stay the application's);
+//! 2. every other page is compared with the real memory (`memcmp`), and each differing 8-byte
+//!    word is replaced through the layer view with a compare-and-swap whose expected value is the
+//!    shadow word just read: a word the application changed in between is left alone;
+//! 3. after a batch of pages, a second non-resetting scan of the changed pages: a page that became
+//!    written during steps 1–3 was written by the application while it was being refreshed; the
+//!    words replaced there are swapped back (compare-and-swap, byte by byte: a byte that no
+//!    longer holds the refreshed value was written by the application since and stays). The
+//!    application's writes to that page win, as if the page had not been refreshed, and the
+//!    event is counted in [`RefreshStats::races`].
+//!
+//! Writes are never lost, with one residue (see docs/design.md): a byte the refresh changes, that
+//! the application writes during the refresh's few microseconds first with the byte's old value
+//! and then with exactly the value the GPU wrote, ends with the old value. Such a pair of writes
+//! races the GPU's write to the same byte, which the Vulkan memory model leaves undefined.
+//!
+//! # Persistent shadows
+//! With [`TrackOptions::persistent_key`], `untrack` keeps the memfd and both views for that key
+//! (the application view made `PROT_NONE`, so touching it while unmapped crashes like touching
+//! unmapped memory); the next `track` with the key and the same page count reuses them, so the
+//! application gets the same pointer back when the offset within the first page is the same.
+//! [`ShadowWp::release_persistent`] drops them.
+//!
+//! # Limits
+//! - Per page: a page the application writes is copied back whole (clipped to the region),
+//!   including bytes the GPU wrote in it since the last refresh; such a page is also not
+//!   refreshed until it has been collected. CPU-written and GPU-written data must not share a page.
+//! - After `fork()` the child shares the shadow with the parent (as it shares `MAP_SHARED` driver
+//!   memory); writes made in the child are tracked for the child only.
+//! - [`TrackOptions::shadow_reads`] is not supported: async write-protect cannot see reads.
+
+use super::wp::{self, WpSpan, WpTracker};
+use super::*;
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{fence, AtomicU64};
+
+/// Pages refreshed before the second scan checks them; bounds the undo log (at most
+/// 512 words a page) and the time a racing write has to happen in.
+const BATCH_PAGES: usize = 64;
+
+/// What a refresh did. [`ShadowWp::totals`] sums them per backend instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefreshStats {
+    /// Pages compared with the real memory (not written by the application since the last
+    /// collection).
+    pub pages_compared: u64,
+    /// Pages left alone because the application has written them since the last collection.
+    pub pages_written: u64,
+    /// Pages where at least one word was brought in from the real memory.
+    pub pages_refreshed: u64,
+    /// 8-byte words brought in.
+    pub words: u64,
+    /// Words left alone because they changed between the read and the swap (an application write).
+    pub words_contended: u64,
+    /// Pages the application wrote while they were being refreshed: the refresh was undone there.
+    pub races: u64,
+    /// Words swapped back by those undos.
+    pub words_restored: u64,
+    /// `PAGEMAP_SCAN` walks made.
+    pub scans: u64,
+}
+
+impl std::ops::AddAssign for RefreshStats {
+    fn add_assign(&mut self, o: Self) {
+        self.pages_compared += o.pages_compared;
+        self.pages_written += o.pages_written;
+        self.pages_refreshed += o.pages_refreshed;
+        self.words += o.words;
+        self.words_contended += o.words_contended;
+        self.races += o.races;
+        self.words_restored += o.words_restored;
+        self.scans += o.scans;
+    }
+}
+
+/// The two views of one shadow memfd.
+struct Views {
+    app: usize,
+    layer: usize,
+    span: usize,
+}
+
+impl Views {
+    fn new(span: usize) -> Result<Views, GuardError> {
+        // SAFETY: a valid NUL-terminated name and plain flags.
+        let fd = unsafe { libc::memfd_create(c"vkdirty-shadow-wp".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(GuardError::os("memfd_create"));
+        }
+        // SAFETY: `fd` was just created and is owned here; OwnedFd closes it on every path.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let size = libc::off_t::try_from(span).map_err(|_| GuardError::Os {
+            op: "ftruncate shadow",
+            source: std::io::Error::from_raw_os_error(libc::EFBIG),
+        })?;
+        // SAFETY: `raw` is our memfd.
+        if unsafe { libc::ftruncate(raw, size) } != 0 {
+            return Err(GuardError::os("ftruncate shadow"));
+        }
+        let map = || {
+            // SAFETY: a fresh shared mapping of our memfd at an address the kernel picks.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    span,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    raw,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                Err(GuardError::os("mmap shadow"))
+            } else {
+                Ok(p as usize)
+            }
+        };
+        let layer = map()?;
+        let app = match map() {
+            Ok(a) => a,
+            Err(e) => {
+                // SAFETY: `layer` was mapped above with `span` bytes and is not used elsewhere.
+                unsafe { libc::munmap(layer as *mut libc::c_void, span) };
+                return Err(e);
+            }
+        };
+        // The mappings keep the file alive; `fd` closes here.
+        Ok(Views { app, layer, span })
+    }
+
+    fn protect_app(&self, prot: libc::c_int) -> Result<(), GuardError> {
+        // SAFETY: the application view is our mapping of `span` bytes.
+        if unsafe { libc::mprotect(self.app as *mut libc::c_void, self.span, prot) } != 0 {
+            return Err(GuardError::os("mprotect shadow"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        // SAFETY: both views were mapped with `span` bytes; the region owning them is gone (or
+        // never handed out), so nothing of ours refers to them any more.
+        unsafe {
+            libc::munmap(self.app as *mut libc::c_void, self.span);
+            libc::munmap(self.layer as *mut libc::c_void, self.span);
+        }
+    }
+}
+
+/// A word replaced by a refresh, kept until the second scan cleared its page.
+struct Swap {
+    /// Address in the layer view (8-byte aligned).
+    at: usize,
+    old: u64,
+    new: u64,
+}
+
+struct Region {
+    real: usize,
+    len: usize,
+    /// The region's offset within its first page.
+    head: usize,
+    views: Views,
+    span: Option<WpSpan>,
+    key: Option<u64>,
+    /// Scan outputs and the undo log, kept to avoid allocations per call.
+    runs: Vec<Range<usize>>,
+    written: Vec<Range<usize>>,
+    swaps: Vec<Swap>,
+    /// Pages of the current batch that got swaps: (application-view page, first swap index).
+    batch: Vec<(usize, usize)>,
+}
+
+impl Region {
+    /// The region's bytes in the application view.
+    fn app_bytes(&self) -> Range<usize> {
+        let start = self.views.app + self.head;
+        start..start + self.len
+    }
+
+    fn real_of(&self, app_addr: usize) -> usize {
+        self.real + (app_addr - self.views.app - self.head)
+    }
+
+    fn layer_of(&self, app_addr: usize) -> usize {
+        self.layer_base() + (app_addr - self.views.app)
+    }
+
+    fn layer_base(&self) -> usize {
+        self.views.layer
+    }
+
+    fn span(&self) -> Result<&WpSpan, GuardError> {
+        self.span.as_ref().ok_or(GuardError::Os {
+            op: "shadow-wp",
+            source: std::io::Error::other("region is not registered"),
+        })
+    }
+
+    fn collect(
+        &mut self,
+        wp: &WpTracker,
+        range: Option<Range<usize>>,
+        sink: &mut dyn DirtySink,
+    ) -> Result<CollectStats, GuardError> {
+        let want = clip_range(range, self.len);
+        let mut stats = CollectStats::default();
+        if want.is_empty() {
+            return Ok(stats);
+        }
+        let bytes = self.app_bytes();
+        let mut runs = std::mem::take(&mut self.runs);
+        let scanned = wp.scan(self.span()?, bytes.start + want.start..bytes.start + want.end, &mut runs);
+        let result = scanned.map(|scan| {
+            stats.pages = scan.pages;
+            stats.thp_pages = scan.thp_pages;
+            for run in &runs {
+                let Some(run) = wp::intersect(run, &bytes) else { continue };
+                let real = self.real_of(run.start);
+                // SAFETY: `run` lies inside the region: the layer view maps it (our memfd) and
+                // the real memory is mapped and writable while tracked (track contract). The scan
+                // re-protected these pages first, so a later application write is in the next scan.
+                let copied = unsafe {
+                    std::ptr::copy_nonoverlapping(self.layer_of(run.start) as *const u8, real as *mut u8, run.len());
+                    std::slice::from_raw_parts(real as *const u8, run.len())
+                };
+                sink.run(run.start - bytes.start, copied);
+                stats.runs += 1;
+                stats.bytes += run.len();
+            }
+            stats
+        });
+        self.runs = runs;
+        result
+    }
+
+    /// See the module documentation, "Freshness".
+    fn refresh(
+        &mut self,
+        wp: &WpTracker,
+        range: Range<usize>,
+        between: &mut dyn FnMut(),
+    ) -> Result<RefreshStats, GuardError> {
+        let want = clip_range(Some(range), self.len);
+        let mut st = RefreshStats::default();
+        if want.is_empty() {
+            return Ok(st);
+        }
+        let page = page_size();
+        let bytes = self.app_bytes();
+        let lo = bytes.start + want.start;
+        let hi = bytes.start + want.end;
+        let mut written = std::mem::take(&mut self.written);
+        let r = self.refresh_pages(wp, lo..hi, page, &mut written, &mut st, between);
+        self.written = written;
+        // Whatever happened, no undo entry may outlive this call.
+        self.swaps.clear();
+        self.batch.clear();
+        r.map(|()| st)
+    }
+
+    fn refresh_pages(
+        &mut self,
+        wp: &WpTracker,
+        want: Range<usize>,
+        page: usize,
+        written: &mut Vec<Range<usize>>,
+        st: &mut RefreshStats,
+        between: &mut dyn FnMut(),
+    ) -> Result<(), GuardError> {
+        let pages = wp::page_floor(want.start)..wp::page_ceil(want.end);
+        wp.written(self.span()?, pages.clone(), written)?;
+        st.scans += 1;
+        let mut w = 0;
+        let mut p = pages.start;
+        while p < pages.end {
+            while w < written.len() && written[w].end <= p {
+                w += 1;
+            }
+            if w < written.len() && written[w].start <= p {
+                st.pages_written += ((written[w].end.min(pages.end) - p) / page) as u64;
+                p = written[w].end;
+                continue;
+            }
+            let b = p.max(want.start)..(p + page).min(want.end);
+            st.pages_compared += 1;
+            let first_swap = self.swaps.len();
+            self.refresh_page(b, st);
+            if self.swaps.len() > first_swap {
+                st.pages_refreshed += 1;
+                self.batch.push((p, first_swap));
+                if self.batch.len() == BATCH_PAGES {
+                    between();
+                    self.settle(wp, page, written, st)?;
+                }
+            }
+            p += page;
+        }
+        if !self.batch.is_empty() {
+            between();
+            self.settle(wp, page, written, st)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the real bytes of `b` (application-view addresses inside one page) into the shadow,
+    /// word by word with compare-and-swap, logging each replaced word.
+    fn refresh_page(&mut self, b: Range<usize>, st: &mut RefreshStats) {
+        let (layer, real) = (self.layer_of(b.start), self.real_of(b.start));
+        // SAFETY: both ranges lie inside mapped memory (the layer view; the tracked real region).
+        // memcmp is opaque to the compiler, so concurrent writers cannot make this a Rust data
+        // race; a stale answer only means a word is examined (or skipped) by the loop below.
+        let same = unsafe { libc::memcmp(layer as *const libc::c_void, real as *const libc::c_void, b.len()) } == 0;
+        if same {
+            return;
+        }
+        let mut word = b.start & !7;
+        while word < b.end {
+            // Bytes of this word inside `b`, as a little-endian mask.
+            let from = b.start.max(word) - word;
+            let to = b.end.min(word + 8) - word;
+            let mask = if to - from == 8 { u64::MAX } else { (u64::MAX >> (64 - 8 * (to - from))) << (8 * from) };
+            // SAFETY: `word` is 8-byte aligned inside the layer view (a page multiple), which is
+            // ours for the life of the region; the application view maps the same memory, so the
+            // word is only ever accessed atomically here.
+            let cell = unsafe { AtomicU64::from_ptr(self.layer_of(word) as *mut u64) };
+            let cur = cell.load(Ordering::Relaxed);
+            let incoming = if mask == u64::MAX {
+                // SAFETY: the whole word lies inside the real region (aligned like the shadow,
+                // since both start at the same offset within a page); the GPU may be writing it,
+                // hence volatile.
+                unsafe { std::ptr::read_volatile(self.real_of(word) as *const u64) }
+            } else {
+                let mut v = 0u64;
+                for i in from..to {
+                    // SAFETY: byte `word + i` lies inside `b`, inside the real region.
+                    let byte = unsafe { std::ptr::read_volatile(self.real_of(word + i) as *const u8) };
+                    v |= (byte as u64) << (8 * i);
+                }
+                v
+            };
+            let new = (cur & !mask) | (incoming & mask);
+            if new != cur {
+                match cell.compare_exchange(cur, new, Ordering::SeqCst, Ordering::Relaxed) {
+                    Ok(_) => {
+                        self.swaps.push(Swap { at: self.layer_of(word), old: cur, new });
+                        st.words += 1;
+                    }
+                    Err(_) => st.words_contended += 1,
+                }
+            }
+            word += 8;
+        }
+    }
+
+    /// The second scan of the batch's pages: undoes the swaps on pages the application wrote
+    /// during the refresh.
+    fn settle(
+        &mut self,
+        wp: &WpTracker,
+        page: usize,
+        written: &mut Vec<Range<usize>>,
+        st: &mut RefreshStats,
+    ) -> Result<(), GuardError> {
+        // Our swaps happen before the scan reads the page tables; an application store that the
+        // swaps overwrote was preceded by its write fault, which cleared the write-protect bit.
+        fence(Ordering::SeqCst);
+        let first = self.batch[0].0;
+        let last = self.batch[self.batch.len() - 1].0;
+        wp.written(self.span()?, first..last + page, written)?;
+        st.scans += 1;
+        let mut w = 0;
+        for (k, &(p, start)) in self.batch.iter().enumerate() {
+            while w < written.len() && written[w].end <= p {
+                w += 1;
+            }
+            if !(w < written.len() && written[w].start <= p) {
+                continue;
+            }
+            let end = self.batch.get(k + 1).map_or(self.swaps.len(), |b| b.1);
+            st.races += 1;
+            for sw in &self.swaps[start..end] {
+                // SAFETY: as in `refresh_page`: an aligned word of the layer view.
+                let cell = unsafe { AtomicU64::from_ptr(sw.at as *mut u64) };
+                let mut cur = cell.load(Ordering::Relaxed);
+                loop {
+                    let back = undo(cur, sw.old, sw.new);
+                    if back == cur {
+                        break;
+                    }
+                    match cell.compare_exchange(cur, back, Ordering::SeqCst, Ordering::Relaxed) {
+                        Ok(_) => {
+                            st.words_restored += 1;
+                            break;
+                        }
+                        Err(now) => cur = now,
+                    }
+                }
+            }
+        }
+        self.batch.clear();
+        self.swaps.clear();
+        Ok(())
+    }
+}
+
+/// `cur` with every byte that still holds the refreshed value (and was changed by the refresh)
+/// set back to its value before the refresh.
+fn undo(cur: u64, old: u64, new: u64) -> u64 {
+    let mut out = cur;
+    for i in 0..8 {
+        let m = 0xffu64 << (8 * i);
+        if (old ^ new) & m != 0 && (cur ^ new) & m == 0 {
+            out = (out & !m) | (old & m);
+        }
+    }
+    out
+}
+
+pub struct ShadowWp {
+    wp: &'static WpTracker,
+    regions: RegionTable<Region>,
+    kept: Mutex<HashMap<u64, Views>>,
+    totals: Mutex<RefreshStats>,
+}
+
+impl ShadowWp {
+    /// Opens (once per process) the userfaultfd; unavailable without shmem write-protect.
+    pub fn new() -> Result<ShadowWp, GuardError> {
+        let wp = wp::tracker(BackendKind::ShadowWp)?;
+        let shmem = linux_raw_sys::general::UFFD_FEATURE_WP_HUGETLBFS_SHMEM as u64;
+        if wp.features() & shmem == 0 {
+            return Err(GuardError::Unavailable {
+                backend: BackendKind::ShadowWp,
+                reason: "the kernel lacks userfaultfd write-protect on shmem (UFFD_FEATURE_WP_HUGETLBFS_SHMEM)".into(),
+            });
+        }
+        Ok(ShadowWp {
+            wp,
+            regions: RegionTable::default(),
+            kept: Mutex::new(HashMap::new()),
+            totals: Mutex::new(RefreshStats::default()),
+        })
+    }
+
+    /// Brings what the GPU wrote into the pages of `range` (region offsets) that the application
+    /// has not written since the last collection. See the module documentation.
+    pub fn refresh(&self, id: RegionId, range: Range<usize>) -> Result<RefreshStats, GuardError> {
+        self.refresh_interleaved(id, range, &mut || {})
+    }
+
+    /// [`refresh`](Self::refresh), calling `between` after each batch of swaps and before the
+    /// scan that checks it: tests write through the application pointer there to race the
+    /// refresh deterministically.
+    #[doc(hidden)]
+    pub fn refresh_interleaved(
+        &self,
+        id: RegionId,
+        range: Range<usize>,
+        between: &mut dyn FnMut(),
+    ) -> Result<RefreshStats, GuardError> {
+        let st = self.regions.with(id, |r| r.refresh(self.wp, range, between))?;
+        *self.totals.lock() += st;
+        Ok(st)
+    }
+
+    /// The sum of every refresh of this instance.
+    pub fn totals(&self) -> RefreshStats {
+        *self.totals.lock()
+    }
+
+    /// Drops the shadow kept for `key` (the allocation was freed).
+    pub fn release_persistent(&self, key: u64) {
+        self.kept.lock().remove(&key);
+    }
+
+    /// Persistent shadows kept now.
+    pub fn kept_count(&self) -> usize {
+        self.kept.lock().len()
+    }
+}
+
+impl Backend for ShadowWp {
+    fn kind(&self) -> BackendKind {
+        BackendKind::ShadowWp
+    }
+
+    unsafe fn track(
+        &self,
+        id: RegionId,
+        real: *mut u8,
+        len: usize,
+        opts: &TrackOptions,
+    ) -> Result<*mut u8, GuardError> {
+        let refuse = |reason: &str| GuardError::RegionRefused {
+            backend: BackendKind::ShadowWp,
+            addr: real as usize,
+            len,
+            reason: reason.into(),
+        };
+        let page = page_size();
+        let head = real as usize & (page - 1);
+        let span = match (real as usize).checked_add(len).and_then(|_| (head + len).checked_next_multiple_of(page)) {
+            Some(s) if len > 0 && !real.is_null() => s,
+            _ => return Err(refuse("empty or wrapping region")),
+        };
+        let reuse = opts.persistent_key.and_then(|k| self.kept.lock().remove(&k));
+        let views = match reuse {
+            Some(v) if v.span == span => {
+                v.protect_app(libc::PROT_READ | libc::PROT_WRITE)?;
+                v
+            }
+            _ => Views::new(span)?,
+        };
+        // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view has
+        // `span >= head + len` bytes and is not registered, so this copy is no application write.
+        unsafe { std::ptr::copy_nonoverlapping(real, (views.layer + head) as *mut u8, len) };
+        let span = self.wp.register(views.app, span, BackendKind::ShadowWp)?;
+        let app = views.app + head;
+        self.regions.insert(
+            id,
+            Region {
+                real: real as usize,
+                len,
+                head,
+                views,
+                span: Some(span),
+                key: opts.persistent_key,
+                runs: Vec::new(),
+                written: Vec::new(),
+                swaps: Vec::new(),
+                batch: Vec::new(),
+            },
+        );
+        Ok(app as *mut u8)
+    }
+
+    fn collect(
+        &self,
+        id: RegionId,
+        range: Option<Range<usize>>,
+        sink: &mut dyn DirtySink,
+    ) -> Result<CollectStats, GuardError> {
+        self.regions.with(id, |r| r.collect(self.wp, range, sink))
+    }
+
+    fn invalidate(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
+        self.refresh(id, range).map(|_| ())
+    }
+
+    fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
+        self.regions.remove(id, |mut r| {
+            let collected = r.collect(self.wp, None, sink);
+            let released = match r.span.take() {
+                Some(s) => self.wp.unregister(s),
+                None => Ok(()),
+            };
+            if let (Some(key), Ok(_), Ok(())) = (r.key, &collected, &released) {
+                let Region { views, .. } = r;
+                if views.protect_app(libc::PROT_NONE).is_ok() {
+                    self.kept.lock().insert(key, views);
+                }
+            }
+            let stats = collected?;
+            released.map(|()| stats)
+        })
+    }
+}
+
+impl Drop for ShadowWp {
+    fn drop(&mut self) {
+        // Regions the owner never untracked: release their registration before the views go.
+        let cells: Vec<_> = self.regions.map.write().drain().map(|(_, c)| c).collect();
+        for cell in cells {
+            if let Some(mut r) = cell.lock().take() {
+                if let Some(s) = r.span.take() {
+                    let _ = self.wp.unregister(s);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::undo;
+
+    #[test]
+    fn undo_restores_only_bytes_still_holding_the_refreshed_value() {
+        let old = 0x1111_1111_1111_1111;
+        let new = 0x1111_2222_2222_2222; // the refresh changed the low 6 bytes
+        assert_eq!(undo(new, old, new), old);
+        // The application wrote byte 0 after the refresh: it stays.
+        assert_eq!(undo(0x1111_2222_2222_22ab, old, new), 0x1111_1111_1111_11ab);
+        // The application wrote every changed byte: nothing to undo.
+        assert_eq!(undo(0x1111_3333_3333_3333, old, new), 0x1111_3333_3333_3333);
+        // Bytes the refresh did not change are never touched.
+        assert_eq!(undo(0x9911_2222_2222_2222, old, new), 0x9911_1111_1111_1111);
+    }
+}
