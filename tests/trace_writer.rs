@@ -42,6 +42,8 @@ fn writer_is_send_and_sync() {
 #[derive(Clone, Default)]
 struct GateSink {
     open: Arc<(Mutex<bool>, Condvar)>,
+    /// Set once a write is waiting at the closed gate.
+    blocked: Arc<AtomicBool>,
     buf: SharedBuf,
 }
 
@@ -50,6 +52,7 @@ impl Write for GateSink {
         let (m, cv) = &*self.open;
         let mut open = m.lock();
         while !*open {
+            self.blocked.store(true, Ordering::SeqCst);
             cv.wait(&mut open);
         }
         self.buf.write(b)
@@ -59,6 +62,22 @@ impl Write for GateSink {
     }
 }
 impl TraceSink for GateSink {}
+
+impl GateSink {
+    fn open(&self) {
+        let (m, cv) = &*self.open;
+        *m.lock() = true;
+        cv.notify_all();
+    }
+}
+
+/// Opens the gate when dropped, so a failing assertion cannot leave the writer stuck.
+struct OpenOnDrop(GateSink);
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
 
 #[test]
 fn full_queue_makes_the_producer_wait_and_drops_nothing() {
@@ -78,30 +97,36 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
                 let mut d = w.dirty(1, i + 1);
                 d.push(i * 16384, &page(i));
                 d.finish();
-                w.record(&Event::Submit(Submit { seq: i + 1, ..Submit::default() }));
             }
             done.store(true, Ordering::SeqCst);
         })
     };
+    // Declared last so it is dropped first: opens the gate before `w` would wait on it.
+    let _unstick = OpenOnDrop(sink.clone());
     // The writer thread is stuck in the sink; the producer must stall rather than drop or grow.
-    wait_until("a stall", || w.stats().stalls > 0);
+    // Each record is one 16420-byte Dirty block: once the writer is stuck in the sink and the
+    // queue has no room for another, a correct writer accepts nothing more.
+    let cost = 16384 + 20 + 16;
+    wait_until("a full queue", || {
+        sink.blocked.load(Ordering::SeqCst) && w.stats().queued_bytes as usize + cost > 64 << 10
+    });
+    let s1 = w.stats();
+    // Give a broken queue time to misbehave.
+    std::thread::sleep(Duration::from_millis(200));
     let s = w.stats();
     assert!(!done.load(Ordering::SeqCst), "the producer waits while the queue is full");
-    assert!(s.queued_bytes <= (64 << 10) + 16384 + 64, "queue stays bounded: {}", s.queued_bytes);
+    assert_eq!(s.records, s1.records, "nothing accepted while the sink is stuck");
+    assert!(s.stalls >= 1);
+    assert!(s.queued_bytes <= 64 << 10, "queue stays bounded: {}", s.queued_bytes);
     assert_eq!(s.dropped_records, 0);
     // Open the gate: everything drains.
-    {
-        let (m, cv) = &*sink.open;
-        *m.lock() = true;
-        cv.notify_all();
-    }
+    sink.open();
     producer.join().unwrap();
     let totals = w.close().unwrap();
     let s = w.stats();
     assert!(s.stall_ns > 0);
     assert_eq!(s.dropped_records, 0);
     assert_eq!(totals.writer_stalls, s.stalls);
-    assert_eq!(totals.submits, N);
     assert_eq!(totals.dirty_bytes, N * 16384);
     let (replay, trunc) = {
         let bytes = sink.buf.bytes();
