@@ -126,6 +126,8 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
     let s = w.stats();
     assert!(s.stall_ns > 0);
     assert_eq!(s.dropped_records, 0);
+    // While behind (queue over half full), compressible blocks were stored raw (adaptive mode).
+    assert!(s.raw_behind > 0);
     assert_eq!(totals.writer_stalls, s.stalls);
     assert_eq!(totals.dirty_bytes, N * 16384);
     let (replay, trunc) = {
@@ -138,6 +140,9 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
         (r, rd.truncation().cloned())
     };
     assert_eq!(trunc, None);
+    let bytes = sink.buf.bytes();
+    let raw = TraceReader::new(&bytes[..]).unwrap().filter(|b| b.as_ref().unwrap().flags == 0).count() as u64;
+    assert!(raw >= s.raw_behind, "{raw} raw blocks, {} stored raw while behind", s.raw_behind);
     for i in 0..N {
         let mut got = vec![0u8; 16384];
         replay.read(1, i * 16384, &mut got).unwrap();

@@ -64,6 +64,9 @@ pub type ErrorCallback = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct WriterOptions {
     /// Per-block compression (lz4 by default). Blocks that do not shrink are stored raw.
     pub compression: Compression,
+    /// With lz4: store blocks raw while the writer is behind (queue more than half full), so a
+    /// burst costs trace size rather than application stalls. On by default.
+    pub adaptive: bool,
     /// Hand everything queued to the OS (`write(2)`, not fsync) after each recorded Submit.
     pub flush_every_submit: bool,
     /// Bound on bytes queued or being written; a producer waits while it is exceeded.
@@ -79,6 +82,7 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             compression: Compression::Lz4,
+            adaptive: true,
             flush_every_submit: false,
             queue_bytes: 64 << 20,
             block_bytes: 1 << 20,
@@ -92,6 +96,7 @@ impl std::fmt::Debug for WriterOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriterOptions")
             .field("compression", &self.compression)
+            .field("adaptive", &self.adaptive)
             .field("flush_every_submit", &self.flush_every_submit)
             .field("queue_bytes", &self.queue_bytes)
             .field("block_bytes", &self.block_bytes)
@@ -112,6 +117,8 @@ pub struct WriterStats {
     pub blocks_written: u64,
     /// Payload bytes of written blocks before compression.
     pub payload_bytes: u64,
+    /// Blocks stored raw, without trying lz4, because the writer was behind.
+    pub raw_behind: u64,
     /// Bytes written to the sink (header, block headers, stored payloads).
     pub bytes_out: u64,
     /// Times a producer waited because the queue was full.
@@ -146,6 +153,7 @@ struct Counters {
     dirty_bytes_in: AtomicU64,
     blocks_written: AtomicU64,
     payload_bytes: AtomicU64,
+    raw_behind: AtomicU64,
     bytes_out: AtomicU64,
     stalls: AtomicU64,
     stall_ns: AtomicU64,
@@ -311,6 +319,7 @@ impl TraceWriter {
             dirty_bytes_in: r(&c.dirty_bytes_in),
             blocks_written: r(&c.blocks_written),
             payload_bytes: r(&c.payload_bytes),
+            raw_behind: r(&c.raw_behind),
             bytes_out: r(&c.bytes_out),
             stalls: r(&c.stalls),
             stall_ns: r(&c.stall_ns),
@@ -553,11 +562,11 @@ fn writer_thread(shared: Arc<Shared>, sink: Box<dyn TraceSink>, name: String, he
     }
     let ok = || shared.error.lock().is_none();
     loop {
-        let job = {
+        let (job, backlog) = {
             let mut q = shared.queue.lock();
             loop {
                 if let Some(j) = q.jobs.pop_front() {
-                    break j;
+                    break (j, q.bytes);
                 }
                 shared.not_empty.wait(&mut q);
             }
@@ -565,7 +574,12 @@ fn writer_thread(shared: Arc<Shared>, sink: Box<dyn TraceSink>, name: String, he
         match job {
             Job::Block { ty, payload, dirty_bytes, pages } => {
                 if ok() {
-                    match write_block(&mut sink, ty, &payload, shared.opts.compression, &mut scratch) {
+                    let mut compression = shared.opts.compression;
+                    if compression == Compression::Lz4 && shared.opts.adaptive && backlog > shared.opts.queue_bytes / 2 {
+                        compression = Compression::None;
+                        c.raw_behind.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match write_block(&mut sink, ty, &payload, compression, &mut scratch) {
                         Ok(n) => {
                             c.blocks_written.fetch_add(1, Ordering::Relaxed);
                             c.payload_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
