@@ -448,7 +448,8 @@ impl DirtyWriter<'_> {
         if bytes.is_empty() {
             return;
         }
-        if self.shared.stopped.load(Ordering::Acquire) {
+        // A run past the end of the offset space cannot be represented; it is a caller bug.
+        if self.shared.stopped.load(Ordering::Acquire) || alloc_offset.checked_add(bytes.len() as u64).is_none() {
             self.shared.dropped(bytes.len() as u64);
             return;
         }
@@ -469,8 +470,12 @@ impl DirtyWriter<'_> {
             if n > room {
                 // Split at a page boundary so no page spans two blocks.
                 n = ((off.saturating_add(room as u64) / ps * ps).saturating_sub(off)) as usize;
+                if n == 0 && self.runs.is_empty() {
+                    // Only at the very top of the offset space; never loop on an empty block.
+                    n = room;
+                }
             }
-            let merges = self.runs.last().is_some_and(|&(o, l)| o + l == off);
+            let merges = self.runs.last().is_some_and(|&(o, l)| o.checked_add(l) == Some(off));
             if n == 0 || (!merges && self.runs.len() >= self.shared.max_runs) {
                 self.emit();
                 continue;
