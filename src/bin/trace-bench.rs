@@ -163,14 +163,14 @@ fn writer_rate(src: &[u8], total: usize, c: Compression, adaptive: bool, pace_mb
     }
 }
 
-fn best<const N: usize>(reps: usize, mut f: impl FnMut() -> [f64; N]) -> [f64; N] {
-    let mut b = [0.0; N];
-    for _ in 0..reps {
-        for (b, v) in b.iter_mut().zip(f()) {
-            *b = f64::max(*b, v);
-        }
-    }
-    b
+/// Per-column medians over `reps` runs.
+fn median<const N: usize>(reps: usize, mut f: impl FnMut() -> [f64; N]) -> [f64; N] {
+    let runs: Vec<[f64; N]> = (0..reps).map(|_| f()).collect();
+    std::array::from_fn(|i| {
+        let mut col: Vec<f64> = runs.iter().map(|r| r[i]).collect();
+        col.sort_by(f64::total_cmp);
+        col[col.len() / 2]
+    })
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -180,7 +180,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mib: usize = arg(&args, "--mib").and_then(|s| s.parse().ok()).unwrap_or(512);
-    let reps: usize = arg(&args, "--reps").and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
+    let reps: usize = arg(&args, "--reps").and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
     let out = arg(&args, "--out").unwrap_or_else(|| "/dev/null".into());
     let total = mib << 20;
 
@@ -196,7 +196,7 @@ fn main() {
         kernel.trim(),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    println!("{mib} MiB of dirty input per run, best of {reps}, sink {out}, 1 MiB collections of 64 KiB runs\n");
+    println!("{mib} MiB of dirty input per run, median of {reps}, sink {out}, 1 MiB collections of 64 KiB runs\n");
     let kinds = [("half-zero pages", half_zero()), ("float vertices", vertices()), ("random", random())];
 
     println!("Per CPU-second of the one thread doing the work (the writer thread; this thread for the");
@@ -204,13 +204,13 @@ fn main() {
     println!("| data | memcpy MB/s | lz4+CRC alone MB/cpu-s | lz4 ratio | writer lz4 MB/cpu-s | writer lz4 / lz4+CRC | writer none MB/cpu-s |");
     println!("|---|---|---|---|---|---|---|");
     for (name, src) in &kinds {
-        let [copy] = best(reps, || [memcpy_rate(src, total)]);
-        let [lz4, ratio] = best(reps, || {
+        let [copy] = median(reps, || [memcpy_rate(src, total)]);
+        let [lz4, ratio] = median(reps, || {
             let (r, q) = lz4_rate(src, total);
             [r, q]
         });
-        let [lz] = best(reps, || [writer_rate(src, total, Compression::Lz4, false, None, &out).cpu]);
-        let [none] = best(reps, || [writer_rate(src, total, Compression::None, false, None, &out).cpu]);
+        let [lz] = median(reps, || [writer_rate(src, total, Compression::Lz4, false, None, &out).cpu]);
+        let [none] = median(reps, || [writer_rate(src, total, Compression::None, false, None, &out).cpu]);
         println!("| {name} | {copy:.0} | {lz4:.0} | {ratio:.2} | {lz:.0} | {:.2} | {none:.0} |", lz / lz4);
     }
 
@@ -218,7 +218,11 @@ fn main() {
     println!("raw while the queue is more than half full). Paced: the producer offers 1000 MB/s.\n");
     println!("| data | lz4 flat out MB/s | file ratio | raw (behind) | lz4 paced 1000 MB/s: MB/s | stalls | file ratio | raw (behind) | none flat out MB/s |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    let pick = |runs: Vec<WriterRun>| runs.into_iter().max_by(|a, b| a.wall.total_cmp(&b.wall)).expect("a run");
+    // The run with the median wall rate.
+    let pick = |mut runs: Vec<WriterRun>| {
+        runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+        runs.swap_remove(runs.len() / 2)
+    };
     for (name, src) in &kinds {
         let flat = pick((0..reps).map(|_| writer_rate(src, total, Compression::Lz4, true, None, &out)).collect());
         let paced = pick((0..reps).map(|_| writer_rate(src, total, Compression::Lz4, true, Some(1000.0), &out)).collect());
