@@ -10,9 +10,10 @@
 //!   memory-02985, VUID-vkBindImageMemory-memory-02989). A resource that cannot be is "pending"
 //!   until bound: while one is, allocations of the memory types it may use are not imported.
 //! - `vkAllocateMemory`: eligible allocations are imported from page-aligned anonymous memory;
-//!   the application's size and type index stay what it asked for. Dedicated, exported or
-//!   otherwise imported allocations fall back to the driver's own memory (a host-pointer import
-//!   cannot express them).
+//!   the application's size and type index stay what it asked for. A host-pointer import cannot
+//!   be dedicated, exported or another import: a dedicated buffer allocation is imported without
+//!   its dedicated structure (advisory unless the driver requires it, which it then falls back
+//!   for); dedicated images, exports and imports fall back to the driver's own memory.
 //! - `vkMapMemory`: the pointer into our memory, tracked with [`BackendKind::HostImport`].
 //! - `vkFreeMemory`: the driver's memory first, then our pages.
 //!
@@ -67,6 +68,8 @@ hook_table! {
             vkGetMemoryHostPointerPropertiesEXT: PFN_vkGetMemoryHostPointerPropertiesEXT,
             vkGetBufferMemoryRequirements: PFN_vkGetBufferMemoryRequirements,
             vkGetImageMemoryRequirements: PFN_vkGetImageMemoryRequirements,
+            vkGetBufferMemoryRequirements2: PFN_vkGetBufferMemoryRequirements2,
+            vkGetBufferMemoryRequirements2KHR: PFN_vkGetBufferMemoryRequirements2,
         }
     }
 }
@@ -115,13 +118,28 @@ pub fn has_no_video_memory(t: vk::PhysicalDeviceType) -> bool {
     matches!(t, vk::PhysicalDeviceType::CPU | vk::PhysicalDeviceType::INTEGRATED_GPU)
 }
 
-/// Why an allocation with this `pNext` chain cannot be a host-pointer import; `None` when it can
-/// (every other structure of the chain is kept).
+/// What an allocation's `pNext` chain means for a host-pointer import.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChainPlan {
+    /// Import with the application's chain kept whole behind the import.
+    Keep,
+    /// A dedicated allocation for this buffer: import it without the (then only advisory)
+    /// dedicated structure, from a copy of the chain (see [`CopiedChain`]), unless the driver
+    /// requires dedicated memory for the buffer.
+    DropDedicated(vk::Buffer),
+    /// Not importable, and why.
+    Refuse(&'static str),
+}
+
+/// Reads an allocation's `pNext` chain.
 ///
 /// # Safety
 /// `p` is null or a valid `VkMemoryAllocateInfo` `pNext` chain.
-pub unsafe fn allocate_chain_refusal(mut p: *const c_void) -> Option<&'static str> {
+pub unsafe fn plan_chain(mut p: *const c_void) -> ChainPlan {
     use vk::StructureType as S;
+    let mut dedicated_buffer = None;
+    // A structure this layer cannot copy (so the chain cannot be rebuilt without another one).
+    let mut unknown = false;
     while !p.is_null() {
         // SAFETY: every element of a valid chain starts with sType/pNext.
         let b = unsafe { &*(p as *const vk::BaseInStructure<'_>) };
@@ -130,17 +148,17 @@ pub unsafe fn allocate_chain_refusal(mut p: *const c_void) -> Option<&'static st
                 // SAFETY: the sType says which struct this is.
                 let d = unsafe { &*(p as *const vk::MemoryDedicatedAllocateInfo<'_>) };
                 if d.image != vk::Image::null() {
-                    return Some("dedicated image allocation");
+                    return ChainPlan::Refuse("dedicated image allocation");
                 }
                 if d.buffer != vk::Buffer::null() {
-                    return Some("dedicated buffer allocation");
+                    dedicated_buffer = Some(d.buffer);
                 }
             }
-            S::DEDICATED_ALLOCATION_MEMORY_ALLOCATE_INFO_NV => return Some("dedicated allocation (NV)"),
+            S::DEDICATED_ALLOCATION_MEMORY_ALLOCATE_INFO_NV => return ChainPlan::Refuse("dedicated allocation (NV)"),
             S::EXPORT_MEMORY_ALLOCATE_INFO
             | S::EXPORT_MEMORY_ALLOCATE_INFO_NV
             | S::EXPORT_MEMORY_WIN32_HANDLE_INFO_KHR
-            | S::EXPORT_MEMORY_WIN32_HANDLE_INFO_NV => return Some("the application exports it"),
+            | S::EXPORT_MEMORY_WIN32_HANDLE_INFO_NV => return ChainPlan::Refuse("the application exports it"),
             S::IMPORT_MEMORY_HOST_POINTER_INFO_EXT
             | S::IMPORT_MEMORY_FD_INFO_KHR
             | S::IMPORT_MEMORY_WIN32_HANDLE_INFO_KHR
@@ -149,27 +167,88 @@ pub unsafe fn allocate_chain_refusal(mut p: *const c_void) -> Option<&'static st
             | S::IMPORT_MEMORY_ZIRCON_HANDLE_INFO_FUCHSIA
             | S::IMPORT_MEMORY_BUFFER_COLLECTION_FUCHSIA
             | S::IMPORT_METAL_BUFFER_INFO_EXT
-            | S::IMPORT_SCREEN_BUFFER_INFO_QNX => return Some("the application imports it"),
+            | S::IMPORT_SCREEN_BUFFER_INFO_QNX => return ChainPlan::Refuse("the application imports it"),
             S::MEMORY_OPAQUE_CAPTURE_ADDRESS_ALLOCATE_INFO => {
                 // SAFETY: as above.
                 let c = unsafe { &*(p as *const vk::MemoryOpaqueCaptureAddressAllocateInfo<'_>) };
                 // VUID-VkMemoryAllocateInfo-opaqueCaptureAddress-03333.
                 if c.opaque_capture_address != 0 {
-                    return Some("replayed device address");
+                    return ChainPlan::Refuse("replayed device address");
                 }
             }
             S::MEMORY_ALLOCATE_FLAGS_INFO => {
                 // SAFETY: as above.
                 let f = unsafe { &*(p as *const vk::MemoryAllocateFlagsInfo<'_>) };
                 if f.flags.contains(vk::MemoryAllocateFlags::DEVICE_ADDRESS_CAPTURE_REPLAY) {
-                    return Some("device address capture/replay");
+                    return ChainPlan::Refuse("device address capture/replay");
                 }
             }
-            _ => {}
+            S::MEMORY_PRIORITY_ALLOCATE_INFO_EXT => {}
+            _ => unknown = true,
         }
         p = b.p_next.cast();
     }
-    None
+    match dedicated_buffer {
+        Some(_) if unknown => ChainPlan::Refuse("dedicated buffer allocation"),
+        Some(b) => ChainPlan::DropDedicated(b),
+        None => ChainPlan::Keep,
+    }
+}
+
+/// A copy of an allocation chain without its dedicated structure: only structures
+/// [`plan_chain`] knows (it refuses to drop the structure from any other chain).
+#[derive(Default)]
+pub struct CopiedChain {
+    flags: Option<vk::MemoryAllocateFlagsInfo<'static>>,
+    priority: Option<vk::MemoryPriorityAllocateInfoEXT<'static>>,
+    capture: Option<vk::MemoryOpaqueCaptureAddressAllocateInfo<'static>>,
+}
+
+impl CopiedChain {
+    /// # Safety
+    /// `p` is null or a valid chain for which [`plan_chain`] returned `DropDedicated`.
+    pub unsafe fn copy(mut p: *const c_void) -> CopiedChain {
+        use vk::StructureType as S;
+        let mut c = CopiedChain::default();
+        while !p.is_null() {
+            // SAFETY: every element of a valid chain starts with sType/pNext; the sType says
+            // which struct it is. The copies' pNext are set by `link`.
+            unsafe {
+                let b = &*(p as *const vk::BaseInStructure<'_>);
+                match b.s_type {
+                    S::MEMORY_ALLOCATE_FLAGS_INFO => c.flags = Some(*(p as *const vk::MemoryAllocateFlagsInfo<'static>)),
+                    S::MEMORY_PRIORITY_ALLOCATE_INFO_EXT => {
+                        c.priority = Some(*(p as *const vk::MemoryPriorityAllocateInfoEXT<'static>))
+                    }
+                    S::MEMORY_OPAQUE_CAPTURE_ADDRESS_ALLOCATE_INFO => {
+                        c.capture = Some(*(p as *const vk::MemoryOpaqueCaptureAddressAllocateInfo<'static>))
+                    }
+                    _ => {}
+                }
+                p = b.p_next.cast();
+            }
+        }
+        c
+    }
+
+    /// Links the copies and returns the head (null when empty). `self` must not move while the
+    /// chain is in use.
+    pub fn link(&mut self) -> *const c_void {
+        let mut head: *const c_void = std::ptr::null();
+        if let Some(s) = &mut self.capture {
+            s.p_next = head;
+            head = s as *const vk::MemoryOpaqueCaptureAddressAllocateInfo<'_> as *const c_void;
+        }
+        if let Some(s) = &mut self.priority {
+            s.p_next = head;
+            head = s as *const vk::MemoryPriorityAllocateInfoEXT<'_> as *const c_void;
+        }
+        if let Some(s) = &mut self.flags {
+            s.p_next = head;
+            head = s as *const vk::MemoryAllocateFlagsInfo<'_> as *const c_void;
+        }
+        head
+    }
 }
 
 /// Whether a `pNext` chain holds a structure of type `s`.
@@ -439,7 +518,10 @@ struct ImportState {
 
 /// A device where host-import is on.
 struct Active {
+    device: vk::Device,
     physical: vk::PhysicalDevice,
+    /// `vkGetBufferMemoryRequirements2` (or its KHR name below Vulkan 1.1).
+    requirements2: Option<vk::PFN_vkGetBufferMemoryRequirements2>,
     phys: PhysFns,
     host_pointer_props: vk::PFN_vkGetMemoryHostPointerPropertiesEXT,
     /// Pointer and size alignment: `minImportedHostPointerAlignment`, at least a page.
@@ -474,6 +556,8 @@ pub struct DevicePlan {
 
 struct Setup {
     phys: PhysFns,
+    /// The device is used as Vulkan 1.1 or later.
+    api_1_1: bool,
     align: u64,
     types: Vec<vk::MemoryPropertyFlags>,
     no_video_memory: bool,
@@ -614,7 +698,7 @@ unsafe fn setup(
         extra.push(ash::ext::external_memory_host::NAME);
     }
     let no_video_memory = has_no_video_memory(props.device_type);
-    Ok((Setup { phys, align, types, no_video_memory, device_name }, extra))
+    Ok((Setup { phys, api_1_1: !below_1_1, align, types, no_video_memory, device_name }, extra))
 }
 
 /// The extensions the physical device offers, from the layers below.
@@ -684,8 +768,12 @@ pub unsafe fn device_created(
                     if s.no_video_memory { "no video memory, " } else { "" },
                     s.align
                 );
+                let requirements2 =
+                    if s.api_1_1 { next.vkGetBufferMemoryRequirements2 } else { next.vkGetBufferMemoryRequirements2KHR };
                 let a = Active {
+                    device,
                     physical,
+                    requirements2,
                     phys: s.phys,
                     host_pointer_props,
                     align: s.align,
@@ -764,7 +852,7 @@ pub unsafe fn allocate(
         }
         Decision::Refuse(why) => why,
         // SAFETY: as above.
-        Decision::Import(len) => match unsafe { a.import(next, device, ai, len, allocator, p_memory) } {
+        Decision::Import(len, drop_dedicated) => match unsafe { a.import(next, device, ai, len, drop_dedicated, allocator, p_memory) } {
             Ok(r) => return r,
             Err(why) => why,
         },
@@ -783,8 +871,8 @@ enum Decision {
     /// Not host-visible: nothing to say about it.
     Skip,
     Refuse(String),
-    /// Import this many bytes.
-    Import(u64),
+    /// Import this many bytes; `true`: without the application's dedicated structure.
+    Import(u64, bool),
 }
 
 impl Active {
@@ -803,16 +891,46 @@ impl Active {
             return Decision::Refuse(format!("the driver imports no host memory into memory type {ty}"));
         }
         // SAFETY: caller contract.
-        if let Some(why) = unsafe { allocate_chain_refusal(ai.p_next) } {
-            return Decision::Refuse(why.into());
-        }
+        let drop_dedicated = match unsafe { plan_chain(ai.p_next) } {
+            ChainPlan::Keep => false,
+            ChainPlan::Refuse(why) => return Decision::Refuse(why.into()),
+            ChainPlan::DropDedicated(buffer) => {
+                if let Err(why) = self.dedicated_buffer_importable(buffer) {
+                    return Decision::Refuse(format!("dedicated buffer allocation ({why})"));
+                }
+                true
+            }
+        };
         if let Some((what, why)) = self.st.lock().pending.blocking(ty) {
             return Decision::Refuse(format!("non-importable {what} pending ({why})"));
         }
         match round_up(ai.allocation_size, self.align) {
-            Some(len) if ai.allocation_size > 0 && usize::try_from(len).is_ok() => Decision::Import(len),
+            Some(len) if ai.allocation_size > 0 && usize::try_from(len).is_ok() => Decision::Import(len, drop_dedicated),
             _ => Decision::Refuse(format!("size {} out of range", ai.allocation_size)),
         }
+    }
+
+    /// Whether a dedicated allocation for `buffer` may be an import without the dedicated
+    /// structure: the buffer can be bound to imported memory and the driver does not require
+    /// dedicated memory for it (preferring it is a hint).
+    fn dedicated_buffer_importable(&self, buffer: vk::Buffer) -> Result<(), &'static str> {
+        if let Some(&why) = self.st.lock().non_importable.get(&Resource::Buffer(buffer.as_raw())) {
+            return Err(why);
+        }
+        let f = self.requirements2.ok_or("no vkGetBufferMemoryRequirements2")?;
+        let info = vk::BufferMemoryRequirementsInfo2 { buffer, ..Default::default() };
+        let mut ded = vk::MemoryDedicatedRequirements::default();
+        let mut req = vk::MemoryRequirements2 {
+            p_next: &mut ded as *mut vk::MemoryDedicatedRequirements<'_> as *mut c_void,
+            ..Default::default()
+        };
+        // SAFETY: a valid buffer of this device (the application's dedicated structure names
+        // it, VUID-VkMemoryDedicatedAllocateInfo-buffer-parameter); the chain lives across the call.
+        unsafe { f(self.device, &info, &mut req) };
+        if ded.requires_dedicated_allocation == vk::TRUE {
+            return Err("the driver requires it");
+        }
+        Ok(())
     }
 
     /// Allocates `len` bytes of our memory and imports it. `Err` says why the application's own
@@ -826,6 +944,7 @@ impl Active {
         device: vk::Device,
         ai: &vk::MemoryAllocateInfo<'_>,
         len: u64,
+        drop_dedicated: bool,
         allocator: *const vk::AllocationCallbacks<'_>,
         p_memory: *mut vk::DeviceMemory,
     ) -> Result<vk::Result, String> {
@@ -840,8 +959,11 @@ impl Active {
             Ok(bits) => return Err(format!("the driver imports host memory into types {bits:#x}, not type {ty}")),
             Err(r) => return Err(format!("vkGetMemoryHostPointerPropertiesEXT: {r:?}")),
         }
+        // SAFETY: `decide` found a chain CopiedChain can copy when it drops the structure.
+        let mut copied = if drop_dedicated { unsafe { CopiedChain::copy(ai.p_next) } } else { CopiedChain::default() };
+        let rest = if drop_dedicated { copied.link() } else { ai.p_next };
         let import = vk::ImportMemoryHostPointerInfoEXT {
-            p_next: ai.p_next,
+            p_next: rest,
             handle_type: HOST_ALLOCATION,
             p_host_pointer: block.ptr().cast(),
             ..Default::default()
@@ -1312,9 +1434,9 @@ mod tests {
         assert_eq!(eligible_types(&[M::LAZILY_ALLOCATED | M::DEVICE_LOCAL, M::PROTECTED | M::DEVICE_LOCAL], true), 0);
     }
 
-    fn refusal(chain: *const c_void) -> Option<&'static str> {
+    fn plan(chain: *const c_void) -> ChainPlan {
         // SAFETY: the chains below are valid and live across the call.
-        unsafe { allocate_chain_refusal(chain) }
+        unsafe { plan_chain(chain) }
     }
 
     fn ptr<T>(t: &T) -> *const c_void {
@@ -1323,33 +1445,68 @@ mod tests {
 
     #[test]
     fn allocation_chains() {
-        assert_eq!(refusal(std::ptr::null()), None);
-        // Kept: flags, priority, a dedicated struct naming nothing.
+        use ChainPlan::*;
+        assert_eq!(plan(std::ptr::null()), Keep);
+        // Kept: flags, priority, a dedicated struct naming nothing, an unknown struct.
         let flags = vk::MemoryAllocateFlagsInfo::default().flags(vk::MemoryAllocateFlags::DEVICE_ADDRESS);
         let mut prio = vk::MemoryPriorityAllocateInfoEXT::default().priority(0.5);
         prio.p_next = ptr(&flags);
         let mut none = vk::MemoryDedicatedAllocateInfo::default();
         none.p_next = ptr(&prio);
-        assert_eq!(refusal(ptr(&none)), None);
+        assert_eq!(plan(ptr(&none)), Keep);
+        let mut unknown = vk::ExportMetalObjectCreateInfoEXT::default();
+        unknown.p_next = ptr(&none);
+        assert_eq!(plan(ptr(&unknown)), Keep);
         // A dedicated image at the end of a chain.
         let img = vk::MemoryDedicatedAllocateInfo::default().image(vk::Image::from_raw(7));
         let mut head = vk::MemoryPriorityAllocateInfoEXT::default();
         head.p_next = ptr(&img);
-        assert_eq!(refusal(ptr(&head)), Some("dedicated image allocation"));
-        let buf = vk::MemoryDedicatedAllocateInfo::default().buffer(vk::Buffer::from_raw(7));
-        assert_eq!(refusal(ptr(&buf)), Some("dedicated buffer allocation"));
+        assert_eq!(plan(ptr(&head)), Refuse("dedicated image allocation"));
+        // A dedicated buffer: dropped from a chain of known structures only.
+        let mut buf = vk::MemoryDedicatedAllocateInfo::default().buffer(vk::Buffer::from_raw(7));
+        assert_eq!(plan(ptr(&buf)), DropDedicated(vk::Buffer::from_raw(7)));
+        buf.p_next = ptr(&prio);
+        assert_eq!(plan(ptr(&buf)), DropDedicated(vk::Buffer::from_raw(7)));
+        let mut odd = vk::ExportMetalObjectCreateInfoEXT::default();
+        odd.p_next = ptr(&buf);
+        assert_eq!(plan(ptr(&odd)), Refuse("dedicated buffer allocation"));
         let export = vk::ExportMemoryAllocateInfo::default().handle_types(vk::ExternalMemoryHandleTypeFlags::OPAQUE_FD);
-        assert_eq!(refusal(ptr(&export)), Some("the application exports it"));
+        assert_eq!(plan(ptr(&export)), Refuse("the application exports it"));
         let fd = vk::ImportMemoryFdInfoKHR::default().fd(3);
-        assert_eq!(refusal(ptr(&fd)), Some("the application imports it"));
+        assert_eq!(plan(ptr(&fd)), Refuse("the application imports it"));
         let own = vk::ImportMemoryHostPointerInfoEXT::default();
-        assert_eq!(refusal(ptr(&own)), Some("the application imports it"));
+        assert_eq!(plan(ptr(&own)), Refuse("the application imports it"));
         let cap = vk::MemoryOpaqueCaptureAddressAllocateInfo::default().opaque_capture_address(0x1000);
-        assert_eq!(refusal(ptr(&cap)), Some("replayed device address"));
+        assert_eq!(plan(ptr(&cap)), Refuse("replayed device address"));
         let zero = vk::MemoryOpaqueCaptureAddressAllocateInfo::default();
-        assert_eq!(refusal(ptr(&zero)), None);
+        assert_eq!(plan(ptr(&zero)), Keep);
         let replay = vk::MemoryAllocateFlagsInfo::default().flags(vk::MemoryAllocateFlags::DEVICE_ADDRESS_CAPTURE_REPLAY);
-        assert_eq!(refusal(ptr(&replay)), Some("device address capture/replay"));
+        assert_eq!(plan(ptr(&replay)), Refuse("device address capture/replay"));
+    }
+
+    #[test]
+    fn copied_chain_keeps_everything_but_the_dedicated_structure() {
+        let flags = vk::MemoryAllocateFlagsInfo::default().flags(vk::MemoryAllocateFlags::DEVICE_ADDRESS).device_mask(1);
+        let mut ded = vk::MemoryDedicatedAllocateInfo::default().buffer(vk::Buffer::from_raw(9));
+        ded.p_next = ptr(&flags);
+        let mut prio = vk::MemoryPriorityAllocateInfoEXT::default().priority(0.25);
+        prio.p_next = ptr(&ded);
+        // SAFETY: a valid chain of known structures.
+        let mut c = unsafe { CopiedChain::copy(ptr(&prio)) };
+        let head = c.link();
+        let mut seen = Vec::new();
+        let mut p = head;
+        while !p.is_null() {
+            // SAFETY: the copied chain, alive in `c`.
+            let b = unsafe { &*(p as *const vk::BaseInStructure<'_>) };
+            seen.push(b.s_type);
+            p = b.p_next.cast();
+        }
+        assert_eq!(seen, vec![vk::StructureType::MEMORY_ALLOCATE_FLAGS_INFO, vk::StructureType::MEMORY_PRIORITY_ALLOCATE_INFO_EXT]);
+        assert_eq!(c.flags.map(|f| (f.flags, f.device_mask)), Some((vk::MemoryAllocateFlags::DEVICE_ADDRESS, 1)));
+        assert_eq!(c.priority.map(|p| p.priority), Some(0.25));
+        // SAFETY: an empty chain.
+        assert!(unsafe { CopiedChain::copy(std::ptr::null()) }.link().is_null());
     }
 
     #[test]

@@ -160,7 +160,7 @@ fn host_import_backend_imports_and_explains_the_rest() {
     let r = capture("fixed", &[("VKDIRTY_BACKEND", "host-import")]);
     assert!(r.stderr.contains("host-import on llvmpipe"), "{}", r.stderr);
     assert!(r.stderr.contains("allocations of memory type 0 are imported"), "{}", r.stderr);
-    for name in ["src", "image-mem", "after-bind"] {
+    for name in ["src", "image-mem", "after-bind", "dedicated-buffer"] {
         assert_imported(&r, name);
     }
     let (_, reason) = r.map("src");
@@ -432,13 +432,20 @@ unsafe fn run_child() {
             let infos = [vk::BindBufferMemoryInfo::default().buffer(ob).memory(own_mem)];
             device.bind_buffer_memory2(&infos).unwrap();
         }
+        // A dedicated buffer allocation: imported without the dedicated hint (the driver does
+        // not require dedicated memory for buffers).
+        let db = unsafe { ctx.buffer(4 * page, None) };
+        let dbreq = unsafe { device.get_buffer_memory_requirements(db) };
+        let mut dbded = vk::MemoryDedicatedAllocateInfo::default().buffer(db);
+        let db_mem = unsafe { ctx.alloc("dedicated-buffer", dbreq, Some(&mut dbded)) };
+        unsafe { device.bind_buffer_memory(db, db_mem, 0) }.unwrap();
         // Once bound, nothing waits: the next allocation is imported again.
         let after = unsafe { ctx.buffer(page, None) };
         let areq = unsafe { device.get_buffer_memory_requirements(after) };
         let after_mem = unsafe { ctx.alloc("after-bind", areq, None) };
         unsafe { device.bind_buffer_memory(after, after_mem, 0) }.unwrap();
 
-        for mem in [img_mem, ded_mem, own_mem, after_mem] {
+        for mem in [img_mem, ded_mem, own_mem, after_mem, db_mem] {
             unsafe {
                 device.map_memory(mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()).unwrap();
                 device.unmap_memory(mem);
@@ -454,7 +461,8 @@ unsafe fn run_child() {
             device.destroy_image(lin, None);
             device.destroy_buffer(ob, None);
             device.destroy_buffer(after, None);
-            for mem in [img_mem, ded_mem, lin_mem, own_mem, after_mem] {
+            device.destroy_buffer(db, None);
+            for mem in [img_mem, ded_mem, lin_mem, own_mem, after_mem, db_mem] {
                 device.free_memory(mem, None);
             }
         }
