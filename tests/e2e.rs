@@ -7,7 +7,9 @@
 //! Binaries: the `vkdirty` CLI is this package's (`CARGO_BIN_EXE_vkdirty`); the layer
 //! (`libVkLayer_vkdirty.so` + `VkLayer_vkdirty.json`) and `vkdirty-workload` are other packages
 //! of the workspace, built into the same target directory (built here on first use, unless
-//! `VKDIRTY_E2E_NO_BUILD` is set).
+//! `VKDIRTY_E2E_NO_BUILD` is set). On a machine without cargo, `scripts/pack-e2e.sh DIR` packs
+//! the test binary and those files; run it there with `VKDIRTY_E2E_NO_BUILD=1
+//! VKDIRTY_E2E_BIN_DIR=DIR DIR/e2e`.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -59,7 +61,10 @@ const VALIDATION_LAYER: &str = "VK_LAYER_KHRONOS_validation";
 
 /// `target/<profile>`: where the CLI, the workload, the layer and its manifest are.
 fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().expect("binary has a directory").to_path_buf()
+    match std::env::var_os("VKDIRTY_E2E_BIN_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().expect("binary has a directory").to_path_buf(),
+    }
 }
 
 /// Builds the layer and the workload into this test's target directory and profile (a no-op
@@ -92,7 +97,10 @@ fn ensure_built() -> &'static PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{}-{name}", std::process::id()))
+    // The build's scratch directory, or the system's where the binary was carried elsewhere.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = if dir.is_dir() { dir } else { std::env::temp_dir() };
+    dir.join(format!("e2e-{}-{name}", std::process::id()))
 }
 
 /// Runs the workload with `layers` enabled (ours first, closest to the application).
@@ -180,7 +188,7 @@ struct Report {
 
 /// Walks the trace in stream order; at each submit, hashes every sidecar allocation as the
 /// trace reconstructs it and compares.
-fn compare(trace: &Path, sc: &Sidecar, backend: BackendKind) -> Report {
+fn compare(trace: &Path, sc: &Sidecar, backend: Option<BackendKind>) -> Report {
     let reader = TraceReader::open(trace).unwrap_or_else(|e| panic!("open trace {}: {e}", trace.display()));
     let (events, truncation) = reader.events().unwrap_or_else(|e| panic!("read trace {}: {e}", trace.display()));
     assert!(truncation.is_none(), "trace truncated: {truncation:?}");
@@ -216,7 +224,7 @@ fn compare(trace: &Path, sc: &Sidecar, backend: BackendKind) -> Report {
                     }
                 }
             }
-            Event::Map(m) if m.backend != backend => {
+            Event::Map(m) if backend.is_some_and(|b| m.backend != b) => {
                 r.wrong_backend.push(format!("allocation {} mapped with {} ({})", m.alloc, m.backend, m.reason));
             }
             Event::Dirty(d) => {
@@ -285,7 +293,7 @@ fn capture_and_check(backend: &Backend) {
     assert!(o.status.success(), "{}: the workload's own checks failed under the layer:\n{}", backend.name, output_text(&o));
     assert!(trace.exists(), "{}: no trace written (was the layer loaded?)\n{}", backend.name, output_text(&o));
     let sc = read_sidecar(&sidecar);
-    let r = compare(&trace, &sc, kind);
+    let r = compare(&trace, &sc, Some(kind));
     let app_bytes = sc.total_pages * sc.page_size;
     let ratio = r.cpu_dirty_bytes as f64 / app_bytes as f64;
     eprintln!(
@@ -325,7 +333,7 @@ fn validation_is_clean(backend: &Backend) {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("no validation message"), "{}: the messenger was not installed:\n{}", backend.name, output_text(&o));
     // The layer was really in the chain: it wrote a trace that matches.
-    let r = compare(&trace, &read_sidecar(&sidecar), kind);
+    let r = compare(&trace, &read_sidecar(&sidecar), Some(kind));
     assert!(r.mismatches.is_empty() && r.wrong_backend.is_empty(), "{}: {:?} {:?}", backend.name, r.mismatches, r.wrong_backend);
     let _ = std::fs::remove_file(trace);
     let _ = std::fs::remove_file(sidecar);
@@ -340,13 +348,88 @@ fn comparison_catches_a_wrong_hash() {
     let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "3", "--scenario", "persistent,churn", "--sidecar", sidecar.to_str().unwrap()]);
     assert!(o.status.success(), "{}", output_text(&o));
     let mut sc = read_sidecar(&sidecar);
-    assert!(compare(&trace, &sc, BackendKind::AsyncWp).mismatches.is_empty());
+    assert!(compare(&trace, &sc, Some(BackendKind::AsyncWp)).mismatches.is_empty());
     let entry = &mut sc.submits.get_mut(&3).expect("submit 3")[0];
     let good = entry["hash"].as_str().unwrap().to_string();
     entry["hash"] = Value::from(format!("{:#018x}", u64::from_str_radix(&good[2..], 16).unwrap() ^ 1));
-    let r = compare(&trace, &sc, BackendKind::AsyncWp);
+    let r = compare(&trace, &sc, Some(BackendKind::AsyncWp));
     assert_eq!(r.mismatches.len(), 1, "{:?}", r.mismatches);
     assert!(r.mismatches[0].starts_with("submit 3:"), "{:?}", r.mismatches);
     let _ = std::fs::remove_file(trace);
     let _ = std::fs::remove_file(sidecar);
+}
+
+/// `auto` per memory type: the workload's written buffers go round-robin over every suitable
+/// host-visible memory type (`--host-types spread`); every mapping of a memory type
+/// must use the backend expected for it, and the trace must reconstruct exactly. Expectations
+/// come from `VKDIRTY_E2E_EXPECT` (`type:backend,...`, e.g. `2:host-import,3:host-import,4:shadow-wp`
+/// on NVIDIA); on lavapipe (one memory type, system memory) they default to `0:host-import`.
+#[test]
+fn auto_picks_a_backend_per_memory_type() {
+    let backend = Backend { name: "auto", flags: &["--host-types", "spread"], env: &[], max_ratio: None };
+    let trace = tmp("auto-types.vkd");
+    let sidecar = tmp("auto-types.jsonl");
+    let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", FRAMES, "--sidecar", sidecar.to_str().unwrap()]);
+    assert!(o.status.success(), "auto: the workload's own checks failed under the layer:\n{}", output_text(&o));
+    let sc = read_sidecar(&sidecar);
+    let r = compare(&trace, &sc, None);
+    assert!(r.mismatches.is_empty(), "auto: mismatches:\n{}", r.mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(r.submits_checked > 0 && r.allocs_checked > 0);
+
+    let (events, _) = TraceReader::open(&trace).expect("open trace").events().expect("read trace");
+    let device = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Session(s) => Some(s.device_name.clone()),
+            _ => None,
+        })
+        .expect("session record");
+    let mut types: HashMap<u64, (u32, u32)> = HashMap::new(); // alloc id -> (memory type, flags)
+    // memory type -> (flags, backend -> (maps, a reason))
+    let mut table: BTreeMap<u32, (u32, BTreeMap<String, (u64, String)>)> = BTreeMap::new();
+    for e in &events {
+        match e {
+            Event::Allocation(a) => {
+                types.insert(a.id, (a.memory_type, a.property_flags));
+            }
+            Event::Map(m) => {
+                let (ty, flags) = types[&m.alloc];
+                let row = table.entry(ty).or_insert_with(|| (flags, BTreeMap::new()));
+                let cell = row.1.entry(m.backend.name().to_string()).or_insert((0, m.reason.clone()));
+                cell.0 += 1;
+            }
+            _ => {}
+        }
+    }
+    let mut report = format!("auto on {device}, per memory type:\n");
+    for (ty, (flags, backends)) in &table {
+        for (b, (n, reason)) in backends {
+            report += &format!("  type {ty} ({:?}): {b} x{n}: {reason}\n", ash_flags(*flags));
+        }
+    }
+    eprint!("{report}");
+
+    let expect = match std::env::var("VKDIRTY_E2E_EXPECT") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ if device.starts_with("llvmpipe") => "0:host-import".to_string(),
+        _ => panic!("auto on {device}: set VKDIRTY_E2E_EXPECT (type:backend,...) for this device\n{report}"),
+    };
+    for item in expect.split(',') {
+        let (ty, b) = item.trim().split_once(':').unwrap_or_else(|| panic!("VKDIRTY_E2E_EXPECT item {item:?} is not type:backend"));
+        let ty: u32 = ty.parse().expect("memory type index");
+        assert!(BackendKind::parse(b).is_some(), "unknown backend {b:?} in VKDIRTY_E2E_EXPECT");
+        let (_, backends) = table.get(&ty).unwrap_or_else(|| panic!("no mapping of memory type {ty}\n{report}"));
+        assert!(
+            backends.len() == 1 && backends.contains_key(b),
+            "memory type {ty}: expected every mapping with {b}\n{report}"
+        );
+    }
+    let _ = std::fs::remove_file(trace);
+    let _ = std::fs::remove_file(sidecar);
+}
+
+/// Readable memory property flags.
+fn ash_flags(raw: u32) -> Vec<&'static str> {
+    let names = ["DEVICE_LOCAL", "HOST_VISIBLE", "HOST_COHERENT", "HOST_CACHED", "LAZILY_ALLOCATED", "PROTECTED"];
+    names.iter().enumerate().filter(|(i, _)| raw & (1 << i) != 0).map(|(_, n)| *n).collect()
 }
