@@ -48,6 +48,7 @@ macro_rules! backends {
 
 backends! {
     async_wp, async_wp_validation: Backend { name: "async-wp", flags: &[], env: &[], max_ratio: Some(1.05) };
+    shadow_wp, shadow_wp_validation: Backend { name: "shadow-wp", flags: &[], env: &[], max_ratio: Some(1.05) };
     full, full_validation: Backend { name: "full", flags: &[], env: &[], max_ratio: None };
     assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], env: &[], max_ratio: None };
     host_import, host_import_validation: Backend { name: "host-import", flags: &[], env: &[], max_ratio: Some(1.05) };
