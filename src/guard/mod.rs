@@ -209,6 +209,10 @@ pub trait Backend: Send + Sync {
     /// Stops tracking: outstanding writes are collected into `sink` (and, for shadow
     /// backends, copied back to the real memory) before the region is released.
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError>;
+
+    /// Shadow backends: drops the shadow kept for `key` ([`TrackOptions::persistent_key`]),
+    /// e.g. when the allocation is freed. The others ignore it.
+    fn release_persistent(&self, _key: u64) {}
 }
 
 /// A region as tracked.
@@ -361,6 +365,13 @@ impl GuardManager {
 
     pub fn invalidate(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
         self.with_region(id, |b| b.invalidate(id, range))
+    }
+
+    /// Drops the persistent shadows kept for `key` (the allocation was freed).
+    pub fn release_persistent(&self, key: u64) {
+        for b in self.backends.iter().filter_map(|c| c.get()).filter_map(|r| r.as_ref().ok()) {
+            b.release_persistent(key);
+        }
     }
 
     /// Stops tracking; outstanding writes go to `sink` first.
