@@ -4,7 +4,7 @@
 #[path = "common/guard.rs"]
 mod harness;
 
-use harness::{MemKind, Reports, BACKENDS, MEM_KINDS};
+use harness::{MemKind, BACKENDS, MEM_KINDS};
 use vkdirty::guard::BackendKind;
 
 fn each(check: fn(BackendKind, MemKind)) {
@@ -55,7 +55,7 @@ fn untrack_then_retrack() {
 #[test]
 fn no_lost_write_under_concurrent_writers() {
     for &kind in BACKENDS {
-        let mems: &[MemKind] = if harness::reports(kind) == Reports::WrittenPages {
+        let mems: &[MemKind] = if harness::exact(kind) {
             &MEM_KINDS
         } else {
             &[MemKind::PrivateAnon]

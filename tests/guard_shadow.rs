@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use vkdirty::guard::shadow::Shadow;
 use vkdirty::guard::{page_size, Backend, BackendKind, GuardManager, RegionId, TrackOptions, Tracked};
@@ -532,6 +532,17 @@ fn fault_on_thread_without_alternate_stack() {
 // ---------------------------------------------------------------------------------------------
 // No lost write under concurrency
 
+fn check_stamps(mirror: &[u8], expected: &[AtomicU64], lines: usize, at: usize, reads: bool) {
+    for (i, e) in expected.iter().enumerate() {
+        let stamp = e.load(Ordering::Relaxed);
+        if stamp != 0 {
+            let off = (i % lines) * 64 + (i / lines) * 8;
+            let got = u64::from_le_bytes(mirror[off..off + 8].try_into().unwrap());
+            assert_eq!(got, stamp, "stamp at {off} lost by collection {at} (reads={reads})");
+        }
+    }
+}
+
 /// Writer threads, stopped and joined on drop (also when an assertion fails, so they never
 /// outlive the tracked memory).
 struct Writers(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
@@ -555,25 +566,44 @@ fn concurrent_writers(reads: bool, churn: bool) {
     let mut mirror = real.bytes()[..len].to_vec();
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicUsize::new(0));
+    // Writers hold still while the collector checks the mirror against the application's view.
+    let pause = Arc::new(AtomicBool::new(false));
+    // The last stamp each writer put in each of its slots: the oracle the mirror must match.
+    let lines = (pages - 1) * (p / 64);
+    let expected: Arc<Vec<AtomicU64>> = Arc::new((0..4 * lines).map(|_| AtomicU64::new(0)).collect());
+    let paused = Arc::new(AtomicUsize::new(0));
     let app = t.app_ptr as usize;
     let writers = Writers(stop.clone(), (0..4u64)
         .map(|w| {
             let stop = stop.clone();
             let writes = writes.clone();
+            let (pause, paused, expected) = (pause.clone(), paused.clone(), expected.clone());
             std::thread::spawn(move || {
                 let mut rng = Rng(0x1234_5678 + w * 7919);
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    if pause.load(Ordering::SeqCst) {
+                        paused.fetch_add(1, Ordering::SeqCst);
+                        while pause.load(Ordering::SeqCst) && !stop.load(Ordering::Relaxed) {
+                            std::thread::yield_now();
+                        }
+                        paused.fetch_sub(1, Ordering::SeqCst);
+                    }
                     seq += 1;
-                    let pg = rng.below(pages);
-                    let slot = rng.below(p / 64) * 64 + w as usize * 8;
-                    let off = (pg * p + slot).min(len - 8);
+                    // Each writer owns 8 bytes of every 64-byte line (the last page is left out).
+                    let line = rng.below(lines);
+                    let off = line * 64 + w as usize * 8;
                     let stamp = (w << 56) | seq;
                     write_app(app as *mut u8, off, &stamp.to_le_bytes());
+                    expected[w as usize * lines + line].store(stamp, Ordering::Relaxed);
                     if reads && seq % 3 == 0 {
                         read_app(app as *const u8, rng.below(len));
                     }
                     writes.fetch_add(1, Ordering::Relaxed);
+                    if seq % 64 == 0 {
+                        // Leave the collector a core (2 cores, 5 threads).
+                        std::thread::yield_now();
+                    }
                 }
             })
         })
@@ -593,7 +623,7 @@ fn concurrent_writers(reads: bool, churn: bool) {
         // machine they may not be scheduled; then collect anyway).
         let seen = writes.load(Ordering::Relaxed);
         let t0 = std::time::Instant::now();
-        while t0.elapsed() < std::time::Duration::from_micros(100) {
+        while t0.elapsed() < std::time::Duration::from_micros(50) {
             if writes.load(Ordering::Relaxed) > seen + 8 {
                 raced += 1;
                 break;
@@ -603,6 +633,19 @@ fn concurrent_writers(reads: bool, churn: bool) {
         reported += runs.0.len();
         runs.apply(&mut mirror);
         collections += 1;
+        if collections % 500 == 0 {
+            // A write lost by a collection is only visible until the page is written again
+            // (the next copy-back heals it), so look often.
+            pause.store(true, Ordering::SeqCst);
+            while paused.load(Ordering::SeqCst) < 4 {
+                std::thread::yield_now();
+            }
+            collect(&m, &t).apply(&mut mirror);
+            check_stamps(&mirror, &expected, lines, collections, reads);
+            assert!(mirror == app_slice(t.app_ptr, len), "lost write by collection {collections} (reads={reads})");
+            assert!(mirror == real.bytes()[..len]);
+            pause.store(false, Ordering::SeqCst);
+        }
         if churn && collections % 10 == 0 {
             let c = track(&m, churn_real.ptr, churn_real.len, &opts(false));
             write_app(c.app_ptr, p, &[collections as u8]);
@@ -613,6 +656,7 @@ fn concurrent_writers(reads: bool, churn: bool) {
     }
     drop(writers);
     collect(&m, &t).apply(&mut mirror);
+    check_stamps(&mirror, &expected, lines, collections, reads);
     // What the application wrote (its view, the shadow) reached the mirror and the real memory.
     let app_view = app_slice(t.app_ptr, len).to_vec();
     let mut r = Runs::default();
