@@ -108,6 +108,38 @@ impl fmt::Display for BackendChoice {
     }
 }
 
+/// When a shadow (`shadow`, `shadow-wp`) brings what the GPU wrote into the application's view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShadowRefresh {
+    /// Never: for applications that never read GPU-written mapped memory.
+    Never,
+    /// At `vkInvalidateMappedMemoryRanges` (its ranges) and, for `HOST_CACHED` memory types
+    /// (where read-back buffers live), at every host synchronisation point.
+    Cached,
+    /// At `vkInvalidateMappedMemoryRanges` and at every host synchronisation point, every type.
+    Always,
+}
+
+impl ShadowRefresh {
+    pub fn name(self) -> &'static str {
+        match self {
+            ShadowRefresh::Never => "never",
+            ShadowRefresh::Cached => "cached",
+            ShadowRefresh::Always => "always",
+        }
+    }
+
+    /// Whether a host synchronisation point refreshes mappings of a memory type with
+    /// `host_cached` set as given.
+    pub fn at_sync_points(self, host_cached: bool) -> bool {
+        match self {
+            ShadowRefresh::Never => false,
+            ShadowRefresh::Cached => host_cached,
+            ShadowRefresh::Always => true,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     Lz4,
@@ -239,6 +271,15 @@ pub const SETTINGS: &[SettingInfo] = &[
         doc: "Shadow backends: trap reads too, so the application sees what the GPU wrote.",
     },
     SettingInfo {
+        name: "SHADOW_REFRESH",
+        default: "cached",
+        accepted: "never, cached, always",
+        doc: "Shadow backends: when the application's view gets what the GPU wrote. cached: at \
+              vkInvalidateMappedMemoryRanges, and for HOST_CACHED memory at every host \
+              synchronisation point (fence, semaphore and idle waits); always: at those for every \
+              memory type; never: not at all.",
+    },
+    SettingInfo {
         name: "PERSISTENT_SHADOW",
         default: "0",
         accepted: "1, 0, true, false, on, off, yes, no",
@@ -291,6 +332,7 @@ pub struct Settings {
     pub backend: BackendChoice,
     pub host_import: bool,
     pub shadow_reads: bool,
+    pub shadow_refresh: ShadowRefresh,
     pub persistent_shadow: bool,
     pub compression: Compression,
     /// `None`: every frame.
@@ -309,6 +351,7 @@ impl Default for Settings {
             backend: BackendChoice::Auto,
             host_import: true,
             shadow_reads: false,
+            shadow_refresh: ShadowRefresh::Cached,
             persistent_shadow: false,
             compression: Compression::Lz4,
             frames: None,
@@ -337,6 +380,10 @@ fn parse_backend(v: &str) -> Option<BackendChoice> {
         return Some(BackendChoice::Auto);
     }
     BackendKind::parse(v).map(BackendChoice::Fixed)
+}
+
+fn parse_shadow_refresh(v: &str) -> Option<ShadowRefresh> {
+    [ShadowRefresh::Never, ShadowRefresh::Cached, ShadowRefresh::Always].into_iter().find(|r| r.name() == v)
 }
 
 fn parse_compression(v: &str) -> Option<Compression> {
@@ -391,6 +438,7 @@ impl Settings {
         set(w, "BACKEND", get("BACKEND"), parse_backend, &mut s.backend);
         set(w, "HOST_IMPORT", get("HOST_IMPORT"), parse_bool, &mut s.host_import);
         set(w, "SHADOW_READS", get("SHADOW_READS"), parse_bool, &mut s.shadow_reads);
+        set(w, "SHADOW_REFRESH", get("SHADOW_REFRESH"), parse_shadow_refresh, &mut s.shadow_refresh);
         set(w, "PERSISTENT_SHADOW", get("PERSISTENT_SHADOW"), parse_bool, &mut s.persistent_shadow);
         set(w, "COMPRESSION", get("COMPRESSION"), parse_compression, &mut s.compression);
         set(w, "FRAMES", get("FRAMES"), parse_ranges, &mut s.frames);
@@ -492,6 +540,7 @@ mod tests {
             ("BACKEND", "shadow"),
             ("HOST_IMPORT", "off"),
             ("SHADOW_READS", "on"),
+            ("SHADOW_REFRESH", "always"),
             ("PERSISTENT_SHADOW", "yes"),
             ("COMPRESSION", "none"),
             ("FRAMES", "10-20,100"),
@@ -504,6 +553,7 @@ mod tests {
         assert_eq!(s.trace_file.as_deref(), Some(Path::new("/tmp/x.vkd")));
         assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Shadow));
         assert!(s.shadow_reads && s.persistent_shadow && s.flush_every_submit);
+        assert_eq!(s.shadow_refresh, ShadowRefresh::Always);
         assert!(!s.align_requirements);
         assert!(!s.host_import);
         assert_eq!(s.compression, Compression::None);
@@ -547,6 +597,21 @@ mod tests {
         assert!(w.is_empty());
         assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Full));
         assert_eq!(s.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn shadow_refresh_policy() {
+        assert_eq!(Settings::default().shadow_refresh, ShadowRefresh::Cached);
+        for (v, cached, uncached) in [("never", false, false), ("cached", true, false), ("always", true, true)] {
+            let (s, w) = Settings::load(&map_source(&[("SHADOW_REFRESH", v)]));
+            assert!(w.is_empty(), "{w:?}");
+            assert_eq!(s.shadow_refresh.name(), v);
+            assert_eq!(s.shadow_refresh.at_sync_points(true), cached, "{v}");
+            assert_eq!(s.shadow_refresh.at_sync_points(false), uncached, "{v}");
+        }
+        let (s, w) = Settings::load(&map_source(&[("SHADOW_REFRESH", "sometimes")]));
+        assert_eq!(s.shadow_refresh, ShadowRefresh::Cached);
+        assert!(w[0].contains("never, cached, always"), "{w:?}");
     }
 
     #[test]

@@ -52,6 +52,17 @@ backends! {
     full, full_validation: Backend { name: "full", flags: &[], env: &[], max_ratio: None };
     assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], env: &[], max_ratio: None };
     host_import, host_import_validation: Backend { name: "host-import", flags: &[], env: &[], max_ratio: Some(1.05) };
+    // GPU results in coherent memory reach the application through the fence-wait refresh alone.
+    shadow_wp_fence_refresh, shadow_wp_fence_refresh_validation: Backend {
+        name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "always")], max_ratio: Some(1.05)
+    };
+    // auto where async-wp refuses every mapping (as on NVIDIA) must take shadow-wp.
+    auto_async_wp_refused, auto_async_wp_refused_validation: Backend {
+        name: "shadow-wp",
+        flags: &["--no-coherent-invalidate"],
+        env: &[("VKDIRTY_BACKEND", "auto"), ("VKDIRTY_HOST_IMPORT", "0"), ("VKDIRTY_TEST_REFUSE", "async-wp")],
+        max_ratio: Some(1.05)
+    };
 }
 
 /// Frames of the main run and of the run under the validation layer (slower).
@@ -338,6 +349,74 @@ fn validation_is_clean(backend: &Backend) {
     assert!(r.mismatches.is_empty() && r.wrong_backend.is_empty(), "{}: {:?} {:?}", backend.name, r.mismatches, r.wrong_backend);
     let _ = std::fs::remove_file(trace);
     let _ = std::fs::remove_file(sidecar);
+}
+
+/// The refresh is what shows the application GPU results in a shadow: without it (and without
+/// an invalidate), the workload reads stale bytes and fails its own check.
+#[test]
+fn shadow_wp_without_refresh_reads_stale_gpu_results() {
+    let backend = Backend { name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "never")], max_ratio: None };
+    let trace = tmp("stale.vkd");
+    let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "2", "--scenario", "gpu-write"]);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("gpu-write"), "{}", output_text(&o));
+    let _ = std::fs::remove_file(trace);
+}
+
+/// `vkdirty check-sidecar`, the comparison runs on other machines make with the built binaries
+/// only, agrees with the one above and fails where it must; `vkdirty info` shows why `auto`
+/// took shadow-wp.
+#[test]
+fn check_sidecar_cli_and_info_show_the_auto_fallback() {
+    let backend = Backend {
+        name: "shadow-wp",
+        flags: &[],
+        env: &[("VKDIRTY_BACKEND", "auto"), ("VKDIRTY_HOST_IMPORT", "0"), ("VKDIRTY_TEST_REFUSE", "async-wp")],
+        max_ratio: None,
+    };
+    let trace = tmp("cli.vkd");
+    let sidecar = tmp("cli.jsonl");
+    let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "3", "--sidecar", sidecar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let why = "async-wp refused a mapping: refused for testing (VKDIRTY_TEST_REFUSE)";
+    assert_eq!(stderr.matches(why).count(), 1, "logged once per distinct reason:\n{stderr}");
+    let cli = |args: &[&str]| {
+        let o = Command::new(bin_dir().join("vkdirty")).args(args).output().expect("run vkdirty");
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (t, s) = (trace.to_str().unwrap(), sidecar.to_str().unwrap());
+    let (code, text) = cli(&["check-sidecar", "--backend", "shadow-wp", t, s]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("exact: 4 submits"), "{text}");
+    assert!(text.contains(&format!("shadow-wp: {why}; using shadow-wp")), "{text}");
+    let (code, text) = cli(&["check-sidecar", "--backend", "async-wp", t, s]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("mappings not using async-wp: "), "{text}");
+    let (code, text) = cli(&["check-sidecar", "--json", t, s]);
+    assert_eq!(code, Some(0), "{text}");
+    let v: Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    assert_eq!((v["pass"].as_bool(), v["exact"].as_bool()), (Some(true), Some(true)), "{v}");
+    let (code, text) = cli(&["info", t]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("shadow-wp") && text.contains(why), "{text}");
+    // One wrong hash: not exact, exit 1.
+    let body = std::fs::read_to_string(&sidecar).unwrap();
+    let bad = tmp("cli-bad.jsonl");
+    let pos = body.find("\"hash\":\"0x").expect("a hash") + 10;
+    let flipped = if &body[pos..pos + 1] == "0" { "1" } else { "0" };
+    std::fs::write(&bad, format!("{}{flipped}{}", &body[..pos], &body[pos + 1..])).unwrap();
+    let (code, text) = cli(&["check-sidecar", t, bad.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("NOT exact") && text.contains("submit 1:"), "{text}");
+    // Bad input: a clear error, no panic.
+    std::fs::write(&bad, "not json\n").unwrap();
+    let (code, text) = cli(&["check-sidecar", t, bad.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("sidecar line 1: not JSON"), "{text}");
+    for f in [trace, sidecar, bad] {
+        let _ = std::fs::remove_file(f);
+    }
 }
 
 /// The comparison is not vacuous: one wrong hash in the sidecar is reported, at that submit.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vkdirty::config::{self, BackendChoice, Settings};
+use vkdirty::config::{self, BackendChoice, Settings, ShadowRefresh};
 use vkdirty::guard::{BackendKind, GuardError, GuardManager, RegionId, TrackOptions};
 use vkdirty::trace::{self, Event, TraceWriter, WriterOptions};
 
@@ -50,6 +50,8 @@ enum Trace {
 struct Memory {
     id: u64,
     size: u64,
+    /// Its memory type is `HOST_CACHED` (see `VKDIRTY_SHADOW_REFRESH`).
+    cached: bool,
     mapping: Option<Mapping>,
 }
 
@@ -79,6 +81,8 @@ struct State {
     frame: u64,
     /// Whether the last submit was inside the FRAMES/SUBMITS window.
     active: bool,
+    /// Which host synchronisation points refresh shadows.
+    sync: crate::sync::SyncFilter,
 }
 
 impl State {
@@ -96,6 +100,19 @@ pub struct SubmitInfo {
     pub command_buffers: u32,
     pub waits: u32,
     pub signals: u32,
+    /// The fence the submit signals (0: none).
+    pub fence: u64,
+}
+
+/// A host synchronisation point that returned success: GPU work may have completed, so shadow
+/// mappings are refreshed from the real memory (`VKDIRTY_SHADOW_REFRESH`).
+pub enum SyncPoint<'a> {
+    /// `vkWaitForFences` (`all`: waitAll) or `vkGetFenceStatus` (one fence, `all`).
+    Fences { fences: &'a [u64], all: bool },
+    /// `vkWaitSemaphores` (`all`: not `WAIT_ANY`) or `vkGetSemaphoreCounterValue` (one, `all`).
+    Semaphores { values: &'a [(u64, u64)], all: bool },
+    QueueIdle(u64),
+    DeviceIdle,
 }
 
 fn now_ns() -> u64 {
@@ -261,7 +278,8 @@ impl Capture {
         let mut st = self.lock();
         st.next_alloc += 1;
         let id = st.next_alloc;
-        st.memories.insert((device, memory.as_raw()), Memory { id, size: info.allocation_size, mapping: None });
+        let cached = flags.contains(vk::MemoryPropertyFlags::HOST_CACHED);
+        st.memories.insert((device, memory.as_raw()), Memory { id, size: info.allocation_size, cached, mapping: None });
         if let Some(w) = st.writer() {
             w.record(&Event::Allocation(trace::Allocation {
                 id,
@@ -283,6 +301,8 @@ impl Capture {
             self.unmap_locked(&mut st, key);
         }
         if let Some(m) = st.memories.remove(&key) {
+            // A shadow kept for the allocation (VKDIRTY_PERSISTENT_SHADOW) goes with it.
+            self.guards.release_persistent(m.id);
             if let Some(w) = st.writer() {
                 w.record(&Event::Free { alloc: m.id });
             }
@@ -342,8 +362,13 @@ impl Capture {
             // A placed mapping must stay at the address the application chose.
             order.retain(|b| !must_collect(*b));
         }
+        let forced = refuse_for_testing(&mut order, real as usize, len);
         // SAFETY: forwarded caller contract: real..real+len is the driver's live mapping.
         let tracked = unsafe { self.guards.track_first(real.cast(), len, &order, &opts) };
+        let tracked = match tracked {
+            Ok((t, r)) => Ok((t, forced.into_iter().chain(r).collect::<Vec<_>>())),
+            Err(r) => Err(forced.into_iter().chain(r).collect::<Vec<_>>()),
+        };
         match tracked {
             Ok((t, refusals)) => {
                 for r in &refusals {
@@ -352,7 +377,9 @@ impl Capture {
                 let mut reason = if refusals.is_empty() {
                     format!("{} ({})", t.backend, self.settings.backend)
                 } else {
-                    refusals.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")
+                    // Without addresses, so `vkdirty info` counts mappings per distinct reason.
+                    let why: Vec<String> = refusals.iter().map(refusal_key).collect();
+                    format!("{}; using {}", why.join("; "), t.backend)
                 };
                 if let crate::host_import::Mapped::NotImported(why) = &import {
                     reason = format!("host-import: memory not imported ({why}); {reason}");
@@ -493,6 +520,9 @@ impl Capture {
 
     /// `vkInvalidateMappedMemoryRanges` returned: shadows refresh from the real memory.
     pub fn invalidated(&self, dev: &DeviceState, ranges: &[vk::MappedMemoryRange<'_>]) {
+        if self.settings.shadow_refresh == ShadowRefresh::Never {
+            return;
+        }
         let device = dev.handle.as_raw();
         let st = self.lock();
         for r in ranges {
@@ -505,11 +535,51 @@ impl Capture {
         }
     }
 
+    /// A host synchronisation point of `dev` returned success: refreshes the shadow mappings of
+    /// the device the policy selects, unless the point only re-observes completion an earlier
+    /// refresh followed. The refresh runs outside the state lock (a concurrent unmap makes the
+    /// region unknown, which is fine).
+    pub fn synchronized(&self, dev: &DeviceState, point: SyncPoint<'_>) {
+        let policy = self.settings.shadow_refresh;
+        if policy == ShadowRefresh::Never {
+            return;
+        }
+        let device = dev.handle.as_raw();
+        let regions: Vec<(RegionId, usize)> = {
+            let mut st = self.lock();
+            let need = match point {
+                SyncPoint::Fences { fences, all } => st.sync.fences(fences, all),
+                SyncPoint::Semaphores { values, all } => st.sync.semaphores(values, all),
+                SyncPoint::QueueIdle(q) => st.sync.queue_idle(q),
+                SyncPoint::DeviceIdle => st.sync.device_idle(device),
+            };
+            if !need {
+                return;
+            }
+            let Some(mapped) = st.mapped.get(&device) else { return };
+            mapped
+                .values()
+                .filter_map(|&mem| st.memories.get(&(device, mem)))
+                .filter(|m| policy.at_sync_points(m.cached))
+                .filter_map(|m| m.mapping)
+                .filter(|m| must_collect(m.backend))
+                .filter_map(|m| Some((m.region, usize::try_from(m.size).ok()?)))
+                .collect()
+        };
+        for (region, len) in regions {
+            match self.guards.invalidate(region, 0..len) {
+                Ok(()) | Err(GuardError::UnknownRegion(_)) => {}
+                Err(e) => log::once(vkdirty::config::LogLevel::Error, &format!("refreshing a shadow failed: {e}")),
+            }
+        }
+    }
+
     /// A submit to `queue` of `dev` is about to be called: collects every mapping of the device,
     /// writes the dirty pages, then the submit record.
     pub fn submitting(&self, dev: &DeviceState, queue: vk::Queue, info: SubmitInfo) {
         let device = dev.handle.as_raw();
         let mut st = self.lock();
+        st.sync.submitted(device, queue.as_raw(), info.fence);
         st.seq += 1;
         let seq = st.seq;
         let frame = st.frame.max(1);
@@ -558,6 +628,30 @@ impl Capture {
         }
         st.frame = frame + 1;
     }
+}
+
+/// Test aid: `VKDIRTY_TEST_REFUSE=async-wp[,...]` makes the named backends refuse every mapping
+/// (while another one is left to try), to exercise the fallback of `auto` on drivers whose
+/// mappings the backends accept. Not a setting: the refusals are recorded as such.
+fn refuse_for_testing(order: &mut Vec<BackendKind>, addr: usize, len: usize) -> Vec<GuardError> {
+    static REFUSE: Lazy<Vec<BackendKind>> = Lazy::new(|| {
+        std::env::var("VKDIRTY_TEST_REFUSE")
+            .map(|v| v.split(',').filter_map(|n| BackendKind::parse(n.trim())).collect())
+            .unwrap_or_default()
+    });
+    let mut forced = Vec::new();
+    for &k in REFUSE.iter() {
+        if order.len() > 1 && order.contains(&k) {
+            order.retain(|b| *b != k);
+            forced.push(GuardError::RegionRefused {
+                backend: k,
+                addr,
+                len,
+                reason: "refused for testing (VKDIRTY_TEST_REFUSE)".into(),
+            });
+        }
+    }
+    forced
 }
 
 fn backend_order(choice: BackendChoice) -> &'static [BackendKind] {
@@ -723,7 +817,7 @@ mod tests {
     }
 
     fn submit(cap: &Capture, dev: &DeviceState) {
-        cap.submitting(dev, vk::Queue::from_raw(0x99), SubmitInfo { kind: 0, command_buffers: 1, waits: 0, signals: 0 });
+        cap.submitting(dev, vk::Queue::from_raw(0x99), SubmitInfo { kind: 0, command_buffers: 1, waits: 0, signals: 0, fence: 0 });
     }
 
     #[test]

@@ -90,6 +90,15 @@ hook_table! {
             vkQueueSubmit2KHR: PFN_vkQueueSubmit2 => intercept::queue_submit2_khr,
             vkQueueBindSparse: PFN_vkQueueBindSparse => intercept::queue_bind_sparse,
             vkQueuePresentKHR: PFN_vkQueuePresentKHR => intercept::queue_present_khr,
+            vkWaitForFences: PFN_vkWaitForFences => intercept::wait_for_fences,
+            vkGetFenceStatus: PFN_vkGetFenceStatus => intercept::get_fence_status,
+            vkQueueWaitIdle: PFN_vkQueueWaitIdle => intercept::queue_wait_idle,
+            vkDeviceWaitIdle: PFN_vkDeviceWaitIdle => intercept::device_wait_idle,
+            vkWaitSemaphores: PFN_vkWaitSemaphores => intercept::wait_semaphores,
+            vkWaitSemaphoresKHR: PFN_vkWaitSemaphores => intercept::wait_semaphores_khr,
+            vkGetSemaphoreCounterValue: PFN_vkGetSemaphoreCounterValue => intercept::get_semaphore_counter_value,
+            vkGetSemaphoreCounterValueKHR: PFN_vkGetSemaphoreCounterValue
+                => intercept::get_semaphore_counter_value_khr,
         }
         calls {}
     }

@@ -5,7 +5,7 @@ use ash::vk;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use crate::capture::{self, SubmitInfo};
+use crate::capture::{self, SubmitInfo, SyncPoint};
 use crate::dispatch::{self, DeviceState};
 use crate::host_import;
 use crate::log;
@@ -268,7 +268,7 @@ pub unsafe extern "system" fn queue_submit(
     // SAFETY: queue is valid; it shares its device's dispatch key.
     let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
     let Some(next) = dev.next.vkQueueSubmit else { return NO_NEXT };
-    let mut info = SubmitInfo { kind: 0, command_buffers: 0, waits: 0, signals: 0 };
+    let mut info = SubmitInfo { kind: 0, command_buffers: 0, waits: 0, signals: 0, fence: vk::Handle::as_raw(fence) };
     // SAFETY: `submits` has `count` elements.
     for s in unsafe { slice(submits, count) } {
         info.command_buffers = info.command_buffers.saturating_add(s.command_buffer_count);
@@ -291,7 +291,7 @@ unsafe fn submit2(
     fence: vk::Fence,
 ) -> vk::Result {
     let Some(next) = next else { return NO_NEXT };
-    let mut info = SubmitInfo { kind: 1, command_buffers: 0, waits: 0, signals: 0 };
+    let mut info = SubmitInfo { kind: 1, command_buffers: 0, waits: 0, signals: 0, fence: vk::Handle::as_raw(fence) };
     // SAFETY: `submits` has `count` elements.
     for s in unsafe { slice(submits, count) } {
         info.command_buffers = info.command_buffers.saturating_add(s.command_buffer_info_count);
@@ -342,7 +342,7 @@ pub unsafe extern "system" fn queue_bind_sparse(
     // SAFETY: queue is valid.
     let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
     let Some(next) = dev.next.vkQueueBindSparse else { return NO_NEXT };
-    let mut info = SubmitInfo { kind: 2, command_buffers: 0, waits: 0, signals: 0 };
+    let mut info = SubmitInfo { kind: 2, command_buffers: 0, waits: 0, signals: 0, fence: vk::Handle::as_raw(fence) };
     // SAFETY: `binds` has `count` elements.
     for b in unsafe { slice(binds, count) } {
         info.waits = info.waits.saturating_add(b.wait_semaphore_count);
@@ -362,6 +362,157 @@ pub unsafe extern "system" fn queue_present_khr(queue: vk::Queue, present: *cons
     capture::get().presenting();
     // SAFETY: the application's arguments, passed down.
     unsafe { next(queue, present) }
+}
+
+// Host synchronisation points: after success, GPU writes the application may now read are in
+// the real memory; shadows bring them into the application's view (VKDIRTY_SHADOW_REFRESH).
+
+/// # Safety
+/// Valid `vkWaitForFences` arguments.
+pub unsafe extern "system" fn wait_for_fences(
+    device: vk::Device,
+    count: u32,
+    fences: *const vk::Fence,
+    wait_all: vk::Bool32,
+    timeout: u64,
+) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkWaitForFences else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device, count, fences, wait_all, timeout) };
+    if r == vk::Result::SUCCESS {
+        // SAFETY: `fences` has `count` elements (VUID-vkWaitForFences-pFences-parameter).
+        let f: Vec<u64> = unsafe { slice(fences, count) }.iter().map(|f| vk::Handle::as_raw(*f)).collect();
+        let all = wait_all == vk::TRUE || f.len() == 1;
+        capture::get().synchronized(&dev, SyncPoint::Fences { fences: &f, all });
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkGetFenceStatus` arguments.
+pub unsafe extern "system" fn get_fence_status(device: vk::Device, fence: vk::Fence) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkGetFenceStatus else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device, fence) };
+    if r == vk::Result::SUCCESS {
+        capture::get().synchronized(&dev, SyncPoint::Fences { fences: &[vk::Handle::as_raw(fence)], all: true });
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkQueueWaitIdle` arguments.
+pub unsafe extern "system" fn queue_wait_idle(queue: vk::Queue) -> vk::Result {
+    // SAFETY: queue is valid.
+    let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkQueueWaitIdle else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(queue) };
+    if r == vk::Result::SUCCESS {
+        capture::get().synchronized(&dev, SyncPoint::QueueIdle(vk::Handle::as_raw(queue)));
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkDeviceWaitIdle` arguments.
+pub unsafe extern "system" fn device_wait_idle(device: vk::Device) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkDeviceWaitIdle else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device) };
+    if r == vk::Result::SUCCESS {
+        capture::get().synchronized(&dev, SyncPoint::DeviceIdle);
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkWaitSemaphores` arguments; `next` is the next layer's function of the called name.
+unsafe fn wait_semaphores_with(
+    dev: &DeviceState,
+    next: Option<vk::PFN_vkWaitSemaphores>,
+    device: vk::Device,
+    info: *const vk::SemaphoreWaitInfo<'_>,
+    timeout: u64,
+) -> vk::Result {
+    let Some(next) = next else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device, info, timeout) };
+    if r == vk::Result::SUCCESS && !info.is_null() {
+        // SAFETY: info is valid, with `semaphore_count` semaphores and values
+        // (VUID-VkSemaphoreWaitInfo-pSemaphores-parameter, -pValues-parameter).
+        let (sems, vals, any) = unsafe {
+            let i = &*info;
+            (slice(i.p_semaphores, i.semaphore_count), slice(i.p_values, i.semaphore_count), i.flags.contains(vk::SemaphoreWaitFlags::ANY))
+        };
+        let values: Vec<(u64, u64)> = sems.iter().zip(vals).map(|(s, v)| (vk::Handle::as_raw(*s), *v)).collect();
+        let all = !any || values.len() == 1;
+        capture::get().synchronized(dev, SyncPoint::Semaphores { values: &values, all });
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkWaitSemaphores` arguments.
+pub unsafe extern "system" fn wait_semaphores(device: vk::Device, info: *const vk::SemaphoreWaitInfo<'_>, timeout: u64) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { wait_semaphores_with(&dev, dev.next.vkWaitSemaphores, device, info, timeout) }
+}
+
+/// # Safety
+/// Valid `vkWaitSemaphoresKHR` arguments.
+pub unsafe extern "system" fn wait_semaphores_khr(device: vk::Device, info: *const vk::SemaphoreWaitInfo<'_>, timeout: u64) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { wait_semaphores_with(&dev, dev.next.vkWaitSemaphoresKHR, device, info, timeout) }
+}
+
+/// # Safety
+/// Valid `vkGetSemaphoreCounterValue` arguments; `next` is the next layer's function of the
+/// called name.
+unsafe fn counter_value_with(
+    dev: &DeviceState,
+    next: Option<vk::PFN_vkGetSemaphoreCounterValue>,
+    device: vk::Device,
+    semaphore: vk::Semaphore,
+    value: *mut u64,
+) -> vk::Result {
+    let Some(next) = next else { return NO_NEXT };
+    // SAFETY: the application's arguments, passed down.
+    let r = unsafe { next(device, semaphore, value) };
+    if r == vk::Result::SUCCESS && !value.is_null() {
+        // SAFETY: written by the call on success.
+        let v = unsafe { *value };
+        capture::get().synchronized(dev, SyncPoint::Semaphores { values: &[(vk::Handle::as_raw(semaphore), v)], all: true });
+    }
+    r
+}
+
+/// # Safety
+/// Valid `vkGetSemaphoreCounterValue` arguments.
+pub unsafe extern "system" fn get_semaphore_counter_value(device: vk::Device, semaphore: vk::Semaphore, value: *mut u64) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { counter_value_with(&dev, dev.next.vkGetSemaphoreCounterValue, device, semaphore, value) }
+}
+
+/// # Safety
+/// Valid `vkGetSemaphoreCounterValueKHR` arguments.
+pub unsafe extern "system" fn get_semaphore_counter_value_khr(device: vk::Device, semaphore: vk::Semaphore, value: *mut u64) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { counter_value_with(&dev, dev.next.vkGetSemaphoreCounterValueKHR, device, semaphore, value) }
 }
 
 // Page-aligned memory requirements: a shadow copies whole pages to the real memory, so no

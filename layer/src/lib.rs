@@ -16,6 +16,7 @@ mod intercept;
 mod loader;
 mod log;
 mod settings;
+mod sync;
 mod table;
 
 use ash::vk;

@@ -244,6 +244,25 @@ fn capture_async_wp() {
 }
 
 #[test]
+fn capture_shadow_wp() {
+    let (r, events, _) = capture("shadow-wp", &[("VKDIRTY_BACKEND", "shadow-wp")]);
+    check_trace(BackendKind::ShadowWp, &r, &events, true);
+}
+
+#[test]
+fn auto_takes_shadow_wp_where_async_wp_refuses() {
+    let (r, events, out) = capture("auto-refused", &[("VKDIRTY_TEST_REFUSE", "async-wp"), ("VKDIRTY_HOST_IMPORT", "0")]);
+    check_trace(BackendKind::ShadowWp, &r, &events, true);
+    let why = "async-wp refused a mapping: refused for testing (VKDIRTY_TEST_REFUSE)";
+    for e in &events {
+        if let Event::Map(m) = e {
+            assert_eq!(m.reason, format!("{why}; using shadow-wp"));
+        }
+    }
+    assert_eq!(out.matches(why).count(), 1, "logged once:\n{out}");
+}
+
+#[test]
 fn capture_full() {
     let (r, events, _) = capture("full", &[("VKDIRTY_BACKEND", "full"), ("VKDIRTY_COMPRESSION", "none")]);
     check_trace(BackendKind::Full, &r, &events, false);

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use vkdirty::trace::TraceError;
 
 mod capture;
+mod check_sidecar;
 mod dump;
 mod events;
 mod info;
@@ -47,6 +48,8 @@ commands! {
     Events(events::Args),
     /// Run an application (default: the built-in workload) under the layer and summarise its trace.
     Capture(capture::Args),
+    /// Check a trace of vkdirty-workload against the workload's sidecar: exact at every submit?
+    CheckSidecar(check_sidecar::Args),
 }
 
 #[derive(Parser)]

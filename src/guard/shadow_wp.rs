@@ -45,7 +45,7 @@
 //! (the application view made `PROT_NONE`, so touching it while unmapped crashes like touching
 //! unmapped memory); the next `track` with the key and the same page count reuses them, so the
 //! application gets the same pointer back when the offset within the first page is the same.
-//! [`ShadowWp::release_persistent`] drops them.
+//! [`Backend::release_persistent`] drops them (the layer calls it at `vkFreeMemory`).
 //!
 //! # Limits
 //! - Per page: a page the application writes is copied back whole (clipped to the region),
@@ -497,11 +497,6 @@ impl ShadowWp {
         *self.totals.lock()
     }
 
-    /// Drops the shadow kept for `key` (the allocation was freed).
-    pub fn release_persistent(&self, key: u64) {
-        self.kept.lock().remove(&key);
-    }
-
     /// Persistent shadows kept now.
     pub fn kept_count(&self) -> usize {
         self.kept.lock().len()
@@ -574,6 +569,10 @@ impl Backend for ShadowWp {
 
     fn invalidate(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
         self.refresh(id, range).map(|_| ())
+    }
+
+    fn release_persistent(&self, key: u64) {
+        self.kept.lock().remove(&key);
     }
 
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {

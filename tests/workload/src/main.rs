@@ -58,6 +58,11 @@ struct Args {
     /// and device-local host-visible types).
     #[arg(long, default_value = "first", value_parser = ["first", "spread"])]
     host_types: String,
+    /// Read what the GPU wrote into HOST_COHERENT memory after the fence wait alone, without
+    /// vkInvalidateMappedMemoryRanges (legal: coherent memory needs none). Checks that a layer
+    /// showing the application a shadow refreshes it at the host synchronisation point.
+    #[arg(long)]
+    no_coherent_invalidate: bool,
     /// Test aid: make one invalid call, to prove validation messages are caught.
     #[arg(long, hide = true)]
     provoke_validation_error: bool,
@@ -461,11 +466,20 @@ impl<'a> World<'a> {
         Ok(())
     }
 
+    /// Invalidates before reading GPU-written bytes, except coherent memory with
+    /// `--no-coherent-invalidate`.
+    fn invalidate(&self, memory_type: u32, ranges: &[vk::MappedMemoryRange<'_>]) -> Result<(), VkError> {
+        let coherent = self.vk.type_flags(memory_type).contains(vk::MemoryPropertyFlags::HOST_COHERENT);
+        if coherent && self.args.no_coherent_invalidate {
+            return Ok(());
+        }
+        self.vk.invalidate(ranges)
+    }
+
     fn check(&self, f: u32) -> Result<(), Failure> {
-        let vk = self.vk;
         let seq = self.seq;
         let whole = |m: vk::DeviceMemory| [vk::MappedMemoryRange::default().memory(m).offset(0).size(vk::WHOLE_SIZE)];
-        vk.invalidate(&whole(self.readback.memory))?;
+        self.invalidate(self.readback.memory_type, &whole(self.readback.memory))?;
         for a in &self.allocs {
             let (o, l) = a.checked(seq, self.page as u64);
             // SAFETY: the read-back buffer is mapped whole and the submit writing it completed.
@@ -480,7 +494,7 @@ impl<'a> World<'a> {
             let m = a.map.expect("mixed is persistently mapped");
             let (o, l) = a.cpu_range;
             let start = o + l;
-            vk.invalidate(&[vk::MappedMemoryRange::default().memory(a.buf.memory).offset(start).size(vk::WHOLE_SIZE)])?;
+            self.invalidate(a.buf.memory_type, &[vk::MappedMemoryRange::default().memory(a.buf.memory).offset(start).size(vk::WHOLE_SIZE)])?;
             let n = (a.buf.size - start) as usize;
             // SAFETY: mapped whole; the GPU's fill completed.
             let got = unsafe { std::slice::from_raw_parts(m.ptr.add(start as usize), n) };
@@ -488,7 +502,7 @@ impl<'a> World<'a> {
             compare(&format!("mixed allocation {:#x}: GPU-filled half", vk::Handle::as_raw(a.buf.memory)), f, &want, got)?;
         }
         if let Some(g) = &self.gpu {
-            vk.invalidate(&whole(g.buf.memory))?;
+            self.invalidate(g.buf.memory_type, &whole(g.buf.memory))?;
             let half = (g.buf.size / 2) as usize;
             // SAFETY: mapped whole; the GPU's writes completed.
             let got = unsafe { std::slice::from_raw_parts(g.ptr, g.buf.size as usize) };
