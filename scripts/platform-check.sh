@@ -32,7 +32,7 @@ wl=("$bin/vkdirty-workload" --frames "$frames" --size "$size" --host-types sprea
 now() { date +%s.%N; }
 # Baseline: no layer.
 t0=$(now); "${wl[@]}" > "$out/none.log" 2>&1 || { cat "$out/none.log"; echo "workload fails without the layer" >&2; exit 1; }
-t1=$(now); base=$(echo "$t1 - $t0" | bc -l)
+t1=$(now); base=$(python3 -c "print($t1 - $t0)")
 echo "no layer: ${base}s for $frames frames ($(tail -1 "$out/none.log"))" >&2
 
 printf '| backend asked | backends used (mappings) | exact | app check | ms/frame over no layer | trace bytes | dirty bytes / pages written |\n'
@@ -45,7 +45,7 @@ for b in $backends; do
     VK_ADD_LAYER_PATH="$bin" VK_INSTANCE_LAYERS=VK_LAYER_VKDIRTY_capture VKDIRTY_BACKEND="$b" \
         VKDIRTY_TRACE_FILE="$trace" "${wl[@]}" --sidecar "$sc" > "$out/$b.log" 2>&1 || app=FAIL
     t1=$(now)
-    cost=$(echo "($t1 - $t0 - $base) * 1000 / $frames" | bc -l)
+    cost=$(python3 -c "print(($t1 - $t0 - $base) * 1000 / $frames)")
     check=$("$bin/vkdirty" check-sidecar --json "$trace" "$sc" 2> "$out/$b.check.err") && exact=yes || exact=NO
     echo "$check" > "$out/$b.check.json"
     used=$(echo "$check" | python3 -c 'import json,sys
@@ -55,7 +55,7 @@ b=d.get("backends",{}); print(", ".join(f"{k} ({v})" for k,v in sorted(b.items()
 ratio=$(echo "$check" | python3 -c 'import json,sys
 try: d=json.load(sys.stdin)
 except Exception: print("?"); sys.exit()
-r=d.get("size_ratio", d.get("ratio")); print(f"{r:.3f}" if isinstance(r,(int,float)) else r)')
+r=d.get("dirty_ratio"); print(f"{r:.3f}" if isinstance(r,(int,float)) else r)')
     bytes=$(stat -c %s "$trace" 2>/dev/null || echo 0)
     printf '| %s | %s | %s | %s | %.3f | %s | %s |\n' "$b" "$used" "$exact" "$app" "$cost" "$bytes" "$ratio"
     [ "$exact" = yes ] && [ "$app" = pass ] || fail=1
