@@ -48,6 +48,8 @@ macro_rules! backends {
 
 backends! {
     async_wp, async_wp_validation: Backend { name: "async-wp", flags: &[], env: &[], max_ratio: Some(1.05) };
+    shadow, shadow_validation: Backend { name: "shadow", flags: &[], env: &[], max_ratio: None };
+    shadow_persistent_reads, shadow_persistent_reads_validation: Backend { name: "shadow", flags: &[], env: &[("VKDIRTY_PERSISTENT_SHADOW", "1"), ("VKDIRTY_SHADOW_READS", "1")], max_ratio: None };
     shadow_wp, shadow_wp_validation: Backend { name: "shadow-wp", flags: &[], env: &[], max_ratio: Some(1.05) };
     full, full_validation: Backend { name: "full", flags: &[], env: &[], max_ratio: None };
     assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], env: &[], max_ratio: None };
