@@ -245,7 +245,13 @@ impl Capture {
                 self.untrack(&st, id, &mapping, submit, record);
             }
         }
-        st.memories.retain(|&(d, _), _| d != device);
+        // Shadows kept for the device's allocations (VKDIRTY_PERSISTENT_SHADOW) go with them.
+        st.memories.retain(|&(d, _), m| {
+            if d == device {
+                self.guards.release_persistent(m.id);
+            }
+            d != device
+        });
     }
 
     /// The last instance is gone: closes the trace.

@@ -27,10 +27,20 @@ pub fn once(l: LogLevel, msg: &str) {
     if !enabled(l) {
         return;
     }
+    // Bounded: messages carrying addresses or ids must not grow this without end.
+    const MAX: usize = 256;
     static SEEN: Mutex<Option<HashSet<String>>> = parking_lot::const_mutex(None);
-    let first = SEEN.lock().get_or_insert_with(HashSet::new).insert(msg.to_string());
-    if first {
-        platform_write(l, msg);
+    let mut seen = SEEN.lock();
+    let set = seen.get_or_insert_with(HashSet::new);
+    if set.len() > MAX || set.contains(msg) {
+        return;
+    }
+    set.insert(msg.to_string());
+    let full = set.len() > MAX;
+    drop(seen);
+    platform_write(l, msg);
+    if full {
+        platform_write(LogLevel::Warn, "too many distinct messages; further ones are not logged");
     }
 }
 

@@ -16,12 +16,31 @@ fn layer_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     // target/<profile>/deps/smoke-<hash>
     let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let lib = dir.join("libVkLayer_vkdirty.so");
     assert!(
-        dir.join("libVkLayer_vkdirty.so").exists() && dir.join("VkLayer_vkdirty.json").exists(),
+        lib.exists() && dir.join("VkLayer_vkdirty.json").exists(),
         "the layer is not built in {}; run `cargo build -p vkdirty-layer`",
         dir.display()
     );
+    // `cargo test` does not rebuild the cdylib: refuse to test a library older than its sources.
+    let built = std::fs::metadata(&lib).and_then(|m| m.modified()).expect("layer mtime");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    for src in [root.join("layer/src"), root.join("src/guard"), root.join("src/trace"), root.join("src/config.rs")] {
+        if let Some(newer) = newer_than(&src, built) {
+            panic!("{} is newer than {}; run `cargo build -p vkdirty-layer`", newer.display(), lib.display());
+        }
+    }
     dir
+}
+
+/// A file under `path` modified after `t`.
+fn newer_than(path: &Path, t: std::time::SystemTime) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_dir() {
+        std::fs::read_dir(path).ok()?.flatten().find_map(|e| newer_than(&e.path(), t))
+    } else {
+        (meta.modified().ok()? > t).then(|| path.to_path_buf())
+    }
 }
 
 fn lavapipe_icd() -> Option<PathBuf> {
@@ -37,6 +56,8 @@ struct ChildReport {
     handles: Vec<(String, u64)>,
     /// `(query, size, alignment)` of a 100-byte buffer.
     reqs: Vec<(String, u64, u64)>,
+    /// What the application read back after each host synchronisation point.
+    reads: Vec<String>,
 }
 
 /// Runs the child under the layer with `env` and returns its report and the trace's events.
@@ -70,6 +91,8 @@ fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String
         } else if let Some(rest) = line.strip_prefix("SMOKE req ") {
             let f: Vec<&str> = rest.split_whitespace().collect();
             report.reqs.push((f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap()));
+        } else if let Some(rest) = line.strip_prefix("SMOKE read ") {
+            report.reads.push(rest.trim().to_string());
         } else if let Some(rest) = line.strip_prefix("SMOKE handle ") {
             let (n, h) = rest.split_once(' ').unwrap();
             report.handles.push((n.to_string(), h.trim().parse().unwrap()));
@@ -289,7 +312,6 @@ fn capture_assisted_records_only_flushed_ranges() {
 }
 
 #[test]
-#[ignore = "needs the shadow backend in main (lands in parallel)"]
 fn capture_shadow() {
     let (r, events, _) = capture("shadow", &[("VKDIRTY_BACKEND", "shadow")]);
     check_trace(BackendKind::Shadow, &r, &events, true);
@@ -431,6 +453,92 @@ fn present_ends_frames_and_frame_ranges_select_submits() {
     assert!(matches!(events.last(), Some(Event::End(t)) if t.frames == 5 && t.submits == 5));
 }
 
+/// The application reads what the GPU wrote into memory it has mapped, after each kind of host
+/// synchronisation point, and its own writes elsewhere in the mapping survive.
+#[test]
+fn gpu_writes_are_visible_after_host_synchronisation() {
+    let want: Vec<String> =
+        ["fence", "queue-idle", "device-idle", "fence-status"].iter().enumerate().map(|(i, w)| {
+            format!("{w} {:#x} {:#x}", 0x11u8, 0xA0 + i as u32)
+        }).collect();
+    for backend in ["async-wp", "shadow-wp", "shadow", "full"] {
+        let (r, events, out) = capture(&format!("gpu-write-{backend}"), &[("VKDIRTY_SMOKE_GPU_WRITE", "1"), ("VKDIRTY_BACKEND", backend)]);
+        assert_eq!(r.reads, want, "{backend}:\n{out}");
+        assert!(matches!(events.last(), Some(Event::End(_))));
+    }
+    // Without the refresh, a shadow shows stale bytes: the check above can fail.
+    let (r, _, _) = capture(
+        "gpu-write-stale",
+        &[("VKDIRTY_SMOKE_GPU_WRITE", "1"), ("VKDIRTY_BACKEND", "shadow-wp"), ("VKDIRTY_SHADOW_REFRESH", "never")],
+    );
+    assert_ne!(r.reads, want);
+    // The shadow backend can instead trap the application's reads.
+    let (r, _, out) = capture(
+        "gpu-write-reads",
+        &[
+            ("VKDIRTY_SMOKE_GPU_WRITE", "1"),
+            ("VKDIRTY_BACKEND", "shadow"),
+            ("VKDIRTY_SHADOW_REFRESH", "never"),
+            ("VKDIRTY_SHADOW_READS", "1"),
+        ],
+    );
+    assert_eq!(r.reads, want, "{out}");
+}
+
+/// The workload (built beside the layer) maps and unmaps every frame and frees memory while it is
+/// mapped; with persistent shadows (kept across unmap and map, released at free) its own
+/// read-back check still passes.
+#[test]
+fn persistent_shadows_under_the_workload() {
+    let workload = layer_dir().join("vkdirty-workload");
+    assert!(workload.exists(), "build the workload first (cargo build --workspace)");
+    for backend in ["shadow", "shadow-wp"] {
+        let trace = std::env::temp_dir().join(format!("vkdirty-smoke-persistent-{backend}-{}.vkd", std::process::id()));
+        let out = Command::new(&workload)
+            .args(["--scenario", "remap,unaligned,churn,gpu-write", "--frames", "6"])
+            .env("VK_ADD_LAYER_PATH", layer_dir())
+            .env("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture")
+            .env("VKDIRTY_TRACE_FILE", &trace)
+            .env("VKDIRTY_BACKEND", backend)
+            .env("VKDIRTY_PERSISTENT_SHADOW", "1")
+            .env_remove("VK_LAYER_PATH")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{backend}: {text}");
+        let (events, _) = TraceReader::open(&trace).unwrap().events().unwrap();
+        let _ = std::fs::remove_file(&trace);
+        // Every mapping went through the shadow backend (none fell back), several times each.
+        let maps: Vec<&vkdirty::trace::Map> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Map(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert!(maps.len() > 10 && maps.iter().all(|m| m.backend.name() == backend), "{backend}: {maps:?}");
+        assert!(matches!(events.last(), Some(Event::End(_))));
+
+        // Outside a SUBMITS window a shadow's writes must still reach the real memory.
+        let out = Command::new(&workload)
+            .args(["--frames", "6"])
+            .env("VK_ADD_LAYER_PATH", layer_dir())
+            .env("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture")
+            .env("VKDIRTY_TRACE_FILE", &trace)
+            .env("VKDIRTY_BACKEND", backend)
+            .env("VKDIRTY_SUBMITS", "3-4")
+            .env_remove("VK_LAYER_PATH")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{backend} with a submit window: {text}");
+        let (events, _) = TraceReader::open(&trace).unwrap().events().unwrap();
+        let _ = std::fs::remove_file(&trace);
+        assert!(events.iter().any(|e| matches!(e, Event::CaptureStart { submit: 3, .. })));
+        assert!(!events.iter().any(|e| matches!(e, Event::Dirty(d) if d.submit > 5)), "{backend}");
+    }
+}
+
 #[test]
 fn trace_is_whole_when_the_app_never_destroys_its_instance() {
     let (_, events, stderr) = capture("leak", &[("VKDIRTY_SMOKE_LEAK", "1"), ("VKDIRTY_BACKEND", "full")]);
@@ -464,6 +572,8 @@ fn child() {
             run_child_multi()
         } else if std::env::var_os("VKDIRTY_SMOKE_PRESENT").is_some() {
             run_child_present()
+        } else if std::env::var_os("VKDIRTY_SMOKE_GPU_WRITE").is_some() {
+            run_child_gpu_write()
         } else {
             run_child()
         }
@@ -738,6 +848,79 @@ unsafe fn run_child_present() {
         swapchain_fn.destroy_swapchain(swapchain, None);
         device.destroy_device(None);
         surface_fn.destroy_surface(surface, None);
+        instance.destroy_instance(None);
+    }
+}
+
+/// The GPU fills page 2 of a persistently mapped buffer (value 0xA0 + i for the i-th way of
+/// waiting); the CPU wrote page 0 (0x11) before. Prints what the CPU reads back.
+unsafe fn run_child_gpu_write() {
+    let page = vkdirty::guard::page_size() as u64;
+    println!("SMOKE page {page}");
+    let entry = unsafe { ash::Entry::load() }.expect("load libvulkan");
+    let app = vk::ApplicationInfo::default().application_name(c"vkdirty-smoke").api_version(vk::API_VERSION_1_1);
+    let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }.unwrap();
+    let pd = unsafe { instance.enumerate_physical_devices() }.unwrap()[0];
+    let mem_props = unsafe { instance.get_physical_device_memory_properties(pd) };
+    let prio = [1.0f32];
+    let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(0).queue_priorities(&prio)];
+    let device = unsafe { instance.create_device(pd, &vk::DeviceCreateInfo::default().queue_create_infos(&qci), None) }.unwrap();
+    let queue = unsafe { device.get_device_queue(0, 0) };
+    unsafe {
+        let buf = device
+            .create_buffer(&vk::BufferCreateInfo::default().size(4 * page).usage(vk::BufferUsageFlags::TRANSFER_DST), None)
+            .unwrap();
+        let req = device.get_buffer_memory_requirements(buf);
+        let ty = (0..mem_props.memory_type_count)
+            .find(|&i| {
+                req.memory_type_bits & (1 << i) != 0
+                    && mem_props.memory_types[i as usize].property_flags.contains(
+                        vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
+                    )
+            })
+            .expect("host-visible coherent type for the buffer");
+        let mem = device
+            .allocate_memory(&vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(ty), None)
+            .unwrap();
+        println!("SMOKE handle G {}", vk::Handle::as_raw(mem));
+        device.bind_buffer_memory(buf, mem, 0).unwrap();
+        let p = device.map_memory(mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()).unwrap() as *mut u8;
+        std::ptr::write_bytes(p, 0x11, page as usize);
+        let pool = device
+            .create_command_pool(&vk::CommandPoolCreateInfo::default().queue_family_index(0), None)
+            .unwrap();
+        let cb = device
+            .allocate_command_buffers(
+                &vk::CommandBufferAllocateInfo::default().command_pool(pool).command_buffer_count(1),
+            )
+            .unwrap()[0];
+        let fence = device.create_fence(&vk::FenceCreateInfo::default(), None).unwrap();
+        for (i, how) in ["fence", "queue-idle", "device-idle", "fence-status"].iter().enumerate() {
+            let v = 0xA0 + i as u32;
+            device.reset_command_buffer(cb, vk::CommandBufferResetFlags::empty()).unwrap();
+            device.begin_command_buffer(cb, &vk::CommandBufferBeginInfo::default()).unwrap();
+            device.cmd_fill_buffer(cb, buf, 2 * page, page, u32::from_le_bytes([v as u8; 4]));
+            device.end_command_buffer(cb).unwrap();
+            let cbs = [cb];
+            device.queue_submit(queue, &[vk::SubmitInfo::default().command_buffers(&cbs)], fence).unwrap();
+            match *how {
+                "fence" => device.wait_for_fences(&[fence], true, u64::MAX).unwrap(),
+                "queue-idle" => device.queue_wait_idle(queue).unwrap(),
+                "device-idle" => device.device_wait_idle().unwrap(),
+                _ => while !device.get_fence_status(fence).unwrap() {
+                    std::thread::yield_now();
+                },
+            }
+            // Read right after this way of waiting (no other wait in between).
+            println!("SMOKE read {how} {:#x} {:#x}", *p, *p.add(2 * page as usize) as u32);
+            device.reset_fences(&[fence]).unwrap();
+        }
+        device.destroy_fence(fence, None);
+        device.destroy_command_pool(pool, None);
+        device.unmap_memory(mem);
+        device.destroy_buffer(buf, None);
+        device.free_memory(mem, None);
+        device.destroy_device(None);
         instance.destroy_instance(None);
     }
 }
