@@ -114,6 +114,8 @@ def run_child(cmd, env, timeout, log_path):
             if time.monotonic() > deadline:
                 os.killpg(p.pid, signal.SIGKILL)
                 _, status, ru = os.wait4(p.pid, 0)
+                with open(log_path, "ab") as lf2:
+                    lf2.write(f"\ntimed out after {timeout:.0f} s (killed)\n".encode())
                 return 124, time.monotonic() - t0, ru.ru_maxrss
             time.sleep(0.005)
 
@@ -217,7 +219,7 @@ def run_stream(opts, cfg, case, frames, tmp):
     return rec
 
 
-def run_vkcube(opts, cfg, frames, tmp):
+def run_vkcube(opts, cfg, frames, tmp, timeout=None):
     trace = os.path.join(tmp, "trace.bin")
     if os.path.exists(trace):
         os.unlink(trace)
@@ -226,7 +228,8 @@ def run_vkcube(opts, cfg, frames, tmp):
     env.update(trace_env(cfg, trace))
     logp = os.path.join(tmp, "run.log")
     # A healthy run takes seconds; a hang (a broken layer chain) must not eat the whole budget.
-    rc, wall, rss = run_child([opts.vkcube, "--c", str(frames)], env, min(opts.timeout, 120 + frames * 0.1), logp)
+    limit = timeout or min(opts.timeout, 120 + frames * 0.1)
+    rc, wall, rss = run_child([opts.vkcube, "--c", str(frames)], env, limit, logp)
     rec = {"rc": rc, "wall_s": wall, "peak_rss_kib": rss, "frames": frames}
     if rc != 0:
         rec["error"] = f"exit {rc}: {tail(logp)}"
@@ -349,6 +352,23 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
         log("vkcube left out: " + ("no vkcube binary" if not opts.vkcube else "no X display (run under xvfb-run)"))
         vkcube = False
     vkcube_frames = opts.vkcube_frames or (300 if opts.quick else 1000)
+    vkcube_configs = configs
+    if vkcube:
+        # One short run per layer first: a configuration whose vkcube fails or hangs is left out of
+        # the vkcube table (with the reason) instead of timing out once per repetition.
+        mi["vkcube_skipped"] = {}
+        for cfg in configs:
+            if cfg.name == "none" or (cfg.name.startswith("vkdirty:") and
+                                      any(c.startswith("vkdirty:") for c in mi["vkcube_skipped"])):
+                continue
+            rec = run_vkcube(opts, cfg, 5, tmp, timeout=30)
+            if "error" in rec:
+                why = rec["error"].strip().splitlines()[-1] if rec["error"].strip() else "failed"
+                mi["vkcube_skipped"][cfg.name] = f"vkcube --c 5 failed: {why}"
+                log(f"vkcube under {cfg.name} left out: {why}")
+        bad = mi["vkcube_skipped"]
+        layer_bad = any(c.startswith("vkdirty:") for c in bad)
+        vkcube_configs = [c for c in configs if c.name not in bad and not (layer_bad and c.name.startswith("vkdirty:"))]
 
     # The device line comes from the first stream run; vkcube-only runs leave it empty.
     if stream_cases:
@@ -360,7 +380,7 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
     emit(mi)
 
     big = 0 if opts.all_reps else sum(1 for _, c in stream_cases if c[0] > SINGLE_REP_MIB)
-    total = ((len(stream_cases) + (1 if vkcube else 0)) * reps - big * (reps - 1)) * len(configs)
+    total = (len(stream_cases) * reps - big * (reps - 1)) * len(configs) + (len(vkcube_configs) * reps if vkcube else 0)
     n = 0
     started = time.monotonic()
     for rep in range(reps):
@@ -368,8 +388,9 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
             if rep > 0 and case is not None and case[0] > SINGLE_REP_MIB and not opts.all_reps:
                 continue
             # Rotate the order per repetition and case, so drift spreads over all configurations.
-            k = (rep + ci) % len(configs)
-            order = configs[k:] + configs[:k]
+            cl = vkcube_configs if workload == "vkcube" else configs
+            k = (rep + ci) % len(cl)
+            order = cl[k:] + cl[:k]
             for cfg in order:
                 n += 1
                 if workload == "vkcube":
@@ -595,6 +616,9 @@ def render_machine(m, runs):
         lines += [f"#### {title}", ""]
         if workload == "vkcube":
             lines += vkcube_table(cases)
+            for c, why in (m.get("vkcube_skipped") or {}).items():
+                who = f"vkdirty (every backend; probed with {c})" if c.startswith("vkdirty:") else c
+                lines += ["", f"{who} left out of this table: {why}."]
         else:
             frames = next((s.get("frames") for _, a in cases for s in a["configs"].values() if s.get("frames")), "?")
             reps = {}
