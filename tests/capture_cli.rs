@@ -1,5 +1,5 @@
 //! `vkdirty capture`: the loader variables and settings it sets, exit codes, and clear errors.
-//! (Capturing a real Vulkan application is covered by the end-to-end tests.)
+//! The last two run the built-in workload under the built layer on lavapipe.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -111,4 +111,51 @@ fn clear_errors() {
     assert!(stderr.contains("starting /nonexistent/app"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The built layer and workload beside the `vkdirty` binary (scripts/test.sh builds them first).
+fn built_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_vkdirty")).parent().unwrap().to_path_buf();
+    for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
+        assert!(dir.join(f).exists(), "{} missing: run `cargo build --workspace` first", dir.join(f).display());
+    }
+    dir
+}
+
+#[test]
+fn captures_the_built_in_workload_and_summarises_it() {
+    let _ = built_dir();
+    let trace = std::env::temp_dir().join(format!("vkdirty-capture-cli-workload-{}.vkd", std::process::id()));
+    let out = vkdirty()
+        .args(["capture", "--backend", "async-wp", "-o"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("vkdirty-workload: ok") || stderr.contains("vkdirty-workload: ok"), "{stdout}{stderr}");
+    // The `vkdirty info` summary of this run's trace.
+    assert!(stdout.contains(&trace.display().to_string()), "{stdout}");
+    assert!(stdout.contains("async-wp"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("submits")), "{stdout}");
+    let _ = std::fs::remove_file(&trace);
+}
+
+#[test]
+fn the_applications_failure_is_the_exit_code() {
+    let dir = built_dir();
+    let trace = std::env::temp_dir().join(format!("vkdirty-capture-cli-fail-{}.vkd", std::process::id()));
+    let out = vkdirty()
+        .args(["capture", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(dir.join("vkdirty-workload"))
+        .args(["--scenario", "persistent", "--frames", "2", "--inject-mismatch"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exited with"), "{stderr}");
+    let _ = std::fs::remove_file(&trace);
 }
