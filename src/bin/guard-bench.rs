@@ -375,6 +375,30 @@ fn main() {
     });
 }
 
+/// The shadow backend changes protections page by page, so randomly scattered written pages
+/// split its mapping into up to two mappings each; past `vm.max_map_count` its fault handler
+/// cannot proceed and the process aborts. Such rows are skipped (and say so).
+fn exceeds_map_count(kind: BackendKind, cfg: &Config, pages: usize) -> bool {
+    if kind != BackendKind::Shadow || cfg.pattern == Pattern::Sequential {
+        return false;
+    }
+    let max: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65530);
+    let in_use = std::fs::read_to_string("/proc/self/maps")
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    // Peak while writing d of n pages in random order: max over k <= d of 2k(1 - k/n).
+    let (d, n) = (cfg.dirty.len() as f64, pages as f64);
+    let peak = if d <= n / 2.0 {
+        2.0 * d * (1.0 - d / n)
+    } else {
+        n / 2.0
+    };
+    peak > 0.8 * max.saturating_sub(in_use) as f64
+}
+
 struct Config {
     mib: usize,
     frac: f64,
@@ -401,13 +425,20 @@ fn measure(
     let helpers = cfg.threads - 1;
     let runs = runs_of(&cfg.dirty);
     let mut scratch = Vec::new();
+    let skip: Vec<bool> = backends
+        .iter()
+        .map(|&k| exceeds_map_count(k, cfg, regions[0].len / page_size()))
+        .collect();
     let tracked: Vec<_> = backends
         .iter()
         .zip(regions)
-        .map(|(&kind, region)| {
-            // SAFETY: `region` outlives the tracking (untracked at the end of this function).
-            unsafe { mgr.track(region.ptr, region.len, kind, &TrackOptions::default()) }
-                .expect("track")
+        .zip(&skip)
+        .map(|((&kind, region), &skip)| {
+            (!skip).then(|| {
+                // SAFETY: `region` outlives the tracking (untracked at the end of this function).
+                unsafe { mgr.track(region.ptr, region.len, kind, &TrackOptions::default()) }
+                    .expect("track")
+            })
         })
         .collect();
     let (mut copy, mut fault, mut scan) = (Vec::new(), Vec::new(), Vec::new());
@@ -448,6 +479,7 @@ fn measure(
             copy.push(c.as_secs_f64());
         }
         for ((&kind, t), row) in backends.iter().zip(&tracked).zip(&mut rows) {
+            let Some(t) = t else { continue };
             let declare = (kind == BackendKind::Assisted)
                 .then_some((mgr as *const GuardManager as usize, t.id.0));
             let w = writers.run(job(t.app_ptr, declare), helpers);
@@ -467,13 +499,23 @@ fn measure(
             }
         }
     }
-    for t in &tracked {
+    for t in tracked.iter().flatten() {
         mgr.untrack(t.id, &mut |_: usize, _: &[u8]| ()).unwrap();
     }
     let copy_floor = median(&mut copy);
     let trap_floor = copy_floor + median(&mut fault) + median(&mut scan);
     let n = cfg.dirty.len();
-    for (&kind, row) in backends.iter().zip(&mut rows) {
+    for ((&kind, row), &skip) in backends.iter().zip(&mut rows).zip(&skip) {
+        if skip {
+            println!(
+                "| {kind} | {} MiB | {}% | {} | {} | {n} | not run: needs more than vm.max_map_count mappings | | | | | | |",
+                cfg.mib,
+                cfg.frac * 100.0,
+                if cfg.pattern == Pattern::Sequential { "seq" } else { "random" },
+                cfg.threads,
+            );
+            continue;
+        }
         let w = median(&mut row.write);
         let c = median(&mut row.collect);
         let total = w + c;
