@@ -580,6 +580,23 @@ impl Capture {
         }
     }
 
+    /// The host is about to signal a semaphore or set an event, which can start GPU work submitted
+    /// earlier: shadows copy what the application wrote to the real memory first (recorded for
+    /// the next submit, like a flush).
+    pub fn host_signalling(&self, dev: &DeviceState) {
+        let device = dev.handle.as_raw();
+        let st = self.lock();
+        let submit = st.seq + 1;
+        let record = self.records_later(&st);
+        let Some(mapped) = st.mapped.get(&device) else { return };
+        for (&id, &mem) in mapped {
+            let Some(m) = st.memories.get(&(device, mem)).and_then(|m| m.mapping) else { continue };
+            if must_collect(m.backend) {
+                self.collect(&st, id, &m, None, submit, record);
+            }
+        }
+    }
+
     /// A submit to `queue` of `dev` is about to be called: collects every mapping of the device,
     /// writes the dirty pages, then the submit record.
     pub fn submitting(&self, dev: &DeviceState, queue: vk::Queue, info: SubmitInfo) {
@@ -824,6 +841,57 @@ mod tests {
 
     fn submit(cap: &Capture, dev: &DeviceState) {
         cap.submitting(dev, vk::Queue::from_raw(0x99), SubmitInfo { kind: 0, command_buffers: 1, waits: 0, signals: 0, fence: 0 });
+    }
+
+    /// shadow-wp through the capture: what the GPU wrote reaches the application's view at a sync
+    /// point per VKDIRTY_SHADOW_REFRESH (once per completion), at vkInvalidateMappedMemoryRanges
+    /// unless `never`; a host signal copies the application's writes to the real memory.
+    #[test]
+    fn shadow_wp_refreshes_at_sync_points_and_collects_at_host_signals() {
+        let page = vkdirty::guard::page_size();
+        for (i, policy) in ["never", "cached", "always"].into_iter().enumerate() {
+            let trace = temp_trace(&format!("sync-{policy}"));
+            let cap = Capture::new(leak_settings(&[("BACKEND", "shadow-wp"), ("SHADOW_REFRESH", policy)], &trace));
+            // Memory type 0 of the fake device is HOST_COHERENT, not HOST_CACHED.
+            let dev = fake_device(0x3000 + i as u64);
+            cap.device_created(&vk::PhysicalDeviceProperties::default());
+            let mem = vk::DeviceMemory::from_raw(0x30);
+            let fake = FakeMapping::new(4);
+            cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
+            // SAFETY: `fake` stays mapped until after `freeing`.
+            let app = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false) } as *mut u8;
+            assert_ne!(app, fake.ptr, "{policy}: shadow-wp hands out a shadow");
+            // SAFETY: in bounds of the fake mapping and of the shadow.
+            let gpu = |off: usize, v: u8| unsafe { *fake.ptr.add(off) = v };
+            let real = |off: usize| unsafe { *fake.ptr.add(off) };
+            let seen = |off: usize| unsafe { std::ptr::read_volatile(app.add(off)) };
+            cap.submitting(&dev, vk::Queue::from_raw(0x99), SubmitInfo { kind: 0, command_buffers: 1, waits: 0, signals: 0, fence: 7 });
+            gpu(page + 1, 0x11);
+            cap.synchronized(&dev, SyncPoint::Fences { fences: &[7], all: true });
+            assert_eq!(seen(page + 1), if policy == "always" { 0x11 } else { 0 }, "{policy}: fence wait");
+            // Polling the same fence again shows nothing new: no refresh.
+            gpu(page + 2, 0x22);
+            cap.synchronized(&dev, SyncPoint::Fences { fences: &[7], all: true });
+            assert_eq!(seen(page + 2), 0, "{policy}: second poll of a signalled fence");
+            cap.synchronized(&dev, SyncPoint::Semaphores { values: &[(5, 1)], all: true });
+            assert_eq!(seen(page + 2), if policy == "always" { 0x22 } else { 0 }, "{policy}: timeline value");
+            let whole = [vk::MappedMemoryRange::default().memory(mem).offset(0).size(vk::WHOLE_SIZE)];
+            cap.invalidated(&dev, &whole);
+            let want = if policy == "never" { 0 } else { 0x22 };
+            assert_eq!((seen(page + 1) == 0x11, seen(page + 2)), (policy != "never", want), "{policy}: invalidate");
+            // The application writes; a host signal puts it into the real memory before the GPU
+            // can run work that waited for the signal.
+            // SAFETY: in bounds of the shadow.
+            unsafe { *app.add(2 * page + 3) = 0x33 };
+            cap.host_signalling(&dev);
+            assert_eq!(real(2 * page + 3), 0x33, "{policy}: host signal");
+            cap.unmapping(&dev, mem);
+            cap.freeing(&dev, mem);
+            cap.last_instance_destroyed();
+            drop(fake);
+            let ev = read_events(&trace);
+            assert_eq!(dirty_pages(&ev, 2), BTreeSet::from([2]), "{policy}: recorded for the next submit");
+        }
     }
 
     #[test]

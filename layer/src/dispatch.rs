@@ -99,6 +99,9 @@ hook_table! {
             vkGetSemaphoreCounterValue: PFN_vkGetSemaphoreCounterValue => intercept::get_semaphore_counter_value,
             vkGetSemaphoreCounterValueKHR: PFN_vkGetSemaphoreCounterValue
                 => intercept::get_semaphore_counter_value_khr,
+            vkSignalSemaphore: PFN_vkSignalSemaphore => intercept::signal_semaphore,
+            vkSignalSemaphoreKHR: PFN_vkSignalSemaphore => intercept::signal_semaphore_khr,
+            vkSetEvent: PFN_vkSetEvent => intercept::set_event,
         }
         calls {}
     }

@@ -515,6 +515,51 @@ pub unsafe extern "system" fn get_semaphore_counter_value_khr(device: vk::Device
     unsafe { counter_value_with(&dev, dev.next.vkGetSemaphoreCounterValueKHR, device, semaphore, value) }
 }
 
+// Host signals can start GPU work submitted earlier: shadows reach the real memory first.
+
+/// # Safety
+/// Valid `vkSignalSemaphore` arguments; `next` is the next layer's function of the called name.
+unsafe fn signal_semaphore_with(
+    dev: &DeviceState,
+    next: Option<vk::PFN_vkSignalSemaphore>,
+    device: vk::Device,
+    info: *const vk::SemaphoreSignalInfo<'_>,
+) -> vk::Result {
+    let Some(next) = next else { return NO_NEXT };
+    capture::get().host_signalling(dev);
+    // SAFETY: the application's arguments, passed down.
+    unsafe { next(device, info) }
+}
+
+/// # Safety
+/// Valid `vkSignalSemaphore` arguments.
+pub unsafe extern "system" fn signal_semaphore(device: vk::Device, info: *const vk::SemaphoreSignalInfo<'_>) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { signal_semaphore_with(&dev, dev.next.vkSignalSemaphore, device, info) }
+}
+
+/// # Safety
+/// Valid `vkSignalSemaphoreKHR` arguments.
+pub unsafe extern "system" fn signal_semaphore_khr(device: vk::Device, info: *const vk::SemaphoreSignalInfo<'_>) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    // SAFETY: forwarded arguments.
+    unsafe { signal_semaphore_with(&dev, dev.next.vkSignalSemaphoreKHR, device, info) }
+}
+
+/// # Safety
+/// Valid `vkSetEvent` arguments.
+pub unsafe extern "system" fn set_event(device: vk::Device, event: vk::Event) -> vk::Result {
+    // SAFETY: device is valid.
+    let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
+    let Some(next) = dev.next.vkSetEvent else { return NO_NEXT };
+    capture::get().host_signalling(&dev);
+    // SAFETY: the application's arguments, passed down.
+    unsafe { next(device, event) }
+}
+
 // Page-aligned memory requirements: a shadow copies whole pages to the real memory, so no
 // resource the GPU writes may share a page with one the CPU writes.
 

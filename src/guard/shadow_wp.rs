@@ -332,16 +332,36 @@ impl Region {
     }
 
     /// Brings the real bytes of `b` (application-view addresses inside one page) into the shadow,
-    /// word by word with compare-and-swap, logging each replaced word.
+    /// word by word with compare-and-swap, logging each replaced word. Equal stretches are
+    /// skipped with `memcmp` first (the common case: the GPU wrote little or nothing).
     fn refresh_page(&mut self, b: Range<usize>, st: &mut RefreshStats) {
-        let (layer, real) = (self.layer_of(b.start), self.real_of(b.start));
-        // SAFETY: both ranges lie inside mapped memory (the layer view; the tracked real region).
-        // memcmp is opaque to the compiler, so concurrent writers cannot make this a Rust data
-        // race; a stale answer only means a word is examined (or skipped) by the loop below.
-        let same = unsafe { libc::memcmp(layer as *const libc::c_void, real as *const libc::c_void, b.len()) } == 0;
-        if same {
+        const CHUNK: usize = 256;
+        if self.same(b.clone()) {
             return;
         }
+        let mut c = b.start;
+        while c < b.end {
+            let end = ((c / CHUNK + 1) * CHUNK).min(b.end);
+            if !self.same(c..end) {
+                self.swap_words(c..end, st);
+            }
+            c = end;
+        }
+    }
+
+    /// Whether the shadow and the real memory hold the same bytes at `r` (application-view
+    /// addresses inside the region).
+    fn same(&self, r: Range<usize>) -> bool {
+        // SAFETY: both ranges lie inside mapped memory (the layer view; the tracked real region).
+        // memcmp is opaque to the compiler, so concurrent writers cannot make this a Rust data
+        // race; a stale answer only means a stretch is examined (or skipped) needlessly, or a
+        // GPU write that raced the refresh waits for the next one.
+        unsafe { libc::memcmp(self.layer_of(r.start) as *const libc::c_void, self.real_of(r.start) as *const libc::c_void, r.len()) == 0 }
+    }
+
+    /// The word-by-word compare-and-swap of `b` (chunk boundaries are 8-byte aligned, so a word
+    /// never spans two calls).
+    fn swap_words(&mut self, b: Range<usize>, st: &mut RefreshStats) {
         let mut word = b.start & !7;
         while word < b.end {
             // Bytes of this word inside `b`, as a little-endian mask.
