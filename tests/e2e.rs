@@ -61,7 +61,7 @@ backends! {
     // auto where async-wp refuses every mapping (as on NVIDIA) must take shadow-wp.
     auto_async_wp_refused, auto_async_wp_refused_validation: Backend {
         name: "shadow-wp",
-        flags: &["--no-coherent-invalidate"],
+        flags: &[],
         env: &[("VKDIRTY_BACKEND", "auto"), ("VKDIRTY_HOST_IMPORT", "0"), ("VKDIRTY_TEST_REFUSE", "async-wp")],
         max_ratio: Some(1.05)
     };
