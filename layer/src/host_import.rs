@@ -1145,9 +1145,9 @@ impl Active {
             log::once(
                 LogLevel::Warn,
                 &format!(
-                    "host-import: a {} that cannot live in imported memory ({why}) is bound to memory imported \
+                    "host-import: {} that cannot live in imported memory ({why}) is bound to memory imported \
                      before it was created; set VKDIRTY_HOST_IMPORT=0 if the application misbehaves",
-                    r.what()
+                    if matches!(r, Resource::Image(_)) { "an image" } else { "a buffer" }
                 ),
             );
         }

@@ -200,6 +200,17 @@ fn setting_turns_it_off() {
 }
 
 #[test]
+fn a_non_importable_image_bound_into_imported_memory_is_reported() {
+    let r = capture("late", &[("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture"), ("VKDIRTY_HI_LATE", "1")]);
+    assert!(
+        r.stderr.contains("an image that cannot live in imported memory (preinitialized layout) is bound to memory imported"),
+        "{}",
+        r.stderr
+    );
+    assert_imported(&r, "src");
+}
+
+#[test]
 fn vulkan_1_0_instance_with_the_khr_extensions_gets_host_import() {
     let r = capture("api10-khr", &[("VKDIRTY_BACKEND", "host-import"), ("VKDIRTY_HI_API10", "khr")]);
     assert!(r.stderr.contains("host-import on "), "{}", r.stderr);
@@ -357,6 +368,26 @@ unsafe fn run_child() {
     unsafe {
         std::ptr::copy_nonoverlapping([0x11u8, 0x12, 0x13].as_ptr(), p.add(page as usize + 7), 3);
         std::ptr::write_bytes(p.add(5 * page as usize), 0x55, page as usize);
+    }
+    if std::env::var_os("VKDIRTY_HI_LATE").is_some() {
+        // Invalid for the driver (no validation layer in this run): an image that cannot be
+        // external, created after `src` was imported, bound into it.
+        let lci = vk::ImageCreateInfo::default()
+            .image_type(vk::ImageType::TYPE_2D)
+            .format(vk::Format::R8G8B8A8_UNORM)
+            .extent(vk::Extent3D { width: 16, height: 16, depth: 1 })
+            .mip_levels(1)
+            .array_layers(1)
+            .samples(vk::SampleCountFlags::TYPE_1)
+            .tiling(vk::ImageTiling::LINEAR)
+            .usage(vk::ImageUsageFlags::TRANSFER_SRC)
+            .initial_layout(vk::ImageLayout::PREINITIALIZED);
+        unsafe {
+            let late = device.create_image(&lci, None).unwrap();
+            let _ = device.get_image_memory_requirements(late);
+            device.bind_image_memory(late, src_mem, 0).unwrap();
+            device.destroy_image(late, None);
+        }
     }
     // `dst`: another buffer; the GPU copies src → dst → src and fills a page of src.
     let dst = unsafe { ctx.buffer(size, None) };
