@@ -13,4 +13,8 @@ mkdir -p "$dir"
 cp "$test_bin" "$dir/e2e"
 cp target/release/libVkLayer_vkdirty.so target/release/VkLayer_vkdirty.json \
    target/release/vkdirty target/release/vkdirty-workload "$dir/"
+# Debug info stays here; the carried copies stay small.
+if command -v strip >/dev/null; then
+    strip --strip-debug "$dir/e2e" "$dir/libVkLayer_vkdirty.so" "$dir/vkdirty" "$dir/vkdirty-workload"
+fi
 echo "packed into $dir: $(cd "$dir" && ls | tr '\n' ' ')"
