@@ -267,6 +267,22 @@ unsafe fn chain_find(mut p: *const c_void, s: vk::StructureType) -> *const c_voi
     std::ptr::null()
 }
 
+/// Resources that would see other memory types when external stay as the application made
+/// them: the layer must not change where the application can put its data.
+fn same_types(what: &str, usage: u64, flags: u32, plain: u32, external: u32) -> Result<(), &'static str> {
+    if plain == external {
+        return Ok(());
+    }
+    log::once(
+        LogLevel::Info,
+        &format!(
+            "host-import: external {what} (usage {usage:#x}, flags {flags:#x}) would have memory types \
+             {external:#x} instead of {plain:#x}; such {what} stay as the application creates them"
+        ),
+    );
+    Err("external ones would have other memory types")
+}
+
 /// Whether external memory properties allow binding to imported host memory.
 fn importable(p: &vk::ExternalMemoryProperties) -> bool {
     p.compatible_handle_types.contains(HOST_ALLOCATION)
@@ -510,10 +526,11 @@ struct ImportState {
     pending: PendingSet,
     /// Non-importable resources already bound (to say so if one lands in imported memory).
     non_importable: HashMap<Resource, &'static str>,
-    /// `vkGetPhysicalDeviceExternalBufferProperties` answers by (flags, usage).
-    buffer_ok: HashMap<(u32, u64), bool>,
-    /// `vkGetPhysicalDeviceImageFormatProperties2` answers by (format, type, tiling, usage, flags).
-    image_ok: HashMap<(i32, i32, i32, u32, u32), bool>,
+    /// Whether buffers may be external, by (flags, usage) (memory types depend on nothing
+    /// else, and neither does the external-buffer query).
+    buffer_ok: HashMap<(u32, u64), Result<(), &'static str>>,
+    /// Whether images may be external, by (format, type, tiling, usage, flags).
+    image_ok: HashMap<(i32, i32, i32, u32, u32), Result<(), &'static str>>,
 }
 
 /// A device where host-import is on.
@@ -1032,17 +1049,26 @@ pub fn mapping(device: vk::Device, memory: vk::DeviceMemory, offset: u64) -> Map
 // Resources.
 
 impl Active {
-    /// Whether a buffer with this create info may be bound to imported memory.
+    /// Whether a buffer with this create info may be created external, so it can be bound to
+    /// imported memory: the driver allows it, and it keeps the memory types the application
+    /// would see without the layer.
     ///
     /// # Safety
     /// `ci` is a valid `VkBufferCreateInfo` with a valid chain.
-    unsafe fn buffer_importable(&self, ci: &vk::BufferCreateInfo<'_>) -> Result<(), &'static str> {
+    unsafe fn buffer_importable(&self, next: &ImportNext, ci: &vk::BufferCreateInfo<'_>) -> Result<(), &'static str> {
+        use vk::StructureType as S;
         // SAFETY: caller contract.
-        if !unsafe { chain_find(ci.p_next, vk::StructureType::EXTERNAL_MEMORY_BUFFER_CREATE_INFO) }.is_null() {
+        if !unsafe { chain_find(ci.p_next, S::EXTERNAL_MEMORY_BUFFER_CREATE_INFO) }.is_null() {
             return Err("the application chose its external handle types");
         }
+        // A replayed address belongs to one buffer: no trial buffer may take it.
+        let replay = vk::BufferCreateFlags::DEVICE_ADDRESS_CAPTURE_REPLAY
+            | vk::BufferCreateFlags::DESCRIPTOR_BUFFER_CAPTURE_REPLAY_EXT;
+        if ci.flags.intersects(replay) {
+            return Err("capture/replay");
+        }
         // SAFETY: caller contract.
-        let usage2 = unsafe { chain_find(ci.p_next, vk::StructureType::BUFFER_USAGE_FLAGS_2_CREATE_INFO_KHR) };
+        let usage2 = unsafe { chain_find(ci.p_next, S::BUFFER_USAGE_FLAGS_2_CREATE_INFO_KHR) };
         let mut u2 = vk::BufferUsageFlags2CreateInfoKHR::default();
         let usage = if usage2.is_null() {
             u64::from(ci.usage.as_raw())
@@ -1052,8 +1078,8 @@ impl Active {
             u2.usage.as_raw()
         };
         let key = (ci.flags.as_raw(), usage);
-        if let Some(&ok) = self.st.lock().buffer_ok.get(&key) {
-            return if ok { Ok(()) } else { Err("the driver cannot bind it to host memory") };
+        if let Some(&verdict) = self.st.lock().buffer_ok.get(&key) {
+            return verdict;
         }
         let mut q = vk::PhysicalDeviceExternalBufferInfo {
             flags: ci.flags,
@@ -1067,20 +1093,48 @@ impl Active {
         let mut out = vk::ExternalBufferProperties::default();
         // SAFETY: valid physical device; the structs live across the call.
         unsafe { (self.phys.external_buffer)(self.physical, &q, &mut out) };
-        let ok = importable(&out.external_memory_properties);
-        self.st.lock().buffer_ok.insert(key, ok);
-        if ok {
-            Ok(())
+        let verdict = if importable(&out.external_memory_properties) {
+            let ext = vk::ExternalMemoryBufferCreateInfo { p_next: ci.p_next, handle_types: HOST_ALLOCATION, ..Default::default() };
+            let mut eci = *ci;
+            eci.p_next = &ext as *const vk::ExternalMemoryBufferCreateInfo<'_> as *const c_void;
+            // SAFETY: the application's valid create info, and the same with a valid struct added.
+            let (plain, external) = unsafe { (self.buffer_bits(next, ci), self.buffer_bits(next, &eci)) };
+            let (Some(plain), Some(external)) = (plain, external) else {
+                // Not remembered: a trial buffer could not be made this time.
+                return Err("no trial buffer");
+            };
+            same_types("buffers", usage, ci.flags.as_raw(), plain, external)
         } else {
             Err("the driver cannot bind it to host memory")
-        }
+        };
+        self.st.lock().buffer_ok.insert(key, verdict);
+        verdict
     }
 
-    /// Whether an image with this create info may be bound to imported memory.
+    /// The memory types of a trial buffer made from `ci` (destroyed again).
+    ///
+    /// # Safety
+    /// `ci` is a valid `VkBufferCreateInfo` for this device.
+    unsafe fn buffer_bits(&self, next: &ImportNext, ci: &vk::BufferCreateInfo<'_>) -> Option<u32> {
+        let (create, destroy, reqs) = (next.vkCreateBuffer?, next.vkDestroyBuffer?, next.vkGetBufferMemoryRequirements?);
+        let mut b = vk::Buffer::null();
+        let mut r = vk::MemoryRequirements::default();
+        // SAFETY: caller contract; the trial buffer is this function's own.
+        unsafe {
+            if create(self.device, ci, std::ptr::null(), &mut b) != vk::Result::SUCCESS {
+                return None;
+            }
+            reqs(self.device, b, &mut r);
+            destroy(self.device, b, std::ptr::null());
+        }
+        Some(r.memory_type_bits)
+    }
+
+    /// Whether an image with this create info may be created external (as for buffers).
     ///
     /// # Safety
     /// `ci` is a valid `VkImageCreateInfo` with a valid chain.
-    unsafe fn image_importable(&self, ci: &vk::ImageCreateInfo<'_>) -> Result<(), &'static str> {
+    unsafe fn image_importable(&self, next: &ImportNext, ci: &vk::ImageCreateInfo<'_>) -> Result<(), &'static str> {
         use vk::StructureType as S;
         for s in [S::EXTERNAL_MEMORY_IMAGE_CREATE_INFO, S::EXTERNAL_MEMORY_IMAGE_CREATE_INFO_NV] {
             // SAFETY: caller contract.
@@ -1099,9 +1153,13 @@ impl Active {
         if ci.tiling == vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT {
             return Err("DRM format modifier tiling");
         }
+        // Per-plane requirements; and a replayed descriptor belongs to one image.
+        if ci.flags.intersects(vk::ImageCreateFlags::DISJOINT | vk::ImageCreateFlags::DESCRIPTOR_BUFFER_CAPTURE_REPLAY_EXT) {
+            return Err("disjoint planes or capture/replay");
+        }
         let key = (ci.format.as_raw(), ci.image_type.as_raw(), ci.tiling.as_raw(), ci.usage.as_raw(), ci.flags.as_raw());
-        if let Some(&ok) = self.st.lock().image_ok.get(&key) {
-            return if ok { Ok(()) } else { Err("the driver cannot bind it to host memory") };
+        if let Some(&verdict) = self.st.lock().image_ok.get(&key) {
+            return verdict;
         }
         let ext = vk::PhysicalDeviceExternalImageFormatInfo { handle_type: HOST_ALLOCATION, ..Default::default() };
         let q = vk::PhysicalDeviceImageFormatInfo2 {
@@ -1120,13 +1178,40 @@ impl Active {
         };
         // SAFETY: valid physical device; the chains live across the call.
         let r = unsafe { (self.phys.image_format2)(self.physical, &q, &mut out) };
-        let ok = r == vk::Result::SUCCESS && importable(&eprops.external_memory_properties);
-        self.st.lock().image_ok.insert(key, ok);
-        if ok {
-            Ok(())
+        let verdict = if r == vk::Result::SUCCESS && importable(&eprops.external_memory_properties) {
+            let ext = vk::ExternalMemoryImageCreateInfo { p_next: ci.p_next, handle_types: HOST_ALLOCATION, ..Default::default() };
+            let mut eci = *ci;
+            eci.p_next = &ext as *const vk::ExternalMemoryImageCreateInfo<'_> as *const c_void;
+            // SAFETY: the application's valid create info, and the same with a valid struct added.
+            let (plain, external) = unsafe { (self.image_bits(next, ci), self.image_bits(next, &eci)) };
+            let (Some(plain), Some(external)) = (plain, external) else {
+                return Err("no trial image");
+            };
+            same_types("images", u64::from(ci.usage.as_raw()), ci.flags.as_raw(), plain, external)
         } else {
             Err("the driver cannot bind it to host memory")
+        };
+        self.st.lock().image_ok.insert(key, verdict);
+        verdict
+    }
+
+    /// The memory types of a trial image made from `ci` (destroyed again).
+    ///
+    /// # Safety
+    /// `ci` is a valid `VkImageCreateInfo` for this device, not disjoint.
+    unsafe fn image_bits(&self, next: &ImportNext, ci: &vk::ImageCreateInfo<'_>) -> Option<u32> {
+        let (create, destroy, reqs) = (next.vkCreateImage?, next.vkDestroyImage?, next.vkGetImageMemoryRequirements?);
+        let mut i = vk::Image::null();
+        let mut r = vk::MemoryRequirements::default();
+        // SAFETY: caller contract; the trial image is this function's own.
+        unsafe {
+            if create(self.device, ci, std::ptr::null(), &mut i) != vk::Result::SUCCESS {
+                return None;
+            }
+            reqs(self.device, i, &mut r);
+            destroy(self.device, i, std::ptr::null());
         }
+        Some(r.memory_type_bits)
     }
 
     /// A resource that cannot be bound to imported memory was created.
@@ -1188,7 +1273,7 @@ unsafe extern "system" fn create_buffer(
     // SAFETY: checked non-null, valid by the caller contract.
     let ci = unsafe { &*info };
     // SAFETY: as above.
-    match unsafe { a.buffer_importable(ci) } {
+    match unsafe { a.buffer_importable(&d.next, ci) } {
         Ok(()) => {
             let ext = vk::ExternalMemoryBufferCreateInfo { p_next: ci.p_next, handle_types: HOST_ALLOCATION, ..Default::default() };
             let mut mine = *ci;
@@ -1231,7 +1316,7 @@ unsafe extern "system" fn create_image(
     // SAFETY: checked non-null, valid by the caller contract.
     let ci = unsafe { &*info };
     // SAFETY: as above.
-    match unsafe { a.image_importable(ci) } {
+    match unsafe { a.image_importable(&d.next, ci) } {
         Ok(()) => {
             let ext = vk::ExternalMemoryImageCreateInfo { p_next: ci.p_next, handle_types: HOST_ALLOCATION, ..Default::default() };
             let mut mine = *ci;
@@ -1370,7 +1455,7 @@ macro_rules! device_requirements {
             let ci = unsafe { info.as_ref().and_then(|i| i.p_create_info.as_ref()) };
             let importable = match (&d.active, ci) {
                 // SAFETY: as above.
-                (Some(a), Some(ci)) => unsafe { a.$check(ci) }.is_ok(),
+                (Some(a), Some(ci)) => unsafe { a.$check(&d.next, ci) }.is_ok(),
                 _ => false,
             };
             if importable {
@@ -1531,6 +1616,14 @@ mod tests {
         // Every type (disjoint images).
         p.add(Resource::Image(9), !0, "z");
         assert!((0..32).all(|t| p.blocking(t).is_some()));
+    }
+
+    #[test]
+    fn external_resources_must_keep_their_memory_types() {
+        assert_eq!(same_types("buffers", 3, 0, 0b11111, 0b11111), Ok(()));
+        // Losing device-local types (or gaining any) would change where the application's data goes.
+        assert!(same_types("buffers", 3, 0, 0b11111, 0b01100).is_err());
+        assert!(same_types("images", 3, 0, 0b00011, 0b01111).is_err());
     }
 
     #[test]
