@@ -2,6 +2,10 @@
 use std::path::PathBuf;
 
 fn main() {
+    // References inside the layer bind to its own definitions: an application linked with
+    // libvulkan has the loader's vkGetInstanceProcAddr & co. in the global scope, which would
+    // otherwise interpose on the layer's exported functions of the same names.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic");
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let src = manifest_dir.join("../manifest/VkLayer_vkdirty.json");
     println!("cargo:rerun-if-changed={}", src.display());

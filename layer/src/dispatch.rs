@@ -59,7 +59,7 @@ hook_table! {
             vkDestroyInstance: PFN_vkDestroyInstance => glue::destroy_instance,
             vkCreateDevice: PFN_vkCreateDevice => glue::create_device,
             vkEnumerateDeviceExtensionProperties: PFN_vkEnumerateDeviceExtensionProperties
-                => crate::vkEnumerateDeviceExtensionProperties,
+                => crate::enumerate_device_extension_properties,
         }
         calls {
             vkGetPhysicalDeviceProperties: PFN_vkGetPhysicalDeviceProperties,

@@ -177,7 +177,7 @@ pub unsafe extern "system" fn destroy_device(device: vk::Device, allocator: *con
 ///
 /// # Safety
 /// `instance` is null or valid; `name` is null or NUL-terminated.
-pub unsafe fn get_instance_proc_addr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
+pub unsafe fn instance_proc_addr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
     // SAFETY: caller contract.
     let n = (unsafe { name_bytes(name) })?;
     if let Some(f) = crate::global_entry(n) {
@@ -206,11 +206,11 @@ pub unsafe fn get_instance_proc_addr(instance: vk::Instance, name: *const c_char
 ///
 /// # Safety
 /// `device` is null or valid; `name` is null or NUL-terminated.
-pub unsafe fn get_device_proc_addr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
+pub unsafe fn device_proc_addr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
     // SAFETY: caller contract.
     let n = (unsafe { name_bytes(name) })?;
     if n == b"vkGetDeviceProcAddr" {
-        return void_fn::<vk::PFN_vkGetDeviceProcAddr>(crate::vkGetDeviceProcAddr);
+        return void_fn::<vk::PFN_vkGetDeviceProcAddr>(crate::get_device_proc_addr);
     }
     // SAFETY: caller contract.
     let dev = (unsafe { dispatch::device(device) })?;

@@ -30,16 +30,16 @@ const LAYER_DESCRIPTION: &CStr = c"vkdirty: captures the memory the CPU writes, 
 /// Entry points answered the same for every instance (and for a null one).
 fn global_entry(name: &[u8]) -> Option<vk::PFN_vkVoidFunction> {
     Some(match name {
-        b"vkGetInstanceProcAddr" => void_fn::<vk::PFN_vkGetInstanceProcAddr>(vkGetInstanceProcAddr),
-        b"vkGetDeviceProcAddr" => void_fn::<vk::PFN_vkGetDeviceProcAddr>(vkGetDeviceProcAddr),
+        b"vkGetInstanceProcAddr" => void_fn::<vk::PFN_vkGetInstanceProcAddr>(get_instance_proc_addr),
+        b"vkGetDeviceProcAddr" => void_fn::<vk::PFN_vkGetDeviceProcAddr>(get_device_proc_addr),
         b"vkEnumerateInstanceLayerProperties" => {
-            void_fn::<vk::PFN_vkEnumerateInstanceLayerProperties>(vkEnumerateInstanceLayerProperties)
+            void_fn::<vk::PFN_vkEnumerateInstanceLayerProperties>(enumerate_instance_layer_properties)
         }
         b"vkEnumerateInstanceExtensionProperties" => {
-            void_fn::<vk::PFN_vkEnumerateInstanceExtensionProperties>(vkEnumerateInstanceExtensionProperties)
+            void_fn::<vk::PFN_vkEnumerateInstanceExtensionProperties>(enumerate_instance_extension_properties)
         }
         b"vkEnumerateDeviceLayerProperties" => {
-            void_fn::<vk::PFN_vkEnumerateDeviceLayerProperties>(vkEnumerateDeviceLayerProperties)
+            void_fn::<vk::PFN_vkEnumerateDeviceLayerProperties>(enumerate_device_layer_properties)
         }
         _ => return None,
     })
@@ -65,8 +65,8 @@ pub unsafe extern "system" fn vkNegotiateLoaderLayerInterfaceVersion(
     // vkGet*ProcAddr by name, which this library also provides.
     if p.loaderLayerInterfaceVersion >= 2 {
         p.loaderLayerInterfaceVersion = loader::LAYER_INTERFACE_VERSION;
-        p.pfnGetInstanceProcAddr = Some(vkGetInstanceProcAddr);
-        p.pfnGetDeviceProcAddr = Some(vkGetDeviceProcAddr);
+        p.pfnGetInstanceProcAddr = Some(get_instance_proc_addr);
+        p.pfnGetDeviceProcAddr = Some(get_device_proc_addr);
         p.pfnGetPhysicalDeviceProcAddr = None;
     }
     vk::Result::SUCCESS
@@ -76,21 +76,17 @@ const _: unsafe extern "system" fn(*mut loader::VkNegotiateLayerInterface) -> vk
 
 /// # Safety
 /// `instance` is null or valid; `name` is null or NUL-terminated.
-#[no_mangle]
-pub unsafe extern "system" fn vkGetInstanceProcAddr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
+pub(crate) unsafe extern "system" fn get_instance_proc_addr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
     // SAFETY: caller contract.
-    unsafe { glue::get_instance_proc_addr(instance, name) }
+    unsafe { glue::instance_proc_addr(instance, name) }
 }
-const _: vk::PFN_vkGetInstanceProcAddr = vkGetInstanceProcAddr;
 
 /// # Safety
 /// `device` is null or valid; `name` is null or NUL-terminated.
-#[no_mangle]
-pub unsafe extern "system" fn vkGetDeviceProcAddr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
+pub(crate) unsafe extern "system" fn get_device_proc_addr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
     // SAFETY: caller contract.
-    unsafe { glue::get_device_proc_addr(device, name) }
+    unsafe { glue::device_proc_addr(device, name) }
 }
-const _: vk::PFN_vkGetDeviceProcAddr = vkGetDeviceProcAddr;
 
 fn layer_properties() -> vk::LayerProperties {
     let mut p = vk::LayerProperties {
@@ -143,19 +139,16 @@ unsafe fn is_self(layer_name: *const c_char) -> bool {
 ///
 /// # Safety
 /// Valid `vkEnumerateInstanceLayerProperties` arguments.
-#[no_mangle]
-pub unsafe extern "system" fn vkEnumerateInstanceLayerProperties(count: *mut u32, props: *mut vk::LayerProperties) -> vk::Result {
+pub(crate) unsafe extern "system" fn enumerate_instance_layer_properties(count: *mut u32, props: *mut vk::LayerProperties) -> vk::Result {
     // SAFETY: caller contract.
     unsafe { enumerate_self(count, props) }
 }
-const _: vk::PFN_vkEnumerateInstanceLayerProperties = vkEnumerateInstanceLayerProperties;
 
 /// LLP_LAYER_15: no instance extensions of our own; any other layer name is not ours.
 ///
 /// # Safety
 /// Valid `vkEnumerateInstanceExtensionProperties` arguments.
-#[no_mangle]
-pub unsafe extern "system" fn vkEnumerateInstanceExtensionProperties(
+pub(crate) unsafe extern "system" fn enumerate_instance_extension_properties(
     layer_name: *const c_char,
     count: *mut u32,
     _props: *mut vk::ExtensionProperties,
@@ -168,14 +161,12 @@ pub unsafe extern "system" fn vkEnumerateInstanceExtensionProperties(
     }
     vk::Result::ERROR_LAYER_NOT_PRESENT
 }
-const _: vk::PFN_vkEnumerateInstanceExtensionProperties = vkEnumerateInstanceExtensionProperties;
 
 /// Android introspection: this layer, so Android puts it in the device chain too.
 ///
 /// # Safety
 /// Valid `vkEnumerateDeviceLayerProperties` arguments.
-#[no_mangle]
-pub unsafe extern "system" fn vkEnumerateDeviceLayerProperties(
+pub(crate) unsafe extern "system" fn enumerate_device_layer_properties(
     _physical: vk::PhysicalDevice,
     count: *mut u32,
     props: *mut vk::LayerProperties,
@@ -183,14 +174,12 @@ pub unsafe extern "system" fn vkEnumerateDeviceLayerProperties(
     // SAFETY: caller contract.
     unsafe { enumerate_self(count, props) }
 }
-const _: vk::PFN_vkEnumerateDeviceLayerProperties = vkEnumerateDeviceLayerProperties;
 
 /// LLP_LAYER_16: no device extensions of our own; other queries go down the chain.
 ///
 /// # Safety
 /// Valid `vkEnumerateDeviceExtensionProperties` arguments.
-#[no_mangle]
-pub unsafe extern "system" fn vkEnumerateDeviceExtensionProperties(
+pub(crate) unsafe extern "system" fn enumerate_device_extension_properties(
     physical: vk::PhysicalDevice,
     layer_name: *const c_char,
     count: *mut u32,
@@ -218,7 +207,52 @@ pub unsafe extern "system" fn vkEnumerateDeviceExtensionProperties(
         None => vk::Result::ERROR_INITIALIZATION_FAILED,
     }
 }
-const _: vk::PFN_vkEnumerateDeviceExtensionProperties = vkEnumerateDeviceExtensionProperties;
+
+/// The exported names, for the loader (and Android's, which looks them up by name). Each forwards
+/// to a function that is not exported, and only those are handed out as pointers: an application
+/// linked with libvulkan has the loader's functions of the same names in the global scope, where
+/// they would otherwise stand in for ours and loop the chain back into the loader.
+macro_rules! exports {
+    ($( $name:ident : $pfn:ident => $imp:ident ( $($a:ident : $t:ty),* ) -> $r:ty; )*) => {$(
+        /// # Safety
+        /// The arguments of the Vulkan entry point of this name.
+        #[no_mangle]
+        pub unsafe extern "system" fn $name($($a: $t),*) -> $r {
+            // SAFETY: forwarded caller contract.
+            unsafe { $imp($($a),*) }
+        }
+        const _: vk::$pfn = $name;
+        const _: vk::$pfn = $imp;
+    )*};
+}
+
+exports! {
+    vkGetInstanceProcAddr: PFN_vkGetInstanceProcAddr
+        => get_instance_proc_addr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction;
+    vkGetDeviceProcAddr: PFN_vkGetDeviceProcAddr
+        => get_device_proc_addr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction;
+    vkEnumerateInstanceLayerProperties: PFN_vkEnumerateInstanceLayerProperties
+        => enumerate_instance_layer_properties(count: *mut u32, props: *mut vk::LayerProperties) -> vk::Result;
+    vkEnumerateInstanceExtensionProperties: PFN_vkEnumerateInstanceExtensionProperties
+        => enumerate_instance_extension_properties(
+            layer_name: *const c_char,
+            count: *mut u32,
+            props: *mut vk::ExtensionProperties
+        ) -> vk::Result;
+    vkEnumerateDeviceLayerProperties: PFN_vkEnumerateDeviceLayerProperties
+        => enumerate_device_layer_properties(
+            physical: vk::PhysicalDevice,
+            count: *mut u32,
+            props: *mut vk::LayerProperties
+        ) -> vk::Result;
+    vkEnumerateDeviceExtensionProperties: PFN_vkEnumerateDeviceExtensionProperties
+        => enumerate_device_extension_properties(
+            physical: vk::PhysicalDevice,
+            layer_name: *const c_char,
+            count: *mut u32,
+            props: *mut vk::ExtensionProperties
+        ) -> vk::Result;
+}
 
 #[cfg(test)]
 mod tests {

@@ -79,7 +79,7 @@ fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run child");
+    let out = output_within(cmd, std::time::Duration::from_secs(90));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
@@ -106,6 +106,43 @@ fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String
     assert!(trunc.is_none(), "trace truncated: {trunc:?}");
     let _ = std::fs::remove_file(&trace);
     (report, events, format!("{stdout}\n{stderr}"))
+}
+
+/// Runs `cmd`, killing it if it has not finished within `limit` (a hung layer fails the test
+/// instead of hanging it).
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run child");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait child") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
+            panic!("child did not finish within {limit:?} (hung?); stderr:\n{stderr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: t_out.join().unwrap_or_default(), stderr: t_err.join().unwrap_or_default() }
 }
 
 /// Allocation id of the allocation the child named `name`.
@@ -283,6 +320,15 @@ fn auto_takes_shadow_wp_where_async_wp_refuses() {
         }
     }
     assert_eq!(out.matches(why).count(), 1, "logged once:\n{out}");
+}
+
+/// Applications linked with libvulkan put the loader's `vkGetInstanceProcAddr` & co. in the global
+/// scope; the layer must still hand the loader its own functions (else the chain loops back into
+/// the loader and deadlocks).
+#[test]
+fn works_when_libvulkan_is_in_the_global_scope() {
+    let (r, events, _) = capture("global", &[("VKDIRTY_SMOKE_GLOBAL", "1"), ("VKDIRTY_BACKEND", "async-wp")]);
+    check_trace(BackendKind::AsyncWp, &r, &events, true);
 }
 
 #[test]
@@ -583,6 +629,12 @@ fn child() {
 unsafe fn run_child() {
     let page = vkdirty::guard::page_size() as u64;
     println!("SMOKE page {page}");
+    if std::env::var_os("VKDIRTY_SMOKE_GLOBAL").is_some() {
+        // As an application linked with libvulkan: its vk* symbols are in the global scope, where
+        // they could interpose on the layer's exported functions of the same names.
+        let h = unsafe { libc::dlopen(c"libvulkan.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        assert!(!h.is_null(), "libvulkan.so.1");
+    }
     let entry = unsafe { ash::Entry::load() }.expect("load libvulkan");
     let app = vk::ApplicationInfo::default()
         .application_name(c"vkdirty-smoke")
