@@ -10,7 +10,7 @@ use harness::{MemKind, Mapping};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use vkdirty::config::AUTO_ORDER;
-use vkdirty::guard::shadow_wp::{RefreshStats, ShadowWp};
+use vkdirty::guard::shadow_wp::{RefreshStats, RefreshStep, ShadowWp};
 use vkdirty::guard::{page_size, Backend, BackendKind, GuardError, GuardManager, RegionId, TrackOptions};
 
 /// One region tracked directly by a [`ShadowWp`] instance.
@@ -167,7 +167,7 @@ fn refresh_stays_inside_an_unaligned_region() {
 }
 
 /// The races a refresh must survive, made deterministic: the test writes through the
-/// application pointer between the refresh's swaps and the scan that checks them.
+/// application pointer at each step of the refresh.
 #[test]
 fn an_application_write_racing_the_refresh_wins() {
     let p = page_size();
@@ -183,21 +183,24 @@ fn an_application_write_racing_the_refresh_wins() {
     }
     let gpu_byte = t.real(p + 8);
     let app = t.app;
+    // 1. Written after the words were read, before the check: the page is left alone.
     let st = b
-        .refresh_interleaved(t.id, 0..t.len, &mut || {
-            // SAFETY: in bounds of the application view. On page 1: the application writes
-            // the value the word had before the refresh (invisible to a compare-and-swap), and
-            // another byte with a new value. Page 2 is left alone.
-            unsafe {
-                std::ptr::write_volatile(app.add(p + 8), old);
-                std::ptr::write_volatile(app.add(p + 100), 0x5A);
+        .refresh_interleaved(t.id, 0..t.len, &mut |step| {
+            if step == RefreshStep::BeforeCheck {
+                // SAFETY: in bounds of the application view. On page 1: the application writes
+                // the value the byte already had (invisible to a compare-and-swap), and another
+                // byte with a new value. Page 2 is left alone.
+                unsafe {
+                    std::ptr::write_volatile(app.add(p + 8), old);
+                    std::ptr::write_volatile(app.add(p + 100), 0x5A);
+                }
             }
         })
         .unwrap();
     assert_ne!(gpu_byte, old);
-    assert_eq!(st.pages_refreshed, 2, "{st:?}");
+    assert_eq!(st.pages_refreshed, 1, "only page 2: {st:?}");
     assert_eq!(st.races, 1, "page 1 was written during the refresh: {st:?}");
-    assert_eq!(st.words_restored, (p / 8) as u64, "every swapped word of page 1 is undone: {st:?}");
+    assert_eq!(st.words_contended, 0, "{st:?}");
     assert_eq!(t.app(p + 8), old, "the application's write of the old value stands");
     assert_eq!(t.app(p + 100), 0x5A, "the application's new value stands");
     assert_eq!(t.app(p + 9), before9, "page 1 reads as if it had not been refreshed");
@@ -205,38 +208,57 @@ fn an_application_write_racing_the_refresh_wins() {
     assert_eq!(t.collect(), set(&[1]));
     assert_eq!((t.real(p + 8), t.real(p + 100)), (old, 0x5A));
 
-    // A write after the swap, with a value other than the refreshed one, survives the undo.
+    // 2. Written after the check, before the swaps: the written word keeps the application's
+    // value; the rest of the page is refreshed.
     let (before17, before24) = (t.app(p + 17), t.app(p + 24));
     assert!(before17 != 0x77 && before24 != 0x77);
     for i in p..2 * p {
         t.gpu_write(i, 0x77);
     }
     let st = b
-        .refresh_interleaved(t.id, 0..t.len, &mut || {
-            // SAFETY: in bounds of the application view.
-            unsafe { std::ptr::write_volatile(app.add(p + 16), 0x11) };
+        .refresh_interleaved(t.id, 0..t.len, &mut |step| {
+            if step == RefreshStep::BeforeSwap {
+                // SAFETY: in bounds of the application view.
+                unsafe { std::ptr::write_volatile(app.add(p + 16), 0x11) };
+            }
         })
         .unwrap();
-    assert_eq!(st.races, 1, "{st:?}");
-    assert_eq!(t.app(p + 16), 0x11, "written after the swap: kept");
-    assert_eq!(t.app(p + 17), before17, "bytes of the raced word the application did not write are undone");
-    assert_eq!(t.app(p + 24), before24, "other words of the raced page are undone");
+    assert_eq!((st.races, st.words_contended, st.pages_refreshed), (0, 1, 1), "{st:?}");
+    assert_eq!(t.app(p + 16), 0x11, "written before the swap: kept");
+    assert_eq!(t.app(p + 17), before17, "the contended word is not swapped at all");
+    assert_eq!(t.app(p + 24), 0x77, "other words of the page are refreshed");
     assert_eq!(t.collect(), set(&[1]));
+
+    // 3. Written after the swaps (the next application store): it simply stands.
+    for i in p..2 * p {
+        t.gpu_write(i, 0x33);
+    }
+    let st = t.refresh();
+    assert_eq!((st.races, st.words_contended, st.pages_refreshed), (0, 0, 1), "{st:?}");
+    t.app_write(p + 40, 0x33);
+    t.app_write(p + 48, 0x44);
+    assert_eq!((t.app(p + 40), t.app(p + 48), t.app(p + 56)), (0x33, 0x44, 0x33));
+    assert_eq!(t.collect(), set(&[1]));
+    assert_eq!((t.real(p + 40), t.real(p + 48)), (0x33, 0x44));
     t.untrack();
 }
 
 /// A writer thread stamps increasing values into its own words, while a "GPU" thread rewrites
-/// other words of the same pages in the real memory and this thread refreshes and collects in
-/// a loop. No stamp may be lost: at the end every word holds its writer's last stamp.
+/// other words of the same pages in the real memory (and every word of pages the writer never
+/// touches) and this thread refreshes and collects in a loop. No stamp may be lost: at the end
+/// every word holds its writer's last stamp.
 #[test]
 fn no_application_write_lost_to_concurrent_refreshes() {
     const PAGES: usize = 16;
+    // The writer's words: the even words of the first half; the rest is the GPU's.
+    const SHARED: usize = PAGES / 2;
     let m = Mapping::new(MemKind::PrivateAnon, PAGES);
     m.fill(0);
     let b = ShadowWp::new().unwrap();
     let t = Tracked::new(&b, 1, m.ptr, m.len, &TrackOptions::default());
     let words = m.len / 8;
-    // Even words are the application's, odd words the GPU's.
+    let app_words = SHARED * page_size() / 8;
+    let gpu_rounds = AtomicU64::new(0);
     let (app, real) = (t.app as usize, t.real as usize);
     // SAFETY: aligned words of the application view, before any thread starts.
     let last: Vec<AtomicU64> =
@@ -252,7 +274,7 @@ fn no_application_write_lost_to_concurrent_refreshes() {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                let w = (rng as usize % (words / 2)) * 2;
+                let w = (rng as usize % (app_words / 2)) * 2;
                 seq += 1;
                 // SAFETY: an aligned word of the application view; only this thread writes it.
                 unsafe { AtomicU64::from_ptr((app + w * 8) as *mut u64) }.store(seq, Ordering::Relaxed);
@@ -266,22 +288,24 @@ fn no_application_write_lost_to_concurrent_refreshes() {
             let mut v = 1u64 << 63;
             while !stop.load(Ordering::Relaxed) {
                 v += 1;
-                for w in (1..words).step_by(2) {
-                    // SAFETY: an aligned word of the real memory; only this thread writes odd words.
+                for w in (1..app_words).step_by(2).chain(app_words..words) {
+                    // SAFETY: an aligned word of the real memory that only this thread writes.
                     unsafe { AtomicU64::from_ptr((real + w * 8) as *mut u64) }.store(v, Ordering::Relaxed);
                 }
+                gpu_rounds.fetch_add(1, Ordering::Relaxed);
                 std::thread::yield_now();
             }
         });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        while std::time::Instant::now() < deadline || refreshes < 200 {
+        // Enough rounds of both sides, however loaded the machine is (bounded in time).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
             t.refresh();
             refreshes += 1;
             if refreshes % 4 == 0 {
                 t.b.collect(t.id, None, &mut |_: usize, _: &[u8]| {}).unwrap();
                 collections += 1;
             }
-            if refreshes >= 20_000 {
+            if refreshes >= 20_000 && gpu_rounds.load(Ordering::Relaxed) >= 100 {
                 break;
             }
         }
@@ -289,18 +313,21 @@ fn no_application_write_lost_to_concurrent_refreshes() {
     });
     let tot = b.totals();
     eprintln!("{refreshes} refreshes, {collections} collections: {tot:?}");
-    for w in (0..words).step_by(2) {
+    for w in (0..app_words).step_by(2) {
         // SAFETY: an aligned word of the application view; the writers have stopped.
         let got = unsafe { std::ptr::read_volatile((app + w * 8) as *const u64) };
         assert_eq!(got, last[w].load(Ordering::Relaxed), "application word {w} lost a write ({tot:?})");
     }
     t.collect();
-    for w in (0..words).step_by(2) {
+    for w in (0..app_words).step_by(2) {
         // SAFETY: an aligned word of the real memory.
         let got = unsafe { std::ptr::read_volatile((real + w * 8) as *const u64) };
         assert_eq!(got, last[w].load(Ordering::Relaxed), "real word {w} after the last collection");
     }
     assert!(tot.words > 0, "the refreshes brought GPU words in: {tot:?}");
+    // SAFETY: an aligned word of the application view, on a page only the GPU writes.
+    let gpu_word = unsafe { std::ptr::read_volatile((app + (words - 1) * 8) as *const u64) };
+    assert!(gpu_word > 1 << 63, "the GPU-only pages were refreshed: {gpu_word:#x}");
     t.untrack();
 }
 

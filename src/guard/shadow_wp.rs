@@ -26,20 +26,21 @@
 //!    keep the application's bytes (the page is the unit of tracking: a written page is copied
 //!    back whole at the next collection, so its bytes must stay the application's);
 //! 2. every other page is compared with the real memory (`memcmp`), and each differing 8-byte
-//!    word is replaced through the layer view with a compare-and-swap whose expected value is the
-//!    shadow word just read: a word the application changed in between is left alone;
-//! 3. after a batch of pages, a second non-resetting scan of the changed pages: a page that became
-//!    written during steps 1–3 was written by the application while it was being refreshed; the
-//!    words replaced there are swapped back (compare-and-swap, byte by byte: a byte that no
-//!    longer holds the refreshed value was written by the application since and stays). The
-//!    application's writes to that page win, as if the page had not been refreshed, and the
-//!    event is counted in [`RefreshStats::races`].
+//!    word is logged with its shadow value and its real value; nothing is written yet;
+//! 3. after a batch of pages, a second non-resetting scan of the logged pages: a page written
+//!    since step 1 is left alone (counted in [`RefreshStats::races`]); on the others each logged
+//!    word is swapped in through the layer view with a compare-and-swap whose expected value is
+//!    the shadow value read in step 2.
 //!
-//! Writes are never lost, with one residue (see docs/design.md): a byte the refresh changes, that
-//! the application writes during the refresh's few microseconds first with the byte's old value
-//! and then with exactly the value the GPU wrote, ends with the old value. Such a pair of writes
-//! races the GPU's write to the same byte, which the Vulkan memory model leaves undefined.
-//!
+//! An application store seen by a step-2 read faulted first, clearing the page's write-protect
+//! bit before the step-3 scan reads it: the page is skipped whole. A store after that scan
+//! either changes the word before the swap (the swap fails: the store stands) or lands after it
+//! (it overwrites the refreshed value). Nothing is undone, so no store can be mistaken for the
+//! refresh's own. One case gives the GPU's value: a store made after the step-3 scan that writes
+//! exactly the value the shadow already held, into a word the GPU changed. That store races the
+//! GPU's write of the same word, which the Vulkan memory model leaves undefined (see
+//! docs/design.md).
+
 //! # Persistent shadows
 //! With [`TrackOptions::persistent_key`], `untrack` keeps the memfd and both views for that key
 //! (the application view made `PROT_NONE`, so touching it while unmapped crashes like touching
@@ -60,8 +61,8 @@ use super::*;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{fence, AtomicU64};
 
-/// Pages refreshed before the second scan checks them; bounds the undo log (at most
-/// 512 words a page) and the time a racing write has to happen in.
+/// Pages read before the second scan checks them; bounds the word log (at most 512 words a
+/// page).
 const BATCH_PAGES: usize = 64;
 
 /// What a refresh did. [`ShadowWp::totals`] sums them per backend instance.
@@ -78,10 +79,8 @@ pub struct RefreshStats {
     pub words: u64,
     /// Words left alone because they changed between the read and the swap (an application write).
     pub words_contended: u64,
-    /// Pages the application wrote while they were being refreshed: the refresh was undone there.
+    /// Pages the application wrote while they were being read: left as the application wrote them.
     pub races: u64,
-    /// Words swapped back by those undos.
-    pub words_restored: u64,
     /// `PAGEMAP_SCAN` walks made.
     pub scans: u64,
 }
@@ -94,9 +93,18 @@ impl std::ops::AddAssign for RefreshStats {
         self.words += o.words;
         self.words_contended += o.words_contended;
         self.races += o.races;
-        self.words_restored += o.words_restored;
         self.scans += o.scans;
     }
+}
+
+/// Where [`ShadowWp::refresh_interleaved`] calls back within each batch of pages.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshStep {
+    /// The batch's words are read and logged; the scan that checks their pages comes next.
+    BeforeCheck,
+    /// That scan is done; the swaps come next.
+    BeforeSwap,
 }
 
 /// The two views of one shadow memfd.
@@ -175,7 +183,7 @@ impl Drop for Views {
     }
 }
 
-/// A word replaced by a refresh, kept until the second scan cleared its page.
+/// A word to bring in, kept until the second scan cleared its page.
 struct Swap {
     /// Address in the layer view (8-byte aligned).
     at: usize,
@@ -191,7 +199,7 @@ struct Region {
     views: Views,
     span: Option<WpSpan>,
     key: Option<u64>,
-    /// Scan outputs and the undo log, kept to avoid allocations per call.
+    /// Scan outputs and the word log, kept to avoid allocations per call.
     runs: Vec<Range<usize>>,
     written: Vec<Range<usize>>,
     swaps: Vec<Swap>,
@@ -267,7 +275,7 @@ impl Region {
         &mut self,
         wp: &WpTracker,
         range: Range<usize>,
-        between: &mut dyn FnMut(),
+        between: &mut dyn FnMut(RefreshStep),
     ) -> Result<RefreshStats, GuardError> {
         let want = clip_range(Some(range), self.len);
         let mut st = RefreshStats::default();
@@ -281,7 +289,7 @@ impl Region {
         let mut written = std::mem::take(&mut self.written);
         let r = self.refresh_pages(wp, lo..hi, page, &mut written, &mut st, between);
         self.written = written;
-        // Whatever happened, no undo entry may outlive this call.
+        // Whatever happened, no logged word may outlive this call.
         self.swaps.clear();
         self.batch.clear();
         r.map(|()| st)
@@ -294,7 +302,7 @@ impl Region {
         page: usize,
         written: &mut Vec<Range<usize>>,
         st: &mut RefreshStats,
-        between: &mut dyn FnMut(),
+        between: &mut dyn FnMut(RefreshStep),
     ) -> Result<(), GuardError> {
         let pages = wp::page_floor(want.start)..wp::page_ceil(want.end);
         wp.written(self.span()?, pages.clone(), written)?;
@@ -312,29 +320,26 @@ impl Region {
             }
             let b = p.max(want.start)..(p + page).min(want.end);
             st.pages_compared += 1;
-            let first_swap = self.swaps.len();
-            self.refresh_page(b, st);
-            if self.swaps.len() > first_swap {
-                st.pages_refreshed += 1;
-                self.batch.push((p, first_swap));
+            let first = self.swaps.len();
+            self.read_page(b);
+            if self.swaps.len() > first {
+                self.batch.push((p, first));
                 if self.batch.len() == BATCH_PAGES {
-                    between();
-                    self.settle(wp, page, written, st)?;
+                    self.settle(wp, page, written, st, between)?;
                 }
             }
             p += page;
         }
         if !self.batch.is_empty() {
-            between();
-            self.settle(wp, page, written, st)?;
+            self.settle(wp, page, written, st, between)?;
         }
         Ok(())
     }
 
-    /// Brings the real bytes of `b` (application-view addresses inside one page) into the shadow,
-    /// word by word with compare-and-swap, logging each replaced word. Equal stretches are
-    /// skipped with `memcmp` first (the common case: the GPU wrote little or nothing).
-    fn refresh_page(&mut self, b: Range<usize>, st: &mut RefreshStats) {
+    /// Logs each word of `b` (application-view addresses inside one page) where the real
+    /// memory differs from the shadow, with both values. Nothing is written yet. Equal
+    /// stretches are skipped with `memcmp` first (the common case: the GPU wrote little).
+    fn read_page(&mut self, b: Range<usize>) {
         const CHUNK: usize = 256;
         if self.same(b.clone()) {
             return;
@@ -343,7 +348,7 @@ impl Region {
         while c < b.end {
             let end = ((c / CHUNK + 1) * CHUNK).min(b.end);
             if !self.same(c..end) {
-                self.swap_words(c..end, st);
+                self.read_words(c..end);
             }
             c = end;
         }
@@ -359,9 +364,9 @@ impl Region {
         unsafe { libc::memcmp(self.layer_of(r.start) as *const libc::c_void, self.real_of(r.start) as *const libc::c_void, r.len()) == 0 }
     }
 
-    /// The word-by-word compare-and-swap of `b` (chunk boundaries are 8-byte aligned, so a word
-    /// never spans two calls).
-    fn swap_words(&mut self, b: Range<usize>, st: &mut RefreshStats) {
+    /// The word-by-word comparison of `b` (chunk boundaries are 8-byte aligned, so a word never
+    /// spans two calls).
+    fn read_words(&mut self, b: Range<usize>) {
         let mut word = b.start & !7;
         while word < b.end {
             // Bytes of this word inside `b`, as a little-endian mask.
@@ -371,8 +376,7 @@ impl Region {
             // SAFETY: `word` is 8-byte aligned inside the layer view (a page multiple), which is
             // ours for the life of the region; the application view maps the same memory, so the
             // word is only ever accessed atomically here.
-            let cell = unsafe { AtomicU64::from_ptr(self.layer_of(word) as *mut u64) };
-            let cur = cell.load(Ordering::Relaxed);
+            let cur = unsafe { AtomicU64::from_ptr(self.layer_of(word) as *mut u64) }.load(Ordering::Relaxed);
             let incoming = if mask == u64::MAX {
                 // SAFETY: the whole word lies inside the real region (aligned like the shadow,
                 // since both start at the same offset within a page); the GPU may be writing it,
@@ -389,80 +393,62 @@ impl Region {
             };
             let new = (cur & !mask) | (incoming & mask);
             if new != cur {
-                match cell.compare_exchange(cur, new, Ordering::SeqCst, Ordering::Relaxed) {
-                    Ok(_) => {
-                        self.swaps.push(Swap { at: self.layer_of(word), old: cur, new });
-                        st.words += 1;
-                    }
-                    Err(_) => st.words_contended += 1,
-                }
+                self.swaps.push(Swap { at: self.layer_of(word), old: cur, new });
             }
             word += 8;
         }
     }
 
-    /// The second scan of the batch's pages: undoes the swaps on pages the application wrote
-    /// during the refresh.
+    /// Checks the batch's pages with a second scan, then swaps the logged words in on the pages
+    /// the application still has not written.
     fn settle(
         &mut self,
         wp: &WpTracker,
         page: usize,
         written: &mut Vec<Range<usize>>,
         st: &mut RefreshStats,
+        between: &mut dyn FnMut(RefreshStep),
     ) -> Result<(), GuardError> {
-        // Our swaps happen before the scan reads the page tables; an application store that the
-        // swaps overwrote was preceded by its write fault, which cleared the write-protect bit.
+        between(RefreshStep::BeforeCheck);
+        // The shadow words were read before the scan reads the page tables: an application
+        // store those reads saw was preceded by its write fault, which cleared the page's
+        // write-protect bit, so the scan reports the page as written.
         fence(Ordering::SeqCst);
         let first = self.batch[0].0;
         let last = self.batch[self.batch.len() - 1].0;
         wp.written(self.span()?, first..last + page, written)?;
         st.scans += 1;
+        between(RefreshStep::BeforeSwap);
         let mut w = 0;
         for (k, &(p, start)) in self.batch.iter().enumerate() {
             while w < written.len() && written[w].end <= p {
                 w += 1;
             }
-            if !(w < written.len() && written[w].start <= p) {
+            if w < written.len() && written[w].start <= p {
+                st.races += 1;
                 continue;
             }
             let end = self.batch.get(k + 1).map_or(self.swaps.len(), |b| b.1);
-            st.races += 1;
+            let mut any = false;
             for sw in &self.swaps[start..end] {
-                // SAFETY: as in `refresh_page`: an aligned word of the layer view.
+                // SAFETY: as in `read_words`: an aligned word of the layer view.
                 let cell = unsafe { AtomicU64::from_ptr(sw.at as *mut u64) };
-                let mut cur = cell.load(Ordering::Relaxed);
-                loop {
-                    let back = undo(cur, sw.old, sw.new);
-                    if back == cur {
-                        break;
+                // Expected: the value read before the check. An application store since then
+                // changed it, and the store wins.
+                match cell.compare_exchange(sw.old, sw.new, Ordering::SeqCst, Ordering::Relaxed) {
+                    Ok(_) => {
+                        st.words += 1;
+                        any = true;
                     }
-                    match cell.compare_exchange(cur, back, Ordering::SeqCst, Ordering::Relaxed) {
-                        Ok(_) => {
-                            st.words_restored += 1;
-                            break;
-                        }
-                        Err(now) => cur = now,
-                    }
+                    Err(_) => st.words_contended += 1,
                 }
             }
+            st.pages_refreshed += u64::from(any);
         }
         self.batch.clear();
         self.swaps.clear();
         Ok(())
     }
-}
-
-/// `cur` with every byte that still holds the refreshed value (and was changed by the refresh)
-/// set back to its value before the refresh.
-fn undo(cur: u64, old: u64, new: u64) -> u64 {
-    let mut out = cur;
-    for i in 0..8 {
-        let m = 0xffu64 << (8 * i);
-        if (old ^ new) & m != 0 && (cur ^ new) & m == 0 {
-            out = (out & !m) | (old & m);
-        }
-    }
-    out
 }
 
 pub struct ShadowWp {
@@ -494,18 +480,17 @@ impl ShadowWp {
     /// Brings what the GPU wrote into the pages of `range` (region offsets) that the application
     /// has not written since the last collection. See the module documentation.
     pub fn refresh(&self, id: RegionId, range: Range<usize>) -> Result<RefreshStats, GuardError> {
-        self.refresh_interleaved(id, range, &mut || {})
+        self.refresh_interleaved(id, range, &mut |_| {})
     }
 
-    /// [`refresh`](Self::refresh), calling `between` after each batch of swaps and before the
-    /// scan that checks it: tests write through the application pointer there to race the
-    /// refresh deterministically.
+    /// [`refresh`](Self::refresh), calling `between` at each [`RefreshStep`] of every batch:
+    /// tests write through the application pointer there to race the refresh deterministically.
     #[doc(hidden)]
     pub fn refresh_interleaved(
         &self,
         id: RegionId,
         range: Range<usize>,
-        between: &mut dyn FnMut(),
+        between: &mut dyn FnMut(RefreshStep),
     ) -> Result<RefreshStats, GuardError> {
         let st = self.regions.with(id, |r| r.refresh(self.wp, range, between))?;
         *self.totals.lock() += st;
@@ -625,23 +610,5 @@ impl Drop for ShadowWp {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::undo;
-
-    #[test]
-    fn undo_restores_only_bytes_still_holding_the_refreshed_value() {
-        let old = 0x1111_1111_1111_1111;
-        let new = 0x1111_2222_2222_2222; // the refresh changed the low 6 bytes
-        assert_eq!(undo(new, old, new), old);
-        // The application wrote byte 0 after the refresh: it stays.
-        assert_eq!(undo(0x1111_2222_2222_22ab, old, new), 0x1111_1111_1111_11ab);
-        // The application wrote every changed byte: nothing to undo.
-        assert_eq!(undo(0x1111_3333_3333_3333, old, new), 0x1111_3333_3333_3333);
-        // Bytes the refresh did not change are never touched.
-        assert_eq!(undo(0x9911_2222_2222_2222, old, new), 0x9911_1111_1111_1111);
     }
 }
