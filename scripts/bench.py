@@ -347,6 +347,8 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
             stream_cases.append(("map", (s, p, f, "map-every-frame")))
     if opts.max_size_mib:
         stream_cases = [c for c in stream_cases if c[1][0] <= opts.max_size_mib]
+    if opts.cases:
+        stream_cases = [c for c in stream_cases if case_name(*c[1][:3]) in opts.cases]
     vkcube = "vkcube" in workloads
     if vkcube and not (opts.vkcube and os.environ.get("DISPLAY")):
         log("vkcube left out: " + ("no vkcube binary" if not opts.vkcube else "no X display (run under xvfb-run)"))
@@ -418,6 +420,7 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
 def load(paths):
     machines, runs = {}, []
     for p in paths:
+        session = None
         with open(p) as f:
             for line in f:
                 line = line.strip()
@@ -425,8 +428,14 @@ def load(paths):
                     continue
                 r = json.loads(line)
                 if r.get("type") == "machine":
-                    machines[r["machine"]] = r  # the latest session's line wins
+                    # The first session's line describes the machine; later ones (--append, or
+                    # cases re-run and merged in) are listed with the cases they produced.
+                    first = machines.setdefault(r["machine"], r)
+                    if first is not r:
+                        first.setdefault("later", []).append(r)
+                    session = r
                 elif r.get("type") == "run":
+                    r["_session"] = session
                     runs.append(r)
     return machines, runs
 
@@ -552,7 +561,10 @@ def vkcube_table(cases):
 def targets(agg):
     """The issue's targets, checked on these results."""
     out = []
-    wp = "vkdirty:async-wp"
+    # Where the driver's mappings refuse async-wp (NVIDIA), host-import is its zero-copy stand-in.
+    present = {cfg for a in agg.values() for cfg in a["configs"]}
+    wp = "vkdirty:async-wp" if "vkdirty:async-wp" in present else "vkdirty:host-import"
+    name = wp.split(":", 1)[1]
     rows = []
     for (workload, case), a in sorted(agg.items()):
         if workload != "stream":
@@ -571,8 +583,8 @@ def targets(agg):
         rows.append(f"| {case} | {fmt(ow)} | {fmt(og)} | {ratio(og, ow, '.1f') if og is not None and ow > 0 else '–'} "
                     f"| {ratio(ow, trap, '.2f')} |")
     if rows:
-        out += ["| case (1–10 % dirty) | async-wp overhead ms | gfxr page_guard overhead ms "
-                "| gfxr ÷ async-wp (target ≥ 5×) | async-wp ÷ trap floor (target ≤ 1.5×) |",
+        out += [f"| case (1–10 % dirty) | {name} overhead ms | gfxr page_guard overhead ms "
+                f"| gfxr ÷ {name} (target ≥ 5×) | {name} ÷ trap floor (target ≤ 1.5×) |",
                 "|---|---:|---:|---:|---:|"] + rows
     size_rows = []
     for (workload, case), a in sorted(agg.items()):
@@ -584,7 +596,7 @@ def targets(agg):
                          f"| {fmt(mib(w['captured']), '.1f')} | {fmt(mib(g.get('captured')), '.1f')} "
                          f"| {'yes' if g.get('captured') is not None and w['captured'] <= g['captured'] else ('–' if g.get('captured') is None else 'no')} |")
     if size_rows:
-        out += ["", "| workload | case | async-wp captured ÷ written (target ≤ 1.05×) | async-wp captured MiB "
+        out += ["", f"| workload | case | {name} captured ÷ written (target ≤ 1.05×) | {name} captured MiB "
                 "| gfxr page_guard memory data MiB | not larger than gfxr |",
                 "|---|---|---:|---:|---:|---|"] + size_rows
     return out
@@ -600,6 +612,13 @@ def render_machine(m, runs):
                  f"({dev.get('memory_flags', '?')}). gfxreconstruct {m.get('gfxr_version') or 'not run'}. "
                  f"vkdirty {m.get('vkdirty_commit') or '?'}. Date {m.get('date')}{' (quick run)' if m.get('quick') else ''}.")
     lines.append("")
+    for later in m.get("later", []):
+        cases = sorted({r["case"] for r in runs if r.get("_session") is later}, key=_case_key)
+        if cases:
+            lines.append(f"Re-run on {later.get('date')} with vkdirty {later.get('vkdirty_commit') or '?'}"
+                         f"{' (' + later['note'] + ')' if later.get('note') else ''}: {', '.join(cases)}; "
+                         "every configuration of those cases comes from that run.")
+            lines.append("")
     skipped = m.get("vkdirty_skipped") or {}
     if skipped:
         lines.append("vkdirty backends left out: " + "; ".join(f"{b}: {why}" for b, why in skipped.items()) + ".")
@@ -706,6 +725,7 @@ def main():
     r.add_argument("--reps", type=int)
     r.add_argument("--vkcube-frames", type=int)
     r.add_argument("--max-size-mib", type=int)
+    r.add_argument("--cases", type=lambda s: s.split(","), help='only these cases, by name ("256 MiB random 10%%")')
     r.add_argument("--all-reps", action="store_true", help="repeat the large cases too")
     r.add_argument("--timeout", type=float, default=600)
     d = sub.add_parser("render")

@@ -12,6 +12,7 @@
 # Options: --machine NAME (results file name and table heading; default "dev-lavapipe"),
 #   --workloads stream,map,vkcube  --configs none,vkdirty:async-wp,gfxr:page_guard,...
 #   --backends async-wp,shadow,...  --reps N  --frames N  --max-size-mib N  --append
+#   --cases "256 MiB random 10%,16 MiB ring 1%"
 #   --results FILE  --doc FILE  --no-doc  --no-install
 #
 # On a machine without apt or cargo (the NVIDIA H100 device machine), carry prebuilt files:
@@ -43,7 +44,7 @@ while (($#)); do
         --no-doc) no_doc=1 ;;
         --render-only) render_only=1 ;;
         --append) append=1 ;;
-        --workloads|--configs|--backends|--reps|--frames|--max-size-mib|--vkcube-frames|--timeout)
+        --workloads|--configs|--backends|--reps|--frames|--max-size-mib|--vkcube-frames|--timeout|--cases)
             pass+=("$1" "$2"); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;

@@ -260,9 +260,12 @@ pub const SETTINGS: &[SettingInfo] = &[
     SettingInfo {
         name: "HOST_IMPORT",
         default: "1",
-        accepted: "1, 0, true, false, on, off, yes, no",
+        accepted: "1, 0, true, false, on, off, yes, no, strict",
         doc: "auto and host-import: back host-visible allocations with the layer's own anonymous \
-              memory through VK_EXT_external_memory_host. 0 turns it off.",
+              memory through VK_EXT_external_memory_host. 0 turns it off. Buffers and images are \
+              made external so they can be bound there; 1 allows that where it hides only \
+              device-local host-visible memory types from them (NVIDIA's BAR type), strict only \
+              where their memory types stay exactly the same.",
     },
     SettingInfo {
         name: "SHADOW_READS",
@@ -324,13 +327,25 @@ pub const SETTINGS: &[SettingInfo] = &[
     },
 ];
 
+/// `VKDIRTY_HOST_IMPORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostImport {
+    Off,
+    /// Resources are made external where that hides from them at most memory types that are
+    /// both device-local and host-visible (no other type offers both; the data goes to system
+    /// memory instead).
+    On,
+    /// Resources are made external only where their memory types stay exactly the same.
+    Strict,
+}
+
 /// The layer's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// `None`: the default name (see [`resolve_trace_path`]).
     pub trace_file: Option<PathBuf>,
     pub backend: BackendChoice,
-    pub host_import: bool,
+    pub host_import: HostImport,
     pub shadow_reads: bool,
     pub shadow_refresh: ShadowRefresh,
     pub persistent_shadow: bool,
@@ -349,7 +364,7 @@ impl Default for Settings {
         Settings {
             trace_file: None,
             backend: BackendChoice::Auto,
-            host_import: true,
+            host_import: HostImport::On,
             shadow_reads: false,
             shadow_refresh: ShadowRefresh::Cached,
             persistent_shadow: false,
@@ -373,6 +388,13 @@ fn parse_bool(v: &str) -> Option<bool> {
         "0" | "false" | "off" | "no" => Some(false),
         _ => None,
     }
+}
+
+fn parse_host_import(v: &str) -> Option<HostImport> {
+    if v.eq_ignore_ascii_case("strict") {
+        return Some(HostImport::Strict);
+    }
+    parse_bool(v).map(|on| if on { HostImport::On } else { HostImport::Off })
 }
 
 fn parse_backend(v: &str) -> Option<BackendChoice> {
@@ -436,7 +458,7 @@ impl Settings {
         }
         let w = &mut warnings;
         set(w, "BACKEND", get("BACKEND"), parse_backend, &mut s.backend);
-        set(w, "HOST_IMPORT", get("HOST_IMPORT"), parse_bool, &mut s.host_import);
+        set(w, "HOST_IMPORT", get("HOST_IMPORT"), parse_host_import, &mut s.host_import);
         set(w, "SHADOW_READS", get("SHADOW_READS"), parse_bool, &mut s.shadow_reads);
         set(w, "SHADOW_REFRESH", get("SHADOW_REFRESH"), parse_shadow_refresh, &mut s.shadow_refresh);
         set(w, "PERSISTENT_SHADOW", get("PERSISTENT_SHADOW"), parse_bool, &mut s.persistent_shadow);
@@ -451,7 +473,7 @@ impl Settings {
 
     /// Whether the layer imports host-visible allocations (`VKDIRTY_HOST_IMPORT` and the backend).
     pub fn imports_host_memory(&self) -> bool {
-        self.host_import && self.backend.imports_host_memory()
+        self.host_import != HostImport::Off && self.backend.imports_host_memory()
     }
 
     /// Whether the layer rounds memory requirements up to the page size.
@@ -555,7 +577,7 @@ mod tests {
         assert!(s.shadow_reads && s.persistent_shadow && s.flush_every_submit);
         assert_eq!(s.shadow_refresh, ShadowRefresh::Always);
         assert!(!s.align_requirements);
-        assert!(!s.host_import);
+        assert_eq!(s.host_import, HostImport::Off);
         assert_eq!(s.compression, Compression::None);
         assert_eq!(s.log_level, LogLevel::Debug);
         assert_eq!(s.frames.as_ref().map(|r| r.to_string()).as_deref(), Some("10-20,100"));
@@ -677,7 +699,12 @@ mod tests {
             let (s, w) = Settings::load(&map_source(&[("BACKEND", b), ("HOST_IMPORT", "0")]));
             assert!(w.is_empty());
             assert!(!s.imports_host_memory(), "{b} with HOST_IMPORT=0");
+            let (s, w) = Settings::load(&map_source(&[("BACKEND", b), ("HOST_IMPORT", "Strict")]));
+            assert!(w.is_empty());
+            assert_eq!((s.host_import, s.imports_host_memory()), (HostImport::Strict, want), "{b} with HOST_IMPORT=strict");
         }
+        let (s, w) = Settings::load(&map_source(&[("HOST_IMPORT", "loose")]));
+        assert_eq!((s.host_import, w.len()), (HostImport::On, 1), "an unknown value warns and keeps the default");
     }
 
     struct Props(HashMap<String, String>);

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use crate::dispatch::{InstanceKey, InstanceState};
 use crate::table::{cast_next, hook_table};
 use crate::{capture, log, settings};
-use vkdirty::config::{BackendChoice, LogLevel};
+use vkdirty::config::{BackendChoice, HostImport, LogLevel};
 use vkdirty::guard::BackendKind;
 
 const HOST_ALLOCATION: vk::ExternalMemoryHandleTypeFlags = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
@@ -267,10 +267,24 @@ unsafe fn chain_find(mut p: *const c_void, s: vk::StructureType) -> *const c_voi
     std::ptr::null()
 }
 
-/// Resources that would see other memory types when external stay as the application made
-/// them: the layer must not change where the application can put its data.
-fn same_types(what: &str, usage: u64, flags: u32, plain: u32, external: u32) -> Result<(), &'static str> {
-    if plain == external {
+/// Whether resources of one kind may be made external, given the memory types the driver
+/// reports for them plain and external. They may not gain types (the application would choose
+/// among types it never saw), and may lose only types in `may_hide`: with
+/// `VKDIRTY_HOST_IMPORT=1` those both device-local and host-visible, which no other type can
+/// stand in for, but which hold nothing another type cannot; `strict`: none.
+fn keeps_types(what: &str, usage: u64, flags: u32, plain: u32, external: u32, may_hide: u32) -> Result<(), &'static str> {
+    let lost = plain & !external;
+    if plain == external || (external & !plain == 0 && lost & !may_hide == 0 && external != 0) {
+        if lost != 0 {
+            log::once(
+                LogLevel::Info,
+                &format!(
+                    "host-import: external {what} cannot use the device-local host-visible memory types {lost:#x}; \
+                     the application's {what} (usage {usage:#x}, flags {flags:#x}) go to the other types it is \
+                     offered ({external:#x}); VKDIRTY_HOST_IMPORT=strict keeps every type"
+                ),
+            );
+        }
         return Ok(());
     }
     log::once(
@@ -281,6 +295,16 @@ fn same_types(what: &str, usage: u64, flags: u32, plain: u32, external: u32) -> 
         ),
     );
     Err("external ones would have other memory types")
+}
+
+/// The memory types `keeps_types` may hide from external resources under `policy`.
+pub fn hideable_types(types: &[vk::MemoryPropertyFlags], policy: HostImport) -> u32 {
+    use vk::MemoryPropertyFlags as M;
+    if policy != HostImport::On {
+        return 0;
+    }
+    let both = M::DEVICE_LOCAL | M::HOST_VISIBLE;
+    types.iter().take(32).enumerate().filter(|(_, f)| f.contains(both)).fold(0, |bits, (i, _)| bits | 1 << i)
 }
 
 /// Whether external memory properties allow binding to imported host memory.
@@ -547,6 +571,8 @@ struct Active {
     no_video_memory: bool,
     /// Types the driver imported the probe page into.
     importable_bits: u32,
+    /// Types external resources may lose (`hideable_types`).
+    may_hide: u32,
     st: Mutex<ImportState>,
 }
 
@@ -785,6 +811,8 @@ pub unsafe fn device_created(
                     if s.no_video_memory { "no video memory, " } else { "" },
                     s.align
                 );
+                // Never a type that is imported itself (on devices without video memory).
+                let may_hide = hideable_types(&s.types, settings::get().host_import) & !eligible;
                 let requirements2 =
                     if s.api_1_1 { next.vkGetBufferMemoryRequirements2 } else { next.vkGetBufferMemoryRequirements2KHR };
                 let a = Active {
@@ -797,6 +825,7 @@ pub unsafe fn device_created(
                     types: s.types,
                     no_video_memory: s.no_video_memory,
                     importable_bits,
+                    may_hide,
                     st: Mutex::new(ImportState::default()),
                 };
                 (Some(a), None)
@@ -1103,7 +1132,7 @@ impl Active {
                 // Not remembered: a trial buffer could not be made this time.
                 return Err("no trial buffer");
             };
-            same_types("buffers", usage, ci.flags.as_raw(), plain, external)
+            keeps_types("buffers", usage, ci.flags.as_raw(), plain, external, self.may_hide)
         } else {
             Err("the driver cannot bind it to host memory")
         };
@@ -1187,7 +1216,7 @@ impl Active {
             let (Some(plain), Some(external)) = (plain, external) else {
                 return Err("no trial image");
             };
-            same_types("images", u64::from(ci.usage.as_raw()), ci.flags.as_raw(), plain, external)
+            keeps_types("images", u64::from(ci.usage.as_raw()), ci.flags.as_raw(), plain, external, self.may_hide)
         } else {
             Err("the driver cannot bind it to host memory")
         };
@@ -1620,10 +1649,31 @@ mod tests {
 
     #[test]
     fn external_resources_must_keep_their_memory_types() {
-        assert_eq!(same_types("buffers", 3, 0, 0b11111, 0b11111), Ok(()));
-        // Losing device-local types (or gaining any) would change where the application's data goes.
-        assert!(same_types("buffers", 3, 0, 0b11111, 0b01100).is_err());
-        assert!(same_types("images", 3, 0, 0b00011, 0b01111).is_err());
+        // Strict: nothing may be hidden.
+        assert_eq!(keeps_types("buffers", 3, 0, 0b11111, 0b11111, 0), Ok(()));
+        assert!(keeps_types("buffers", 3, 0, 0b11111, 0b01111, 0).is_err());
+        assert!(keeps_types("buffers", 3, 0, 0b11111, 0b01100, 0).is_err());
+        // NVIDIA 580 (measured): external buffers lose type 4, device-local and host-visible.
+        assert_eq!(keeps_types("buffers", 3, 0, 0b11111, 0b01111, 0b10000), Ok(()));
+        // Losing any other type, or gaining one, or losing everything, is refused.
+        assert!(keeps_types("buffers", 3, 0, 0b11111, 0b00111, 0b10000).is_err());
+        assert!(keeps_types("images", 3, 0, 0b00011, 0b01111, 0b10000).is_err());
+        assert!(keeps_types("images", 3, 0, 0b10000, 0, 0b10000).is_err());
+    }
+
+    #[test]
+    fn only_device_local_host_visible_types_may_be_hidden() {
+        use vk::MemoryPropertyFlags as M;
+        let nvidia = [
+            M::empty(),
+            M::DEVICE_LOCAL,
+            M::HOST_VISIBLE | M::HOST_COHERENT,
+            M::HOST_VISIBLE | M::HOST_COHERENT | M::HOST_CACHED,
+            M::DEVICE_LOCAL | M::HOST_VISIBLE | M::HOST_COHERENT,
+        ];
+        assert_eq!(hideable_types(&nvidia, HostImport::On), 0b10000);
+        assert_eq!(hideable_types(&nvidia, HostImport::Strict), 0);
+        assert_eq!(hideable_types(&nvidia, HostImport::Off), 0);
     }
 
     #[test]

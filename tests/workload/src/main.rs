@@ -6,6 +6,7 @@
 //! of what the CPU had written into each allocation (see `sidecar.rs`).
 
 mod mem;
+mod probe;
 mod sidecar;
 mod vkctx;
 
@@ -63,6 +64,10 @@ struct Args {
     /// showing the application a shadow refreshes it at the host synchronisation point.
     #[arg(long)]
     no_coherent_invalidate: bool,
+    /// Print the memory types, and for common buffer usages the memory types of plain and of
+    /// host-allocation external buffers (JSON lines), then exit.
+    #[arg(long)]
+    report_memory: bool,
     /// Test aid: make one invalid call, to prove validation messages are caught.
     #[arg(long, hide = true)]
     provoke_validation_error: bool,
@@ -576,6 +581,15 @@ fn run(args: &Args) -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    if args.report_memory {
+        return match probe::report(&vk) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vkdirty-workload: {e}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let device_name = vk.device_name.clone();
     let validating = vk.validating;
     let mut outcome: Result<(), Failure> = Ok(());
