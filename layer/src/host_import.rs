@@ -270,8 +270,8 @@ unsafe fn chain_find(mut p: *const c_void, s: vk::StructureType) -> *const c_voi
 /// Whether resources of one kind may be made external, given the memory types the driver
 /// reports for them plain and external. They may not gain types (the application would choose
 /// among types it never saw), and may lose only types in `may_hide`: with
-/// `VKDIRTY_HOST_IMPORT=1` those both device-local and host-visible, which no other type can
-/// stand in for, but which hold nothing another type cannot; `strict`: none.
+/// `VKDIRTY_HOST_IMPORT=1` those both device-local and host-visible (what the application would
+/// have put there goes to the other types it is offered); with `strict` none.
 fn keeps_types(what: &str, usage: u64, flags: u32, plain: u32, external: u32, may_hide: u32) -> Result<(), &'static str> {
     let lost = plain & !external;
     if plain == external || (external & !plain == 0 && lost & !may_hide == 0 && external != 0) {

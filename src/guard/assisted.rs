@@ -47,14 +47,7 @@ impl Backend for Assisted {
         len: usize,
         _opts: &TrackOptions,
     ) -> Result<*mut u8, GuardError> {
-        if len == 0 || (real as usize).checked_add(len).is_none() {
-            return Err(GuardError::RegionRefused {
-                backend: BackendKind::Assisted,
-                addr: real as usize,
-                len,
-                reason: "empty or wrapping range".into(),
-            });
-        }
+        check_region(BackendKind::Assisted, real, len)?;
         self.regions.insert(
             id,
             Declared {

@@ -33,14 +33,7 @@ impl Backend for Full {
         len: usize,
         _opts: &TrackOptions,
     ) -> Result<*mut u8, GuardError> {
-        if len == 0 || (real as usize).checked_add(len).is_none() {
-            return Err(GuardError::RegionRefused {
-                backend: BackendKind::Full,
-                addr: real as usize,
-                len,
-                reason: "empty or wrapping range".into(),
-            });
-        }
+        check_region(BackendKind::Full, real, len)?;
         self.regions.insert(id, (real as usize, len));
         Ok(real)
     }

@@ -141,6 +141,20 @@ impl GuardError {
     pub fn os(op: &'static str) -> GuardError {
         GuardError::Os { op, source: std::io::Error::last_os_error() }
     }
+
+    /// `backend` refuses the region at `addr`.
+    pub fn refused(backend: BackendKind, addr: usize, len: usize, reason: impl Into<String>) -> GuardError {
+        GuardError::RegionRefused { backend, addr, len, reason: reason.into() }
+    }
+}
+
+/// Refuses what no backend can track: an empty region, a null pointer, or one that wraps the
+/// address space.
+fn check_region(backend: BackendKind, real: *mut u8, len: usize) -> Result<(), GuardError> {
+    if len == 0 || real.is_null() || (real as usize).checked_add(len).is_none() {
+        return Err(GuardError::refused(backend, real as usize, len, "empty or wrapping region"));
+    }
+    Ok(())
 }
 
 /// The system page size.

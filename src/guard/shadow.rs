@@ -918,15 +918,8 @@ impl Backend for Shadow {
         len: usize,
         opts: &TrackOptions,
     ) -> Result<*mut u8, GuardError> {
-        let refuse = |reason: &str| GuardError::RegionRefused {
-            backend: BackendKind::Shadow,
-            addr: real as usize,
-            len,
-            reason: reason.into(),
-        };
-        if len == 0 || real.is_null() || (real as usize).checked_add(len).is_none() {
-            return Err(refuse("empty or wrapping region"));
-        }
+        let refuse = |reason: &str| GuardError::refused(BackendKind::Shadow, real as usize, len, reason);
+        check_region(BackendKind::Shadow, real, len)?;
         let page = page_size();
         let head = real as usize & (page - 1);
         let span = (head + len).div_ceil(page) * page;

@@ -520,17 +520,11 @@ impl Backend for ShadowWp {
         len: usize,
         opts: &TrackOptions,
     ) -> Result<*mut u8, GuardError> {
-        let refuse = |reason: &str| GuardError::RegionRefused {
-            backend: BackendKind::ShadowWp,
-            addr: real as usize,
-            len,
-            reason: reason.into(),
-        };
+        check_region(BackendKind::ShadowWp, real, len)?;
         let page = page_size();
         let head = real as usize & (page - 1);
-        let span = match (real as usize).checked_add(len).and_then(|_| (head + len).checked_next_multiple_of(page)) {
-            Some(s) if len > 0 && !real.is_null() => s,
-            _ => return Err(refuse("empty or wrapping region")),
+        let Some(span) = (head + len).checked_next_multiple_of(page) else {
+            return Err(GuardError::refused(BackendKind::ShadowWp, real as usize, len, "wrapping region"));
         };
         let reuse = opts.persistent_key.and_then(|k| self.kept.lock().remove(&k));
         let views = match reuse {

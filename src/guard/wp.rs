@@ -139,12 +139,7 @@ impl WpTracker {
         len: usize,
         kind: BackendKind,
     ) -> Result<WpSpan, GuardError> {
-        let refused = |reason: String| GuardError::RegionRefused {
-            backend: kind,
-            addr,
-            len,
-            reason,
-        };
+        let refused = |reason: String| GuardError::refused(kind, addr, len, reason);
         if len == 0 {
             return Err(refused("empty range".into()));
         }
