@@ -37,11 +37,36 @@ pub unsafe extern "system" fn create_instance(
     let Some(next_create) = cast_next!(next_create, vk::PFN_vkCreateInstance) else {
         return vk::Result::ERROR_INITIALIZATION_FAILED;
     };
-    // LLP_LAYER_21: pInstance is passed down untouched.
-    // SAFETY: the application's arguments, passed down unchanged (but for the advanced link).
-    let r = unsafe { next_create(create_info, allocator, p_instance) };
-    if r != vk::Result::SUCCESS {
-        return r;
+    // host-import's queries on a Vulkan 1.0 instance need two instance extensions. The loader
+    // hands each driver only the extensions it has (an unknown name was seen dropped, not
+    // refused), so a failure here comes from a layer below: the application's own create info
+    // is then passed down instead.
+    // SAFETY: create_info is the application's valid create info.
+    let extended = unsafe { host_import::instance_extensions(&*create_info) };
+    let mut mine = None;
+    let mut r = vk::Result::ERROR_EXTENSION_NOT_PRESENT;
+    if let Some(names) = &extended {
+        // SAFETY: as below; the copy differs only in its extension list, which outlives the call.
+        let mut ci = unsafe { *create_info };
+        ci.enabled_extension_count = names.len() as u32;
+        ci.pp_enabled_extension_names = names.as_ptr();
+        // LLP_LAYER_21: pInstance is passed down untouched.
+        // SAFETY: the application's arguments with extensions added.
+        r = unsafe { next_create(&ci, allocator, p_instance) };
+        if r == vk::Result::SUCCESS {
+            mine = Some(ci);
+        } else {
+            log::info!("host-import: the instance could not enable the extensions it needs on Vulkan 1.0 ({r:?})");
+            // SAFETY: the loader's create info, still alive; the layers below advanced its link.
+            unsafe { link.rewind() };
+        }
+    }
+    if mine.is_none() {
+        // SAFETY: the application's arguments, passed down unchanged (but for the advanced link).
+        r = unsafe { next_create(create_info, allocator, p_instance) };
+        if r != vk::Result::SUCCESS {
+            return r;
+        }
     }
     // SAFETY: on success the next layer wrote a valid instance to p_instance.
     let instance = unsafe { *p_instance };
@@ -51,8 +76,8 @@ pub unsafe extern "system" fn create_instance(
     // SAFETY: instance is a valid dispatchable handle.
     let Some(key) = (unsafe { InstanceKey::of(instance) }) else { return r };
     dispatch::add_instance(key, InstanceState { handle: instance, next_gipa, next });
-    // SAFETY: create_info is the application's valid create info.
-    unsafe { host_import::instance_created(key, &*create_info) };
+    // SAFETY: the create info passed down, valid.
+    unsafe { host_import::instance_created(key, mine.as_ref().unwrap_or(&*create_info)) };
 
     // SAFETY: create_info is valid; pApplicationInfo is null or valid (VUID-VkInstanceCreateInfo-pApplicationInfo-parameter).
     let (app, engine) = unsafe {

@@ -388,9 +388,9 @@ impl Drop for HostBlock {
 #[derive(Clone, Copy)]
 struct InstanceInfo {
     api: u32,
-    /// The application enabled `VK_KHR_get_physical_device_properties2`.
+    /// `VK_KHR_get_physical_device_properties2` is enabled (by the application or the layer).
     props2_khr: bool,
-    /// The application enabled `VK_KHR_external_memory_capabilities`.
+    /// `VK_KHR_external_memory_capabilities` is enabled (likewise).
     caps_khr: bool,
 }
 
@@ -411,10 +411,41 @@ unsafe fn names<'a>(names: *const *const c_char, n: u32) -> Vec<&'a CStr> {
         .collect()
 }
 
-/// `vkCreateInstance` succeeded.
+/// The instance extensions host-import's physical-device queries need on a Vulkan 1.0 instance.
+const INSTANCE_EXTENSIONS: [&CStr; 2] =
+    [ash::khr::get_physical_device_properties2::NAME, ash::khr::external_memory_capabilities::NAME];
+
+/// For a Vulkan 1.0 application that did not enable them, its extension list plus
+/// [`INSTANCE_EXTENSIONS`], to enable below the layer (the application's view of the instance
+/// is unchanged: it neither queries nor calls what it did not enable). `None`: nothing to add.
 ///
 /// # Safety
 /// `info` is the application's valid `VkInstanceCreateInfo`.
+pub unsafe fn instance_extensions(info: &vk::InstanceCreateInfo<'_>) -> Option<Vec<*const c_char>> {
+    if !settings::get().imports_host_memory() {
+        return None;
+    }
+    // SAFETY: pApplicationInfo is null or valid.
+    let api = unsafe { info.p_application_info.as_ref() }.map_or(0, |ai| ai.api_version);
+    if vk::api_version_major(api) > 1 || vk::api_version_minor(api) >= 1 {
+        return None;
+    }
+    // SAFETY: caller contract.
+    let have = unsafe { names(info.pp_enabled_extension_names, info.enabled_extension_count) };
+    let missing: Vec<&CStr> = INSTANCE_EXTENSIONS.into_iter().filter(|e| !have.contains(e)).collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut all: Vec<*const c_char> = have.iter().map(|n| n.as_ptr()).collect();
+    all.extend(missing.iter().map(|n| n.as_ptr()));
+    Some(all)
+}
+
+/// `vkCreateInstance` succeeded, with `info` passed down (the application's, or the same with
+/// [`instance_extensions`]).
+///
+/// # Safety
+/// `info` is a valid `VkInstanceCreateInfo`.
 pub unsafe fn instance_created(key: InstanceKey, info: &vk::InstanceCreateInfo<'_>) {
     // SAFETY: pApplicationInfo is null or valid.
     let api = match unsafe { info.p_application_info.as_ref() } {

@@ -101,6 +101,21 @@ unsafe fn find_link_info(mut p_next: *const c_void, s_type: vk::StructureType) -
 /// What a layer needs from the instance link chain.
 pub struct InstanceLink {
     pub next_gipa: vk::PFN_vkGetInstanceProcAddr,
+    /// The loader's link structure, and the link the next layer takes from it.
+    info: *mut VkLayerInstanceCreateInfo,
+    rest: *mut VkLayerInstanceLink,
+}
+
+impl InstanceLink {
+    /// Puts the chain back where the next layer expects it, after a `vkCreateInstance` call
+    /// down the chain failed (each layer below advanced it), so the layer can call down again.
+    ///
+    /// # Safety
+    /// The create info this link was taken from is still the loader's, alive and unchanged.
+    pub unsafe fn rewind(&self) {
+        // SAFETY: caller contract; `info` is the writable structure `take_instance_link` advanced.
+        unsafe { (*self.info).u.pLayerInfo = self.rest };
+    }
 }
 
 /// Takes this layer's link from the `VkLayerInstanceCreateInfo` chain and advances the chain to
@@ -129,8 +144,9 @@ pub unsafe fn take_instance_link(create_info: *const vk::InstanceCreateInfo<'_>)
             return None;
         }
         let next_gipa = (*link).pfnNextGetInstanceProcAddr;
-        (*info).u.pLayerInfo = (*link).pNext;
-        Some(InstanceLink { next_gipa })
+        let rest = (*link).pNext;
+        (*info).u.pLayerInfo = rest;
+        Some(InstanceLink { next_gipa, info, rest })
     }
 }
 

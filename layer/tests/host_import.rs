@@ -219,13 +219,13 @@ fn vulkan_1_0_instance_with_the_khr_extensions_gets_host_import() {
 }
 
 #[test]
-fn vulkan_1_0_instance_without_them_logs_why_host_import_is_off() {
+fn vulkan_1_0_instance_without_them_gets_them_enabled_below_the_layer() {
+    // The layer adds the two instance extensions for itself (vkcube is such an application); the
+    // validation layer below sees them enabled and the imports made with them, and stays silent.
     let r = capture("api10", &[("VKDIRTY_BACKEND", "host-import"), ("VKDIRTY_HI_API10", "plain")]);
-    assert!(r.stderr.contains("host-import off on "), "{}", r.stderr);
-    assert!(r.stderr.contains("Vulkan 1.0"), "{}", r.stderr);
-    let (b, reason) = r.map("src");
-    assert_ne!(b, BackendKind::HostImport);
-    assert!(reason.starts_with("host-import: memory not imported (host-import off on "), "{reason}");
+    assert!(r.stderr.contains("host-import on "), "{}", r.stderr);
+    assert!(!r.stderr.contains("could not enable"), "{}", r.stderr);
+    assert_imported(&r, "src");
     assert_eq!(r.dirty_pages("src", 1), BTreeSet::from([1, 5]));
 }
 
