@@ -40,7 +40,7 @@
 //! exactly the value the shadow already held, into a word the GPU changed. That store races the
 //! GPU's write of the same word, which the Vulkan memory model leaves undefined (see
 //! docs/design.md).
-
+//!
 //! # Persistent shadows
 //! With [`TrackOptions::persistent_key`], `untrack` keeps the memfd and both views for that key
 //! (the application view made `PROT_NONE`, so touching it while unmapped crashes like touching
