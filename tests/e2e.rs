@@ -515,3 +515,24 @@ fn ash_flags(raw: u32) -> Vec<&'static str> {
     let names = ["DEVICE_LOCAL", "HOST_VISIBLE", "HOST_COHERENT", "HOST_CACHED", "LAZILY_ALLOCATED", "PROTECTED"];
     names.iter().enumerate().filter(|(i, _)| raw & (1 << i) != 0).map(|(_, n)| *n).collect()
 }
+
+/// `vkdirty-workload --report-memory` (the probe used on new drivers): one line of memory
+/// types, then per buffer usage the types of plain and external buffers. lavapipe has one memory
+/// type and imports host memory for every usage.
+#[test]
+fn report_memory_lists_types_and_external_buffer_types() {
+    let dir = ensure_built();
+    let o = Command::new(dir.join("vkdirty-workload")).arg("--report-memory").env_remove("VK_INSTANCE_LAYERS").output().expect("run");
+    assert!(o.status.success(), "{}", output_text(&o));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let types = lines.iter().find(|v| v["kind"] == "memory_types").expect("memory_types line");
+    assert!(!types["types"].as_array().expect("types array").is_empty(), "{types}");
+    let buffers: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "buffer").collect();
+    assert!(buffers.len() >= 5, "{}", output_text(&o));
+    if types["device"].as_str().unwrap_or("").starts_with("llvmpipe") {
+        for b in buffers {
+            assert_eq!((b["plain"].as_str(), b["external"].as_str()), (Some("0b1"), Some("0b1")), "{b}");
+            assert!(b["features"].as_str().unwrap_or("").contains("IMPORTABLE"), "{b}");
+        }
+    }
+}
