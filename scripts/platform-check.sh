@@ -27,7 +27,7 @@ if [ ! -x "$bin/vkdirty-workload" ]; then
     (cd "$here" && cargo build --release --workspace --bins --lib)
 fi
 mkdir -p "$out"
-wl=("$bin/vkdirty-workload" --frames "$frames" --size "$size" --host-types spread "${extra[@]}")
+wl=("$bin/vkdirty-workload" --frames "$frames" --size "$size" --host-types spread --memory-only "${extra[@]}")
 
 now() { date +%s.%N; }
 # Baseline: no layer.

@@ -442,13 +442,15 @@ fn comparison_catches_a_wrong_hash() {
 }
 
 /// `auto` per memory type: the workload's written buffers go round-robin over every suitable
-/// host-visible memory type (`--host-types spread`); every mapping of a memory type
+/// host-visible memory type (`--host-types spread`), and one allocation with no buffer is
+/// written in each host-visible coherent type (`--memory-only`: also types a driver offers no
+/// buffer the layer made external); every mapping of a memory type
 /// must use the backend expected for it, and the trace must reconstruct exactly. Expectations
 /// come from `VKDIRTY_E2E_EXPECT` (`type:backend,...`, e.g. `2:host-import,3:host-import,4:shadow-wp`
 /// on NVIDIA); on lavapipe (one memory type, system memory) they default to `0:host-import`.
 #[test]
 fn auto_picks_a_backend_per_memory_type() {
-    let backend = Backend { name: "auto", flags: &["--host-types", "spread"], env: &[], max_ratio: None };
+    let backend = Backend { name: "auto", flags: &["--host-types", "spread", "--memory-only"], env: &[], max_ratio: None };
     let trace = tmp("auto-types.vkd");
     let sidecar = tmp("auto-types.jsonl");
     let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", FRAMES, "--sidecar", sidecar.to_str().unwrap()]);

@@ -59,6 +59,11 @@ struct Args {
     /// and device-local host-visible types).
     #[arg(long, default_value = "first", value_parser = ["first", "spread"])]
     host_types: String,
+    /// Also write one persistently mapped allocation with no buffer bound per host-visible
+    /// coherent memory type (so every such type is used, also those a driver offers no buffer
+    /// of the layer's making; checked through the trace only, not by the GPU).
+    #[arg(long)]
+    memory_only: bool,
     /// Read what the GPU wrote into HOST_COHERENT memory after the fence wait alone, without
     /// vkInvalidateMappedMemoryRanges (legal: coherent memory needs none). Checks that a layer
     /// showing the application a shadow refreshes it at the host synchronisation point.
@@ -238,6 +243,17 @@ impl<'a> World<'a> {
             // At least four pages per part of the CPU half (two parts, each with a gap page).
             allocs.push(w.new_alloc("mixed", Behaviour::Mixed, 2 * s.max(8 * page as u64), false)?);
         }
+        if args.memory_only {
+            let coherent = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+            for ty in vk.memory_types_with(!0, coherent) {
+                let buf = vk.memory_only(s, ty)?;
+                w.seed_counter += 1;
+                let seed = args.seed.wrapping_mul(0x1_0000_0001).wrapping_add(w.seed_counter);
+                let mut a = HostAlloc::new("memory-only", Behaviour::Persistent, buf, true, args.flush, seed);
+                a.copy_len = 0;
+                allocs.push(a);
+            }
+        }
         // Device-local and read-back layout: one slot per allocation, then churn, then the
         // gpu-write source.
         let mut off = 0u64;
@@ -405,7 +421,7 @@ impl<'a> World<'a> {
         let fr = &self.frame;
         fr.begin(vk)?;
         let page = self.page as u64;
-        for a in &self.allocs {
+        for a in self.allocs.iter().filter(|a| a.copy_len > 0) {
             let (o, l) = a.checked(seq, page);
             fr.copy(vk, a.buf.buffer, self.dl.buffer, o, a.slot + o, l);
         }
@@ -414,7 +430,7 @@ impl<'a> World<'a> {
             fr.fill(vk, self.dl.buffer, g.dl_off, half, Self::fill_value(seq, 1));
         }
         fr.barrier(vk, false);
-        for a in &self.allocs {
+        for a in self.allocs.iter().filter(|a| a.copy_len > 0) {
             let (o, l) = a.checked(seq, page);
             fr.copy(vk, self.dl.buffer, self.readback.buffer, a.slot + o, a.slot + o, l);
             if a.behaviour == Behaviour::Mixed {
@@ -485,7 +501,7 @@ impl<'a> World<'a> {
         let seq = self.seq;
         let whole = |m: vk::DeviceMemory| [vk::MappedMemoryRange::default().memory(m).offset(0).size(vk::WHOLE_SIZE)];
         self.invalidate(self.readback.memory_type, &whole(self.readback.memory))?;
-        for a in &self.allocs {
+        for a in self.allocs.iter().filter(|a| a.copy_len > 0) {
             let (o, l) = a.checked(seq, self.page as u64);
             // SAFETY: the read-back buffer is mapped whole and the submit writing it completed.
             let got = unsafe { std::slice::from_raw_parts(self.rb_ptr.add((a.slot + o) as usize), l as usize) };

@@ -274,6 +274,15 @@ impl Vk {
         Ok(Buffer { buffer, memory, size, alloc_size: req.size, memory_type: ty })
     }
 
+    /// Memory of type `ty` with no buffer bound (`buffer` is null): memory an application maps
+    /// and writes before (or without) binding anything to it.
+    pub fn memory_only(&self, size: u64, ty: u32) -> Result<Buffer, VkError> {
+        let mai = vk::MemoryAllocateInfo::default().allocation_size(size).memory_type_index(ty);
+        // SAFETY: valid device and allocate info.
+        let memory = unsafe { self.device.allocate_memory(&mai, None) }.map_err(|e| err("vkAllocateMemory", e))?;
+        Ok(Buffer { buffer: vk::Buffer::null(), memory, size, alloc_size: size, memory_type: ty })
+    }
+
     /// Destroys the buffer and frees its memory (implicitly unmapping it when mapped).
     pub fn free(&self, b: &Buffer) {
         // SAFETY: the caller waited for every submit using the buffer; handles are this
