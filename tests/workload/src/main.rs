@@ -166,11 +166,16 @@ impl<'a> World<'a> {
         self.vk.buffer(size, usage, required, empty, avoided)
     }
 
+    /// A distinct write-pattern seed per allocation, derived from `--seed`.
+    fn next_seed(&mut self) -> u64 {
+        self.seed_counter += 1;
+        self.args.seed.wrapping_mul(0x1_0000_0001).wrapping_add(self.seed_counter)
+    }
+
     fn new_alloc(&mut self, scenario: &'static str, b: Behaviour, size: u64, noncoherent: bool) -> Result<HostAlloc, VkError> {
         let buf = self.host_buffer(size, noncoherent)?;
         let coherent = self.vk.type_flags(buf.memory_type).contains(vk::MemoryPropertyFlags::HOST_COHERENT);
-        self.seed_counter += 1;
-        let seed = self.args.seed.wrapping_mul(0x1_0000_0001).wrapping_add(self.seed_counter);
+        let seed = self.next_seed();
         let mut a = HostAlloc::new(scenario, b, buf, coherent, !coherent || noncoherent || self.args.flush, seed);
         if b == Behaviour::Mixed {
             a.cpu_range = (0, size / 2);
@@ -247,8 +252,7 @@ impl<'a> World<'a> {
             let coherent = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
             for ty in vk.memory_types_with(!0, coherent) {
                 let buf = vk.memory_only(s, ty)?;
-                w.seed_counter += 1;
-                let seed = args.seed.wrapping_mul(0x1_0000_0001).wrapping_add(w.seed_counter);
+                let seed = w.next_seed();
                 let mut a = HostAlloc::new("memory-only", Behaviour::Persistent, buf, true, args.flush, seed);
                 a.copy_len = 0;
                 allocs.push(a);
