@@ -4,6 +4,9 @@
 //! the CPU wrote into imported memory (and the CPU what the GPU wrote), and the trace must say
 //! which allocations were imported and why the others were not.
 
+#[path = "common/trace.rs"]
+mod trace_at;
+
 use ash::vk;
 use std::collections::BTreeSet;
 use std::ffi::c_void;
@@ -106,40 +109,12 @@ impl Run {
 
     /// Pages covered by the Dirty records of `name` for `submit`.
     fn dirty_pages(&self, name: &str, submit: u64) -> BTreeSet<u64> {
-        let id = self.alloc(name);
-        let page = vkdirty::guard::page_size() as u64;
-        let mut pages = BTreeSet::new();
-        for e in &self.events {
-            if let Event::Dirty(d) = e {
-                if d.alloc == id && d.submit == submit {
-                    for &(off, len) in &d.runs {
-                        pages.extend(off / page..(off + len).div_ceil(page));
-                    }
-                }
-            }
-        }
-        pages
+        trace_at::dirty_pages(&self.events, self.alloc(name), submit, vkdirty::guard::page_size() as u64)
     }
 
     /// The bytes the trace holds for `name` at `[offset, offset + len)` for `submit`.
     fn dirty_bytes(&self, name: &str, submit: u64, offset: u64, len: u64) -> Option<Vec<u8>> {
-        let id = self.alloc(name);
-        for e in &self.events {
-            if let Event::Dirty(d) = e {
-                if d.alloc != id || d.submit != submit {
-                    continue;
-                }
-                let mut at = 0u64;
-                for &(off, l) in &d.runs {
-                    if off <= offset && offset + len <= off + l {
-                        let s = (at + offset - off) as usize;
-                        return Some(d.data[s..s + len as usize].to_vec());
-                    }
-                    at += l;
-                }
-            }
-        }
-        None
+        trace_at::dirty_bytes(&self.events, self.alloc(name), submit, offset, len)
     }
 }
 

@@ -2,11 +2,15 @@
 //! re-run as a child process) is captured through `VK_ADD_LAYER_PATH` + `VK_INSTANCE_LAYERS`, and
 //! the trace is checked record by record.
 
+#[path = "common/trace.rs"]
+mod trace_at;
+
 use ash::vk;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vkdirty::guard::BackendKind;
+use trace_at::{dirty_bytes, dirty_pages};
 use vkdirty::trace::{Event, TraceReader};
 
 const CHILD_ENV: &str = "VKDIRTY_SMOKE_CHILD";
@@ -155,46 +159,6 @@ fn alloc_id(events: &[Event], r: &ChildReport, name: &str) -> u64 {
             _ => None,
         })
         .unwrap_or_else(|| panic!("no Allocation record for {name} (handle {handle:#x})"))
-}
-
-/// Pages (allocation page numbers) covered by the Dirty records of `alloc` for `submit`, and the
-/// bytes those records hold at `offset` (checked to be inside a run).
-fn dirty_pages(events: &[Event], alloc: u64, submit: u64, page: u64) -> BTreeSet<u64> {
-    let mut pages = BTreeSet::new();
-    for e in events {
-        if let Event::Dirty(d) = e {
-            if d.alloc == alloc && d.submit == submit {
-                for &(off, len) in &d.runs {
-                    let mut p = off / page;
-                    while p * page < off + len {
-                        pages.insert(p);
-                        p += 1;
-                    }
-                }
-            }
-        }
-    }
-    pages
-}
-
-/// The bytes the Dirty records of `alloc` for `submit` hold at `[offset, offset + len)`.
-fn dirty_bytes(events: &[Event], alloc: u64, submit: u64, offset: u64, len: u64) -> Option<Vec<u8>> {
-    for e in events {
-        if let Event::Dirty(d) = e {
-            if d.alloc != alloc || d.submit != submit {
-                continue;
-            }
-            let mut at = 0u64;
-            for &(off, l) in &d.runs {
-                if off <= offset && offset + len <= off + l {
-                    let s = (at + offset - off) as usize;
-                    return Some(d.data[s..s + len as usize].to_vec());
-                }
-                at += l;
-            }
-        }
-    }
-    None
 }
 
 fn check_trace(backend: BackendKind, r: &ChildReport, events: &[Event], exact: bool) {

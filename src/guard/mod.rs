@@ -148,6 +148,90 @@ impl GuardError {
     }
 }
 
+/// A memfd of `span` bytes mapped twice with `MAP_SHARED`: the view handed to the application,
+/// and the backend's own view, through which the backend's copies are no application access
+/// (neither trapped by protection nor seen by write-protect). Used by `shadow` and `shadow-wp`.
+struct DualView {
+    app: *mut u8,
+    own: *mut u8,
+    span: usize,
+}
+
+// SAFETY: the views are plain memory owned by this struct.
+unsafe impl Send for DualView {}
+// SAFETY: as above.
+unsafe impl Sync for DualView {}
+
+impl DualView {
+    /// `app_prot`: the application view's protection; `own_dontfork`: leave the backend's view
+    /// out of a forked child.
+    fn new(name: &std::ffi::CStr, span: usize, app_prot: libc::c_int, own_dontfork: bool) -> Result<DualView, GuardError> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: valid NUL-terminated name; flags are plain bits.
+        let mut fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_NOEXEC_SEAL) };
+        if fd < 0 {
+            // Kernels before 6.3 refuse MFD_NOEXEC_SEAL.
+            // SAFETY: as above.
+            fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        }
+        if fd < 0 {
+            return Err(GuardError::os("memfd_create"));
+        }
+        // SAFETY: `fd` was just created and is owned here; OwnedFd closes it on every path (the
+        // mappings keep the file alive).
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = libc::off_t::try_from(span)
+            .map_err(|_| GuardError::Os { op: "ftruncate shadow", source: std::io::Error::from_raw_os_error(libc::EFBIG) })?;
+        // SAFETY: our memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+            return Err(GuardError::os("ftruncate shadow"));
+        }
+        let map = |prot| {
+            // SAFETY: a fresh shared mapping of our memfd; the kernel picks the address.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), span, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+            if p == libc::MAP_FAILED {
+                Err(GuardError::os("mmap shadow"))
+            } else {
+                Ok(p as *mut u8)
+            }
+        };
+        let own = map(libc::PROT_READ | libc::PROT_WRITE)?;
+        let app = match map(app_prot) {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: `own` was mapped above with `span` bytes and is not used elsewhere.
+                unsafe { libc::munmap(own as *mut libc::c_void, span) };
+                return Err(e);
+            }
+        };
+        if own_dontfork {
+            // Failure only costs a copy at fork.
+            // SAFETY: `own` is our mapping of `span` bytes.
+            unsafe { libc::madvise(own as *mut libc::c_void, span, libc::MADV_DONTFORK) };
+        }
+        Ok(DualView { app, own, span })
+    }
+
+    fn protect_app(&self, prot: libc::c_int) -> Result<(), GuardError> {
+        // SAFETY: the application view is our mapping of `span` bytes.
+        if unsafe { libc::mprotect(self.app as *mut libc::c_void, self.span, prot) } != 0 {
+            return Err(GuardError::os("mprotect shadow"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DualView {
+    fn drop(&mut self) {
+        // SAFETY: both views were mapped with `span` bytes; their owner is gone, so nothing
+        // refers to them any more.
+        unsafe {
+            libc::munmap(self.app as *mut libc::c_void, self.span);
+            libc::munmap(self.own as *mut libc::c_void, self.span);
+        }
+    }
+}
+
 /// Refuses what no backend can track: an empty region, a null pointer, or one that wraps the
 /// address space.
 fn check_region(backend: BackendKind, real: *mut u8, len: usize) -> Result<(), GuardError> {

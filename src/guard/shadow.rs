@@ -99,85 +99,25 @@ pub const TABLE_CAPACITY: usize = 8192;
 // ---------------------------------------------------------------------------------------------
 // Shadow mappings
 
-/// The two views of one shadow span and its page states.
+/// The two views of one shadow span (the backend's own one is the engine view) and its page
+/// states.
 struct ShadowMap {
-    app: *mut u8,
-    engine: *mut u8,
-    span: usize,
+    view: DualView,
     /// One word per page (a futex word): state, `LOCK`, `WAITERS`.
     states: Box<[AtomicU32]>,
 }
 
-// SAFETY: the views are plain memory owned by this struct; the states are atomics.
-unsafe impl Send for ShadowMap {}
-// SAFETY: as above.
-unsafe impl Sync for ShadowMap {}
-
 impl ShadowMap {
     fn new(span: usize, prot: libc::c_int) -> Result<ShadowMap, GuardError> {
-        let name = c"vkdirty-shadow";
-        // SAFETY: valid NUL-terminated name; flags are plain bits.
-        let mut fd = unsafe {
-            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_NOEXEC_SEAL)
-        };
-        if fd < 0 {
-            // Kernels before 6.3 refuse MFD_NOEXEC_SEAL.
-            // SAFETY: as above.
-            fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        }
-        if fd < 0 {
-            return Err(GuardError::os("memfd_create"));
-        }
-        let close = |e: GuardError| {
-            // SAFETY: `fd` is ours and open.
-            unsafe { libc::close(fd) };
-            e
-        };
-        // SAFETY: `fd` is a memfd we own.
-        if unsafe { libc::ftruncate(fd, span as libc::off_t) } != 0 {
-            return Err(close(GuardError::os("ftruncate shadow")));
-        }
-        let map = |prot| {
-            // SAFETY: a fresh shared mapping of our memfd; the kernel picks the address.
-            let p = unsafe { libc::mmap(std::ptr::null_mut(), span, prot, libc::MAP_SHARED, fd, 0) };
-            if p == libc::MAP_FAILED {
-                Err(GuardError::os("mmap shadow"))
-            } else {
-                Ok(p as *mut u8)
-            }
-        };
-        let engine = map(libc::PROT_READ | libc::PROT_WRITE).map_err(close)?;
-        let app = match map(prot) {
-            Ok(p) => p,
-            Err(e) => {
-                // SAFETY: `engine` was mapped above with `span` bytes.
-                unsafe { libc::munmap(engine as *mut libc::c_void, span) };
-                return Err(close(e));
-            }
-        };
-        // SAFETY: the mappings hold their own reference to the file.
-        unsafe { libc::close(fd) };
-        // A child has no use for the engine view. Failure only costs a copy at fork.
-        // SAFETY: `engine` is our mapping of `span` bytes.
-        unsafe { libc::madvise(engine as *mut libc::c_void, span, libc::MADV_DONTFORK) };
+        // A child has no use for the engine view.
+        let view = DualView::new(c"vkdirty-shadow", span, prot, true)?;
         let pages = span / page_size();
         let states = (0..pages).map(|_| AtomicU32::new(ARMED as u32)).collect();
-        Ok(ShadowMap { app, engine, span, states })
+        Ok(ShadowMap { view, states })
     }
 
     fn pages(&self) -> usize {
         self.states.len()
-    }
-}
-
-impl Drop for ShadowMap {
-    fn drop(&mut self) {
-        // SAFETY: both views were mapped with `span` bytes and nothing refers to them any more
-        // (the region left the fault table before its map is dropped).
-        unsafe {
-            libc::munmap(self.app as *mut libc::c_void, self.span);
-            libc::munmap(self.engine as *mut libc::c_void, self.span);
-        }
     }
 }
 
@@ -300,7 +240,7 @@ impl Guarded {
         // SAFETY: the pages lie inside our application view.
         unsafe {
             libc::mprotect(
-                self.map.app.add(first * page) as *mut libc::c_void,
+                self.map.view.app.add(first * page) as *mut libc::c_void,
                 (end - first) * page,
                 prot,
             ) == 0
@@ -313,7 +253,7 @@ impl Guarded {
         // SAFETY: the real region is mapped while tracked (track contract); the engine view is
         // ours and read-write; the ranges are clipped to the region.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.real.add(off - self.head), self.map.engine.add(off), n)
+            std::ptr::copy_nonoverlapping(self.real.add(off - self.head), self.map.view.own.add(off), n)
         }
     }
 
@@ -323,7 +263,7 @@ impl Guarded {
         let (off, n) = self.clip(first, end);
         // SAFETY: as in `refresh`, in the other direction.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.map.engine.add(off), self.real.add(off - self.head), n)
+            std::ptr::copy_nonoverlapping(self.map.view.own.add(off), self.real.add(off - self.head), n)
         }
         (off - self.head, n)
     }
@@ -332,7 +272,7 @@ impl Guarded {
     ///
     /// Async-signal-safe: atomics, `memcpy` and `mprotect` only.
     fn on_fault(&self, addr: usize, access: Access) -> bool {
-        let i = (addr - self.map.app as usize) / page_size();
+        let i = (addr - self.map.view.app as usize) / page_size();
         if i >= self.map.pages() {
             return false;
         }
@@ -567,9 +507,9 @@ fn table_insert(g: &Guarded) -> bool {
     if list.len() >= TABLE_CAPACITY {
         return false;
     }
-    let start = g.map.app as usize;
+    let start = g.map.view.app as usize;
     let at = list.partition_point(|e| e.0 < start);
-    list.insert(at, (start, start + g.map.span, g as *const Guarded as usize));
+    list.insert(at, (start, start + g.map.view.span, g as *const Guarded as usize));
     publish(&list);
     true
 }
@@ -932,10 +872,8 @@ impl Backend for Shadow {
                 for s in kept.map.states.iter() {
                     s.store(ARMED as u32, Ordering::Relaxed);
                 }
-                // SAFETY: the whole application view is ours and out of the fault table.
-                if unsafe { libc::mprotect(kept.map.app as *mut libc::c_void, kept.map.span, base) } != 0 {
-                    return Err(GuardError::os("mprotect shadow"));
-                }
+                // The whole application view is ours and out of the fault table.
+                kept.map.view.protect_app(base)?;
                 kept.map
             }
             _ => ShadowMap::new(span, base)?,
@@ -948,7 +886,7 @@ impl Backend for Shadow {
         if !table_insert(&g) {
             return Err(refuse("shadow fault table full"));
         }
-        let app = g.map.app;
+        let app = g.map.view.app;
         let region = Arc::new(Region { key: opts.persistent_key, inner: Mutex::new(Some(g)) });
         self.regions.lock().insert(id, region);
         // SAFETY: `head` < page <= span.
@@ -983,8 +921,7 @@ impl Backend for Shadow {
         let result = g.collect_runs(None).map(|(runs, pages)| Self::emit(&g, &runs, pages, sink));
         if let Some(key) = region.key {
             let Guarded { map, head, len, .. } = *g;
-            // SAFETY: the whole application view is ours.
-            if unsafe { libc::mprotect(map.app as *mut libc::c_void, map.span, libc::PROT_NONE) } == 0 {
+            if map.view.protect_app(libc::PROT_NONE).is_ok() {
                 self.kept.lock().insert(key, Kept { map, head, len });
             }
         }

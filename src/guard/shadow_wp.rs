@@ -58,7 +58,6 @@
 
 use super::wp::{self, WpSpan, WpTracker};
 use super::*;
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{fence, AtomicU64};
 
 /// Pages read before the second scan checks them; bounds the word log (at most 512 words a
@@ -107,82 +106,6 @@ pub enum RefreshStep {
     BeforeSwap,
 }
 
-/// The two views of one shadow memfd.
-struct Views {
-    app: usize,
-    layer: usize,
-    span: usize,
-}
-
-impl Views {
-    fn new(span: usize) -> Result<Views, GuardError> {
-        // SAFETY: a valid NUL-terminated name and plain flags.
-        let fd = unsafe { libc::memfd_create(c"vkdirty-shadow-wp".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(GuardError::os("memfd_create"));
-        }
-        // SAFETY: `fd` was just created and is owned here; OwnedFd closes it on every path.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let size = libc::off_t::try_from(span).map_err(|_| GuardError::Os {
-            op: "ftruncate shadow",
-            source: std::io::Error::from_raw_os_error(libc::EFBIG),
-        })?;
-        // SAFETY: `raw` is our memfd.
-        if unsafe { libc::ftruncate(raw, size) } != 0 {
-            return Err(GuardError::os("ftruncate shadow"));
-        }
-        let map = || {
-            // SAFETY: a fresh shared mapping of our memfd at an address the kernel picks.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    span,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    raw,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                Err(GuardError::os("mmap shadow"))
-            } else {
-                Ok(p as usize)
-            }
-        };
-        let layer = map()?;
-        let app = match map() {
-            Ok(a) => a,
-            Err(e) => {
-                // SAFETY: `layer` was mapped above with `span` bytes and is not used elsewhere.
-                unsafe { libc::munmap(layer as *mut libc::c_void, span) };
-                return Err(e);
-            }
-        };
-        // The mappings keep the file alive; `fd` closes here.
-        Ok(Views { app, layer, span })
-    }
-
-    fn protect_app(&self, prot: libc::c_int) -> Result<(), GuardError> {
-        // SAFETY: the application view is our mapping of `span` bytes.
-        if unsafe { libc::mprotect(self.app as *mut libc::c_void, self.span, prot) } != 0 {
-            return Err(GuardError::os("mprotect shadow"));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Views {
-    fn drop(&mut self) {
-        // SAFETY: both views were mapped with `span` bytes; the region owning them is gone (or
-        // never handed out), so nothing of ours refers to them any more.
-        unsafe {
-            libc::munmap(self.app as *mut libc::c_void, self.span);
-            libc::munmap(self.layer as *mut libc::c_void, self.span);
-        }
-    }
-}
-
 /// A word to bring in, kept until the second scan cleared its page.
 struct Swap {
     /// Address in the layer view (8-byte aligned).
@@ -196,7 +119,8 @@ struct Region {
     len: usize,
     /// The region's offset within its first page.
     head: usize,
-    views: Views,
+    /// The application view and the layer view (`own`).
+    views: DualView,
     span: Option<WpSpan>,
     key: Option<u64>,
     /// Scan outputs and the word log, kept to avoid allocations per call.
@@ -210,20 +134,20 @@ struct Region {
 impl Region {
     /// The region's bytes in the application view.
     fn app_bytes(&self) -> Range<usize> {
-        let start = self.views.app + self.head;
+        let start = self.views.app as usize + self.head;
         start..start + self.len
     }
 
     fn real_of(&self, app_addr: usize) -> usize {
-        self.real + (app_addr - self.views.app - self.head)
+        self.real + (app_addr - self.views.app as usize - self.head)
     }
 
     fn layer_of(&self, app_addr: usize) -> usize {
-        self.layer_base() + (app_addr - self.views.app)
+        self.layer_base() + (app_addr - self.views.app as usize)
     }
 
     fn layer_base(&self) -> usize {
-        self.views.layer
+        self.views.own as usize
     }
 
     fn span(&self) -> Result<&WpSpan, GuardError> {
@@ -454,7 +378,7 @@ impl Region {
 pub struct ShadowWp {
     wp: &'static WpTracker,
     regions: RegionTable<Region>,
-    kept: Mutex<HashMap<u64, Views>>,
+    kept: Mutex<HashMap<u64, DualView>>,
     totals: Mutex<RefreshStats>,
 }
 
@@ -532,13 +456,13 @@ impl Backend for ShadowWp {
                 v.protect_app(libc::PROT_READ | libc::PROT_WRITE)?;
                 v
             }
-            _ => Views::new(span)?,
+            _ => DualView::new(c"vkdirty-shadow-wp", span, libc::PROT_READ | libc::PROT_WRITE, false)?,
         };
         // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view has
         // `span >= head + len` bytes and is not registered, so this copy is no application write.
-        unsafe { std::ptr::copy_nonoverlapping(real, (views.layer + head) as *mut u8, len) };
-        let span = self.wp.register(views.app, span, BackendKind::ShadowWp)?;
-        let app = views.app + head;
+        unsafe { std::ptr::copy_nonoverlapping(real, views.own.add(head), len) };
+        let span = self.wp.register(views.app as usize, span, BackendKind::ShadowWp)?;
+        let app = views.app as usize + head;
         self.regions.insert(
             id,
             Region {

@@ -105,6 +105,11 @@ pub fn tracker(kind: BackendKind) -> Result<&'static WpTracker, GuardError> {
     }
 }
 
+/// `range` widened to whole pages and clipped to the span's pages; `None` when they do not meet.
+fn span_pages(span: &WpSpan, range: &Range<usize>) -> Option<Range<usize>> {
+    intersect(&(page_floor(range.start)..page_ceil(range.end)), &span.pages)
+}
+
 impl WpTracker {
     fn open() -> Result<WpTracker, String> {
         let (uffd, features) = open_uffd()?;
@@ -216,13 +221,7 @@ impl WpTracker {
     ) -> Result<ScanStats, GuardError> {
         out.clear();
         let mut stats = ScanStats::default();
-        let range = match intersect(
-            &(page_floor(range.start)..page_ceil(range.end)),
-            &span.pages,
-        ) {
-            Some(r) => r,
-            None => return Ok(stats),
-        };
+        let Some(range) = span_pages(span, &range) else { return Ok(stats) };
         let st = self.read_state()?;
         let info = st.spans.get(&span.id).ok_or_else(|| stale_span(span))?;
         if info.sharers.is_empty() {
@@ -255,13 +254,7 @@ impl WpTracker {
     ) -> Result<ScanStats, GuardError> {
         out.clear();
         let mut stats = ScanStats::default();
-        let range = match intersect(
-            &(page_floor(range.start)..page_ceil(range.end)),
-            &span.pages,
-        ) {
-            Some(r) => r,
-            None => return Ok(stats),
-        };
+        let Some(range) = span_pages(span, &range) else { return Ok(stats) };
         // Under the read lock: a sharer's scan hands its findings over under the write lock, so
         // a page is either still written in the page table or already in `pending` here.
         let st = self.read_state()?;
