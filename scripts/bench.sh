@@ -84,7 +84,8 @@ build() {
 # Copies a shared library (by soname, as this machine resolves it) into $1.
 copy_lib() {
     local path
-    path="$(ldconfig -p | awk -v n="$2" '$1 == n && /x86-64/ { print $NF; exit }')"
+    # awk reads to the end: an early `exit` would kill ldconfig with SIGPIPE (141 under pipefail).
+    path="$(ldconfig -p | awk -v n="$2" '$1 == n && /x86-64/ && !found { print $NF; found = 1 }')"
     if [ -n "$path" ]; then cp -L "$path" "$1/$2"; else echo "pack: $2 not found here, not carried" >&2; fi
 }
 
@@ -101,7 +102,7 @@ if [ -n "$pack" ]; then
         # The system manifest names the library bare (found by the loader's search path): point it
         # at the copy beside it instead.
         sed 's|"library_path": *"[^"]*"|"library_path": "./libVkLayer_gfxreconstruct.so"|' "$g" > "$pack/gfxr/VkLayer_gfxreconstruct.json"
-        cp "$(ldconfig -p | awk '$1 == "libVkLayer_gfxreconstruct.so" { print $NF; exit }')" "$pack/gfxr/" 2>/dev/null \
+        cp "$(ldconfig -p | awk '$1 == "libVkLayer_gfxreconstruct.so" && !found { print $NF; found = 1 }')" "$pack/gfxr/" 2>/dev/null \
             || cp /usr/lib/x86_64-linux-gnu/libVkLayer_gfxreconstruct.so "$pack/gfxr/"
         cp /usr/bin/gfxrecon-info "$pack/bin/" 2>/dev/null || true
     else
