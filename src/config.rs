@@ -325,7 +325,40 @@ pub const SETTINGS: &[SettingInfo] = &[
         doc: "When a shadow backend may be used (auto, host-import, shadow, shadow-wp): round the sizes and \
               alignments of vkGet*MemoryRequirements* up to the page size.",
     },
+    // Layers below vkdirty and gfxreconstruct (issue 11).
+    SettingInfo {
+        name: "LAYERS_BELOW",
+        default: "auto",
+        accepted: "auto, ignore",
+        doc: "auto: when a capture layer (gfxreconstruct, RenderDoc) or a layer vkdirty does not know is \
+              below it, host-import is off, so that layer sees the application's own allocations, \
+              resources and extensions (the validation layer and Mesa's device-select layer are \
+              allowed); ignore: host-import whatever is below.",
+    },
+    SettingInfo {
+        name: "GFXR_FLUSH",
+        default: "0",
+        accepted: "1, 0, true, false, on, off, yes, no",
+        doc: "At every submit, host signal, unmap and free, call vkFlushMappedMemoryRanges down the chain \
+              for the dirty pages of every mapping, so gfxreconstruct below in \
+              GFXRECON_MEMORY_TRACKING_MODE=assisted records exactly what the CPU wrote.",
+    },
+    SettingInfo {
+        name: "WRITE_TRACE",
+        default: "1",
+        accepted: "1, 0, true, false, on, off, yes, no",
+        doc: "Write vkdirty's own trace. 0 with GFXR_FLUSH=1: track for gfxreconstruct only.",
+    },
 ];
+
+/// `VKDIRTY_LAYERS_BELOW`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayersBelow {
+    /// Capture and unknown layers below turn host-import off.
+    Auto,
+    /// Host-import whatever is below.
+    Ignore,
+}
 
 /// `VKDIRTY_HOST_IMPORT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,6 +390,9 @@ pub struct Settings {
     pub flush_every_submit: bool,
     pub log_level: LogLevel,
     pub align_requirements: bool,
+    pub layers_below: LayersBelow,
+    pub gfxr_flush: bool,
+    pub write_trace: bool,
 }
 
 impl Default for Settings {
@@ -374,6 +410,9 @@ impl Default for Settings {
             flush_every_submit: false,
             log_level: LogLevel::Info,
             align_requirements: true,
+            layers_below: LayersBelow::Auto,
+            gfxr_flush: false,
+            write_trace: true,
         }
     }
 }
@@ -422,6 +461,14 @@ fn parse_log_level(v: &str) -> Option<LogLevel> {
         .find(|l| l.name() == v)
 }
 
+fn parse_layers_below(v: &str) -> Option<LayersBelow> {
+    match v.to_ascii_lowercase().as_str() {
+        "auto" => Some(LayersBelow::Auto),
+        "ignore" => Some(LayersBelow::Ignore),
+        _ => None,
+    }
+}
+
 fn parse_ranges(v: &str) -> Option<Option<RangeSet>> {
     if v == "all" {
         return Some(None);
@@ -468,6 +515,9 @@ impl Settings {
         set(w, "FLUSH_EVERY_SUBMIT", get("FLUSH_EVERY_SUBMIT"), parse_bool, &mut s.flush_every_submit);
         set(w, "LOG_LEVEL", get("LOG_LEVEL"), parse_log_level, &mut s.log_level);
         set(w, "ALIGN_REQUIREMENTS", get("ALIGN_REQUIREMENTS"), parse_bool, &mut s.align_requirements);
+        set(w, "LAYERS_BELOW", get("LAYERS_BELOW"), parse_layers_below, &mut s.layers_below);
+        set(w, "GFXR_FLUSH", get("GFXR_FLUSH"), parse_bool, &mut s.gfxr_flush);
+        set(w, "WRITE_TRACE", get("WRITE_TRACE"), parse_bool, &mut s.write_trace);
         (s, warnings)
     }
 

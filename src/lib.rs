@@ -4,5 +4,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+pub mod gfxr;
 pub mod guard;
 pub mod trace;

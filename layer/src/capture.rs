@@ -180,6 +180,13 @@ impl Capture {
         if matches!(st.trace, Trace::Open(_)) {
             return;
         }
+        if !self.settings.write_trace {
+            if !matches!(st.trace, Trace::Closed) {
+                log::info!("vkdirty's own trace is off (VKDIRTY_WRITE_TRACE=0)");
+                st.trace = Trace::Closed;
+            }
+            return;
+        }
         let process = settings::process_name();
         let pid = std::process::id();
         let mut path = config::resolve_trace_path(
@@ -242,7 +249,7 @@ impl Capture {
         for (_, mem) in mapped {
             let taken = st.memories.get_mut(&(device, mem)).and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
             if let Some((id, mapping)) = taken {
-                self.untrack(&st, id, &mapping, submit, record);
+                self.untrack(dev, &st, id, mem, &mapping, submit, record);
             }
         }
         // Shadows kept for the device's allocations (VKDIRTY_PERSISTENT_SHADOW) go with them.
@@ -304,7 +311,7 @@ impl Capture {
         let key = (dev.handle.as_raw(), memory.as_raw());
         let mut st = self.lock();
         if st.memories.contains_key(&key) {
-            self.unmap_locked(&mut st, key);
+            self.unmap_locked(dev, &mut st, key);
         }
         if let Some(m) = st.memories.remove(&key) {
             // A shadow kept for the allocation (VKDIRTY_PERSISTENT_SHADOW) goes with it.
@@ -333,7 +340,7 @@ impl Capture {
     ) -> *mut std::ffi::c_void {
         let key = (dev.handle.as_raw(), memory.as_raw());
         let mut st = self.lock();
-        if st.writer().is_none() {
+        if st.writer().is_none() && !self.settings.gfxr_flush {
             return real;
         }
         let Some(mem) = st.memories.get(&key) else {
@@ -421,10 +428,10 @@ impl Capture {
     pub fn unmapping(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
         let key = (dev.handle.as_raw(), memory.as_raw());
         let mut st = self.lock();
-        self.unmap_locked(&mut st, key);
+        self.unmap_locked(dev, &mut st, key);
     }
 
-    fn unmap_locked(&self, st: &mut State, key: (u64, u64)) {
+    fn unmap_locked(&self, dev: &DeviceState, st: &mut State, key: (u64, u64)) {
         let taken = st.memories.get_mut(&key).and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
         let Some((id, mapping)) = taken else { return };
         if let Some(map) = st.mapped.get_mut(&key.0) {
@@ -432,34 +439,69 @@ impl Capture {
         }
         let submit = st.seq + 1;
         let record = self.records_later(st);
-        self.untrack(st, id, &mapping, submit, record);
+        self.untrack(dev, st, id, key.1, &mapping, submit, record);
         if let Some(w) = st.writer() {
             w.record(&Event::Unmap { alloc: id });
         }
     }
 
-    fn untrack(&self, st: &State, id: u64, m: &Mapping, submit: u64, record: bool) {
+    /// Collects a mapping's last dirty pages and stops tracking it (before the unmap, free or
+    /// device destruction goes down: with `VKDIRTY_GFXR_FLUSH` they are flushed while mapped).
+    #[allow(clippy::too_many_arguments)]
+    fn untrack(&self, dev: &DeviceState, st: &State, id: u64, memory: u64, m: &Mapping, submit: u64, record: bool) {
+        let mut runs = Vec::new();
+        let gfxr = self.settings.gfxr_flush;
         let r = match st.writer().filter(|_| record) {
             Some(w) => {
                 let mut d = w.dirty(id, submit);
                 let r = self.guards.untrack(m.region, &mut |off: usize, bytes: &[u8]| {
-                    d.push(m.offset.saturating_add(off as u64), bytes)
+                    let at = m.offset.saturating_add(off as u64);
+                    if gfxr {
+                        runs.push((at, bytes.len() as u64));
+                    }
+                    d.push(at, bytes)
                 });
                 d.finish();
                 r
             }
-            None => self.guards.untrack(m.region, &mut |_: usize, _: &[u8]| {}),
+            None => self.guards.untrack(m.region, &mut |off: usize, bytes: &[u8]| {
+                if gfxr {
+                    runs.push((m.offset.saturating_add(off as u64), bytes.len() as u64));
+                }
+            }),
         };
         if let Err(e) = r {
             log::once(vkdirty::config::LogLevel::Error, &format!("untracking a mapping failed: {e}"));
         }
+        self.flush_for_gfxr(dev, memory, m, &runs);
     }
 
     fn collect(&self, st: &State, id: u64, m: &Mapping, range: Option<Range<usize>>, submit: u64, record: bool) {
+        self.collect_runs(st, id, m, range, submit, record, None);
+    }
+
+    /// Collects a mapping (or `range` of it); the runs (allocation offsets) also go to `runs`.
+    #[allow(clippy::too_many_arguments)]
+    fn collect_runs(
+        &self,
+        st: &State,
+        id: u64,
+        m: &Mapping,
+        range: Option<Range<usize>>,
+        submit: u64,
+        record: bool,
+        mut runs: Option<&mut Vec<(u64, u64)>>,
+    ) {
         let r = match st.writer().filter(|_| record) {
             Some(w) => {
                 let mut d = w.dirty(id, submit);
-                let mut sink = |off: usize, bytes: &[u8]| d.push(m.offset.saturating_add(off as u64), bytes);
+                let mut sink = |off: usize, bytes: &[u8]| {
+                    let at = m.offset.saturating_add(off as u64);
+                    if let Some(runs) = runs.as_deref_mut() {
+                        runs.push((at, bytes.len() as u64));
+                    }
+                    d.push(at, bytes)
+                };
                 let r = match range {
                     Some(range) => self.guards.collect_range(m.region, range, &mut sink),
                     None => self.guards.collect(m.region, &mut sink),
@@ -468,7 +510,11 @@ impl Capture {
                 r
             }
             None => {
-                let mut sink = |_: usize, _: &[u8]| {};
+                let mut sink = |off: usize, bytes: &[u8]| {
+                    if let Some(runs) = runs.as_deref_mut() {
+                        runs.push((m.offset.saturating_add(off as u64), bytes.len() as u64));
+                    }
+                };
                 match range {
                     Some(range) => self.guards.collect_range(m.region, range, &mut sink),
                     None => self.guards.collect(m.region, &mut sink),
@@ -477,6 +523,30 @@ impl Capture {
         };
         if let Err(e) = r {
             log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
+        }
+    }
+
+    /// Collects every mapping of `dev` (all, or only those that must be for shadows) and, with
+    /// `VKDIRTY_GFXR_FLUSH`, flushes each one's dirty pages down the chain.
+    fn collect_device(&self, dev: &DeviceState, st: &State, submit: u64, record: bool, all: bool) {
+        let device = dev.handle.as_raw();
+        let gfxr = self.settings.gfxr_flush;
+        let Some(mapped) = st.mapped.get(&device) else { return };
+        let mut runs = Vec::new();
+        for (&id, &mem) in mapped {
+            let Some(m) = st.memories.get(&(device, mem)).and_then(|m| m.mapping) else { continue };
+            if all || gfxr || must_collect(m.backend) {
+                runs.clear();
+                self.collect_runs(st, id, &m, None, submit, record, gfxr.then_some(&mut runs));
+                self.flush_for_gfxr(dev, mem, &m, &runs);
+            }
+        }
+    }
+
+    fn flush_for_gfxr(&self, dev: &DeviceState, memory: u64, m: &Mapping, runs: &[(u64, u64)]) {
+        if self.settings.gfxr_flush && !runs.is_empty() {
+            let ranges = crate::gfxr::flush_ranges(runs, m.offset, m.size, vkdirty::guard::page_size() as u64);
+            crate::gfxr::flush_down(dev, memory, &ranges);
         }
     }
 
@@ -584,17 +654,10 @@ impl Capture {
     /// earlier: shadows copy what the application wrote to the real memory first (recorded for
     /// the next submit, like a flush).
     pub fn host_signalling(&self, dev: &DeviceState) {
-        let device = dev.handle.as_raw();
         let st = self.lock();
         let submit = st.seq + 1;
         let record = self.records_later(&st);
-        let Some(mapped) = st.mapped.get(&device) else { return };
-        for (&id, &mem) in mapped {
-            let Some(m) = st.memories.get(&(device, mem)).and_then(|m| m.mapping) else { continue };
-            if must_collect(m.backend) {
-                self.collect(&st, id, &m, None, submit, record);
-            }
-        }
+        self.collect_device(dev, &st, submit, record, false);
     }
 
     /// A submit to `queue` of `dev` is about to be called: collects every mapping of the device,
@@ -620,14 +683,7 @@ impl Capture {
         st.active = active;
         let record = active || self.settings.captures_later(frame, seq);
         let writing = st.writer().is_some();
-        if let Some(mapped) = st.mapped.get(&device) {
-            for (&id, &mem) in mapped {
-                let Some(m) = st.memories.get(&(device, mem)).and_then(|m| m.mapping) else { continue };
-                if (active && writing) || must_collect(m.backend) {
-                    self.collect(&st, id, &m, None, seq, record);
-                }
-            }
-        }
+        self.collect_device(dev, &st, seq, record, active && writing);
         if let Some(w) = st.writer() {
             w.record(&Event::Submit(trace::Submit {
                 device,

@@ -6,7 +6,7 @@ use std::ffi::{c_char, CStr};
 
 use crate::dispatch::{self, DeviceKey, DeviceNext, DeviceState, InstanceKey, InstanceNext, InstanceState, RequirementsNext};
 use crate::table::{cast_next, name_bytes, void_fn};
-use crate::{capture, host_import, loader, log, settings};
+use crate::{below, capture, host_import, loader, log, settings};
 
 /// Reads an optional C string of `VkApplicationInfo`.
 ///
@@ -41,8 +41,11 @@ pub unsafe extern "system" fn create_instance(
     // hands each driver only the extensions it has (an unknown name was seen dropped, not
     // refused), so a failure here comes from a layer below: the application's own create info
     // is then passed down instead.
+    // A capture layer below must see the application's own extensions (and, later, allocations).
+    // SAFETY: the link was just taken from the loader's live create info.
+    let refusal = unsafe { below::inspect(&link) };
     // SAFETY: create_info is the application's valid create info.
-    let extended = unsafe { host_import::instance_extensions(&*create_info) };
+    let extended = if refusal.is_some() { None } else { unsafe { host_import::instance_extensions(&*create_info) } };
     let mut mine = None;
     let mut r = vk::Result::ERROR_EXTENSION_NOT_PRESENT;
     if let Some(names) = &extended {
@@ -76,6 +79,7 @@ pub unsafe extern "system" fn create_instance(
     // SAFETY: instance is a valid dispatchable handle.
     let Some(key) = (unsafe { InstanceKey::of(instance) }) else { return r };
     dispatch::add_instance(key, InstanceState { handle: instance, next_gipa, next });
+    below::instance_created(key, refusal);
     // SAFETY: the create info passed down, valid.
     unsafe { host_import::instance_created(key, mine.as_ref().unwrap_or(&*create_info)) };
 
@@ -104,6 +108,7 @@ pub unsafe extern "system" fn destroy_instance(instance: vk::Instance, allocator
     };
     let left = dispatch::remove_instance(key);
     host_import::instance_destroyed(key);
+    below::instance_destroyed(key);
     if let Some(f) = st.next.vkDestroyInstance {
         // SAFETY: the application's arguments, passed down.
         unsafe { f(instance, allocator) };
@@ -140,7 +145,12 @@ pub unsafe extern "system" fn create_device(
     };
     // host-import enables VK_EXT_external_memory_host below us when the device offers it.
     // SAFETY: physical and create_info are valid (caller contract).
-    let plan = unsafe { host_import::plan_device(&inst, physical, create_info) };
+    // SAFETY: physical is a valid physical device; its key is its instance's.
+    let plan = match unsafe { dispatch::InstanceKey::of(physical) }.and_then(below::verdict) {
+        Some(why) if settings::get().imports_host_memory() => host_import::DevicePlan::off(format!("host-import off: {why}")),
+        // SAFETY: physical and create_info are valid (caller contract).
+        _ => unsafe { host_import::plan_device(&inst, physical, create_info) },
+    };
     // LLP_LAYER_22: pDevice is passed down untouched.
     // SAFETY: the application's arguments, passed down unchanged (but for the advanced link and
     // extensions host-import added to a copy of the create info).

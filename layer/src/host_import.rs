@@ -639,6 +639,11 @@ struct Setup {
 }
 
 impl DevicePlan {
+    /// host-import stays off on the device, for the reason given (logged once the device exists).
+    pub fn off(why: String) -> DevicePlan {
+        DevicePlan { info: None, setup: Err(why) }
+    }
+
     /// The create info to pass down.
     pub fn create_info<'a>(&self, app: *const vk::DeviceCreateInfo<'a>) -> *const vk::DeviceCreateInfo<'a> {
         match &self.info {

@@ -8,8 +8,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)]
 
+mod below;
 mod capture;
 mod dispatch;
+mod gfxr;
 mod glue;
 mod host_import;
 mod intercept;

@@ -103,7 +103,7 @@ pub struct InstanceLink {
     pub next_gipa: vk::PFN_vkGetInstanceProcAddr,
     /// The loader's link structure, and the link the next layer takes from it.
     info: *mut VkLayerInstanceCreateInfo,
-    rest: *mut VkLayerInstanceLink,
+    pub(crate) rest: *mut VkLayerInstanceLink,
 }
 
 impl InstanceLink {

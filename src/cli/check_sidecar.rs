@@ -3,7 +3,9 @@
 //! (`vkdirty-workload --sidecar`) lists, comparing with the hash the workload recorded. Also
 //! reports the backends the mappings got (with reasons) and the trace-size ratio. Exit 0 only
 //! when every state matches, the workload's own checks passed, and (with `--backend`) every
-//! mapping used that backend.
+//! mapping used that backend. TRACE may also be a gfxreconstruct capture (`.gfxr`, recognised by
+//! its signature): its fill-memory commands are checked the same way, allocations matched by
+//! their number (the sidecar's `alloc_index`), since gfxreconstruct wraps handles.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -25,7 +27,7 @@ pub struct Args {
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
-    /// The trace file.
+    /// The trace file (or a gfxreconstruct capture).
     trace: PathBuf,
     /// The workload's ground-truth sidecar (JSON lines).
     sidecar: PathBuf,
@@ -51,7 +53,10 @@ fn num(v: &Value, name: &str, line: usize) -> Result<u64, CliError> {
     field(v, name, line)?.as_u64().ok_or_else(|| CliError::Msg(format!("sidecar line {line}: {name:?} is not a number")))
 }
 
-fn read_sidecar(path: &PathBuf) -> Result<Sidecar, CliError> {
+/// `by_index`: name allocations by their `alloc_index` (the number of the allocation) instead of
+/// their handle; submit entries name handles, translated through the allocations live then.
+fn read_sidecar(path: &PathBuf, by_index: bool) -> Result<Sidecar, CliError> {
+    let mut live: HashMap<u64, u64> = HashMap::new();
     let f = File::open(path).map_err(|e| CliError::io(format!("opening {}", path.display()), e))?;
     let mut s = Sidecar { page_size: 0, allocs: Vec::new(), submits: BTreeMap::new(), pages: 0, ok: false, error: None };
     let mut ended = false;
@@ -65,7 +70,12 @@ fn read_sidecar(path: &PathBuf) -> Result<Sidecar, CliError> {
         match field(&v, "kind", n)?.as_str() {
             Some("header") => s.page_size = num(&v, "page_size", n)?,
             Some("alloc") => {
-                let handle = num(&v, "handle", n)?;
+                let mut handle = num(&v, "handle", n)?;
+                if by_index {
+                    let index = num(&v, "alloc_index", n)?;
+                    live.insert(handle, index);
+                    handle = index;
+                }
                 let cpu = if v.get("gpu_written") == Some(&Value::Bool(true)) {
                     None
                 } else {
@@ -84,7 +94,11 @@ fn read_sidecar(path: &PathBuf) -> Result<Sidecar, CliError> {
                 let mut entries = Vec::with_capacity(list.len());
                 for e in list {
                     let hash = field(e, "hash", n)?.as_str().ok_or_else(|| CliError::Msg(format!("sidecar line {n}: hash is not a string")))?;
-                    entries.push((num(e, "handle", n)?, num(e, "offset", n)?, num(e, "len", n)?, hash.to_string()));
+                    let mut handle = num(e, "handle", n)?;
+                    if by_index {
+                        handle = *live.get(&handle).ok_or_else(|| CliError::Msg(format!("sidecar line {n}: memory {handle:#x} has no alloc record")))?;
+                    }
+                    entries.push((handle, num(e, "offset", n)?, num(e, "len", n)?, hash.to_string()));
                 }
                 s.submits.insert(seq, entries);
             }
@@ -139,7 +153,9 @@ struct Report {
 }
 
 fn check(a: &Args, sc: &Sidecar, want: Option<BackendKind>) -> Result<Report, CliError> {
-    let mut reader = TraceReader::open(&a.trace)?;
+    let gfxr = vkdirty::gfxr::is_gfxr(&a.trace);
+    let mut reader = if gfxr { None } else { Some(TraceReader::open(&a.trace)?) };
+    let mut gfxr_events = if gfxr { vkdirty::gfxr::memory_events(&a.trace)? } else { Vec::new() }.into_iter();
     let mut r = Report {
         written_page_bytes: sc.pages * sc.page_size,
         trace_bytes: std::fs::metadata(&a.trace).map(|m| m.len()).unwrap_or(0),
@@ -158,8 +174,20 @@ fn check(a: &Args, sc: &Sidecar, want: Option<BackendKind>) -> Result<Report, Cl
     let mut seen = BTreeSet::new();
     let mut buf = Vec::new();
     let mut i = 0u64;
-    while let Some(block) = reader.next_block()? {
-        let Some(ev) = block.event else { continue };
+    loop {
+        let ev = match reader.as_mut() {
+            Some(reader) => match reader.next_block()? {
+                Some(block) => match block.event {
+                    Some(ev) => ev,
+                    None => continue,
+                },
+                None => break,
+            },
+            None => match gfxr_events.next() {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
         replay.apply(&ev, i)?;
         i += 1;
         match &ev {
@@ -217,7 +245,7 @@ fn check(a: &Args, sc: &Sidecar, want: Option<BackendKind>) -> Result<Report, Cl
             _ => {}
         }
     }
-    if let Some(t) = reader.truncation() {
+    if let Some(t) = reader.as_ref().and_then(|r| r.truncation()) {
         r.mismatches.push(t.to_string());
     }
     let missing: Vec<u64> = sc.submits.keys().copied().filter(|q| !seen.contains(q)).collect();
@@ -237,7 +265,7 @@ impl Run for Args {
             })?),
             None => None,
         };
-        let sc = read_sidecar(&self.sidecar)?;
+        let sc = read_sidecar(&self.sidecar, vkdirty::gfxr::is_gfxr(&self.trace))?;
         let r = check(&self, &sc, want)?;
         let pass = r.exact && r.workload_ok && r.wrong_backend == 0;
         let ratio = if r.written_page_bytes > 0 { r.cpu_dirty_bytes as f64 / r.written_page_bytes as f64 } else { 0.0 };

@@ -12,6 +12,7 @@ mod capture;
 mod check_sidecar;
 mod dump;
 mod events;
+mod gfxr_info;
 mod info;
 mod verify;
 
@@ -50,6 +51,8 @@ commands! {
     Capture(capture::Args),
     /// Check a trace of vkdirty-workload against the workload's sidecar: exact at every submit?
     CheckSidecar(check_sidecar::Args),
+    /// Summarise a gfxreconstruct capture's memory data: submits, flushes, fill-memory commands.
+    GfxrInfo(gfxr_info::Args),
 }
 
 #[derive(Parser)]
@@ -64,6 +67,8 @@ struct Cli {
 pub enum CliError {
     #[error("{0}")]
     Trace(#[from] TraceError),
+    #[error("{0}")]
+    Gfxr(#[from] vkdirty::gfxr::GfxrError),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("{0}")]

@@ -186,7 +186,7 @@ impl<'a> World<'a> {
 
     fn record_alloc(&mut self, a: &HostAlloc) {
         let mut v = json!({
-            "kind": "alloc", "handle": vk::Handle::as_raw(a.buf.memory), "size": a.size(),
+            "kind": "alloc", "handle": vk::Handle::as_raw(a.buf.memory), "alloc_index": a.buf.alloc_index, "size": a.size(),
             "scenario": a.scenario, "memory_type": a.buf.memory_type, "coherent": a.coherent,
             "gpu_written": false, "cpu_range": [a.cpu_range.0, a.cpu_range.1],
         });
@@ -198,7 +198,7 @@ impl<'a> World<'a> {
 
     fn record_gpu_alloc(&mut self, scenario: &str, b: &Buffer) {
         self.sidecar.record(json!({
-            "kind": "alloc", "handle": vk::Handle::as_raw(b.memory), "size": b.alloc_size,
+            "kind": "alloc", "handle": vk::Handle::as_raw(b.memory), "alloc_index": b.alloc_index, "size": b.alloc_size,
             "scenario": scenario, "memory_type": b.memory_type,
             "coherent": self.vk.type_flags(b.memory_type).contains(vk::MemoryPropertyFlags::HOST_COHERENT),
             "gpu_written": true,
@@ -209,7 +209,7 @@ impl<'a> World<'a> {
         let page = mem::page_size();
         let s = args.size.next_multiple_of(page as u64).max(2 * page as u64);
         let frame = Frame::new(vk)?;
-        let placeholder = Buffer { buffer: vk::Buffer::null(), memory: vk::DeviceMemory::null(), size: 0, alloc_size: 0, memory_type: 0 };
+        let placeholder = Buffer { buffer: vk::Buffer::null(), memory: vk::DeviceMemory::null(), size: 0, alloc_size: 0, memory_type: 0, alloc_index: 0 };
         let mut w = World {
             vk,
             args,

@@ -67,6 +67,9 @@ pub struct Vk {
     pub device_name: String,
     /// A messenger is installed.
     pub validating: bool,
+    /// Successful vkAllocateMemory calls so far (a capture layer below may wrap handles; the
+    /// sidecar names allocations by this number too).
+    allocations: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -195,6 +198,7 @@ impl Vk {
             atom: props.limits.non_coherent_atom_size.max(1),
             sync2,
             device_name,
+            allocations: Default::default(),
             validating,
         })
     }
@@ -269,9 +273,10 @@ impl Vk {
         let mai = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(ty);
         // SAFETY: valid device and allocate info.
         let memory = unsafe { d.allocate_memory(&mai, None) }.map_err(|e| err("vkAllocateMemory", e))?;
+        let alloc_index = self.count_allocation();
         // SAFETY: unbound buffer, memory of an allowed type and large enough.
         unsafe { d.bind_buffer_memory(buffer, memory, 0) }.map_err(|e| err("vkBindBufferMemory", e))?;
-        Ok(Buffer { buffer, memory, size, alloc_size: req.size, memory_type: ty })
+        Ok(Buffer { buffer, memory, size, alloc_size: req.size, memory_type: ty, alloc_index })
     }
 
     /// Memory of type `ty` with no buffer bound (`buffer` is null): memory an application maps
@@ -280,7 +285,12 @@ impl Vk {
         let mai = vk::MemoryAllocateInfo::default().allocation_size(size).memory_type_index(ty);
         // SAFETY: valid device and allocate info.
         let memory = unsafe { self.device.allocate_memory(&mai, None) }.map_err(|e| err("vkAllocateMemory", e))?;
-        Ok(Buffer { buffer: vk::Buffer::null(), memory, size, alloc_size: size, memory_type: ty })
+        Ok(Buffer { buffer: vk::Buffer::null(), memory, size, alloc_size: size, memory_type: ty, alloc_index: self.count_allocation() })
+    }
+
+    /// The 1-based number of the allocation just made.
+    fn count_allocation(&self) -> u64 {
+        self.allocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
     /// Destroys the buffer and frees its memory (implicitly unmapping it when mapped).
@@ -345,6 +355,8 @@ pub struct Buffer {
     /// Allocation size (>= buffer size).
     pub alloc_size: u64,
     pub memory_type: u32,
+    /// Which successful vkAllocateMemory of the device this is (1-based).
+    pub alloc_index: u64,
 }
 
 /// One command pool, one command buffer, one fence: record, submit, wait.

@@ -1,0 +1,72 @@
+//! vkdirty as gfxreconstruct's memory tracker (`VKDIRTY_GFXR_FLUSH`): gfxreconstruct below in
+//! `GFXRECON_MEMORY_TRACKING_MODE=assisted` writes one fill-memory command with the bytes of each
+//! range passed to `vkFlushMappedMemoryRanges`. After collecting a mapping, the layer flushes its
+//! dirty pages down the chain, so that capture holds exactly what the CPU wrote, at the right
+//! place in the call stream (before the submit, signal, unmap or free that made it matter).
+
+use ash::vk;
+
+use crate::dispatch::DeviceState;
+use crate::log;
+use vkdirty::config::LogLevel;
+
+/// The ranges to flush for dirty `runs` (allocation offsets) of a mapping of `map_size` bytes at
+/// allocation offset `map_offset`: whole pages counted from the allocation's start (a multiple of
+/// any `nonCoherentAtomSize`), clipped to the mapping, merged, ascending.
+pub fn flush_ranges(runs: &[(u64, u64)], map_offset: u64, map_size: u64, page: u64) -> Vec<(u64, u64)> {
+    let map_end = map_offset.saturating_add(map_size);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut sorted: Vec<(u64, u64)> = runs.iter().copied().filter(|r| r.1 > 0).collect();
+    sorted.sort_unstable();
+    for (o, l) in sorted {
+        let start = (o / page * page).max(map_offset);
+        let end = o.saturating_add(l).div_ceil(page).saturating_mul(page).min(map_end);
+        if start >= end {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if start <= last.0 + last.1 => last.1 = last.1.max(end - last.0),
+            _ => out.push((start, end - start)),
+        }
+    }
+    out
+}
+
+/// Flushes `ranges` (allocation offsets) of `memory` down the chain. The application's own
+/// flushes pass through on their own; these only add what it did not flush.
+pub fn flush_down(dev: &DeviceState, memory: u64, ranges: &[(u64, u64)]) {
+    if ranges.is_empty() {
+        return;
+    }
+    let Some(next) = dev.next.vkFlushMappedMemoryRanges else {
+        log::once(LogLevel::Error, "gfxreconstruct flushes: the next layer has no vkFlushMappedMemoryRanges");
+        return;
+    };
+    let memory = <vk::DeviceMemory as vk::Handle>::from_raw(memory);
+    let list: Vec<vk::MappedMemoryRange<'_>> =
+        ranges.iter().map(|&(o, l)| vk::MappedMemoryRange::default().memory(memory).offset(o).size(l)).collect();
+    // SAFETY: valid device and memory, mapped over every range (clipped to the mapping);
+    // `list` lives across the call.
+    let r = unsafe { next(dev.handle, list.len() as u32, list.as_ptr()) };
+    if r != vk::Result::SUCCESS {
+        log::once(LogLevel::Error, &format!("gfxreconstruct flushes: vkFlushMappedMemoryRanges returned {r:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_become_page_ranges_inside_the_mapping() {
+        let p = 4096;
+        assert_eq!(flush_ranges(&[], 0, 8 * p, p), vec![]);
+        assert_eq!(flush_ranges(&[(10, 5)], 0, 8 * p, p), vec![(0, p)]);
+        // Adjacent and overlapping pages merge; order does not matter.
+        assert_eq!(flush_ranges(&[(3 * p + 1, 1), (p, 2 * p), (5 * p, 10)], 0, 8 * p, p), vec![(p, 3 * p), (5 * p, p)]);
+        // A mapping at an offset: clipped to it, pages still counted from the allocation.
+        assert_eq!(flush_ranges(&[(p + 100, 10)], p + 64, 2 * p, p), vec![(p + 64, p - 64)]);
+        assert_eq!(flush_ranges(&[(3 * p - 1, 1)], 0, 3 * p - 100, p), vec![(2 * p, p - 100)]);
+        assert_eq!(flush_ranges(&[(9 * p, 1), (0, 0)], 0, 8 * p, p), vec![]);
+    }
+}
