@@ -26,6 +26,13 @@ pub struct Args {
     /// else the directory of this program].
     #[arg(long, value_name = "DIR")]
     layer_dir: Option<PathBuf>,
+    /// Also write a replayable gfxreconstruct capture here: gfxreconstruct runs below vkdirty,
+    /// which hands it the dirty pages (see README, "Replayable captures with gfxreconstruct").
+    #[arg(long, value_name = "FILE")]
+    gfxr: Option<PathBuf>,
+    /// With --gfxr: do not write vkdirty's own trace.
+    #[arg(long, requires = "gfxr")]
+    no_trace: bool,
     /// The application and its arguments [default: the built-in workload].
     #[arg(last = true, value_name = "APP ARGS")]
     app: Vec<OsString>,
@@ -85,7 +92,7 @@ fn default_output(app: &Path) -> PathBuf {
 }
 
 /// The exit code the shell would report for the application's status.
-fn exit_code(status: std::process::ExitStatus) -> u8 {
+pub(super) fn exit_code(status: std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => c as u8,
@@ -138,6 +145,10 @@ impl Run for Args {
         cmd.env("VKDIRTY_TRACE_FILE", &output);
         if let Some(b) = self.backend {
             cmd.env("VKDIRTY_BACKEND", b.to_string());
+        }
+        if let Some(gfxr) = &self.gfxr {
+            let trace = (!self.no_trace).then_some(output.as_path());
+            return super::capture_gfxr::run(cmd, &program, gfxr, trace);
         }
         let status = cmd
             .status()

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use vkdirty::trace::TraceError;
 
 mod capture;
+mod capture_gfxr;
 mod check_sidecar;
 mod dump;
 mod events;
