@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 # xvfb: the layer smoke test presents frames to an X11 window (vkQueuePresentKHR).
-for pkg in libvulkan1 mesa-vulkan-drivers vulkan-validationlayers xvfb; do
+# gfxreconstruct, vulkan-tools (vkcube): tests/gfxr.rs captures and replays with both layers.
+for pkg in libvulkan1 mesa-vulkan-drivers vulkan-validationlayers xvfb gfxreconstruct vulkan-tools; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

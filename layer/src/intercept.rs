@@ -80,6 +80,8 @@ pub unsafe extern "system" fn free_memory(
     }
     // Pages the layer imported go after the driver's memory.
     host_import::freed(device, memory);
+    // A page-guarding layer below may have taken the shadow backend's fault handler away.
+    vkdirty::guard::shadow::restore_handler();
 }
 
 /// # Safety
@@ -115,6 +117,7 @@ pub unsafe extern "system" fn unmap_memory(device: vk::Device, memory: vk::Devic
         // SAFETY: the application's arguments, passed down.
         unsafe { next(device, memory) };
     }
+    vkdirty::guard::shadow::restore_handler();
 }
 
 /// Whether a `VkMemoryMapInfoKHR` asks for a placed mapping (`VK_EXT_map_memory_placed`).
@@ -200,7 +203,9 @@ unsafe fn unmap2(
         capture::get().unmapping(dev, unsafe { (*info).memory });
     }
     // SAFETY: the application's arguments, passed down.
-    unsafe { next(device, info) }
+    let r = unsafe { next(device, info) };
+    vkdirty::guard::shadow::restore_handler();
+    r
 }
 
 /// # Safety

@@ -82,7 +82,7 @@ use super::*;
 use parking_lot::Mutex;
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize};
 use std::sync::Arc;
 
 const ARMED: u8 = 0;
@@ -671,24 +671,54 @@ fn fatal(msg: &[u8]) -> ! {
     }
 }
 
-/// The `SIGSEGV` action that was installed before ours; written once before ours is installed.
+/// A `SIGSEGV` action ours chains to; written once, before the handler that reads it is installed.
 struct PrevAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
-// SAFETY: written once under `INSTALL` before the handler that reads it exists, then read only.
+// SAFETY: each slot is written once under `INSTALL` before `PREV_AT` points at it, then read only.
 unsafe impl Sync for PrevAction {}
 
-static PREV: PrevAction = PrevAction(UnsafeCell::new(MaybeUninit::uninit()));
-static PREV_SET: AtomicBool = AtomicBool::new(false);
-static INSTALL: once_cell::sync::OnceCell<Result<(), String>> = once_cell::sync::OnceCell::new();
+/// Another library may put its own action over ours, or restore the one it saw before it (as
+/// gfxreconstruct's page guard does when its last mapping goes). Ours then goes back on top,
+/// chaining to what is there now, in a fresh slot: a handler running meanwhile still reads the
+/// old one.
+const PREV_SLOTS: usize = 8;
+static PREVS: [PrevAction; PREV_SLOTS] = [const { PrevAction(UnsafeCell::new(MaybeUninit::uninit())) }; PREV_SLOTS];
+/// 1 + the slot of the action ours chains to now; 0 before ours is installed.
+static PREV_AT: AtomicUsize = AtomicUsize::new(0);
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Puts the fault handler back when another library took it away (an unmap or free below may
+/// have: gfxreconstruct's page guard restores the action it found when its last mapping goes).
+/// Nothing before the shadow backend was first used.
+pub fn restore_handler() {
+    if PREV_AT.load(Ordering::Acquire) != 0 {
+        let _ = install_handler();
+    }
+}
+
+/// Installs the fault handler, or puts it back when another action replaced it.
 fn install_handler() -> Result<(), GuardError> {
-    let r = INSTALL.get_or_init(|| {
-        // SAFETY: sigaction with valid pointers; PREV is written before our handler exists.
+    let r = (|| {
+        let _serialised = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = on_sigsegv as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as libc::sighandler_t;
+        // SAFETY: sigaction with valid pointers; a slot is written before PREV_AT points at it
+        // and before our handler (which reads it) is installed over the action it holds.
         unsafe {
-            let prev = &mut *PREV.0.get();
-            if libc::sigaction(libc::SIGSEGV, std::ptr::null(), prev.as_mut_ptr()) != 0 {
+            let mut cur = MaybeUninit::<libc::sigaction>::zeroed().assume_init();
+            if libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut cur) != 0 {
                 return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
             }
-            PREV_SET.store(true, Ordering::Release);
+            let at = PREV_AT.load(Ordering::Acquire);
+            // Another action over ours chains to it (as ours chains to what it found); only
+            // the default or ignore action means ours was taken away.
+            let removed = cur.sa_sigaction == libc::SIG_DFL || cur.sa_sigaction == libc::SIG_IGN;
+            if at != 0 && (cur.sa_sigaction == ours || !removed) {
+                return Ok(());
+            }
+            if at == PREV_SLOTS {
+                return Err(format!("another library replaced the SIGSEGV handler {PREV_SLOTS} times"));
+            }
+            (*PREVS[at].0.get()).write(cur);
+            PREV_AT.store(at + 1, Ordering::Release);
             let mut act = MaybeUninit::<libc::sigaction>::zeroed().assume_init();
             act.sa_sigaction = on_sigsegv
                 as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
@@ -701,8 +731,8 @@ fn install_handler() -> Result<(), GuardError> {
             }
         }
         Ok(())
-    });
-    r.clone().map_err(|reason| GuardError::Unavailable { backend: BackendKind::Shadow, reason })
+    })();
+    r.map_err(|reason| GuardError::Unavailable { backend: BackendKind::Shadow, reason })
 }
 
 extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -737,13 +767,14 @@ unsafe fn handle_fault(info: *mut libc::siginfo_t, ctx: *mut libc::c_void) -> bo
 /// # Safety
 /// Called from the handler with the kernel's arguments.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: PREV was written before our handler was installed; the calls are
+    // SAFETY: the slot PREV_AT names was written before it was published; the calls are
     // async-signal-safe; the previous handler gets the arguments the kernel gave us.
     unsafe {
-        if !PREV_SET.load(Ordering::Acquire) {
+        let at = PREV_AT.load(Ordering::Acquire);
+        if at == 0 {
             return default_action(sig, info);
         }
-        let prev = (*PREV.0.get()).assume_init_ref();
+        let prev = (*PREVS[at - 1].0.get()).assume_init_ref();
         let h = prev.sa_sigaction;
         if h == libc::SIG_DFL || h == libc::SIG_IGN {
             let user_sent = !info.is_null() && (*info).si_code <= 0;
@@ -860,6 +891,7 @@ impl Backend for Shadow {
     ) -> Result<*mut u8, GuardError> {
         let refuse = |reason: &str| GuardError::refused(BackendKind::Shadow, real as usize, len, reason);
         check_region(BackendKind::Shadow, real, len)?;
+        install_handler()?;
         let page = page_size();
         let head = real as usize & (page - 1);
         let span = (head + len).div_ceil(page) * page;

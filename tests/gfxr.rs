@@ -1,0 +1,165 @@
+//! gfxreconstruct and vkdirty together (needs the `gfxreconstruct`, `vulkan-tools` and `xvfb`
+//! packages, which scripts/test.sh installs):
+//! - `vkdirty capture --gfxr` of the workload on every backend auto can pick with gfxreconstruct
+//!   below: the memory state the capture's fill-memory commands imply at every submit equals the
+//!   workload's ground truth (`vkdirty check-sidecar` on the `.gfxr`), and the capture replays;
+//! - the same without vkdirty's flushes is not exact (the check can fail);
+//! - host-import stays off with gfxreconstruct below, with one log line naming it, unless
+//!   `VKDIRTY_LAYERS_BELOW=ignore`;
+//! - without gfxreconstruct's layer, `capture --gfxr` fails with a clear error;
+//! - scripts/gfxr-check.sh on a few vkcube frames (the script runs 300): screenshots of every
+//!   replay identical to a plain page_guard capture's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().expect("binary has a directory").to_path_buf()
+}
+
+/// Builds the layer and the workload into this test's target directory (a no-op after
+/// scripts/test.sh built the workspace).
+fn ensure_built() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = bin_dir();
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_string(),
+            Some(p) => p.to_string(),
+            None => panic!("cannot tell the profile from {}", dir.display()),
+        };
+        let out = Command::new(env!("CARGO"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--quiet", "-p", "vkdirty-layer", "-p", "vkdirty-workload", "--profile", &profile])
+            .arg("--target-dir")
+            .arg(dir.parent().expect("target directory"))
+            .output()
+            .expect("run cargo build");
+        assert!(out.status.success(), "build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        for tool in ["gfxrecon-replay", "vkcube", "xvfb-run"] {
+            let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success());
+            assert_eq!(found.ok(), Some(true), "{tool} is missing: scripts/test.sh installs gfxreconstruct, vulkan-tools, xvfb");
+        }
+        dir
+    })
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    dir.join(format!("gfxr-{}-{name}", std::process::id()))
+}
+
+fn text(o: &Output) -> String {
+    format!("status {:?}\n--- stdout\n{}--- stderr\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A command without the caller's vkdirty, gfxreconstruct and layer variables.
+fn clean(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VKDIRTY_") || k.starts_with("GFXRECON_") || k == "VK_INSTANCE_LAYERS" || k == "VK_LOADER_DEBUG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// `vkdirty capture --gfxr` of the workload; returns the capture, the sidecar and the output.
+fn capture(name: &str, env: &[(&str, &str)], extra: &[&str]) -> (PathBuf, PathBuf, Output) {
+    let dir = ensure_built();
+    let (gfxr, sidecar) = (tmp(&format!("{name}.gfxr")), tmp(&format!("{name}.side")));
+    let o = clean(&dir.join("vkdirty"))
+        .envs(env.iter().copied())
+        .args(["capture", "--no-trace", "--gfxr"])
+        .arg(&gfxr)
+        .args(extra)
+        .arg("--")
+        .arg(dir.join("vkdirty-workload"))
+        .args(["--frames", "5", "--sidecar"])
+        .arg(&sidecar)
+        .output()
+        .expect("run vkdirty capture");
+    (gfxr, sidecar, o)
+}
+
+fn check(gfxr: &Path, sidecar: &Path) -> Output {
+    clean(&ensure_built().join("vkdirty")).arg("check-sidecar").arg(gfxr).arg(sidecar).output().expect("run check-sidecar")
+}
+
+fn replay(gfxr: &Path) -> Output {
+    clean(Path::new("xvfb-run")).args(["-a", "gfxrecon-replay"]).arg(gfxr).output().expect("run gfxrecon-replay")
+}
+
+#[test]
+fn workload_captures_are_exact_on_every_backend_and_replay() {
+    for backend in ["auto", "async-wp", "shadow-wp", "shadow", "full"] {
+        let (gfxr, sidecar, o) = capture(&format!("exact-{backend}"), &[], &["--backend", backend]);
+        assert!(o.status.success(), "{backend}: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("fill-memory commands holding"), "{backend}: no capture summary\n{}", text(&o));
+        let c = check(&gfxr, &sidecar);
+        let report = String::from_utf8_lossy(&c.stdout);
+        assert!(c.status.success() && report.starts_with("exact:"), "{backend}: {}", text(&c));
+        let r = replay(&gfxr);
+        let log = text(&r);
+        assert!(r.status.success() && !log.contains("ERROR"), "{backend}: replay\n{log}");
+        for p in [gfxr, sidecar] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[test]
+fn assisted_without_vkdirty_flushes_is_not_exact() {
+    let dir = ensure_built();
+    let (gfxr, sidecar) = (tmp("noflush.gfxr"), tmp("noflush.side"));
+    let o = clean(&dir.join("vkdirty-workload"))
+        .env("VK_INSTANCE_LAYERS", "VK_LAYER_LUNARG_gfxreconstruct")
+        .env("GFXRECON_CAPTURE_FILE", &gfxr)
+        .env("GFXRECON_CAPTURE_FILE_TIMESTAMP", "false")
+        .env("GFXRECON_MEMORY_TRACKING_MODE", "assisted")
+        .args(["--frames", "3", "--sidecar"])
+        .arg(&sidecar)
+        .output()
+        .expect("run the workload");
+    assert!(o.status.success(), "{}", text(&o));
+    let c = check(&gfxr, &sidecar);
+    assert!(!c.status.success() && String::from_utf8_lossy(&c.stdout).starts_with("NOT exact"), "{}", text(&c));
+}
+
+#[test]
+fn host_import_stays_off_with_gfxreconstruct_below_unless_ignored() {
+    let (_, _, o) = capture("below", &[], &["--backend", "auto"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("capture layer VK_LAYER_LUNARG_gfxreconstruct")).collect();
+    assert_eq!(lines.len(), 1, "one line naming the layer below:\n{err}");
+    assert!(!err.contains("host-import on "), "{err}");
+    let (_, _, o) = capture("ignore", &[("VKDIRTY_LAYERS_BELOW", "ignore")], &["--backend", "auto"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("capture layer VK_LAYER_LUNARG_gfxreconstruct") && err.contains("host-import on "), "{}", text(&o));
+}
+
+#[test]
+fn capture_without_gfxreconstruct_is_a_clear_error() {
+    // VK_LAYER_PATH replaces the system layer directories: gfxreconstruct's manifest is not found.
+    let empty = tmp("no-layers");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (_, _, o) = capture("missing", &[("VK_LAYER_PATH", empty.to_str().unwrap())], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("did not load VK_LAYER_LUNARG_gfxreconstruct"), "{}", text(&o));
+}
+
+#[test]
+fn vkcube_replays_are_pixel_identical() {
+    let dir = ensure_built();
+    let o = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gfxr-check.sh"))
+        .arg("10")
+        .env("VKDIRTY_BIN_DIR", dir)
+        .output()
+        .expect("run scripts/gfxr-check.sh");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && !out.contains("FAIL") && out.matches("PASS").count() == 13, "{}", text(&o));
+}
