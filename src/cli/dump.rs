@@ -1,4 +1,5 @@
-//! `vkdirty dump FILE --alloc ID [--at-submit N] -o OUT`
+//! `vkdirty dump FILE --alloc ID [--at-submit N] -o OUT`, or with `--diff --at-submit A --against B`
+//! what changed in the allocation between the two submits (see `diff`).
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
@@ -21,12 +22,28 @@ pub struct Args {
     #[arg(long = "at-submit", value_name = "N")]
     at_submit: Option<u64>,
     /// Output file (created with mode 0600: it holds application memory).
-    #[arg(short = 'o', long = "output", value_name = "OUT")]
-    output: PathBuf,
+    #[arg(short = 'o', long = "output", value_name = "OUT", required_unless_present = "diff")]
+    output: Option<PathBuf>,
+    /// Print the byte ranges that differ between --at-submit A and --against B, with a hexdump.
+    #[arg(long, requires_all = ["at_submit", "against"], conflicts_with = "output")]
+    diff: bool,
+    /// With --diff: the other submit.
+    #[arg(long, value_name = "B", requires = "diff")]
+    against: Option<u64>,
+    /// With --diff: changed bytes shown in the hexdump at most (ranges are all listed).
+    #[arg(long, value_name = "BYTES", default_value_t = 512)]
+    max_dump: u64,
 }
 
 impl Run for Args {
     fn run(self) -> Result<ExitCode, CliError> {
+        if self.diff {
+            let (a, b) = (self.at_submit.unwrap_or(0), self.against.unwrap_or(0));
+            return super::diff::run(&self.file, self.alloc, a, b, self.max_dump);
+        }
+        let Some(output) = self.output.clone() else {
+            return Err(CliError::Msg("dump needs -o OUT (or --diff)".into()));
+        };
         let mut replay = Replay::new().only_alloc(self.alloc);
         if let Some(n) = self.at_submit {
             replay = replay.up_to_submit(n);
@@ -38,13 +55,13 @@ impl Run for Args {
         if let Some(t) = &truncation {
             warn(t);
         }
-        let ctx = || format!("writing {}", self.output.display());
+        let ctx = || format!("writing {}", output.display());
         let f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&self.output)
+            .open(&output)
             .map_err(|e| CliError::io(ctx(), e))?;
         let mut w = BufWriter::new(f);
         let size = replay.write_to(self.alloc, &mut w).and_then(|n| w.flush().map(|()| n)).map_err(|e| CliError::io(ctx(), e))?;
@@ -55,7 +72,7 @@ impl Run for Args {
                 "wrote {} bytes of allocation {} as of {at} to {}",
                 size.unwrap_or(0),
                 self.alloc,
-                self.output.display()
+                output.display()
             )
         })?;
         Ok(ExitCode::SUCCESS)

@@ -1,11 +1,14 @@
-//! `vkdirty info [--json] FILE`
+//! `vkdirty info [--json] [--by allocation|frame|submit] FILE`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use vkdirty::trace::stats::Stats;
 use vkdirty::trace::summary::Dist;
 use vkdirty::trace::Summary;
 
+use super::progress::Progress;
+use super::tables::{self, By};
 use super::{human_bytes, out, warn, CliError, Run};
 
 #[derive(clap::Args)]
@@ -13,12 +16,19 @@ pub struct Args {
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
+    /// Also list every allocation, frame or submit (dirty pages and bytes, trace bytes, ...);
+    /// with --json, as an array `by_allocation`, `by_frame` or `by_submit`.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    by: Option<By>,
     /// The trace file.
     file: PathBuf,
 }
 
 impl Run for Args {
     fn run(self) -> Result<ExitCode, CliError> {
+        if let Some(by) = self.by {
+            return self.run_by(by);
+        }
         let s = Summary::from_file(&self.file)?;
         if self.json {
             let text = serde_json::to_string(&s).map_err(|e| CliError::Msg(format!("encoding JSON: {e}")))?;
@@ -34,8 +44,30 @@ impl Run for Args {
     }
 }
 
+impl Args {
+    fn run_by(&self, by: By) -> Result<ExitCode, CliError> {
+        let len = std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0);
+        let mut p = Progress::new(len, "reading");
+        let st = Stats::from_file(&self.file, |o| p.set(o))?;
+        drop(p);
+        if self.json {
+            let v = tables::json(&st, by).map_err(|e| CliError::Msg(format!("encoding JSON: {e}")))?;
+            out(|w| writeln!(w, "{v}"))?;
+        } else {
+            let mut text = render(&self.file.display().to_string(), &st.summary);
+            text.push('\n');
+            text.push_str(&tables::render(&st, by));
+            out(|w| w.write_all(text.as_bytes()))?;
+        }
+        if let Some(t) = &st.summary.truncation {
+            warn(t);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 /// UTC "YYYY-MM-DD HH:MM:SS" from nanoseconds since the epoch.
-fn utc(ns: u64) -> String {
+pub fn utc(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
     let (days, rem) = ((secs / 86400) as i64, secs % 86400);
     // Civil-from-days (proleptic Gregorian), after H. Hinnant.

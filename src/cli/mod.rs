@@ -11,10 +11,15 @@ use vkdirty::trace::TraceError;
 mod capture;
 mod capture_gfxr;
 mod check_sidecar;
+mod diff;
 mod dump;
 mod events;
+mod export;
 mod gfxr_info;
 mod info;
+mod progress;
+mod report;
+mod tables;
 mod verify;
 
 /// What a subcommand does once parsed.
@@ -50,6 +55,10 @@ commands! {
     Events(events::Args),
     /// Run an application (default: the built-in workload) under the layer and summarise its trace.
     Capture(capture::Args),
+    /// Write an HTML report (heatmap, timeline, allocation table, session) and optionally a PNG.
+    Report(report::Args),
+    /// Write the dirty data as CSV (one row per run) or Perfetto / Chrome trace-event JSON.
+    Export(export::Args),
     /// Check a trace of vkdirty-workload against the workload's sidecar: exact at every submit?
     CheckSidecar(check_sidecar::Args),
     /// Summarise a gfxreconstruct capture's memory data: submits, flushes, fill-memory commands.

@@ -13,6 +13,7 @@ use crate::guard::BackendKind;
 pub mod format;
 pub mod reader;
 pub mod replay;
+pub mod stats;
 pub mod summary;
 pub mod writer;
 

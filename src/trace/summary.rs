@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::format::count_pages;
-use super::reader::TraceReader;
+use super::format::FileHeader;
+use super::reader::{Block, TraceReader};
 use super::{Event, TraceError};
 
 /// Nearest-rank statistics of one quantity over the submits of a trace.
@@ -113,78 +114,107 @@ impl Summary {
     /// Reads every block. An error inside the file is returned; truncation is reported in the
     /// summary.
     pub fn from_reader<R: Read>(mut r: TraceReader<R>, file_bytes: u64) -> Result<Summary, TraceError> {
-        let h = r.header().clone();
-        let mut s = Summary {
-            format_version: h.version,
-            writer_version: h.writer_version.clone(),
-            page_size: h.page_size,
-            created_ns: h.created_ns,
-            file_bytes,
-            ..Summary::default()
-        };
-        let mut per_submit: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-        let mut reasons: BTreeMap<(String, String), u64> = BTreeMap::new();
-        while let Some(b) = r.next_block()? {
-            s.blocks += 1;
-            s.payload_bytes += b.raw_len as u64;
-            s.stored_bytes += b.stored_len as u64;
-            let Some(ev) = b.event else {
-                s.unknown_blocks += 1;
-                continue;
-            };
-            match ev {
-                Event::Session(x) => {
-                    s.session = Some(SessionInfo {
-                        pid: x.pid,
-                        process: x.process_name,
-                        app: x.app_name,
-                        engine: x.engine_name,
-                        device: x.device_name,
-                        vendor_id: x.vendor_id,
-                        device_id: x.device_id,
-                        driver_version: x.driver_version,
-                        api_version: api_version(x.api_version),
-                    })
-                }
-                Event::Allocation(a) => {
-                    s.allocations += 1;
-                    s.allocated_bytes = s.allocated_bytes.saturating_add(a.size);
-                }
-                Event::Map(m) => {
-                    s.maps += 1;
-                    *s.backends.entry(m.backend.name().to_string()).or_default() += 1;
-                    *reasons.entry((m.backend.name().to_string(), m.reason)).or_default() += 1;
-                }
-                Event::Unmap { .. } => s.unmaps += 1,
-                Event::Free { .. } => s.frees += 1,
-                Event::Flush { .. } => s.flushes += 1,
-                Event::Dirty(d) => {
-                    let pages = count_pages(&d.runs, h.page_size as u64, &mut None);
-                    let bytes = d.data.len() as u64;
-                    s.dirty_blocks += 1;
-                    s.dirty_pages += pages;
-                    s.dirty_bytes += bytes;
-                    let e = per_submit.entry(d.submit).or_default();
-                    e.0 += bytes;
-                    e.1 += pages;
-                }
-                Event::Submit(x) => {
-                    s.submits += 1;
-                    per_submit.entry(x.seq).or_default();
-                }
-                Event::Frame { .. } => s.frames += 1,
-                Event::CaptureStart { .. } => s.captures += 1,
-                Event::CaptureStop { .. } => {}
-                Event::End(t) => s.writer_stalls = Some(t.writer_stalls),
-            }
+        let mut b = SummaryBuilder::new(r.header(), file_bytes);
+        while let Some(block) = r.next_block()? {
+            b.add(&block);
         }
+        Ok(b.finish(&r))
+    }
+}
+
+/// Builds a [`Summary`] one block at a time, so other passes over a trace (`trace::stats`) can
+/// produce it without reading the file twice.
+pub struct SummaryBuilder {
+    s: Summary,
+    page_size: u64,
+    per_submit: BTreeMap<u64, (u64, u64)>,
+    reasons: BTreeMap<(String, String), u64>,
+}
+
+impl SummaryBuilder {
+    pub fn new(h: &FileHeader, file_bytes: u64) -> SummaryBuilder {
+        SummaryBuilder {
+            s: Summary {
+                format_version: h.version,
+                writer_version: h.writer_version.clone(),
+                page_size: h.page_size,
+                created_ns: h.created_ns,
+                file_bytes,
+                ..Summary::default()
+            },
+            page_size: h.page_size as u64,
+            per_submit: BTreeMap::new(),
+            reasons: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, b: &Block) {
+        let s = &mut self.s;
+        s.blocks += 1;
+        s.payload_bytes += b.raw_len as u64;
+        s.stored_bytes += b.stored_len as u64;
+        let Some(ev) = &b.event else {
+            s.unknown_blocks += 1;
+            return;
+        };
+        match ev {
+            Event::Session(x) => {
+                s.session = Some(SessionInfo {
+                    pid: x.pid,
+                    process: x.process_name.clone(),
+                    app: x.app_name.clone(),
+                    engine: x.engine_name.clone(),
+                    device: x.device_name.clone(),
+                    vendor_id: x.vendor_id,
+                    device_id: x.device_id,
+                    driver_version: x.driver_version,
+                    api_version: api_version(x.api_version),
+                })
+            }
+            Event::Allocation(a) => {
+                s.allocations += 1;
+                s.allocated_bytes = s.allocated_bytes.saturating_add(a.size);
+            }
+            Event::Map(m) => {
+                s.maps += 1;
+                *s.backends.entry(m.backend.name().to_string()).or_default() += 1;
+                *self.reasons.entry((m.backend.name().to_string(), m.reason.clone())).or_default() += 1;
+            }
+            Event::Unmap { .. } => s.unmaps += 1,
+            Event::Free { .. } => s.frees += 1,
+            Event::Flush { .. } => s.flushes += 1,
+            Event::Dirty(d) => {
+                let pages = count_pages(&d.runs, self.page_size, &mut None);
+                let bytes = d.data.len() as u64;
+                s.dirty_blocks += 1;
+                s.dirty_pages += pages;
+                s.dirty_bytes += bytes;
+                let e = self.per_submit.entry(d.submit).or_default();
+                e.0 += bytes;
+                e.1 += pages;
+            }
+            Event::Submit(x) => {
+                s.submits += 1;
+                self.per_submit.entry(x.seq).or_default();
+            }
+            Event::Frame { .. } => s.frames += 1,
+            Event::CaptureStart { .. } => s.captures += 1,
+            Event::CaptureStop { .. } => {}
+            Event::End(t) => s.writer_stalls = Some(t.writer_stalls),
+        }
+    }
+
+    /// The summary, once `r` has ended.
+    pub fn finish<R: Read>(self, r: &TraceReader<R>) -> Summary {
+        let mut s = self.s;
         s.per_submit = PerSubmit {
-            dirty_bytes: Dist::of(per_submit.values().map(|v| v.0).collect()),
-            dirty_pages: Dist::of(per_submit.values().map(|v| v.1).collect()),
+            dirty_bytes: Dist::of(self.per_submit.values().map(|v| v.0).collect()),
+            dirty_pages: Dist::of(self.per_submit.values().map(|v| v.1).collect()),
         };
         s.compression_ratio =
             if s.stored_bytes == 0 { 1.0 } else { s.payload_bytes as f64 / s.stored_bytes as f64 };
-        s.backend_reasons = reasons
+        s.backend_reasons = self
+            .reasons
             .into_iter()
             .map(|((backend, reason), maps)| BackendReason { backend, reason, maps })
             .collect();
@@ -192,6 +222,6 @@ impl Summary {
             s.truncated = true;
             s.truncation = Some(t.to_string());
         }
-        Ok(s)
+        s
     }
 }
