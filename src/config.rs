@@ -1,375 +1,412 @@
-//! Settings, read from `VKDIRTY_*` environment variables (and `debug.vkdirty.*` properties on
-//! Android).
+//! The layer's settings: one table ([`SETTINGS`]) from which the README table, the layer
+//! manifest's `features.settings` (what vkconfig shows), and `vkdirty capture`'s flags are made.
 //!
-//! Every setting is listed once in [`SETTINGS`]; the README table is checked against that list by
-//! a test. Values come from a [`SettingSource`]; a bad value never stops anything: it produces one
-//! warning line (setting, value, accepted values) and the default is used.
+//! Adding a setting: a row in [`SETTINGS`], a field in [`Settings`] (and its default), and an arm
+//! in [`Settings::apply`]; then regenerate the manifest and README
+//! (`VKDIRTY_REGENERATE=1 cargo test -p vkdirty --lib config::docs`).
+//!
+//! Values come from [`sources`] in order of precedence ([`Settings::resolve`]); a bad value never
+//! stops anything: it produces one warning line (where, value, accepted values) and the next
+//! source, or the default, is used.
 
-use crate::guard::BackendKind;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Where setting values come from. `name` is the upper-case setting name (`TRACE_FILE`).
-pub trait SettingSource {
-    fn get(&self, name: &str) -> Option<String>;
+pub mod docs;
+mod ranges;
+pub mod sources;
+mod values;
+
+pub use ranges::RangeSet;
+pub use sources::{
+    property_key, EnvSource, FileSource, KhronosEnvSource, Layered, MapSource, PropertyReader, PropertySource,
+    SettingSource,
+};
+pub use values::{BackendChoice, Compression, HostImport, LayersBelow, LogLevel, ShadowRefresh, AUTO_ORDER};
+
+use crate::guard::BackendKind;
+
+/// The layer's name, as in its manifest.
+pub const LAYER_NAME: &str = "VK_LAYER_VKDIRTY_capture";
+
+/// How a setting's value is written; the manifest type vkconfig edits it with.
+#[derive(Clone, Copy, Debug)]
+pub enum SettingType {
+    /// `1, 0, true, false, on, off, yes, no` (manifest `BOOL`).
+    Bool,
+    /// One of the keys (manifest `ENUM`).
+    Enum(&'static [EnumValue]),
+    /// `all`, or 1-based numbers and ranges `10-20,100,200-` (manifest `STRING`).
+    Ranges,
+    /// A whole number `0..=max` (manifest `INT`).
+    Uint { max: u64 },
+    /// A file the layer writes (manifest `SAVE_FILE`).
+    SaveFile { filter: &'static str },
+    /// A file the layer reads or watches (manifest `LOAD_FILE`).
+    LoadFile,
 }
 
-/// `VKDIRTY_<NAME>` environment variables.
-pub struct EnvSource;
-
-impl SettingSource for EnvSource {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(format!("VKDIRTY_{name}")).ok()
-    }
-}
-
-/// Reads one system property (`__system_property_get` on Android; a map in tests).
-pub trait PropertyReader {
-    fn property(&self, key: &str) -> Option<String>;
-}
-
-/// The Android property name of a setting: `TRACE_FILE` → `debug.vkdirty.trace_file`.
-pub fn property_key(name: &str) -> String {
-    format!("debug.vkdirty.{}", name.to_ascii_lowercase())
-}
-
-/// Settings from `debug.vkdirty.<name>` properties.
-pub struct PropertySource<R: PropertyReader>(pub R);
-
-impl<R: PropertyReader> SettingSource for PropertySource<R> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.property(&property_key(name))
-    }
-}
-
-/// The first source that has a value wins (an empty value counts as unset: an unset Android
-/// property reads as "").
-pub struct Layered<'a>(pub Vec<&'a dyn SettingSource>);
-
-impl SettingSource for Layered<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.iter().find_map(|s| s.get(name).filter(|v| !v.trim().is_empty()))
-    }
-}
-
-impl<F: Fn(&str) -> Option<String>> SettingSource for F {
-    fn get(&self, name: &str) -> Option<String> {
-        self(name)
-    }
-}
-
-/// Which backend tracks a mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendChoice {
-    /// Per mapping, the first of [`AUTO_ORDER`] that accepts it.
-    Auto,
-    Fixed(BackendKind),
-}
-
-/// The order `auto` tries backends in, per mapping. `host-import` is not here: it changes how
-/// memory is allocated, so it is decided per allocation (see [`BackendChoice::imports_host_memory`])
-/// and tried first for the mappings of memory it imported. `full` never refuses a mapping, so a
-/// mapping is always tracked.
-pub const AUTO_ORDER: [BackendKind; 4] =
-    [BackendKind::AsyncWp, BackendKind::ShadowWp, BackendKind::Shadow, BackendKind::Full];
-
-impl BackendChoice {
-    /// The backends to try, in order.
-    pub fn order(self) -> &'static [BackendKind] {
-        match self {
-            // Memory host-import could not import is tracked as auto tracks it.
-            BackendChoice::Auto | BackendChoice::Fixed(BackendKind::HostImport) => &AUTO_ORDER,
-            BackendChoice::Fixed(k) => {
-                let i = BackendKind::ALL.iter().position(|x| *x == k).unwrap_or(0);
-                std::slice::from_ref(&BackendKind::ALL[i])
-            }
-        }
-    }
-
-    /// Whether host-visible memory is allocated by importing the layer's own anonymous memory
-    /// (`VK_EXT_external_memory_host`), where the driver and the allocation allow it.
-    pub fn imports_host_memory(self) -> bool {
-        matches!(self, BackendChoice::Auto | BackendChoice::Fixed(BackendKind::HostImport))
-    }
-
-    /// Whether a mapping may end up behind a shadow that is copied to the real memory page by
-    /// page (so resources sharing a page with GPU-written ones could be clobbered).
-    pub fn may_shadow(self) -> bool {
-        self.order().iter().any(|k| matches!(k, BackendKind::Shadow | BackendKind::ShadowWp))
-    }
-}
-
-impl fmt::Display for BackendChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BackendChoice::Auto => f.write_str("auto"),
-            BackendChoice::Fixed(k) => f.write_str(k.name()),
-        }
-    }
-}
-
-/// When a shadow (`shadow`, `shadow-wp`) brings what the GPU wrote into the application's view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShadowRefresh {
-    /// Never: for applications that never read GPU-written mapped memory.
-    Never,
-    /// At `vkInvalidateMappedMemoryRanges` (its ranges) and, for `HOST_CACHED` memory types
-    /// (where read-back buffers live), at every host synchronisation point.
-    Cached,
-    /// At `vkInvalidateMappedMemoryRanges` and at every host synchronisation point, every type.
-    Always,
-}
-
-impl ShadowRefresh {
-    pub fn name(self) -> &'static str {
-        match self {
-            ShadowRefresh::Never => "never",
-            ShadowRefresh::Cached => "cached",
-            ShadowRefresh::Always => "always",
-        }
-    }
-
-    /// Whether a host synchronisation point refreshes mappings of a memory type with
-    /// `host_cached` set as given.
-    pub fn at_sync_points(self, host_cached: bool) -> bool {
-        match self {
-            ShadowRefresh::Never => false,
-            ShadowRefresh::Cached => host_cached,
-            ShadowRefresh::Always => true,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Lz4,
-    None,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Off,
-    Error,
-    Warn,
-    Info,
-    Debug,
-}
-
-impl LogLevel {
-    pub fn name(self) -> &'static str {
-        match self {
-            LogLevel::Off => "off",
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-        }
-    }
-}
-
-/// A set of 1-based numbers written like `10-20,100,200-`: single numbers, inclusive ranges and
-/// open-ended ranges.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RangeSet {
-    /// Sorted, merged, inclusive `(first, last)`; `last == u64::MAX` is open-ended.
-    ranges: Vec<(u64, u64)>,
-}
-
-impl RangeSet {
-    pub fn parse(s: &str) -> Option<RangeSet> {
-        let mut ranges = Vec::new();
-        for part in s.split(',') {
-            let part = part.trim();
-            let (a, b) = match part.split_once('-') {
-                Some((a, b)) => {
-                    let a: u64 = a.trim().parse().ok()?;
-                    let b = b.trim();
-                    let b: u64 = if b.is_empty() { u64::MAX } else { b.parse().ok()? };
-                    (a, b)
-                }
-                None => {
-                    let a: u64 = part.parse().ok()?;
-                    (a, a)
-                }
-            };
-            if a == 0 || b < a {
-                return None;
-            }
-            ranges.push((a, b));
-        }
-        ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for (a, b) in ranges {
-            match merged.last_mut() {
-                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        Some(RangeSet { ranges: merged })
-    }
-
-    pub fn contains(&self, n: u64) -> bool {
-        self.ranges.iter().any(|&(a, b)| a <= n && n <= b)
-    }
-
-    /// Whether any member is `>= n` (so capture may still resume at or after `n`).
-    pub fn any_at_or_after(&self, n: u64) -> bool {
-        self.ranges.last().is_some_and(|&(_, b)| b >= n)
-    }
-}
-
-impl fmt::Display for RangeSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, &(a, b)) in self.ranges.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            match (a, b) {
-                (a, b) if a == b => write!(f, "{a}")?,
-                (a, u64::MAX) => write!(f, "{a}-")?,
-                (a, b) => write!(f, "{a}-{b}")?,
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One setting, for documentation and lookup.
-pub struct SettingInfo {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub accepted: &'static str,
+/// One value of an [`SettingType::Enum`] setting.
+#[derive(Clone, Copy, Debug)]
+pub struct EnumValue {
+    pub key: &'static str,
+    pub label: &'static str,
     pub doc: &'static str,
 }
 
-/// Every setting. The README table lists exactly these.
+const fn ev(key: &'static str, label: &'static str, doc: &'static str) -> EnumValue {
+    EnumValue { key, label, doc }
+}
+
+/// One setting. `name` gives every spelling: `VKDIRTY_<NAME>`, `VK_VKDIRTY_CAPTURE_<NAME>`,
+/// `debug.vkdirty.<name>`, `vkdirty_capture.<name>` and the manifest/`VK_EXT_layer_settings` key
+/// `<name>` (lower case), and `vkdirty capture --<name-with-dashes>`.
+#[derive(Clone, Copy, Debug)]
+pub struct SettingInfo {
+    pub name: &'static str,
+    /// vkconfig's label.
+    pub label: &'static str,
+    pub ty: SettingType,
+    /// The default as a value string (`""`: unset; see `default_doc`).
+    pub default: &'static str,
+    /// Markdown; the manifest gets it without backticks.
+    pub doc: &'static str,
+    /// Replaces the accepted values derived from `ty` in docs and warnings (aliases, units).
+    pub accepted: Option<&'static str>,
+    /// Replaces `default` in the README (a default that depends on the process).
+    pub default_doc: Option<&'static str>,
+    /// Whether `vkdirty capture` offers `--<name>` (otherwise `--set NAME=VALUE`, or the launcher
+    /// has its own option, as `-o` for `TRACE_FILE`).
+    pub flag: bool,
+    /// vkconfig group (a `GROUP` setting holding the rows that share it).
+    pub group: Group,
+}
+
+/// The groups vkconfig shows settings in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    Output,
+    Tracking,
+    Window,
+    Log,
+}
+
+impl Group {
+    pub const ALL: [Group; 4] = [Group::Output, Group::Tracking, Group::Window, Group::Log];
+    pub fn key(self) -> &'static str {
+        match self {
+            Group::Output => "output",
+            Group::Tracking => "tracking",
+            Group::Window => "window",
+            Group::Log => "log",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Group::Output => "Trace output",
+            Group::Tracking => "Memory tracking",
+            Group::Window => "Capture window and triggers",
+            Group::Log => "Log",
+        }
+    }
+}
+
+impl SettingInfo {
+    /// The fields most rows share; rows write `..SettingInfo::ROW`.
+    pub const ROW: SettingInfo = SettingInfo {
+        name: "",
+        label: "",
+        ty: SettingType::Bool,
+        default: "",
+        doc: "",
+        accepted: None,
+        default_doc: None,
+        flag: true,
+        group: Group::Tracking,
+    };
+
+    /// The accepted values, for docs and warnings.
+    pub fn accepted(&self) -> String {
+        if let Some(a) = self.accepted {
+            return a.replace('`', "");
+        }
+        match self.ty {
+            SettingType::Bool => "1, 0, true, false, on, off, yes, no".into(),
+            SettingType::Enum(vals) => vals.iter().map(|v| v.key).collect::<Vec<_>>().join(", "),
+            SettingType::Ranges => "all, or 1-based numbers and ranges: 10-20,100,200-".into(),
+            SettingType::Uint { max } => format!("0 to {max}"),
+            SettingType::SaveFile { .. } | SettingType::LoadFile => "a file path".into(),
+        }
+    }
+
+    /// The lower-case key (`trace_file`).
+    pub fn key(&self) -> String {
+        sources::setting_key(self.name)
+    }
+
+    /// The `vkdirty capture` flag (`flush-every-submit`).
+    pub fn flag_name(&self) -> String {
+        self.key().replace('_', "-")
+    }
+}
+
+/// Trigger signals a person may pick (numbers are accepted too).
+const SIGNALS: &[EnumValue] = &[
+    ev("", "None", "No signal handler is installed."),
+    ev("SIGUSR1", "SIGUSR1", "kill -USR1 <pid> turns capture on, the next one off."),
+    ev("SIGUSR2", "SIGUSR2", "kill -USR2 <pid> turns capture on, the next one off."),
+    ev("SIGHUP", "SIGHUP", "kill -HUP <pid> turns capture on, the next one off."),
+];
+
+/// Every setting. The README table and the manifest's settings list exactly these.
 pub const SETTINGS: &[SettingInfo] = &[
     SettingInfo {
         name: "TRACE_FILE",
-        default: "vkdirty_<process>_<pid>.vkd in the working directory (Android: /sdcard/Android/data/<package>/files/)",
-        accepted: "a file path, or an existing directory to put the default name in",
+        label: "Trace file",
+        ty: SettingType::SaveFile { filter: "*.vkd" },
+        default_doc: Some(
+            "`vkdirty_<process>_<pid>.vkd` in the working directory; Android: \
+             `/sdcard/Android/data/<package>/files/`",
+        ),
+        accepted: Some("a file path, or an existing directory to put the default name in"),
         doc: "Where the trace is written.",
+        flag: false,
+        group: Group::Output,
+        ..SettingInfo::ROW
     },
     SettingInfo {
         name: "BACKEND",
+        label: "Backend",
+        ty: SettingType::Enum(&[
+            ev("auto", "auto", "host-import where possible, then per mapping the first of async-wp, shadow-wp, shadow, full that accepts it."),
+            ev("async-wp", "async-wp", "Asynchronous userfaultfd write protection: no copy, no fault on the application's thread."),
+            ev("shadow-wp", "shadow-wp", "A write-protected shadow mapping of the memory."),
+            ev("shadow", "shadow", "A shadow copy, compared at submits."),
+            ev("full", "full", "Every mapped byte at every submit (always works, slowest)."),
+            ev("assisted", "assisted", "Only what the application flushes."),
+            ev("host-import", "host-import", "Host-visible memory is the layer's own (VK_EXT_external_memory_host)."),
+        ]),
         default: "auto",
-        accepted: "auto, async-wp, shadow-wp, shadow, full, assisted, host-import",
-        doc: "How written pages are found. auto imports host-visible system memory (host-import), \
-              then tries async-wp, shadow-wp, shadow, full per mapping.",
+        doc: "How written pages are found. `auto` imports host-visible system memory (`host-import`, \
+              see below), then tries, per mapping, `async-wp`, `shadow-wp`, `shadow`, then `full`, \
+              and records in the trace why earlier ones were refused. `host-import` does the same \
+              (memory it could not import is tracked as `auto` tracks it).",
+        ..SettingInfo::ROW
     },
     SettingInfo {
         name: "HOST_IMPORT",
+        label: "Host import",
+        ty: SettingType::Enum(&[
+            ev("1", "on", "Resources may lose device-local host-visible memory types (NVIDIA's BAR type)."),
+            ev("strict", "strict", "Only where resources keep exactly the same memory types."),
+            ev("0", "off", "Never import."),
+        ]),
         default: "1",
-        accepted: "1, 0, true, false, on, off, yes, no, strict",
-        doc: "auto and host-import: back host-visible allocations with the layer's own anonymous \
-              memory through VK_EXT_external_memory_host. 0 turns it off. Buffers and images are \
-              made external so they can be bound there; 1 allows that where it hides only \
-              device-local host-visible memory types from them (NVIDIA's BAR type), strict only \
-              where their memory types stay exactly the same.",
+        accepted: Some("`1`/`0`, `true`/`false`, `on`/`off`, `yes`/`no`, `strict`"),
+        doc: "With `auto` and `host-import`: back host-visible allocations with the layer's own \
+              anonymous memory through `VK_EXT_external_memory_host`. `0` turns it off. Buffers and \
+              images are made external so they can be bound there: `1` does that also where it \
+              hides device-local host-visible memory types (NVIDIA's BAR type) from them, `strict` \
+              only where their memory types stay exactly the same (see below).",
+        ..SettingInfo::ROW
     },
     SettingInfo {
         name: "SHADOW_READS",
+        label: "Shadow reads",
         default: "0",
-        accepted: "1, 0, true, false, on, off, yes, no",
         doc: "Shadow backends: trap reads too, so the application sees what the GPU wrote.",
+        ..SettingInfo::ROW
     },
     SettingInfo {
         name: "SHADOW_REFRESH",
+        label: "Shadow refresh",
+        ty: SettingType::Enum(&[
+            ev("never", "never", "The application never reads GPU-written mapped memory."),
+            ev("cached", "cached", "At vkInvalidateMappedMemoryRanges, and for HOST_CACHED memory at host synchronisation points."),
+            ev("always", "always", "At vkInvalidateMappedMemoryRanges and at host synchronisation points, every memory type."),
+        ]),
         default: "cached",
-        accepted: "never, cached, always",
-        doc: "Shadow backends: when the application's view gets what the GPU wrote. cached: at \
-              vkInvalidateMappedMemoryRanges, and for HOST_CACHED memory at every host \
-              synchronisation point (fence, semaphore and idle waits); always: at those for every \
-              memory type; never: not at all.",
+        doc: "Shadow backends: when the application's view gets what the GPU wrote into the real \
+              memory. `cached`: the ranges of `vkInvalidateMappedMemoryRanges`, and for \
+              `HOST_CACHED` memory types (read-back memory) every mapping at each host \
+              synchronisation point (`vkWaitForFences`, `vkGetFenceStatus`, `vkQueueWaitIdle`, \
+              `vkDeviceWaitIdle`, `vkWaitSemaphores`, `vkGetSemaphoreCounterValue`); `always`: \
+              every memory type at those points (each costs a compare of every mapped page the \
+              application has not written); `never`: not at all. Pages the application wrote \
+              since the last submit keep its bytes. See docs/design.md.",
+        ..SettingInfo::ROW
     },
     SettingInfo {
         name: "PERSISTENT_SHADOW",
+        label: "Persistent shadow",
         default: "0",
-        accepted: "1, 0, true, false, on, off, yes, no",
-        doc: "Shadow backends: keep an allocation's shadow across unmap/map.",
-    },
-    SettingInfo {
-        name: "COMPRESSION",
-        default: "lz4",
-        accepted: "lz4, none",
-        doc: "Compression of trace blocks.",
-    },
-    SettingInfo {
-        name: "FRAMES",
-        default: "all",
-        accepted: "all, or 1-based frame numbers and ranges: 10-20,100,200-",
-        doc: "Frames (ended by vkQueuePresentKHR) whose dirty memory is captured.",
-    },
-    SettingInfo {
-        name: "SUBMITS",
-        default: "all",
-        accepted: "all, or 1-based submit numbers and ranges: 10-20,100,200-",
-        doc: "Submits whose dirty memory is captured (combined with FRAMES: both must match).",
-    },
-    SettingInfo {
-        name: "FLUSH_EVERY_SUBMIT",
-        default: "0",
-        accepted: "1, 0, true, false, on, off, yes, no",
-        doc: "Hand the trace to the OS after every submit (survives a crash, costs time).",
-    },
-    SettingInfo {
-        name: "LOG_LEVEL",
-        default: "info",
-        accepted: "off, error, warn, info, debug",
-        doc: "How much the layer logs (stderr; logcat on Android).",
+        doc: "Shadow backends: keep an allocation's shadow across unmap and map.",
+        ..SettingInfo::ROW
     },
     SettingInfo {
         name: "ALIGN_REQUIREMENTS",
+        label: "Align memory requirements",
         default: "1",
-        accepted: "1, 0, true, false, on, off, yes, no",
-        doc: "When a shadow backend may be used (auto, host-import, shadow, shadow-wp): round the sizes and \
-              alignments of vkGet*MemoryRequirements* up to the page size.",
+        doc: "When a shadow backend may be used (`auto`, `host-import`, `shadow`, `shadow-wp`): \
+              round the sizes and alignments that `vkGet*MemoryRequirements*` report up to the \
+              page size, so CPU-written and GPU-written resources never share a page.",
+        ..SettingInfo::ROW
     },
-    // Layers below vkdirty and gfxreconstruct (issue 11).
+    SettingInfo {
+        name: "COMPRESSION",
+        label: "Compression",
+        ty: SettingType::Enum(&[
+            ev("lz4", "LZ4", "Fast block compression."),
+            ev("none", "None", "Blocks are stored as they are."),
+        ]),
+        default: "lz4",
+        doc: "Compression of trace blocks.",
+        group: Group::Output,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "FLUSH_EVERY_SUBMIT",
+        label: "Flush every submit",
+        default: "0",
+        doc: "Hand the trace to the OS after every submit (survives a crash, costs time).",
+        group: Group::Output,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "FRAMES",
+        label: "Frames",
+        ty: SettingType::Ranges,
+        default: "all",
+        doc: "Frames (each ended by `vkQueuePresentKHR`) whose dirty memory is captured.",
+        group: Group::Window,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "SUBMITS",
+        label: "Submits",
+        ty: SettingType::Ranges,
+        default: "all",
+        doc: "Submits whose dirty memory is captured; with `FRAMES`, both must match.",
+        group: Group::Window,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "TRIGGER_FILE",
+        label: "Trigger file",
+        ty: SettingType::LoadFile,
+        doc: "Capture is on while this file exists (checked at every present, and at every submit \
+              until the first present). Unset: no trigger file.",
+        group: Group::Window,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "TRIGGER_SIGNAL",
+        label: "Trigger signal",
+        ty: SettingType::Enum(SIGNALS),
+        accepted: Some("`SIGUSR1`, `SIGUSR2`, `SIGHUP` (or without `SIG`, or the number); unset: none"),
+        doc: "A signal that turns capture on, and the next one off; the handler is installed only \
+              when this is set. Takes effect at the next present (or submit, before the first \
+              present).",
+        group: Group::Window,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "TRIGGER_FRAMES",
+        label: "Frames per trigger",
+        ty: SettingType::Uint { max: u32::MAX as u64 },
+        default: "0",
+        doc: "With a trigger: capture this many frames from the trigger, then stop until the next \
+              one (without presents: submits). `0`: until the trigger turns capture off.",
+        group: Group::Window,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "LOG_LEVEL",
+        label: "Log level",
+        ty: SettingType::Enum(&[
+            ev("off", "off", "Nothing."),
+            ev("error", "error", "Errors only."),
+            ev("warn", "warn", "Errors and warnings."),
+            ev("info", "info", "Also what the layer decided (trace file, backends, settings)."),
+            ev("debug", "debug", "Everything."),
+        ]),
+        default: "info",
+        doc: "How much the layer logs (stderr; logcat on Android).",
+        group: Group::Log,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "LOG_FILE",
+        label: "Log file",
+        ty: SettingType::SaveFile { filter: "*.log" },
+        doc: "Also append every log line to this file (the same text as on stderr). Unset: no file.",
+        group: Group::Log,
+        ..SettingInfo::ROW
+    },
+    // Layers below vkdirty and gfxreconstruct.
     SettingInfo {
         name: "LAYERS_BELOW",
+        label: "Layers below",
+        ty: SettingType::Enum(&[
+            ev("auto", "auto", "host-import stays off when a capture layer or an unknown layer is below vkdirty."),
+            ev("ignore", "ignore", "Import whatever is below."),
+        ]),
         default: "auto",
-        accepted: "auto, ignore",
-        doc: "auto: when a capture layer (gfxreconstruct, RenderDoc) or a layer vkdirty does not know is \
-              below it, host-import is off, so that layer sees the application's own allocations, \
-              resources and extensions (the validation layer and Mesa's device-select layer are \
-              allowed); ignore: host-import whatever is below.",
+        doc: "`auto`: when a capture layer (gfxreconstruct, RenderDoc) or a layer vkdirty does not \
+              know sits below it, `host-import` stays off, so that layer sees the application's own \
+              allocations, resources and extensions (one log line names the layer; the trace's \
+              mapping reasons say so). The validation layer and Mesa's device-select layer are \
+              allowed. `ignore`: import whatever is below. See [Replayable captures with \
+              gfxreconstruct](#replayable-captures-with-gfxreconstruct).",
+        ..SettingInfo::ROW
     },
     SettingInfo {
         name: "GFXR_FLUSH",
+        label: "Flush for gfxreconstruct",
         default: "0",
-        accepted: "1, 0, true, false, on, off, yes, no",
-        doc: "At every submit, host signal, unmap and free, call vkFlushMappedMemoryRanges down the chain \
-              for the dirty pages of every mapping, so gfxreconstruct below in \
-              GFXRECON_MEMORY_TRACKING_MODE=assisted records exactly what the CPU wrote.",
+        doc: "At every submit, host signal, unmap and free, call `vkFlushMappedMemoryRanges` down \
+              the chain for the dirty pages of every mapping, so gfxreconstruct below in \
+              `GFXRECON_MEMORY_TRACKING_MODE=assisted` records exactly what the CPU wrote.",
+        ..SettingInfo::ROW
     },
     SettingInfo {
         name: "WRITE_TRACE",
+        label: "Write the trace",
         default: "1",
-        accepted: "1, 0, true, false, on, off, yes, no",
-        doc: "Write vkdirty's own trace. 0 with GFXR_FLUSH=1: track for gfxreconstruct only.",
+        doc: "Write vkdirty's own trace. `0` with `GFXR_FLUSH=1`: track for gfxreconstruct only.",
+        group: Group::Output,
+        ..SettingInfo::ROW
     },
 ];
 
-/// `VKDIRTY_LAYERS_BELOW`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayersBelow {
-    /// Capture and unknown layers below turn host-import off.
-    Auto,
-    /// Host-import whatever is below.
-    Ignore,
+/// A named set of values vkconfig offers as one choice.
+pub struct Preset {
+    pub label: &'static str,
+    pub doc: &'static str,
+    pub values: &'static [(&'static str, &'static str)],
 }
 
-/// `VKDIRTY_HOST_IMPORT`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HostImport {
-    Off,
-    /// Resources are made external where that hides from them at most memory types that are
-    /// both device-local and host-visible (no other type offers both; the data goes to system
-    /// memory instead).
-    On,
-    /// Resources are made external only where their memory types stay exactly the same.
-    Strict,
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        label: "Fast default",
+        doc: "Automatic backend choice, LZ4, no per-submit flush: the least overhead.",
+        values: &[("BACKEND", "auto"), ("COMPRESSION", "lz4"), ("FLUSH_EVERY_SUBMIT", "0"), ("SHADOW_READS", "0")],
+    },
+    Preset {
+        label: "Shadow with reads",
+        doc: "Shadow backend that also traps reads and refreshes at every host synchronisation point, \
+              for applications that read back GPU results from mapped memory.",
+        values: &[("BACKEND", "shadow"), ("SHADOW_READS", "1"), ("SHADOW_REFRESH", "always")],
+    },
+    Preset {
+        label: "Crash-safe",
+        doc: "Every submit reaches the OS before the next one, so a crash keeps the trace.",
+        values: &[("FLUSH_EVERY_SUBMIT", "1"), ("COMPRESSION", "lz4")],
+    },
+];
+
+/// The setting called `name` (upper case).
+pub fn setting(name: &str) -> Option<&'static SettingInfo> {
+    SETTINGS.iter().find(|s| s.name == name)
 }
 
 /// The layer's settings.
@@ -390,6 +427,12 @@ pub struct Settings {
     pub flush_every_submit: bool,
     pub log_level: LogLevel,
     pub align_requirements: bool,
+    pub trigger_file: Option<PathBuf>,
+    /// A signal number.
+    pub trigger_signal: Option<i32>,
+    /// 0: no limit.
+    pub trigger_frames: u64,
+    pub log_file: Option<PathBuf>,
     pub layers_below: LayersBelow,
     pub gfxr_flush: bool,
     pub write_trace: bool,
@@ -410,15 +453,15 @@ impl Default for Settings {
             flush_every_submit: false,
             log_level: LogLevel::Info,
             align_requirements: true,
+            trigger_file: None,
+            trigger_signal: None,
+            trigger_frames: 0,
+            log_file: None,
             layers_below: LayersBelow::Auto,
             gfxr_flush: false,
             write_trace: true,
         }
     }
-}
-
-fn accepted(name: &str) -> &'static str {
-    SETTINGS.iter().find(|s| s.name == name).map_or("", |s| s.accepted)
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -476,49 +519,155 @@ fn parse_ranges(v: &str) -> Option<Option<RangeSet>> {
     RangeSet::parse(v).map(Some)
 }
 
+/// `SIGUSR1`, `usr1`, `10` → the signal number; only signals the layer does not use itself and
+/// that may be caught.
+pub fn parse_signal(v: &str) -> Option<i32> {
+    let up = v.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let n = match name {
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "HUP" => libc::SIGHUP,
+        _ => name.parse::<i32>().ok()?,
+    };
+    let reserved = [libc::SIGSEGV, libc::SIGBUS, libc::SIGKILL, libc::SIGSTOP, libc::SIGILL, libc::SIGFPE, libc::SIGABRT];
+    ((1..=libc::SIGRTMAX()).contains(&n) && !reserved.contains(&n)).then_some(n)
+}
+
+/// `SIGUSR1` for a signal number the table names, else the number.
+pub fn signal_name(n: i32) -> String {
+    match n {
+        libc::SIGUSR1 => "SIGUSR1".into(),
+        libc::SIGUSR2 => "SIGUSR2".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        _ => n.to_string(),
+    }
+}
+
+fn parse_uint(v: &str, max: u64) -> Option<u64> {
+    v.parse::<u64>().ok().filter(|n| *n <= max)
+}
+
+fn path(v: &str) -> Option<Option<PathBuf>> {
+    Some(Some(PathBuf::from(v)))
+}
+
+fn put<T>(slot: &mut T, v: Option<T>) -> Result<(), ()> {
+    *slot = v.ok_or(())?;
+    Ok(())
+}
+
+/// Where one setting's effective value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub name: &'static str,
+    pub value: String,
+    /// [`SettingSource::describe`] of the source (`VKDIRTY_BACKEND`, `vkdirty_capture.backend in
+    /// /path/vk_layer_settings.txt`).
+    pub from: String,
+}
+
+/// The outcome of [`Settings::resolve`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub settings: Settings,
+    /// One line per bad value.
+    pub warnings: Vec<String>,
+    /// Every setting that does not have its default value, with where it came from.
+    pub origins: Vec<Origin>,
+}
+
+impl Resolved {
+    /// One line saying where each non-default value came from ("" when all are defaults).
+    pub fn origin_line(&self) -> String {
+        self.origins.iter().map(|o| format!("{}={} ({})", o.name, o.value, o.from)).collect::<Vec<_>>().join(", ")
+    }
+}
+
 impl Settings {
+    /// Sets the setting `name` from the text `v` (trimmed, non-empty). `Err` for a bad value or an
+    /// unknown name; nothing changes then.
+    pub fn apply(&mut self, name: &str, v: &str) -> Result<(), ()> {
+        match name {
+            "TRACE_FILE" => put(&mut self.trace_file, path(v)),
+            "BACKEND" => put(&mut self.backend, parse_backend(v)),
+            "HOST_IMPORT" => put(&mut self.host_import, parse_host_import(v)),
+            "SHADOW_READS" => put(&mut self.shadow_reads, parse_bool(v)),
+            "SHADOW_REFRESH" => put(&mut self.shadow_refresh, parse_shadow_refresh(v)),
+            "PERSISTENT_SHADOW" => put(&mut self.persistent_shadow, parse_bool(v)),
+            "COMPRESSION" => put(&mut self.compression, parse_compression(v)),
+            "FRAMES" => put(&mut self.frames, parse_ranges(v)),
+            "SUBMITS" => put(&mut self.submits, parse_ranges(v)),
+            "FLUSH_EVERY_SUBMIT" => put(&mut self.flush_every_submit, parse_bool(v)),
+            "LOG_LEVEL" => put(&mut self.log_level, parse_log_level(v)),
+            "ALIGN_REQUIREMENTS" => put(&mut self.align_requirements, parse_bool(v)),
+            "TRIGGER_FILE" => put(&mut self.trigger_file, path(v)),
+            "TRIGGER_SIGNAL" => put(&mut self.trigger_signal, parse_signal(v).map(Some)),
+            "TRIGGER_FRAMES" => put(&mut self.trigger_frames, parse_uint(v, u32::MAX as u64)),
+            "LOG_FILE" => put(&mut self.log_file, path(v)),
+            "LAYERS_BELOW" => put(&mut self.layers_below, parse_layers_below(v)),
+            "GFXR_FLUSH" => put(&mut self.gfxr_flush, parse_bool(v)),
+            "WRITE_TRACE" => put(&mut self.write_trace, parse_bool(v)),
+            _ => Err(()),
+        }
+    }
+
+    /// Checks one value as the layer would read it: `Err` holds the message for a person.
+    pub fn check(name: &str, v: &str) -> Result<(), String> {
+        let Some(info) = setting(name) else {
+            let known: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+            return Err(format!("unknown setting {name:?} (known: {})", known.join(", ")));
+        };
+        Settings::default()
+            .apply(name, v.trim())
+            .map_err(|()| format!("bad value {v:?} for {name} (accepted: {})", info.accepted()))
+    }
+
     /// Reads every setting from `src`. Returns the settings and one warning line per bad value.
     pub fn load(src: &dyn SettingSource) -> (Settings, Vec<String>) {
+        let r = Settings::resolve(&[src]);
+        (r.settings, r.warnings)
+    }
+
+    /// Reads every setting from `sources`, the first with a good value winning (an empty value
+    /// counts as unset; a bad one is reported and the next source is asked).
+    pub fn resolve(sources: &[&dyn SettingSource]) -> Resolved {
         let mut s = Settings::default();
         let mut warnings = Vec::new();
-        let get = |name: &str| src.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-
-        fn set<T>(
-            warnings: &mut Vec<String>,
-            name: &str,
-            value: Option<String>,
-            parse: impl Fn(&str) -> Option<T>,
-            slot: &mut T,
-        ) {
-            let Some(v) = value else { return };
-            match parse(&v) {
-                Some(x) => *slot = x,
-                None => warnings.push(format!(
-                    "VKDIRTY_{name}: bad value {v:?} (accepted: {}); using the default",
-                    accepted(name)
-                )),
+        let mut origins = Vec::new();
+        for info in SETTINGS {
+            let mut bad: Vec<String> = Vec::new();
+            let mut found = None;
+            for src in sources {
+                let Some(v) = src.get(info.name) else { continue };
+                let v = v.trim();
+                if v.is_empty() {
+                    continue;
+                }
+                if s.apply(info.name, v).is_ok() {
+                    found = Some((v.to_string(), src.describe(info.name)));
+                    break;
+                }
+                bad.push(format!("{}: bad value {v:?} (accepted: {})", src.describe(info.name), info.accepted()));
+            }
+            let fallback = match &found {
+                Some((_, from)) => format!("using the value of {from}"),
+                None => "using the default".to_string(),
+            };
+            warnings.extend(bad.into_iter().map(|b| format!("{b}; {fallback}")));
+            if let Some((value, from)) = found {
+                let mut d = Settings::default();
+                let is_default = info.default != "" && d.apply(info.name, info.default).is_ok() && {
+                    let mut x = Settings::default();
+                    let _ = x.apply(info.name, &value);
+                    x == d
+                };
+                if !is_default {
+                    origins.push(Origin { name: info.name, value, from });
+                }
             }
         }
-
-        if let Some(v) = get("TRACE_FILE") {
-            s.trace_file = Some(PathBuf::from(v));
-        }
-        let w = &mut warnings;
-        set(w, "BACKEND", get("BACKEND"), parse_backend, &mut s.backend);
-        set(w, "HOST_IMPORT", get("HOST_IMPORT"), parse_host_import, &mut s.host_import);
-        set(w, "SHADOW_READS", get("SHADOW_READS"), parse_bool, &mut s.shadow_reads);
-        set(w, "SHADOW_REFRESH", get("SHADOW_REFRESH"), parse_shadow_refresh, &mut s.shadow_refresh);
-        set(w, "PERSISTENT_SHADOW", get("PERSISTENT_SHADOW"), parse_bool, &mut s.persistent_shadow);
-        set(w, "COMPRESSION", get("COMPRESSION"), parse_compression, &mut s.compression);
-        set(w, "FRAMES", get("FRAMES"), parse_ranges, &mut s.frames);
-        set(w, "SUBMITS", get("SUBMITS"), parse_ranges, &mut s.submits);
-        set(w, "FLUSH_EVERY_SUBMIT", get("FLUSH_EVERY_SUBMIT"), parse_bool, &mut s.flush_every_submit);
-        set(w, "LOG_LEVEL", get("LOG_LEVEL"), parse_log_level, &mut s.log_level);
-        set(w, "ALIGN_REQUIREMENTS", get("ALIGN_REQUIREMENTS"), parse_bool, &mut s.align_requirements);
-        set(w, "LAYERS_BELOW", get("LAYERS_BELOW"), parse_layers_below, &mut s.layers_below);
-        set(w, "GFXR_FLUSH", get("GFXR_FLUSH"), parse_bool, &mut s.gfxr_flush);
-        set(w, "WRITE_TRACE", get("WRITE_TRACE"), parse_bool, &mut s.write_trace);
-        (s, warnings)
+        Resolved { settings: s, warnings, origins }
     }
 
     /// Whether the layer imports host-visible allocations (`VKDIRTY_HOST_IMPORT` and the backend).
@@ -531,7 +680,13 @@ impl Settings {
         self.align_requirements && self.backend.may_shadow()
     }
 
-    /// Whether dirty memory is captured at submit `seq` of frame `frame` (both 1-based).
+    /// Whether a trigger (file or signal) decides when capture is on.
+    pub fn triggered(&self) -> bool {
+        self.trigger_file.is_some() || self.trigger_signal.is_some()
+    }
+
+    /// Whether dirty memory is captured at submit `seq` of frame `frame` (both 1-based), as far as
+    /// the frame and submit windows go (a trigger is checked by the layer on top).
     pub fn captures(&self, frame: u64, seq: u64) -> bool {
         self.frames.as_ref().map_or(true, |r| r.contains(frame))
             && self.submits.as_ref().map_or(true, |r| r.contains(seq))
@@ -809,18 +964,5 @@ mod tests {
         assert_eq!(package_from_cmdline(b"com.a.b:remote\0--x\0"), Some("com.a.b".into()));
         assert_eq!(package_from_cmdline(b"/system/bin/app\0"), None);
         assert_eq!(package_from_cmdline(b""), None);
-    }
-
-    #[test]
-    fn readme_documents_every_setting() {
-        let readme = include_str!("../README.md");
-        for s in SETTINGS {
-            assert!(
-                readme.contains(&format!("| `VKDIRTY_{}`", s.name)),
-                "README lacks a table row for VKDIRTY_{}",
-                s.name
-            );
-            assert!(readme.contains(&format!("`debug.vkdirty.{}`", s.name.to_ascii_lowercase())));
-        }
     }
 }

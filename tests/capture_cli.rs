@@ -25,12 +25,26 @@ fn sets_loader_variables_and_propagates_the_exit_code() {
     let dir = fake_layer_dir("env");
     let trace = dir.join("out.vkd");
     std::fs::write(&trace, "stale").unwrap();
+    // An existing trace is not replaced without --force.
+    let out = vkdirty().args(["capture", "-o"]).arg(&trace).arg("--layer-dir").arg(&dir).args(["--", "true"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exists; pass --force"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&trace).unwrap(), "stale");
+
     let out = vkdirty()
-        .args(["capture", "--backend", "shadow", "-o"])
+        .args(["capture", "--force", "--backend", "shadow", "--frames", "2-3", "--flush-every-submit"])
+        .args(["--set", "log-level=debug", "--log-file", "/tmp/l.log", "-o"])
         .arg(&trace)
         .arg("--layer-dir")
         .arg(&dir)
-        .args(["--", "sh", "-c", "echo \"$VK_ADD_LAYER_PATH|$VK_INSTANCE_LAYERS|$VKDIRTY_TRACE_FILE|$VKDIRTY_BACKEND\"; exit 5"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo \"$VK_ADD_LAYER_PATH|$VK_INSTANCE_LAYERS|$VKDIRTY_TRACE_FILE|$VKDIRTY_BACKEND\"; \
+             echo \"$VKDIRTY_FRAMES|$VKDIRTY_FLUSH_EVERY_SUBMIT|$VKDIRTY_LOG_LEVEL|$VKDIRTY_LOG_FILE\"; exit 5",
+        ])
         .env("VK_INSTANCE_LAYERS", "VK_LAYER_KHRONOS_validation")
         .output()
         .unwrap();
@@ -43,9 +57,38 @@ fn sets_loader_variables_and_propagates_the_exit_code() {
         trace.display()
     );
     assert_eq!(stdout.lines().next(), Some(want.as_str()));
+    assert_eq!(stdout.lines().nth(1), Some("2-3|1|debug|/tmp/l.log"));
     // The stale file was removed and the app wrote none: no summary of an old trace.
     assert!(!trace.exists());
     assert!(stderr.contains("no trace was written"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn trigger_after_creates_and_removes_the_trigger_file_on_time() {
+    let dir = fake_layer_dir("trigger");
+    let trig = dir.join("go");
+    // The application samples whether the trigger file exists every 0.1 s for 1.2 s.
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do if [ -e \"$VKDIRTY_TRIGGER_FILE\" ]; then printf 1; else printf 0; fi; sleep 0.1; done; echo; echo \"$VKDIRTY_TRIGGER_FILE\"";
+    let out = vkdirty()
+        .args(["capture", "--trigger-after", "0.3", "--trigger-for", "0.5", "--trigger-file"])
+        .arg(&trig)
+        .arg("--layer-dir")
+        .arg(&dir)
+        .arg("-o")
+        .arg(dir.join("t.vkd"))
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    let samples = lines.next().unwrap_or("");
+    assert_eq!(lines.next(), Some(trig.to_str().unwrap()));
+    // Off, then on for about 0.5 s, then off again (sleep granularity allows one sample either way).
+    let on = samples.chars().filter(|&c| c == '1').count();
+    assert!(samples.starts_with("00") && samples.ends_with("00") && (3..=7).contains(&on), "{samples}");
+    assert!(samples.trim_matches('0').chars().all(|c| c == '1'), "one window: {samples}");
+    assert!(!trig.exists(), "the trigger file is gone after the run");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -96,7 +139,7 @@ fn clear_errors() {
     let out = vkdirty().args(["capture", "--backend", "fast", "--"]).arg("true").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("unknown backend \"fast\""), "{stderr}");
+    assert!(stderr.contains("bad value \"fast\" for BACKEND (accepted: auto, async-wp"), "{stderr}");
 
     // An application that does not exist.
     let out = vkdirty()

@@ -125,7 +125,29 @@ fn dump_reconstructs_an_allocation() {
 
     let o = vkdirty(&["dump", s(&path), "--alloc", "9", "--at-submit", "2", "-o", s(&out)]);
     let err = assert_clean_failure(&o, "unknown allocation");
+    assert!(err.contains("it has allocation ids 1-2"), "{err}");
     assert!(err.contains("no allocation 9"), "{err}");
+    let o = vkdirty(&["dump", s(&path), "--alloc", "1", "--at-submit", "3", "-o", s(&out)]);
+    let err = assert_clean_failure(&o, "submit out of range");
+    assert!(err.contains("--at-submit 3 is past the last submit; the trace has submits 1 to 2"), "{err}");
+}
+
+#[test]
+fn argument_errors_keep_clap_hints() {
+    // A missing argument is named, with the usage.
+    let o = vkdirty(&["dump", "x.vkd"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("required arguments were not provided") && err.contains("--alloc <ID>") && err.contains("Usage:"), "{err}");
+    // A misspelt flag gets clap's suggestion.
+    let o = vkdirty(&["dump", "x.vkd", "--aloc", "1"]);
+    let err = text(&o.stderr);
+    assert!(err.contains("similar argument exists") && err.contains("--alloc"), "{err}");
+    // The top-level help says the tool captures too.
+    let help = text(&vkdirty(&["-h"]).stdout);
+    assert!(help.contains("Capture what a Vulkan application writes") && help.contains("capture "), "{help}");
+    let help = text(&vkdirty(&["--help"]).stdout);
+    assert!(help.contains("vkdirty captures the memory") && help.contains("inspect"), "{help}");
 }
 
 #[test]
@@ -194,7 +216,16 @@ fn broken_files_fail_cleanly() {
     assert_clean_failure(&o, "events on a damaged trace");
     assert!(text(&o.stdout).lines().count() >= 10);
     assert_clean_failure(&vkdirty(&["info", s(&path)]), "info on a damaged trace");
-    // Bad arguments: one line too.
-    assert_clean_failure(&vkdirty(&["dump", s(&path), "--alloc", "x", "-o", s(&out)]), "bad number");
-    assert_clean_failure(&vkdirty(&["nonsense"]), "unknown subcommand");
+    // Bad arguments: clap's whole message (what is wrong, the usage), exit 2, no panic.
+    let o = vkdirty(&["dump", s(&path), "--alloc", "x", "-o", s(&out)]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid value 'x'") && err.contains("--alloc <ID>") && err.contains("--help"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let o = vkdirty(&["nonsense"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("unrecognized subcommand 'nonsense'") && err.contains("Usage: vkdirty <COMMAND>"), "{err}");
+    let o = vkdirty(&["captur"]);
+    assert!(text(&o.stderr).contains("similar subcommand exists: 'capture'"), "{}", text(&o.stderr));
 }

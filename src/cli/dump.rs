@@ -35,6 +35,22 @@ pub struct Args {
     max_dump: u64,
 }
 
+/// `ids 1-4, 7` (ranges of consecutive ids), or `no allocations`.
+fn id_list(ids: impl Iterator<Item = u64>) -> String {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for id in ids {
+        match runs.last_mut() {
+            Some(r) if r.1 + 1 == id => r.1 = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    if runs.is_empty() {
+        return "no allocations".into();
+    }
+    let parts: Vec<String> = runs.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+    format!("allocation ids {}", parts.join(", "))
+}
+
 impl Run for Args {
     fn run(self) -> Result<ExitCode, CliError> {
         if self.diff {
@@ -50,7 +66,23 @@ impl Run for Args {
         }
         let (replay, truncation) = Replay::from_file(&self.file, replay)?;
         if replay.size(self.alloc).is_none() {
-            return Err(CliError::Msg(format!("{}: no allocation {} in the trace", self.file.display(), self.alloc)));
+            return Err(CliError::Msg(format!(
+                "{}: no allocation {} in the trace (it has {})",
+                self.file.display(),
+                self.alloc,
+                id_list(replay.recorded_allocations())
+            )));
+        }
+        if let Some(n) = self.at_submit.filter(|&n| n > replay.last_submit()) {
+            return Err(CliError::Msg(format!(
+                "{}: --at-submit {n} is past the last submit; the trace has {} (0 is before the first)",
+                self.file.display(),
+                match replay.last_submit() {
+                    0 => "no submits".to_string(),
+                    1 => "submit 1 only".to_string(),
+                    k => format!("submits 1 to {k}"),
+                }
+            )));
         }
         if let Some(t) = &truncation {
             warn(t);
@@ -76,5 +108,14 @@ impl Run for Args {
             )
         })?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn id_lists() {
+        assert_eq!(super::id_list([1, 2, 3, 5, 7, 8].into_iter()), "allocation ids 1-3, 5, 7-8");
+        assert_eq!(super::id_list(std::iter::empty()), "no allocations");
     }
 }

@@ -45,6 +45,8 @@ macro_rules! commands {
 }
 
 commands! {
+    /// Run an application (default: the built-in workload) under the layer and summarise its trace.
+    Capture(capture::Args),
     /// Summarise a trace: allocations, maps, submits, frames, dirty data, size on disk.
     Info(info::Args),
     /// Write one allocation's reconstructed bytes as of a submit.
@@ -53,8 +55,6 @@ commands! {
     Verify(verify::Args),
     /// Print one JSON object per block, one per line.
     Events(events::Args),
-    /// Run an application (default: the built-in workload) under the layer and summarise its trace.
-    Capture(capture::Args),
     /// Write an HTML report (heatmap, timeline, allocation table, session) and optionally a PNG.
     Report(report::Args),
     /// Write the dirty data as CSV (one row per run) or Perfetto / Chrome trace-event JSON.
@@ -66,7 +66,14 @@ commands! {
 }
 
 #[derive(Parser)]
-#[command(name = "vkdirty", version, about = "Inspect vkdirty capture traces")]
+#[command(
+    name = "vkdirty",
+    version,
+    about = "Capture what a Vulkan application writes to mapped memory (vkdirty capture), and inspect the traces",
+    long_about = "vkdirty captures the memory a Vulkan application writes through mapped pointers, dirty pages \
+                  only, with the VK_LAYER_VKDIRTY_capture layer. `vkdirty capture -- APP ARGS` runs an \
+                  application under the layer; the other commands inspect and check the .vkd traces it writes."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -127,14 +134,9 @@ pub fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                let _ = e.print();
-                return ExitCode::from(2);
-            }
-            let text = e.render().to_string();
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-            let line = line.trim().trim_start_matches("error: ");
-            eprintln!("vkdirty: {line} (see vkdirty --help)");
+            // clap's own message names the missing or unknown argument, suggests a similar one
+            // and shows the usage: keep all of it.
+            let _ = e.print();
             return ExitCode::from(2);
         }
     };

@@ -55,6 +55,10 @@ pub struct Replay {
     only: Option<u64>,
     images: BTreeMap<u64, Image>,
     dirty_applied: u64,
+    /// Every allocation id in the trace, tracked or not (for error messages).
+    seen: std::collections::BTreeSet<u64>,
+    /// The highest submit number recorded.
+    last_submit: u64,
 }
 
 impl Replay {
@@ -77,6 +81,13 @@ impl Replay {
 
     /// Applies one event; `offset` (the block's file offset) goes into error messages.
     pub fn apply(&mut self, ev: &Event, offset: u64) -> Result<(), TraceError> {
+        match ev {
+            Event::Allocation(a) => {
+                self.seen.insert(a.id);
+            }
+            Event::Submit(x) => self.last_submit = self.last_submit.max(x.seq),
+            _ => {}
+        }
         let wanted = |id: u64| self.only.map_or(true, |o| o == id);
         match ev {
             Event::Allocation(a) if wanted(a.id) => {
@@ -128,6 +139,16 @@ impl Replay {
         }
         self.dirty_applied += 1;
         Ok(())
+    }
+
+    /// Every allocation id the trace records (also those [`Replay::only_alloc`] left out), ascending.
+    pub fn recorded_allocations(&self) -> impl Iterator<Item = u64> + '_ {
+        self.seen.iter().copied()
+    }
+
+    /// The highest submit number the trace records (0: none).
+    pub fn last_submit(&self) -> u64 {
+        self.last_submit
     }
 
     /// Allocation ids seen, ascending.
