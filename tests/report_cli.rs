@@ -422,3 +422,34 @@ fn bad_arguments_fail_cleanly() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("cannot open") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn many_allocations_and_submits_are_binned_and_summed() {
+    // 300 allocations, 1024 submits (4 per heatmap column), 256 frames: the heatmap merges
+    // columns, folds the allocations past the first 39 into one row, and samples frame lines.
+    let trace = dir().join("synth.vkd");
+    let o = Command::new(env!("CARGO_BIN_EXE_trace-synth"))
+        .arg(&trace)
+        .args(["--mib", "8", "--allocs", "300", "--pages-per-submit", "2"])
+        .output()
+        .unwrap();
+    ok(o, "trace-synth");
+    let (els, j) = check_report(&trace, "synth");
+    assert_eq!(u(&j["submits"]), 1024);
+    assert_eq!(u(&j["frames"]), 256);
+    let svg = els.iter().find(|e| e.attrs.get("id").map(String::as_str) == Some("heatmap-svg")).unwrap();
+    assert_eq!(svg.num("data-bin-width"), 4);
+    assert_eq!(svg.num("data-bins"), 256);
+    let rows: Vec<&El> = els.iter().filter(|e| e.name == "g" && e.class() == "row").collect();
+    assert_eq!(rows.len(), 40);
+    assert_eq!(rows.last().unwrap().attrs["data-alloc"], "other");
+    let frames = els.iter().filter(|e| e.svg.as_deref() == Some("heatmap-svg") && e.class() == "frame").count();
+    // Every third of 256 frame ends: at most 120 lines.
+    assert_eq!(frames, 256 / 3, "frame lines");
+    // Frames in the tables: 4 submits each.
+    let v = info(&trace, "frame");
+    let f = v["by_frame"].as_array().unwrap();
+    assert_eq!(f.len(), 256);
+    assert!(f.iter().all(|f| u(&f["submits"]) == 4), "{}", f[0]);
+    assert_eq!((u(&f[1]["first_submit"]), u(&f[1]["last_submit"])), (5, 8));
+}

@@ -83,7 +83,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;font-size:12px}td,th{padding:3px 8px;border-bottom:1px solid #e4e4e4;text-align:right;vertical-align:top;white-space:nowrap}\
 th{background:#f4f4f4}td.l,th.l{text-align:left;white-space:normal}dl{display:grid;grid-template-columns:max-content auto;gap:3px 16px;font-size:13px;margin:0}\
 dt{color:#666}dd{margin:0}.bad{color:#b00;font-weight:bold}.ok{color:#070}.share{display:inline-block;height:9px;background:#1f77b4;margin-right:4px}\
-.note{color:#666;font-size:12px}svg{display:block;margin:6px 0}";
+td.sh{text-align:left;min-width:140px}.note{color:#666;font-size:12px}svg{display:block;margin:6px 0}";
 
 fn kv(o: &mut String, k: &str, v: &str) {
     let _ = write!(o, "<dt>{}</dt><dd>{}</dd>", esc(k), v);
@@ -197,7 +197,7 @@ fn alloc_table(o: &mut String, st: &Stats) {
         }
         let _ = write!(
             o,
-            r#"<tr data-alloc="{}" data-size="{}" data-maps="{}" data-dirty-pages="{}" data-dirty-bytes="{}" data-first="{}" data-last="{}"><td>{}</td><td title="{} bytes">{}</td><td>{}</td><td>{}</td><td class="l">{}</td><td class="l">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td title="{} bytes">{}</td><td>{}</td><td>{}</td><td class="l"><span class="share" style="width:{:.0}px"></span>{:.1}%</td></tr>"#,
+            r#"<tr data-alloc="{}" data-size="{}" data-maps="{}" data-dirty-pages="{}" data-dirty-bytes="{}" data-first="{}" data-last="{}"><td>{}</td><td title="{} bytes">{}</td><td>{}</td><td>{}</td><td class="l">{}</td><td class="l">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td title="{} bytes">{}</td><td>{}</td><td>{}</td><td class="sh"><span class="share" style="width:{:.0}px"></span>{:.1}%</td></tr>"#,
             a.id,
             a.size,
             a.maps,
@@ -250,8 +250,8 @@ fn page(name: &str, st: &Stats, v: &view::View) -> String {
     let _ = write!(
         o,
         r#"<section id="heatmap"><h2>Dirty pages by allocation and submit</h2><p class="note">Rows: allocations with dirty data (id, size, memory type, backend; hover for details{}). Columns: {binning}. Dashed lines: frame ends{}.</p>{}</section>"#,
-        if v.rows.iter().any(|r| r.alloc.is_none()) { format!("; the {} with the most data, the rest summed", view::MAX_ROWS - 1) } else { String::new() },
-        if v.frame_ends.len() > 120 { format!(" (every {}th)", v.frame_ends.len().div_ceil(120)) } else { String::new() },
+        if v.rows.iter().any(|r| r.alloc.is_none()) { format!("; the {} with the most data, the rest summed in the last row, whose colours stop at the top of the scale", view::MAX_ROWS - 1) } else { String::new() },
+        if v.frame_ends.len() > 120 { format!(" (one in {})", v.frame_ends.len().div_ceil(120)) } else { String::new() },
         svg::heatmap(st, v)
     );
     let _ = write!(

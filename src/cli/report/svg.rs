@@ -146,7 +146,12 @@ pub fn timeline(st: &Stats, v: &View) -> String {
     let h = TOP + ph + 50.0;
     let w = LABEL_W + PLOT_W + 20.0;
     let max = v.bins.iter().map(|b| b.dirty_bytes.max(b.trace_bytes)).max().unwrap_or(0).max(1);
-    let y_of = |b: u64| TOP + ph - ph * b as f64 / max as f64;
+    // One spike (an initial upload) would flatten every other bar: a square-root scale then.
+    let mut nz: Vec<u64> = v.bins.iter().map(|b| b.dirty_bytes.max(b.trace_bytes)).filter(|&b| b > 0).collect();
+    nz.sort_unstable();
+    let sqrt = nz.get(nz.len() / 2).is_some_and(|&m| max > 20 * m);
+    let frac = |b: u64| if sqrt { (b as f64 / max as f64).sqrt() } else { b as f64 / max as f64 };
+    let y_of = |b: u64| TOP + ph - ph * frac(b);
     let mut o = String::new();
     let _ = write!(
         o,
@@ -168,7 +173,7 @@ pub fn timeline(st: &Stats, v: &View) -> String {
     }
     // Y axis.
     for k in 0..=4u64 {
-        let b = max * k / 4;
+        let b = if sqrt { (max as f64 * (k * k) as f64 / 16.0) as u64 } else { max * k / 4 };
         let y = y_of(b);
         let _ = write!(
             o,
@@ -216,9 +221,10 @@ pub fn timeline(st: &Stats, v: &View) -> String {
     );
     let _ = write!(
         o,
-        r#"<text x="{LABEL_W}" y="{}">per {} (bars: dirty data, line: trace bytes)</text>"#,
+        r#"<text x="{LABEL_W}" y="{}">per {} (bars: dirty data, line: trace bytes){}</text>"#,
         TOP + ph + 28.0,
-        if st.heatmap.width.max(1) == 1 { "submit".to_string() } else { format!("{} submits", st.heatmap.width) }
+        if st.heatmap.width.max(1) == 1 { "submit".to_string() } else { format!("{} submits", st.heatmap.width) },
+        if sqrt { "; square-root scale" } else { "" }
     );
     o.push_str("</svg>");
     o

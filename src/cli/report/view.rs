@@ -103,7 +103,15 @@ impl View {
             b.dirty_bytes += s.dirty_bytes;
             b.trace_bytes += s.trace_bytes;
         }
-        let max_cell_pages = rows.iter().flat_map(|r| r.cells.iter().map(|c| c.0)).max().unwrap_or(0);
+        // The scale comes from single allocations; the summed row would wash them out (its
+        // cells are clamped to the top colour).
+        let max_cell_pages = rows
+            .iter()
+            .filter(|r| r.alloc.is_some())
+            .flat_map(|r| r.cells.iter().map(|c| c.0))
+            .max()
+            .or_else(|| rows.iter().flat_map(|r| r.cells.iter().map(|c| c.0)).max())
+            .unwrap_or(0);
         let mut frame_ends: Vec<(u64, u64)> = st
             .frames
             .iter()
@@ -132,10 +140,10 @@ pub fn colour(t: f64) -> (u8, u8, u8) {
     (mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
-/// Log-scaled position of `pages` between 1 and `max` (0 for empty cells is not drawn).
+/// Log-scaled position of `pages` between 1 and `max`, clamped (empty cells are not drawn).
 pub fn scale(pages: u64, max: u64) -> f64 {
     if max <= 1 {
         return 1.0;
     }
-    (pages as f64).ln() / (max as f64).ln()
+    ((pages.max(1) as f64).ln() / (max as f64).ln()).min(1.0)
 }
