@@ -28,8 +28,9 @@ fn run(args: &[&str]) -> String {
     ok(vkdirty().args(args).output().unwrap(), &args.join(" "))
 }
 
+/// Outputs go under the target directory, replaced by the next run.
 fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vkdirty-report-cli-{}", std::process::id()));
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-cli");
     std::fs::create_dir_all(&d).unwrap();
     d
 }

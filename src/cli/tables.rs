@@ -5,6 +5,17 @@ use vkdirty::trace::stats::{AllocStats, Stats};
 
 use super::human_bytes;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ranges_and_flags() {
+        assert_eq!(super::id_ranges(&[1, 2, 3, 5, 7, 8]), "1-3, 5, 7-8");
+        assert_eq!(super::id_ranges(&[]), "");
+        assert_eq!(super::short_flags(0xf), "DL HV HC HCa");
+        assert_eq!(super::short_flags(0x21), "DL PROTECTED");
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
     Allocation,
@@ -59,6 +70,37 @@ pub fn backends(a: &AllocStats) -> String {
     names.iter().map(|(n, c)| if *c == 1 { n.clone() } else { format!("{n} x{c}") }).collect::<Vec<_>>().join(", ")
 }
 
+/// "1-7, 9, 11-12" from ascending ids.
+fn id_ranges(ids: &[u64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j { ids[i].to_string() } else { format!("{}-{}", ids[i], ids[j]) });
+        i = j + 1;
+    }
+    parts.join(", ")
+}
+
+/// Short `VkMemoryPropertyFlags` for the terminal: DL HV HC HCa (device-local, host-visible,
+/// host-coherent, host-cached), then the rarer ones by name.
+fn short_flags(flags: u32) -> String {
+    const SHORT: [(u32, &str); 4] = [(0x1, "DL"), (0x2, "HV"), (0x4, "HC"), (0x8, "HCa")];
+    let mut v: Vec<String> = SHORT.iter().filter(|(b, _)| flags & b != 0).map(|(_, n)| n.to_string()).collect();
+    let rest = flags & !0xf;
+    if rest != 0 {
+        v.push(vkdirty::trace::stats::memory_flags(rest));
+    }
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(" ")
+    }
+}
+
 /// Left-aligned first column, the others right-aligned.
 fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
@@ -104,7 +146,7 @@ pub fn render(st: &Stats, by: By) -> String {
                         human_bytes(a.size),
                         a.memory_type.to_string(),
                         a.heap.to_string(),
-                        a.flags.clone(),
+                        short_flags(a.property_flags),
                         a.maps.to_string(),
                         a.dirty_pages.to_string(),
                         human_bytes(a.dirty_bytes),
@@ -116,19 +158,23 @@ pub fn render(st: &Stats, by: By) -> String {
                 })
                 .collect();
             let mut o = table(&head, &rows);
-            let reasons: Vec<String> = st
-                .allocations
-                .iter()
-                .flat_map(|a| {
-                    a.backends
-                        .iter()
-                        .filter(|b| !b.reason.is_empty())
-                        .map(move |b| format!("  alloc {}: {} x{}: {}\n", a.id, b.backend, b.maps, b.reason))
-                })
-                .collect();
-            if !reasons.is_empty() {
+            o.push_str("flags: DL device-local, HV host-visible, HC host-coherent, HCa host-cached\n");
+            // Each distinct (backend, why) once, with the allocations that got it.
+            let mut why: Vec<(&str, &str, Vec<u64>)> = Vec::new();
+            for a in &st.allocations {
+                for b in &a.backends {
+                    match why.iter_mut().find(|w| w.0 == b.backend && w.1 == b.reason) {
+                        Some(w) => w.2.push(a.id),
+                        None => why.push((&b.backend, &b.reason, vec![a.id])),
+                    }
+                }
+            }
+            if !why.is_empty() {
                 o.push_str("\nwhy these backends:\n");
-                o.extend(reasons);
+                for (backend, reason, ids) in why {
+                    let reason = if reason.is_empty() { "no reason recorded" } else { reason };
+                    o.push_str(&format!("  {backend}: {reason} (allocations {})\n", id_ranges(&ids)));
+                }
             }
             o
         }
