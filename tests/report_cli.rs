@@ -28,11 +28,17 @@ fn run(args: &[&str]) -> String {
     ok(vkdirty().args(args).output().unwrap(), &args.join(" "))
 }
 
-/// Outputs go under the target directory, replaced by the next run.
+/// Outputs go under the target directory; each run starts it afresh (capture refuses to
+/// overwrite a trace).
 fn dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-cli");
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-cli");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+    .clone()
 }
 
 fn built_dir() -> PathBuf {
@@ -66,30 +72,36 @@ fn workload_trace() -> &'static Path {
 struct Xvfb(std::process::Child, String);
 
 impl Xvfb {
+    /// Xvfb picks a free display itself (`-displayfd`) and says which once it accepts
+    /// connections: a fixed number could meet a stale socket or another test's server.
     fn start() -> Xvfb {
-        let n = 900 + std::process::id() % 90;
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "320x240x24", "-nolisten", "tcp"])
-            .stdout(std::process::Stdio::null())
+        use std::io::BufRead;
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "320x240x24", "-nolisten", "tcp"])
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("Xvfb (Debian package xvfb) is needed for the vkcube trace");
-        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-        for _ in 0..200 {
-            if socket.exists() {
-                break;
+        let mut line = String::new();
+        let read = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        let n: u32 = match (read, line.trim().parse()) {
+            (Ok(_), Ok(n)) => n,
+            _ => {
+                let _ = child.kill();
+                panic!("Xvfb did not report its display ({line:?})");
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(socket.exists(), "Xvfb did not start on {display}");
-        Xvfb(child, display)
+        };
+        Xvfb(child, format!(":{n}"))
     }
 }
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SIGTERM lets Xvfb remove its socket and lock file.
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+            let _ = self.0.kill();
+        }
         let _ = self.0.wait();
     }
 }
