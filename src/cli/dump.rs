@@ -7,8 +7,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vkdirty::trace::Replay;
+use vkdirty::trace::{Replay, TraceReader};
 
+use super::progress::Progress;
 use super::{out, warn, CliError, Run};
 
 #[derive(clap::Args)]
@@ -64,7 +65,18 @@ impl Run for Args {
         if let Some(n) = self.at_submit {
             replay = replay.up_to_submit(n);
         }
-        let (replay, truncation) = Replay::from_file(&self.file, replay)?;
+        // Replay::from_file, with a progress bar.
+        let mut r = TraceReader::open(&self.file)?;
+        let len = std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0);
+        let mut progress = Progress::new(len, "replaying");
+        while let Some(b) = r.next_block()? {
+            progress.set(r.offset());
+            if let Some(ev) = &b.event {
+                replay.apply(ev, b.offset)?;
+            }
+        }
+        drop(progress);
+        let truncation = r.truncation().cloned();
         if replay.size(self.alloc).is_none() {
             return Err(CliError::Msg(format!(
                 "{}: no allocation {} in the trace (it has {})",

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use vkdirty::trace::stats::Stats;
-use vkdirty::trace::summary::Dist;
-use vkdirty::trace::Summary;
+use vkdirty::trace::summary::{Dist, SummaryBuilder};
+use vkdirty::trace::{Summary, TraceReader};
 
 use super::progress::Progress;
 use super::tables::{self, By};
@@ -29,7 +29,7 @@ impl Run for Args {
         if let Some(by) = self.by {
             return self.run_by(by);
         }
-        let s = Summary::from_file(&self.file)?;
+        let s = self.summary()?;
         if self.json {
             let text = serde_json::to_string(&s).map_err(|e| CliError::Msg(format!("encoding JSON: {e}")))?;
             out(|w| writeln!(w, "{text}"))?;
@@ -45,6 +45,19 @@ impl Run for Args {
 }
 
 impl Args {
+    /// `Summary::from_file` with a progress bar.
+    fn summary(&self) -> Result<Summary, CliError> {
+        let len = std::fs::metadata(&self.file).map_err(|e| CliError::io(format!("cannot open {}", self.file.display()), e))?.len();
+        let mut r = TraceReader::open(&self.file)?;
+        let mut b = SummaryBuilder::new(r.header(), len);
+        let mut p = Progress::new(len, "reading");
+        while let Some(block) = r.next_block()? {
+            b.add(&block);
+            p.set(r.offset());
+        }
+        Ok(b.finish(&r))
+    }
+
     fn run_by(&self, by: By) -> Result<ExitCode, CliError> {
         let len = std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0);
         let mut p = Progress::new(len, "reading");
