@@ -466,3 +466,48 @@ fn many_allocations_and_submits_are_binned_and_summed() {
     assert!(f.iter().all(|f| u(&f["submits"]) == 4), "{}", f[0]);
     assert_eq!((u(&f[1]["first_submit"]), u(&f[1]["last_submit"])), (5, 8));
 }
+
+#[test]
+fn csv_frames_equal_info_by_submit() {
+    let trace = dir().join("synth-frames.vkd");
+    let o = Command::new(env!("CARGO_BIN_EXE_trace-synth"))
+        .arg(&trace)
+        .args(["--mib", "1", "--allocs", "10", "--pages-per-submit", "1"])
+        .output()
+        .unwrap();
+    ok(o, "trace-synth");
+    let csv = dir().join("synth-frames.csv");
+    run(&["export", trace.to_str().unwrap(), "--format", "csv", "-o", csv.to_str().unwrap()]);
+    let v = info(&trace, "submit");
+    let frame_of: HashMap<u64, u64> = v["by_submit"].as_array().unwrap().iter().map(|s| (u(&s["seq"]), u(&s["frame"]))).collect();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut rows = 0;
+    for l in text.lines().skip(1) {
+        let f: Vec<u64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(Some(&f[1]), frame_of.get(&f[0]), "{l}");
+        // trace-synth presents after every 4th submit.
+        assert_eq!(f[1], (f[0] - 1) / 4 + 1, "{l}");
+        rows += 1;
+    }
+    assert_eq!(rows, 256);
+}
+
+#[test]
+fn report_of_a_truncated_trace_says_so() {
+    let full = std::fs::read(workload_trace()).unwrap();
+    let cut = dir().join("cut.vkd");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let html = dir().join("cut.html");
+    let o = vkdirty().args(["report", cut.to_str().unwrap(), "-o", html.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    let els = parse(&page);
+    assert!(page.contains("trace truncated at byte"), "status shown");
+    let j = info(&cut, "allocation");
+    assert_eq!(j["truncated"], Value::Bool(true));
+    let totals = els.iter().find(|e| e.attrs.get("id").map(String::as_str) == Some("totals")).unwrap();
+    assert_eq!(totals.num("data-dirty-bytes"), u(&j["dirty_bytes"]));
+    assert!(u(&j["dirty_bytes"]) > 0);
+}
