@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+import bench_gfxr
+
 # The vkdirty backends to try, in table order. A new backend is one more name here; backends
 # this build lacks are found by a probe run and left out with the reason.
 VKDIRTY_BACKENDS = ["async-wp", "shadow-wp", "shadow", "full", "assisted", "host-import"]
@@ -96,6 +98,8 @@ def make_configs(opts, backends):
             if opts.gfxr_layer_dir:
                 env["VK_ADD_LAYER_PATH"] = opts.gfxr_layer_dir
             cfgs.append(Config(f"gfxr:{m}", env))
+        if opts.layer_dir:
+            cfgs.append(Config(bench_gfxr.NAME, bench_gfxr.config_env(opts), note=bench_gfxr.NOTE))
     return [c for c in cfgs if not opts.configs or c.name in opts.configs]
 
 
@@ -194,6 +198,8 @@ def run_stream(opts, cfg, case, frames, tmp):
     if rc != 0 or not os.path.exists(out_json):
         rec["error"] = f"exit {rc}: {tail(logp)}"
         return rec
+    if cfg.name.startswith("gfxr:"):
+        bench_gfxr.check_run(opts, cfg, trace, base_env(opts), logp, rec, tail)
     with open(out_json) as f:
         b = json.load(f)
     fl = b.get("floors") or {}
@@ -243,6 +249,8 @@ def run_vkcube(opts, cfg, frames, tmp, timeout=None):
     if rc != 0:
         rec["error"] = f"exit {rc}: {tail(logp)}"
         return rec
+    if cfg.name.startswith("gfxr:"):
+        bench_gfxr.check_run(opts, cfg, trace, base_env(opts), logp, rec, tail)
     rec["fps"] = (frames - short) / max(wall - short_wall, 1e-6)
     rec["startup_s"] = max(0.0, short_wall - short / rec["fps"])
     tb, cap, detail = trace_stats(opts, cfg, trace)
@@ -396,6 +404,7 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
     n = 0
     started = time.monotonic()
     for rep in range(reps):
+        opts.rep = rep
         for ci, (workload, case) in enumerate(stream_cases + ([("vkcube", None)] if vkcube else [])):
             if rep > 0 and case is not None and case[0] > SINGLE_REP_MIB and not opts.all_reps:
                 continue
@@ -609,7 +618,7 @@ def targets(agg):
         out += ["", f"| workload | case | {name} captured ÷ written (target ≤ 1.05×) | {name} captured MiB "
                 "| gfxr page_guard memory data MiB | not larger than gfxr |",
                 "|---|---|---:|---:|---:|---|"] + size_rows
-    return out
+    return out + bench_gfxr.target_rows(agg, fmt, ratio)
 
 
 def render_machine(m, runs):
@@ -729,6 +738,8 @@ def main():
     r.add_argument("--layer-dir", help="directory holding VkLayer_vkdirty.json and the layer library")
     r.add_argument("--gfxr-layer-dir", help="directory holding gfxreconstruct's manifest (default: system)")
     r.add_argument("--no-gfxr", action="store_true")
+    r.add_argument("--gfxr-replay", default=shutil.which("gfxrecon-replay"),
+                   help="gfxrecon-replay, to check that each gfxreconstruct capture replays (first repetition)")
     r.add_argument("--lib-dir", help="prepended to LD_LIBRARY_PATH (carried libraries)")
     r.add_argument("--vkcube")
     r.add_argument("--results", required=True)

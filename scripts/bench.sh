@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Capture-overhead benchmarks: vkdirty (each backend) against no layer and gfxreconstruct 0.9.18
-# (page_guard, unassisted), on three workloads: streaming upload (tests/stream-bench), the same
+# (page_guard, unassisted, and assisted below vkdirty, which hands it the dirty pages: "gfxr:
+# assisted+vkdirty"; each gfxreconstruct capture of the first repetition is replayed), on three workloads: streaming upload (tests/stream-bench), the same
 # mapping and unmapping every frame, and vkcube under Xvfb. Writes the raw runs to
 # docs/bench-results/<machine>.jsonl and the "Capture overhead" section of docs/benchmarks.md
 # (only the text between its markers; other sections of that file are left alone).
@@ -105,10 +106,12 @@ if [ -n "$pack" ]; then
         cp "$(ldconfig -p | awk '$1 == "libVkLayer_gfxreconstruct.so" && !found { print $NF; found = 1 }')" "$pack/gfxr/" 2>/dev/null \
             || cp /usr/lib/x86_64-linux-gnu/libVkLayer_gfxreconstruct.so "$pack/gfxr/"
         cp /usr/bin/gfxrecon-info "$pack/bin/" 2>/dev/null || true
+        # Each gfxreconstruct capture of the run is replayed once, to check it.
+        cp /usr/bin/gfxrecon-replay "$pack/bin/" 2>/dev/null || true
     else
         echo "pack: gfxreconstruct not installed here, not carried" >&2
     fi
-    for l in libvulkan.so.1 liblz4.so.1 libzstd.so.1 libGLdispatch.so.0 libGLX.so.0 libEGL.so.1; do
+    for l in libvulkan.so.1 liblz4.so.1 libzstd.so.1 libz.so.1 libGLdispatch.so.0 libGLX.so.0 libEGL.so.1; do
         copy_lib "$pack/lib" "$l"
     done
     du -sh "$pack"
@@ -123,6 +126,7 @@ if [ -n "$prebuilt" ]; then
     [ -x "$prebuilt/bin/vkdirty" ] && [ -f "$prebuilt/layer/VkLayer_vkdirty.json" ] \
         && args+=(--vkdirty "$prebuilt/bin/vkdirty" --layer-dir "$prebuilt/layer")
     if [ -f "$prebuilt/gfxr/VkLayer_gfxreconstruct.json" ]; then args+=(--gfxr-layer-dir "$prebuilt/gfxr"); else args+=(--no-gfxr); fi
+    [ -x "$prebuilt/bin/gfxrecon-replay" ] && args+=(--gfxr-replay "$prebuilt/bin/gfxrecon-replay")
     # Carried libraries only where this machine has none of that name.
     overlay="$(mktemp -d)"; trap 'rm -rf "$overlay"' EXIT
     for l in "$prebuilt"/lib/*; do

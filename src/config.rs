@@ -965,4 +965,16 @@ mod tests {
         assert_eq!(package_from_cmdline(b"/system/bin/app\0"), None);
         assert_eq!(package_from_cmdline(b""), None);
     }
+
+    #[test]
+    fn gfxr_settings() {
+        let (s, w) = Settings::load(&map_source(&[]));
+        assert!(w.is_empty());
+        assert_eq!((s.layers_below, s.gfxr_flush, s.write_trace), (LayersBelow::Auto, false, true));
+        let (s, w) = Settings::load(&map_source(&[("LAYERS_BELOW", "Ignore"), ("GFXR_FLUSH", "1"), ("WRITE_TRACE", "off")]));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((s.layers_below, s.gfxr_flush, s.write_trace), (LayersBelow::Ignore, true, false));
+        let (s, w) = Settings::load(&map_source(&[("LAYERS_BELOW", "never")]));
+        assert_eq!((s.layers_below, w.len()), (LayersBelow::Auto, 1), "a bad value warns and keeps the default");
+    }
 }

@@ -114,7 +114,14 @@ pub unsafe fn inspect(link: &InstanceLink) -> Option<String> {
     // SAFETY: caller contract.
     let libs = unsafe { libraries(link) };
     crate::log::write(vkdirty::config::LogLevel::Debug, &format!("below vkdirty: {}", libs.join(" -> ")));
-    refusal(&libs, settings::get().layers_below)
+    let s = settings::get();
+    if s.gfxr_flush && !libs.iter().any(|l| classify(l) == Kind::Capture("VK_LAYER_LUNARG_gfxreconstruct")) {
+        crate::log::once(
+            vkdirty::config::LogLevel::Warn,
+            "VKDIRTY_GFXR_FLUSH=1, but gfxreconstruct is not below vkdirty: its capture gets no memory data from vkdirty",
+        );
+    }
+    refusal(&libs, s.layers_below)
 }
 
 /// `vkCreateInstance` succeeded: remembers the verdict for the instance's devices.
