@@ -25,6 +25,12 @@
 #          scripts/bench.sh --no-install --prebuilt .bench-pack --machine nvidia-h100 \
 #              --workloads stream --results $OUT/nvidia-h100.jsonl --no-doc
 #   then here: cp <fetched>/nvidia-h100.jsonl docs/bench-results/ && scripts/bench.sh --render-only
+#   gfxreconstruct assisted + vkdirty against page_guard (1-10 % dirty), there:
+#          scripts/bench.sh --no-install --prebuilt .bench-pack --machine nvidia-h100-gfxr --workloads stream \
+#              --backends host-import,shadow-wp \
+#              --configs none,vkdirty:host-import,vkdirty:shadow-wp,gfxr:page_guard,gfxr:assisted+vkdirty \
+#              --cases "16 MiB ring 1%,16 MiB ring 10%,16 MiB random 1%,16 MiB random 10%,256 MiB ring 1%,256 MiB random 1%,256 MiB random 10%" \
+#              --results $OUT/nvidia-h100-gfxr.jsonl --no-doc
 # Carried libraries are used only where the machine lacks them (checked with ldconfig).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
