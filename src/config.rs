@@ -24,6 +24,7 @@ pub use sources::{
 pub use values::{BackendChoice, Compression, HostImport, LayersBelow, LogLevel, ShadowRefresh, AUTO_ORDER};
 
 use crate::guard::BackendKind;
+pub use crate::trace::file::Existing;
 
 /// The layer's name, as in its manifest.
 pub const LAYER_NAME: &str = "VK_LAYER_VKDIRTY_capture";
@@ -167,9 +168,26 @@ pub const SETTINGS: &[SettingInfo] = &[
             "`vkdirty_<process>_<pid>.vkd` in the working directory; Android: \
              `/sdcard/Android/data/<package>/files/`",
         ),
-        accepted: Some("a file path, or an existing directory to put the default name in"),
-        doc: "Where the trace is written.",
+        accepted: Some("a file path (`{pid}` and `{process}` are replaced), or an existing directory to put the default name in"),
+        doc: "Where the trace is written. Always a new regular file (never through a symlink, never a \
+              FIFO or device), mode 0600, locked while written; see `TRACE_EXISTS`.",
         flag: false,
+        group: Group::Output,
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "TRACE_EXISTS",
+        label: "When the trace name is taken",
+        ty: SettingType::Enum(&[
+            ev("next", "next free name", "Write x-2.vkd, x-3.vkd, ... and log the name."),
+            ev("refuse", "refuse", "Capture is off, with one logged line."),
+            ev("overwrite", "overwrite", "Replace a regular file that no live process is writing."),
+        ]),
+        default: "next",
+        doc: "When the trace name is taken (e.g. by a parent or child process given the same \
+              `TRACE_FILE`): `next` writes `x-2.vkd`, `x-3.vkd`, ... and logs the name; `refuse` \
+              turns capture off with one logged line; `overwrite` replaces a regular file that no \
+              live process is writing (never a symlink, FIFO or device).",
         group: Group::Output,
         ..SettingInfo::ROW
     },
@@ -414,6 +432,7 @@ pub fn setting(name: &str) -> Option<&'static SettingInfo> {
 pub struct Settings {
     /// `None`: the default name (see [`resolve_trace_path`]).
     pub trace_file: Option<PathBuf>,
+    pub trace_exists: Existing,
     pub backend: BackendChoice,
     pub host_import: HostImport,
     pub shadow_reads: bool,
@@ -442,6 +461,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             trace_file: None,
+            trace_exists: Existing::Next,
             backend: BackendChoice::Auto,
             host_import: HostImport::On,
             shadow_reads: false,
@@ -590,6 +610,7 @@ impl Settings {
     pub fn apply(&mut self, name: &str, v: &str) -> Result<(), ()> {
         match name {
             "TRACE_FILE" => put(&mut self.trace_file, path(v)),
+            "TRACE_EXISTS" => put(&mut self.trace_exists, Existing::parse(v)),
             "BACKEND" => put(&mut self.backend, parse_backend(v)),
             "HOST_IMPORT" => put(&mut self.host_import, parse_host_import(v)),
             "SHADOW_READS" => put(&mut self.shadow_reads, parse_bool(v)),
@@ -710,8 +731,8 @@ pub fn default_trace_file_name(process: &str, pid: u32) -> String {
     format!("vkdirty_{clean}_{pid}.vkd")
 }
 
-/// Where the trace goes: the setting when it names a file; inside it when it is an existing
-/// directory; otherwise the default name in the working directory, or, on Android (when
+/// Where the trace goes: the setting when it names a file (`{pid}` and `{process}` replaced);
+/// inside it when it is an existing directory; otherwise the default name in the working directory, or, on Android (when
 /// `android_package` is given), in `/sdcard/Android/data/<package>/files/`.
 pub fn resolve_trace_path(
     setting: Option<&Path>,
@@ -722,7 +743,14 @@ pub fn resolve_trace_path(
     let name = default_trace_file_name(process, pid);
     match setting {
         Some(p) if p.is_dir() => p.join(name),
-        Some(p) => p.to_path_buf(),
+        Some(p) => match p.to_str() {
+            Some(s) if s.contains("{pid}") || s.contains("{process}") => {
+                let clean = default_trace_file_name(process, 0);
+                let clean = clean.trim_start_matches("vkdirty_").trim_end_matches("_0.vkd");
+                PathBuf::from(s.replace("{pid}", &pid.to_string()).replace("{process}", clean))
+            }
+            _ => p.to_path_buf(),
+        },
         None => match android_package {
             Some(pkg) => PathBuf::from(format!("/sdcard/Android/data/{pkg}/files")).join(name),
             None => PathBuf::from(name),
@@ -775,8 +803,10 @@ mod tests {
             ("FLUSH_EVERY_SUBMIT", "1"),
             ("LOG_LEVEL", "debug"),
             ("ALIGN_REQUIREMENTS", "false"),
+            ("TRACE_EXISTS", "refuse"),
         ]));
         assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.trace_exists, Existing::Refuse);
         assert_eq!(s.trace_file.as_deref(), Some(Path::new("/tmp/x.vkd")));
         assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Shadow));
         assert!(s.shadow_reads && s.persistent_shadow && s.flush_every_submit);
@@ -961,6 +991,8 @@ mod tests {
         assert_eq!(resolve_trace_path(Some(&dir), "g", 1, None), dir.join("vkdirty_g_1.vkd"));
         let file = dir.join("does-not-exist-vkdirty/t.vkd");
         assert_eq!(resolve_trace_path(Some(&file), "g", 1, None), file);
+        let tpl = Path::new("/tmp/t-{process}-{pid}.vkd");
+        assert_eq!(resolve_trace_path(Some(tpl), "a b", 9, None), PathBuf::from("/tmp/t-a_b-9.vkd"));
         assert_eq!(package_from_cmdline(b"com.a.b:remote\0--x\0"), Some("com.a.b".into()));
         assert_eq!(package_from_cmdline(b"/system/bin/app\0"), None);
         assert_eq!(package_from_cmdline(b""), None);

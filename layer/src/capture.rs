@@ -8,7 +8,6 @@ use once_cell::sync::Lazy;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -189,16 +188,15 @@ impl Capture {
         }
         let process = settings::process_name();
         let pid = std::process::id();
-        let mut path = config::resolve_trace_path(
+        let path = config::resolve_trace_path(
             self.settings.trace_file.as_deref(),
             &process,
             pid,
             settings::android_package().as_deref(),
         );
         st.opened += 1;
-        if st.opened > 1 {
-            path = numbered(&path, st.opened);
-        }
+        // A later trace of this process never replaces the first one.
+        let existing = if st.opened > 1 { trace::Existing::Next } else { self.settings.trace_exists };
         if settings::android_package().is_some() {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -215,7 +213,19 @@ impl Capture {
             })),
             ..WriterOptions::default()
         };
-        match TraceWriter::create(&path, opts) {
+        let opened = match trace::open_trace_file(&path, existing) {
+            Ok(o) => o,
+            Err(e) => {
+                log::error!("cannot create the trace, capture is off: {e}");
+                st.trace = Trace::Closed;
+                return;
+            }
+        };
+        if let Some(note) = &opened.note {
+            log::warn!("{note}");
+        }
+        let path = opened.path;
+        match TraceWriter::with_sink(opened.file, path.display().to_string(), opts) {
             Ok(w) => {
                 log::info!("capturing to {} (backend {})", path.display(), self.settings.backend);
                 w.record(&Event::Session(trace::Session {
@@ -738,16 +748,6 @@ fn backend_order(choice: BackendChoice) -> &'static [BackendKind] {
     choice.order()
 }
 
-/// `x.vkd` → `x-2.vkd`.
-fn numbered(path: &std::path::Path, n: u32) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
-        None => format!("{stem}-{n}"),
-    };
-    path.with_file_name(name)
-}
-
 fn close(st: &mut State, why: &str) {
     if let Trace::Open(w) = std::mem::replace(&mut st.trace, Trace::Closed) {
         match w.close() {
@@ -814,12 +814,6 @@ mod tests {
         assert_eq!(Capture::clip(&m, 0x4000, 0x100), None);
         assert_eq!(Capture::clip(&m, 0, 0x1000), None);
         assert_eq!(Capture::clip(&m, u64::MAX - 1, u64::MAX - 1), None);
-    }
-
-    #[test]
-    fn numbered_trace_names() {
-        assert_eq!(numbered(std::path::Path::new("/t/a.vkd"), 2), PathBuf::from("/t/a-2.vkd"));
-        assert_eq!(numbered(std::path::Path::new("a"), 3), PathBuf::from("a-3"));
     }
 
     fn leak_settings(pairs: &[(&str, &str)], trace: &Path) -> &'static Settings {

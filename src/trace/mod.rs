@@ -10,6 +10,7 @@
 
 use crate::guard::BackendKind;
 
+pub mod file;
 pub mod format;
 pub mod reader;
 pub mod replay;
@@ -17,6 +18,7 @@ pub mod stats;
 pub mod summary;
 pub mod writer;
 
+pub use file::{open_trace_file, Existing, Opened};
 pub use format::{BlockType, Compression, FileHeader};
 pub use reader::{Block, TraceReader, Truncation};
 pub use replay::Replay;

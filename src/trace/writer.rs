@@ -19,9 +19,8 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -30,6 +29,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::file::{open_trace_file, Existing};
 use super::format::{
     count_pages, encode_payload, BlockHeader, BlockType, Compression, FileHeader, DIRTY_PREFIX_LEN,
     FLAG_LZ4, MAX_PAYLOAD, RUN_LEN,
@@ -185,24 +185,13 @@ pub struct TraceWriter {
 }
 
 impl TraceWriter {
-    /// Creates (or truncates) `path` with mode 0600 and starts the writer thread. Errors here are
-    /// about the path; later I/O errors go to [`WriterOptions::on_error`] and [`TraceWriter::failed`].
+    /// Creates `path` as a new 0600 regular file, replacing a regular file no live writer holds
+    /// ([`Existing::Overwrite`]), and starts the writer thread. Errors here are about the path;
+    /// later I/O errors go to [`WriterOptions::on_error`] and [`TraceWriter::failed`].
     pub fn create(path: impl AsRef<Path>, opts: WriterOptions) -> Result<TraceWriter, TraceError> {
         let path = path.as_ref();
-        let ctx = || format!("cannot create trace file {}", path.display());
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| TraceError::io(ctx(), e))?;
-        // An existing file keeps its mode through O_TRUNC; the trace holds application memory.
-        let meta = file.metadata().map_err(|e| TraceError::io(ctx(), e))?;
-        if meta.is_file() && meta.permissions().mode() & 0o777 != 0o600 {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| TraceError::io(ctx(), e))?;
-        }
-        TraceWriter::with_sink(file, path.display().to_string(), opts)
+        let opened = open_trace_file(path, Existing::Overwrite)?;
+        TraceWriter::with_sink(opened.file, path.display().to_string(), opts)
     }
 
     /// Starts a writer on any sink; `name` appears in the error message.
