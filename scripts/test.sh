@@ -20,3 +20,6 @@ fi
 # The end-to-end tests load the built layer and run the workload binary: build them first.
 cargo build --workspace --bins --lib
 cargo test --workspace "$@"
+# Fault injection, last step: the trace reader under libFuzzer for 60 s (longer runs:
+# scripts/fuzz.sh SECONDS).
+VKDIRTY_FUZZ_OPTIONAL=1 bash scripts/fuzz.sh "${VKDIRTY_FUZZ_SECONDS:-60}"

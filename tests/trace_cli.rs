@@ -215,7 +215,9 @@ fn broken_files_fail_cleanly() {
     let o = vkdirty(&["events", s(&path)]);
     assert_clean_failure(&o, "events on a damaged trace");
     assert!(text(&o.stdout).lines().count() >= 10);
-    assert_clean_failure(&vkdirty(&["info", s(&path)]), "info on a damaged trace");
+    // info summarises the readable part and lists the damage.
+    let o = vkdirty(&["info", s(&path)]);
+    assert!(o.status.success() && text(&o.stdout).contains("DAMAGED"), "{}", text(&o.stdout));
     // Bad arguments: clap's whole message (what is wrong, the usage), exit 2, no panic.
     let o = vkdirty(&["dump", s(&path), "--alloc", "x", "-o", s(&out)]);
     let err = text(&o.stderr);

@@ -40,6 +40,13 @@ impl Run for Args {
         if let Some(t) = &s.truncation {
             warn(t);
         }
+        if !s.damage.is_empty() || !s.problems.is_empty() {
+            warn(format_args!(
+                "{} damaged range(s) and {} inconsistent record(s) skipped: the summary covers the readable blocks (vkdirty verify lists them)",
+                s.damage.len(),
+                s.problems.len()
+            ));
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -153,10 +160,33 @@ fn render(name: &str, s: &Summary) -> String {
             None => "stalls unknown (no end block)".into(),
         }
     );
-    let _ = writeln!(o, "status       {}", match &s.truncation {
-        Some(t) => t.clone(),
-        None => "complete".into(),
-    });
+    let status = match (&s.truncation, s.damage.is_empty() && s.problems.is_empty()) {
+        (None, true) => "complete".to_string(),
+        (Some(t), true) => t.clone(),
+        (t, false) => format!(
+            "DAMAGED: {} range(s), {} inconsistent record(s); the figures above cover the readable blocks{}",
+            s.damage.len(),
+            s.problems.len(),
+            t.as_ref().map_or(String::new(), |t| format!("; {t}"))
+        ),
+    };
+    let _ = writeln!(o, "status       {status}");
+    for d in &s.damage {
+        let ids: Vec<String> = d.allocations.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "damage       bytes {}..{} ({}): {}; intact through submit {}{}",
+            d.offset,
+            d.offset + d.len,
+            human_bytes(d.len),
+            d.reason,
+            d.intact_through_submit,
+            if ids.is_empty() { String::new() } else { format!(", then allocations {} may miss writes", ids.join(", ")) }
+        );
+    }
+    for p in &s.problems {
+        let _ = writeln!(o, "inconsistent {p}");
+    }
     o
 }
 

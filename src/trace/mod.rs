@@ -10,6 +10,7 @@
 
 use crate::guard::BackendKind;
 
+pub mod check;
 pub mod file;
 pub mod format;
 pub mod reader;
@@ -20,7 +21,8 @@ pub mod writer;
 
 pub use file::{open_trace_file, Existing, Opened};
 pub use format::{BlockType, Compression, FileHeader};
-pub use reader::{Block, TraceReader, Truncation};
+pub use check::{Checker, Impact, Problem};
+pub use reader::{Block, Damage, TraceReader, Truncation};
 pub use replay::Replay;
 pub use summary::Summary;
 pub use writer::{DirtyWriter, TraceSink, TraceWriter, WriterOptions, WriterStats};

@@ -200,6 +200,33 @@ impl Replay {
         Ok(Some(img.size))
     }
 
+    /// Bytes the image of `alloc` holds in memory (chunks something was written to), i.e. what a
+    /// sparse copy of it needs on disk; `None` if unknown.
+    pub fn written_bytes(&self, alloc: u64) -> Option<u64> {
+        self.images.get(&alloc).map(|i| i.chunks.len() as u64 * CHUNK)
+    }
+
+    /// Writes the image of `alloc` to `f` as a sparse file: only chunks something was written
+    /// to, the rest left as holes (read as zero). Returns its size, or `None` if unknown.
+    pub fn write_sparse(&self, alloc: u64, f: &mut std::fs::File) -> io::Result<Option<u64>> {
+        use std::io::{Seek, SeekFrom};
+        let Some(img) = self.images.get(&alloc) else { return Ok(None) };
+        let mut idx: Vec<u64> = img.chunks.keys().copied().collect();
+        idx.sort_unstable();
+        for i in idx {
+            let off = i * CHUNK;
+            let n = (img.size - off).min(CHUNK) as usize;
+            let chunk = &img.chunks[&i][..n];
+            if chunk.iter().all(|&b| b == 0) {
+                continue;
+            }
+            f.seek(SeekFrom::Start(off))?;
+            f.write_all(chunk)?;
+        }
+        f.set_len(img.size)?;
+        Ok(Some(img.size))
+    }
+
     /// Reads `path` and applies every event. Returns the replay and the truncation, if any.
     pub fn from_file(path: impl AsRef<Path>, replay: Replay) -> Result<(Replay, Option<Truncation>), TraceError> {
         let mut replay = replay;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::check::{Checker, Problem};
 use super::format::count_pages;
 use super::format::FileHeader;
 use super::reader::{Block, TraceReader};
@@ -57,6 +58,18 @@ pub struct BackendReason {
     pub maps: u64,
 }
 
+/// One damaged range and what it may have cost.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DamageInfo {
+    pub offset: u64,
+    pub len: u64,
+    pub reason: String,
+    /// Every allocation's contents up to this submit are intact.
+    pub intact_through_submit: u64,
+    /// Allocations whose later contents may miss writes.
+    pub allocations: Vec<u64>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub format_version: u16,
@@ -96,6 +109,10 @@ pub struct Summary {
     pub writer_stalls: Option<u64>,
     pub truncated: bool,
     pub truncation: Option<String>,
+    /// Damaged ranges skipped (the summary covers the readable blocks).
+    pub damage: Vec<DamageInfo>,
+    /// Records that contradict earlier ones (not counted above).
+    pub problems: Vec<Problem>,
 }
 
 fn api_version(v: u32) -> String {
@@ -111,14 +128,37 @@ impl Summary {
         Summary::from_reader(TraceReader::open(path)?, file_bytes)
     }
 
-    /// Reads every block. An error inside the file is returned; truncation is reported in the
-    /// summary.
-    pub fn from_reader<R: Read>(mut r: TraceReader<R>, file_bytes: u64) -> Result<Summary, TraceError> {
+    /// Reads every readable block (salvaging: damaged ranges are skipped and listed, as are
+    /// inconsistent records). Truncation is reported in the summary; only I/O fails.
+    pub fn from_reader<R: Read>(r: TraceReader<R>, file_bytes: u64) -> Result<Summary, TraceError> {
+        let mut r = r.salvage(true);
         let mut b = SummaryBuilder::new(r.header(), file_bytes);
-        while let Some(block) = r.next_block()? {
-            b.add(&block);
-        }
-        Ok(b.finish(&r))
+        let mut checker = Checker::new();
+        checker.follow(&mut r, |block, ok| {
+            if ok {
+                b.add(block);
+            }
+            Ok(())
+        })?;
+        let mut s = b.finish(&r);
+        s.add_damage(&checker);
+        Ok(s)
+    }
+
+    /// Fills [`Summary::damage`] and [`Summary::problems`] from a checker that followed the trace.
+    pub fn add_damage(&mut self, checker: &Checker) {
+        self.damage = checker
+            .impacts()
+            .iter()
+            .map(|i| DamageInfo {
+                offset: i.damage.offset,
+                len: i.damage.len,
+                reason: i.damage.reason.clone(),
+                intact_through_submit: i.intact_through,
+                allocations: i.allocations.iter().copied().collect(),
+            })
+            .collect();
+        self.problems = checker.problems().to_vec();
     }
 }
 
