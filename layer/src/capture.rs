@@ -797,7 +797,7 @@ mod tests {
     use super::*;
     use crate::dispatch::{DeviceNext, RequirementsNext};
     use std::collections::{BTreeSet, HashMap};
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
     use vkdirty::trace::TraceReader;
 
     fn mapping(offset: u64, size: u64) -> Mapping {
