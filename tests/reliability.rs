@@ -206,3 +206,27 @@ fn disk_full_mid_block_on_tmpfs() {
     let (code, out) = cli(&["verify", trace.to_str().unwrap()]);
     assert_eq!(code, Some(1), "a cut trace is not whole: {out}");
 }
+
+/// `fork()` in a captured process: a child that reads and writes back every mapped page exits 0
+/// on every backend (as it does without the layer), and the parent's trace stays exact.
+#[test]
+fn forked_child_writes_mapped_memory_on_every_backend() {
+    let sidecar = tmp("fork.jsonl");
+    let trace = tmp("fork.vkd");
+    // Without the layer first: the workload's own check.
+    let mut plain = workload(&trace, &[], &["--frames", "2", "--fork"]);
+    plain.env_remove("VK_INSTANCE_LAYERS");
+    let o = finish(plain.spawn().unwrap(), 120, "workload --fork without the layer");
+    assert!(o.status.success(), "{}", text(&o));
+    for backend in ["auto", "host-import", "async-wp", "shadow-wp", "shadow", "full", "assisted"] {
+        remove(&[&trace, &sidecar]);
+        let mut args = vec!["--frames", "3", "--fork", "--sidecar", sidecar.to_str().unwrap()];
+        if backend == "assisted" {
+            args.push("--flush");
+        }
+        let o = finish(workload(&trace, &[("VKDIRTY_BACKEND", backend)], &args).spawn().unwrap(), 120, backend);
+        assert!(o.status.success(), "{backend}: {}", text(&o));
+        check_exact(&trace, &sidecar);
+    }
+    remove(&[&trace, &sidecar]);
+}

@@ -323,7 +323,9 @@ fn round_up(n: u64, align: u64) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 // The layer's own memory.
 
-/// Page-aligned anonymous memory, unmapped on drop.
+/// Page-aligned shared anonymous memory, unmapped on drop. Shared, as drivers' mapped memory
+/// is: a forked child sees the same pages (it can read and write them, as it could the
+/// driver's), and no copy-on-write ever moves a page the driver pinned.
 struct HostBlock {
     addr: usize,
     len: usize,
@@ -335,13 +337,13 @@ impl HostBlock {
         let page = vkdirty::guard::page_size();
         let extra = align.saturating_sub(page);
         let total = len.checked_add(extra).ok_or(std::io::ErrorKind::InvalidInput)?;
-        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        // SAFETY: a fresh shared anonymous mapping; no existing memory is affected.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 total,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
@@ -360,10 +362,8 @@ impl HostBlock {
             if start + total > end {
                 libc::munmap(end as *mut c_void, start + total - end);
             }
-            // Base pages, so dirty tracking stays 4 KiB exact; and the pages the driver pins
-            // stay out of a forked child (copy-on-write would move the parent's pages).
+            // Base pages, so dirty tracking stays 4 KiB exact.
             libc::madvise(aligned as *mut c_void, len, libc::MADV_NOHUGEPAGE);
-            libc::madvise(aligned as *mut c_void, len, libc::MADV_DONTFORK);
         }
         Ok(HostBlock { addr: aligned, len })
     }

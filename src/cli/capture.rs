@@ -306,6 +306,16 @@ impl Run for Args {
                 output.display()
             ));
         }
+        // Other processes of the run that loaded the layer (children, a display server) got
+        // the next free names.
+        let others: Vec<String> = (2..)
+            .map(|n| vkdirty::trace::file::numbered(&output, n))
+            .take_while(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !others.is_empty() {
+            warn(format_args!("other processes of the run wrote {}", others.join(", ")));
+        }
         Ok(ExitCode::from(code))
     }
 }

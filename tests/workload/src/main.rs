@@ -12,7 +12,7 @@ mod vkctx;
 
 use ash::vk;
 use clap::Parser;
-use mem::{gen_runs, Behaviour, HostAlloc};
+use mem::{gen_runs, Behaviour, HostAlloc, Mapping};
 use serde_json::json;
 use sidecar::{hex, Sidecar};
 use std::collections::BTreeSet;
@@ -76,6 +76,10 @@ struct Args {
     /// Test aid: make one invalid call, to prove validation messages are caught.
     #[arg(long, hide = true)]
     provoke_validation_error: bool,
+    /// After the first frame, fork a child that reads and writes back (unchanged) every page of
+    /// every mapping and exits; fail unless it exits 0 (a captured process's child must work).
+    #[arg(long)]
+    fork: bool,
     /// Test aid: after the first frame's writes, change one mapped byte behind the mirror's
     /// back, to prove the read-back check catches a difference.
     #[arg(long, hide = true)]
@@ -537,6 +541,44 @@ impl<'a> World<'a> {
         Ok(())
     }
 
+    /// `--fork`: the child touches every mapped page (same value back) and exits with 0; a
+    /// child killed by a signal or exiting otherwise is a failure.
+    fn fork_child_touches_mappings(&self) -> Result<(), Failure> {
+        let maps: Vec<Mapping> = self.allocs.iter().filter_map(|a| a.map).collect();
+        let page = self.page;
+        // SAFETY: the child only reads and writes memory mapped before the fork and leaves
+        // with _exit (no allocation, no locks: other threads' state is not in the child).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(Failure::Check(format!("fork failed: {}", std::io::Error::last_os_error())));
+        }
+        if pid == 0 {
+            for m in &maps {
+                let mut off = 0usize;
+                while off < m.size as usize {
+                    let p = m.ptr.wrapping_add(off);
+                    // SAFETY: inside a mapping the parent made; the same byte is written back.
+                    unsafe { p.write_volatile(p.read_volatile()) };
+                    off += page;
+                }
+            }
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+            return Err(Failure::Check(format!("waitpid: {}", std::io::Error::last_os_error())));
+        }
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            Ok(())
+        } else if libc::WIFSIGNALED(status) {
+            Err(Failure::Check(format!("fork: the child writing {} mapping(s) died of signal {}", maps.len(), libc::WTERMSIG(status))))
+        } else {
+            Err(Failure::Check(format!("fork: the child exited with status {status:#x}")))
+        }
+    }
+
     fn provoke_validation_error(&self) -> Result<(), VkError> {
         // Offset 1 is not a multiple of nonCoherentAtomSize (VUID-VkMappedMemoryRange-offset-00687).
         let r = [vk::MappedMemoryRange::default().memory(self.readback.memory).offset(1).size(vk::WHOLE_SIZE)];
@@ -627,6 +669,9 @@ fn run(args: &Args) -> ExitCode {
                 break;
             }
             outcome = w.run_frame(f);
+            if f == 0 && args.fork && outcome.is_ok() {
+                outcome = w.fork_child_touches_mappings();
+            }
         }
     }
     let (submits, pages, mut sidecar) = match world {
