@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use vkdirty::trace::stats::Stats;
 use vkdirty::trace::summary::{Dist, SummaryBuilder};
-use vkdirty::trace::{Summary, TraceReader};
+use vkdirty::trace::{Checker, Summary, TraceReader};
 
 use super::progress::Progress;
 use super::tables::{self, By};
@@ -55,14 +55,21 @@ impl Args {
     /// `Summary::from_file` with a progress bar.
     fn summary(&self) -> Result<Summary, CliError> {
         let len = std::fs::metadata(&self.file).map_err(|e| CliError::io(format!("cannot open {}", self.file.display()), e))?.len();
-        let mut r = TraceReader::open(&self.file)?;
+        // Salvaging: damaged ranges and inconsistent records are skipped and listed.
+        let mut r = TraceReader::open(&self.file)?.salvage(true);
         let mut b = SummaryBuilder::new(r.header(), len);
         let mut p = Progress::new(len, "reading");
-        while let Some(block) = r.next_block()? {
-            b.add(&block);
-            p.set(r.offset());
-        }
-        Ok(b.finish(&r))
+        let mut checker = Checker::new();
+        checker.follow(&mut r, |block, ok| {
+            if ok {
+                b.add(block);
+            }
+            p.set(block.offset + block.file_len());
+            Ok(())
+        })?;
+        let mut s = b.finish(&r);
+        s.add_damage(&checker);
+        Ok(s)
     }
 
     fn run_by(&self, by: By) -> Result<ExitCode, CliError> {
