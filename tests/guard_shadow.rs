@@ -686,14 +686,18 @@ fn no_lost_write_under_concurrency_with_shadow_reads_and_table_churn() {
 const CHILD_ENV: &str = "VKDIRTY_SHADOW_CHILD";
 const CHILD_OK: i32 = 42;
 
-fn run_child(scenario: &str) -> std::process::ExitStatus {
+fn run_child_output(scenario: &str) -> std::process::Output {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_scenario_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, scenario)
         .output()
         .unwrap();
     eprintln!("child {scenario}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    out.status
+    out
+}
+
+fn run_child(scenario: &str) -> std::process::ExitStatus {
+    run_child_output(scenario).status
 }
 
 fn expect_ok(scenario: &str) {
@@ -754,9 +758,13 @@ extern "C" fn app_plain_handler(_sig: libc::c_int) {
 }
 
 /// Installed after ours: handles its guard page and chains everything else to the previous
-/// action (ours), as a well-behaved handler does.
+/// action (ours), as a well-behaved handler does. Each call prints `<app-handler>` on stderr
+/// (async-signal-safe `write`), so a crash can be counted from outside.
 extern "C" fn app_chaining_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     ALL_FAULTS.fetch_add(1, Ordering::SeqCst);
+    let mark = b"<app-handler>";
+    // SAFETY: write(2) on stderr is async-signal-safe.
+    unsafe { libc::write(2, mark.as_ptr().cast(), mark.len()) };
     // SAFETY: kernel-provided info; APP_PREV was written before this handler was installed.
     unsafe {
         if open_guard((*info).si_addr() as usize) {
@@ -846,13 +854,56 @@ fn child(scenario: &str) {
             m.backend(BackendKind::Shadow).unwrap();
             let g = map_guard_page();
             install_app_handler(app_chaining_handler as *const () as usize, true);
+            // Tracking puts ours back in front of the application's, chaining to it.
             let _keep = tracked_write_works(&m);
-            let chained = ALL_FAULTS.load(Ordering::SeqCst);
-            assert!(chained >= 1, "the app's handler saw our fault first and chained it");
-            assert_eq!(OWN_FAULTS.load(Ordering::SeqCst), 0);
+            assert_eq!(ALL_FAULTS.load(Ordering::SeqCst), 0, "our faults never reach the app");
+            assert!(vkdirty::guard::shadow::handler_reinstalls() >= 1);
             touch_guard(g);
             assert_eq!(OWN_FAULTS.load(Ordering::SeqCst), 1);
-            assert_eq!(ALL_FAULTS.load(Ordering::SeqCst), chained + 1);
+            assert_eq!(ALL_FAULTS.load(Ordering::SeqCst), 1);
+        }
+        "app_after_first_map_no_chain" => {
+            // The application installs a handler that passes nothing on, after the first map.
+            let p = page_size();
+            let m = GuardManager::new();
+            let real = Real::new(RealKind::PrivateAnon, 4 * p);
+            let t = track(&m, real.ptr, real.len, &opts(false));
+            write_app(t.app_ptr, 7, b"before");
+            assert_eq!(collect(&m, &t).pages(0), BTreeSet::from([0]));
+            let g = map_guard_page();
+            let before = vkdirty::guard::shadow::handler_reinstalls();
+            install_app_handler(app_siginfo_handler as *const () as usize, true);
+            // The next collection checks the handler and puts ours back in front.
+            assert!(collect(&m, &t).pages(0).is_empty());
+            assert_eq!(vkdirty::guard::shadow::handler_reinstalls(), before + 1);
+            write_app(t.app_ptr, 3 * p + 1, b"after");
+            assert_eq!(collect(&m, &t).pages(0), BTreeSet::from([3]));
+            assert_eq!(&real.bytes()[3 * p + 1..3 * p + 6], b"after");
+            assert_eq!(ALL_FAULTS.load(Ordering::SeqCst), 0, "the app's handler never saw our faults");
+            // Its own faults still reach it.
+            touch_guard(g);
+            assert_eq!((OWN_FAULTS.load(Ordering::SeqCst), ALL_FAULTS.load(Ordering::SeqCst)), (1, 1));
+            // Checked again: nothing changed, nothing re-installed.
+            let _ = collect(&m, &t);
+            assert_eq!(vkdirty::guard::shadow::handler_reinstalls(), before + 1);
+            m.untrack(t.id, &mut Runs::default().sink()).unwrap();
+        }
+        "crash_app_chains_back" => {
+            // Ours in front of an application handler that chains back to ours: a fault nobody
+            // owns goes round once, then takes the default action (no endless loop).
+            let m = GuardManager::new();
+            m.backend(BackendKind::Shadow).unwrap();
+            install_app_handler(app_chaining_handler as *const () as usize, true);
+            let _keep = tracked_write_works(&m);
+            // A PROT_NONE page neither we nor the application's handler own.
+            // SAFETY: a fresh PROT_NONE page.
+            let p = unsafe {
+                libc::mmap(std::ptr::null_mut(), page_size(), libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            // SAFETY: deliberately faults.
+            unsafe { std::ptr::write_volatile(p as *mut u8, 1) };
+            std::process::exit(CHILD_OK);
         }
         "crash_std_handler" => {
             // The previous handler is the Rust runtime's (stack overflow detection).
@@ -908,6 +959,22 @@ fn app_handler_installed_before_ours_gets_its_own_faults() {
 #[test]
 fn app_handler_installed_after_ours_gets_its_own_faults() {
     expect_ok("app_after");
+}
+
+/// A handler installed after the first map that passes nothing on: the next collection puts
+/// ours back in front (chaining to it), so later writes are tracked and its own faults still
+/// reach it.
+#[test]
+fn app_handler_installed_after_the_first_map_is_put_behind_ours() {
+    expect_ok("app_after_first_map_no_chain");
+}
+
+#[test]
+fn a_handler_chaining_back_to_ours_does_not_loop() {
+    let o = run_child_output("crash_app_chains_back");
+    assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{:?}", o.status);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("<app-handler>").count(), 1, "{err}");
 }
 
 #[test]

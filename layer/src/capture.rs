@@ -8,7 +8,7 @@ use once_cell::sync::Lazy;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -694,6 +694,15 @@ impl Capture {
         let record = active || self.settings.captures_later(frame, seq);
         let writing = st.writer().is_some();
         self.collect_device(dev, &st, seq, record, active && writing);
+        // The collection puts the shadow backend's fault handler back in front of one the
+        // application installed over it; say so once.
+        static HANDLER_NOTED: AtomicBool = AtomicBool::new(false);
+        if vkdirty::guard::shadow::handler_reinstalls() > 0 && !HANDLER_NOTED.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "another SIGSEGV handler was installed over vkdirty's; vkdirty's is back in front and passes \
+                 faults that are not its own on to it"
+            );
+        }
         if let Some(w) = st.writer() {
             w.record(&Event::Submit(trace::Submit {
                 device,

@@ -67,7 +67,9 @@
 //!   collection. Write tracked memory from user space, or read into a bounce buffer.
 //! - A thread that blocks `SIGSEGV` and writes tracked memory is killed by the kernel (a fault
 //!   with `SIGSEGV` blocked takes the default action). A `SIGSEGV` handler installed after ours
-//!   must chain to the previous one for faults it does not own, or tracking stops.
+//!   takes the faults until the next collection (or unmap, free, track), where ours goes back in
+//!   front and chains to it; writes made in between are lost if that handler does not chain to
+//!   ours. A handler that chains back to ours for a fault nobody owns ends in the default action.
 //! - `SA_ONSTACK` uses a thread's alternate stack when it has one and is ignored otherwise; the
 //!   handler needs little stack.
 //! - Each protected run of pages is a kernel VMA; a scattered dirty set costs up to one VMA per
@@ -676,11 +678,14 @@ struct PrevAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
 // SAFETY: each slot is written once under `INSTALL` before `PREV_AT` points at it, then read only.
 unsafe impl Sync for PrevAction {}
 
-/// Another library may put its own action over ours, or restore the one it saw before it (as
-/// gfxreconstruct's page guard does when its last mapping goes). Ours then goes back on top,
-/// chaining to what is there now, in a fresh slot: a handler running meanwhile still reads the
+/// Another library (or the application) may put its own action over ours, or restore the one it
+/// saw before it (as gfxreconstruct's page guard does when its last mapping goes). Ours then goes
+/// back on top, chaining to what is there now (as gfxreconstruct's own watcher does), in a fresh
+/// slot unless an identical action is already kept: a handler running meanwhile still reads the
 /// old one.
 const PREV_SLOTS: usize = 8;
+/// Times ours was put back in front of another action (the layer logs the first).
+static REINSTALLS: AtomicUsize = AtomicUsize::new(0);
 static PREVS: [PrevAction; PREV_SLOTS] = [const { PrevAction(UnsafeCell::new(MaybeUninit::uninit())) }; PREV_SLOTS];
 /// 1 + the slot of the action ours chains to now; 0 before ours is installed.
 static PREV_AT: AtomicUsize = AtomicUsize::new(0);
@@ -708,17 +713,29 @@ fn install_handler() -> Result<(), GuardError> {
                 return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
             }
             let at = PREV_AT.load(Ordering::Acquire);
-            // Another action over ours chains to it (as ours chains to what it found); only
-            // the default or ignore action means ours was taken away.
-            let removed = cur.sa_sigaction == libc::SIG_DFL || cur.sa_sigaction == libc::SIG_IGN;
-            if at != 0 && (cur.sa_sigaction == ours || !removed) {
+            if at != 0 && cur.sa_sigaction == ours {
                 return Ok(());
             }
-            if at == PREV_SLOTS {
-                return Err(format!("another library replaced the SIGSEGV handler {PREV_SLOTS} times"));
+            // An action over ours may not pass our faults on: ours goes in front of it and
+            // chains to it (a handler that chains back to ours ends in the default action, see
+            // `on_sigsegv`).
+            let same = |k: usize| {
+                let p = (*PREVS[k].0.get()).assume_init_ref();
+                p.sa_sigaction == cur.sa_sigaction && p.sa_flags == cur.sa_flags
+            };
+            match (0..at).find(|&k| same(k)) {
+                Some(k) => PREV_AT.store(k + 1, Ordering::Release),
+                None if at == PREV_SLOTS => {
+                    return Err(format!("the SIGSEGV handler was replaced by {PREV_SLOTS} different actions"));
+                }
+                None => {
+                    (*PREVS[at].0.get()).write(cur);
+                    PREV_AT.store(at + 1, Ordering::Release);
+                }
             }
-            (*PREVS[at].0.get()).write(cur);
-            PREV_AT.store(at + 1, Ordering::Release);
+            if at != 0 {
+                REINSTALLS.fetch_add(1, Ordering::Relaxed);
+            }
             let mut act = MaybeUninit::<libc::sigaction>::zeroed().assume_init();
             act.sa_sigaction = on_sigsegv
                 as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
@@ -735,14 +752,35 @@ fn install_handler() -> Result<(), GuardError> {
     r.map_err(|reason| GuardError::Unavailable { backend: BackendKind::Shadow, reason })
 }
 
+/// Times ours was put back in front of another `SIGSEGV` action since the process started.
+pub fn handler_reinstalls() -> usize {
+    REINSTALLS.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    /// The fault this thread is passing on, and roughly where the stack was: an action that
+    /// chains back to ours re-enters with the same fault, deeper on the stack.
+    static CHAINING: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes valid `info` and `ctx` to an SA_SIGINFO handler.
+    // SAFETY: the kernel passes valid `info` and `ctx` to an SA_SIGINFO handler; the
+    // thread-local is const-initialised without a destructor (a plain TLS access).
     unsafe {
         let errno = *libc::__errno_location();
         let handled = handle_fault(info, ctx);
         *libc::__errno_location() = errno;
         if !handled {
+            let addr = if info.is_null() { 0 } else { (*info).si_addr() as usize };
+            let here = &addr as *const usize as usize;
+            let (busy_addr, busy_sp) = CHAINING.with(|c| c.get());
+            if busy_sp != 0 && busy_addr == addr && here < busy_sp {
+                // Passed back to us by the action we passed it to: nobody owns it.
+                return default_action(sig, info);
+            }
+            CHAINING.with(|c| c.set((addr, here)));
             chain(sig, info, ctx);
+            CHAINING.with(|c| c.set((0, 0)));
         }
     }
 }
@@ -931,6 +969,9 @@ impl Backend for Shadow {
         range: Option<Range<usize>>,
         sink: &mut dyn DirtySink,
     ) -> Result<CollectStats, GuardError> {
+        // The application (or a library) may have installed its own handler since the last
+        // collection; ours goes back in front before writes are missed.
+        restore_handler();
         let region = self.region(id)?;
         let inner = region.inner.lock();
         let g = inner.as_ref().ok_or(GuardError::UnknownRegion(id))?;
