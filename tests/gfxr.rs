@@ -111,6 +111,17 @@ fn workload_captures_are_exact_on_every_backend_and_replay() {
 }
 
 #[test]
+fn zstd_and_uncompressed_captures_are_read_too() {
+    for (kind, name) in [("ZSTD", "zstd"), ("NONE", "none")] {
+        let (gfxr, sidecar, o) = capture(&format!("compression-{name}"), &[("GFXRECON_CAPTURE_COMPRESSION_TYPE", kind)], &[]);
+        assert!(o.status.success(), "{kind}: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("({name} compression)")), "{kind}: {}", text(&o));
+        let c = check(&gfxr, &sidecar);
+        assert!(c.status.success() && String::from_utf8_lossy(&c.stdout).starts_with("exact:"), "{kind}: {}", text(&c));
+    }
+}
+
+#[test]
 fn assisted_without_vkdirty_flushes_is_not_exact() {
     let dir = ensure_built();
     let (gfxr, sidecar) = (tmp("noflush.gfxr"), tmp("noflush.side"));
