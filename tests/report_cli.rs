@@ -179,9 +179,14 @@ fn parse(html: &str) -> Vec<El> {
 /// The report of `trace` holds a heatmap and a timeline whose numbers, and whose allocation
 /// table, equal `info --json --by allocation`.
 fn check_report(trace: &Path, name: &str) -> (Vec<El>, Value) {
+    check_report_with(trace, name, "submit")
+}
+
+fn check_report_with(trace: &Path, name: &str, columns: &str) -> (Vec<El>, Value) {
     let html_path = dir().join(format!("{name}.html"));
     let png_path = dir().join(format!("{name}.png"));
-    run(&["report", trace.to_str().unwrap(), "-o", html_path.to_str().unwrap(), "--png", png_path.to_str().unwrap()]);
+    let (t, h, p) = (trace.to_str().unwrap(), html_path.to_str().unwrap(), png_path.to_str().unwrap());
+    run(&["report", t, "-o", h, "--png", p, "--columns", columns]);
     let html = std::fs::read_to_string(&html_path).unwrap();
     let els = parse(&html);
     for e in &els {
@@ -219,6 +224,8 @@ fn check_report(trace: &Path, name: &str) -> (Vec<El>, Value) {
     assert_eq!(by.iter().map(|a| u(&a["dirty_bytes"])).sum::<u64>(), summary_dirty);
 
     // Heatmap: each allocation row's cells add up to its dirty pages; all cells to the total.
+    let svg = els.iter().find(|e| e.attrs.get("id").map(String::as_str) == Some("heatmap-svg")).expect("heatmap");
+    assert_eq!(svg.attrs["data-columns"], columns);
     let cells: Vec<&El> = els.iter().filter(|e| e.svg.as_deref() == Some("heatmap-svg") && e.class() == "cell").collect();
     assert!(!cells.is_empty(), "{name}: heatmap has no cells");
     let mut got_pages: BTreeMap<String, u64> = BTreeMap::new();
@@ -285,6 +292,12 @@ fn vkcube_report_has_frames_and_matches_info() {
     let frame_lines = els.iter().filter(|e| e.svg.as_deref() == Some("heatmap-svg") && e.class() == "frame").count();
     assert!(frame_lines >= 20, "frame boundaries drawn: {frame_lines}");
     assert!(els.iter().any(|e| e.class() == "capture"), "capture window drawn");
+
+    // One column per frame: no frame lines, one timeline bin per frame.
+    let (els, j) = check_report_with(&trace, "vkcube-frames", "frame");
+    assert!(!els.iter().any(|e| e.class() == "frame"));
+    let bins = els.iter().filter(|e| e.svg.as_deref() == Some("timeline-svg") && e.class() == "bin").count();
+    assert_eq!(bins as u64, u(&j["frames"]) + 1, "40 frames and the unfinished one");
 
     // Frames and submits: each table adds up to the totals.
     for by in ["frame", "submit"] {

@@ -140,8 +140,8 @@ pub struct CaptureWindow {
     pub stop_submit: Option<u64>,
 }
 
-/// Dirty pages and bytes per allocation per submit bin. Bin `i` holds submits
-/// `[first + i * width, first + (i + 1) * width)`.
+/// Dirty pages and bytes per allocation per bin of submits (or of frames, in
+/// [`Stats::frame_heatmap`]). Bin `i` holds submits `[first + i * width, first + (i + 1) * width)`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Heatmap {
     pub first_submit: u64,
@@ -208,6 +208,8 @@ pub struct Stats {
     pub frames: Vec<FrameStats>,
     pub captures: Vec<CaptureWindow>,
     pub heatmap: Heatmap,
+    /// The same with frames as columns (`first_submit` and `width` count frames).
+    pub frame_heatmap: Heatmap,
 }
 
 /// Consumes blocks in stream order; [`StatsBuilder::finish`] gives the [`Stats`].
@@ -223,6 +225,10 @@ pub struct StatsBuilder {
     heatmap: Heatmap,
     last_seq: u64,
     frames: FrameTracker,
+    frame_heatmap: Heatmap,
+    /// `(submit, alloc, pages, bytes)` of dirty blocks whose submit record (which fixes their
+    /// frame) has not come yet.
+    pending: Vec<(u64, u64, u64, u64)>,
 }
 
 impl StatsBuilder {
@@ -238,6 +244,8 @@ impl StatsBuilder {
             heatmap: Heatmap::default(),
             last_seq: 0,
             frames: FrameTracker::default(),
+            frame_heatmap: Heatmap::default(),
+            pending: Vec::new(),
         }
     }
 
@@ -318,11 +326,13 @@ impl StatsBuilder {
                 s.dirty_pages += pages;
                 s.dirty_bytes += bytes;
                 self.heatmap.add(d.alloc, d.submit, pages, bytes);
+                self.pending.push((d.submit, d.alloc, pages, bytes));
             }
             Some(Event::Submit(x)) => {
                 owner = x.seq;
                 self.last_seq = self.last_seq.max(x.seq);
                 let frame = self.frames.current();
+                self.settle(|s| s <= x.seq, frame);
                 let s = self.submit(x.seq);
                 s.timestamp_ns = Some(x.timestamp_ns);
                 s.frame = frame;
@@ -346,7 +356,21 @@ impl StatsBuilder {
         self.submit(owner.max(1)).trace_bytes += len;
     }
 
-    pub fn finish<R: Read>(self, r: &TraceReader<R>) -> Stats {
+    /// Moves pending dirty data of the submits `done` accepts into frame `frame`'s column.
+    fn settle(&mut self, done: impl Fn(u64) -> bool, frame: u64) {
+        let fh = &mut self.frame_heatmap;
+        self.pending.retain(|&(submit, alloc, pages, bytes)| {
+            if done(submit) {
+                fh.add(alloc, frame, pages, bytes);
+            }
+            !done(submit)
+        });
+    }
+
+    pub fn finish<R: Read>(mut self, r: &TraceReader<R>) -> Stats {
+        // Dirty data collected after the last submit record: the frame in progress.
+        let current = self.frames.current();
+        self.settle(|_| true, current);
         let summary = self.summary.finish(r);
         let mut heatmap = self.heatmap;
         // Columns reach the last submit, dirty or not, so the timeline shares them.
@@ -385,7 +409,12 @@ impl StatsBuilder {
             });
             f.timestamp_ns = Some(ts);
         }
+        let mut frame_heatmap = self.frame_heatmap;
+        if let Some(last) = frames.keys().next_back() {
+            frame_heatmap.bin_of(*last);
+        }
         Stats {
+            frame_heatmap,
             summary,
             header_bytes: self.header_bytes,
             allocations,

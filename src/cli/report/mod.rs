@@ -29,6 +29,9 @@ pub struct Args {
     /// Also write the heatmap as a PNG image.
     #[arg(long, value_name = "PNG")]
     png: Option<PathBuf>,
+    /// Columns of the heatmap and timeline: submits (frame ends marked) or frames.
+    #[arg(long, value_enum, default_value = "submit")]
+    columns: view::Columns,
 }
 
 impl Run for Args {
@@ -37,7 +40,7 @@ impl Run for Args {
         let mut p = Progress::new(len, "reading");
         let st = Stats::from_file(&self.file, |o| p.set(o))?;
         drop(p);
-        let v = view::View::new(&st);
+        let v = view::View::new(&st, self.columns);
         let output = self.output.clone().unwrap_or_else(|| self.file.with_extension("html"));
         let html = page(&self.file.display().to_string(), &st, &v);
         let ctx = || format!("writing {}", output.display());
@@ -245,14 +248,18 @@ fn page(name: &str, st: &Stats, v: &view::View) -> String {
         st.summary.frames,
         human_bytes(st.summary.file_bytes)
     );
-    let width = st.heatmap.width.max(1);
-    let binning = if width == 1 { "one column per submit".to_string() } else { format!("one column per {width} submits") };
+    let unit = v.columns.name();
+    let binning = if v.width == 1 { format!("one column per {unit}") } else { format!("one column per {} {unit}s", v.width) };
     let _ = write!(
         o,
-        r#"<section id="heatmap"><h2>Dirty pages by allocation and submit</h2><p class="note">Rows: allocations with dirty data (id, size, memory type, backend; hover for details{}). Columns: {binning}. Dashed lines: frame ends{}.</p>{}</section>"#,
+        r#"<section id="heatmap"><h2>Dirty pages by allocation and {unit}</h2><p class="note">Rows: allocations with dirty data (id, size, memory type, backend; hover for details{}). Columns: {binning}. {}</p>{}</section>"#,
         if v.rows.iter().any(|r| r.alloc.is_none()) { format!("; the {} with the most data, the rest summed in the last row, whose colours stop at the top of the scale", view::MAX_ROWS - 1) } else { String::new() },
-        if v.frame_ends.len() > 120 { format!(" (one in {})", v.frame_ends.len().div_ceil(120)) } else { String::new() },
-        svg::heatmap(st, v)
+        match v.frame_ends.len() {
+            0 => String::new(),
+            n if n > 120 => format!(" Dashed lines: frame ends (one in {}).", n.div_ceil(120)),
+            _ => " Dashed lines: frame ends.".to_string(),
+        },
+        svg::heatmap(v)
     );
     let _ = write!(
         o,

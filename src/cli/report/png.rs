@@ -75,7 +75,7 @@ fn draw(buf: &mut [u8], w: u32, h: u32, st: &Stats, v: &View, text: bool) -> Res
         if (k + 1) % step != 0 {
             continue;
         }
-        let x = x_of(v.pos(st, last + 1));
+        let x = x_of(v.pos(last + 1));
         if x <= (LABEL_W + PLOT_W) as i32 {
             root.draw(&PathElement::new(vec![(x, TOP as i32 - 4), (x, bottom)], RGBColor(214, 39, 40)))
                 .map_err(e)?;
@@ -89,12 +89,14 @@ fn draw(buf: &mut [u8], w: u32, h: u32, st: &Stats, v: &View, text: bool) -> Res
         root.draw(&Rectangle::new([(x, ly), (x + 2, ly + 10)], RGBColor(cr, cg, cb).filled())).map_err(e)?;
     }
     if text {
-        let first = st.heatmap.first_submit;
-        let last = v.bins.last().map_or(first, |b| b.last_submit);
+        let first = v.first;
+        let last = v.bins.last().map_or(first, |b| b.last);
+        let unit = v.columns.name();
         let app = st.summary.session.as_ref().map_or("trace".to_string(), |s| s.app.clone());
         let title = format!(
-            "{app}: dirty pages by allocation (rows) and submit (columns {first}-{last}, {} per column); red: frame ends",
-            st.heatmap.width.max(1)
+            "{app}: dirty pages by allocation (rows) and {unit} (columns {first}-{last}, {} per column){}",
+            v.width,
+            if v.frame_ends.is_empty() { "" } else { "; red: frame ends" }
         );
         root.draw(&Text::new(title, (LABEL_W as i32, 8), font.clone())).map_err(e)?;
         root.draw(&Text::new("1 page".to_string(), (LABEL_W as i32 - 48, ly - 1), font.clone())).map_err(e)?;
@@ -104,8 +106,8 @@ fn draw(buf: &mut [u8], w: u32, h: u32, st: &Stats, v: &View, text: bool) -> Res
             human_bytes(st.summary.dirty_bytes)
         );
         root.draw(&Text::new(legend, (LABEL_W as i32 + 208, ly - 1), font.clone())).map_err(e)?;
-        root.draw(&Text::new(format!("submit {first}"), (LABEL_W as i32, bottom + 6), font.clone())).map_err(e)?;
-        let end = format!("submit {last}");
+        root.draw(&Text::new(format!("{unit} {first}"), (LABEL_W as i32, bottom + 6), font.clone())).map_err(e)?;
+        let end = format!("{unit} {last}");
         let style = font.clone().color(&BLACK).pos(text_anchor::Pos::new(text_anchor::HPos::Right, text_anchor::VPos::Top));
         root.draw(&Text::new(end, ((LABEL_W + PLOT_W) as i32, bottom + 6), style)).map_err(e)?;
     }

@@ -16,21 +16,12 @@ const TOP: f64 = 28.0;
 /// Frame boundaries drawn at most; with more frames every n-th is drawn.
 const MAX_FRAME_LINES: usize = 120;
 
-fn submits_of(v: &View, i: usize) -> String {
-    let b = &v.bins[i];
-    if b.first_submit == b.last_submit {
-        format!("submit {}", b.first_submit)
-    } else {
-        format!("submits {}-{}", b.first_submit, b.last_submit)
-    }
-}
-
 /// Frame lines to draw: every n-th end, so at most `MAX_FRAME_LINES`.
 fn frame_step(v: &View) -> usize {
     v.frame_ends.len().div_ceil(MAX_FRAME_LINES).max(1)
 }
 
-pub fn heatmap(st: &Stats, v: &View) -> String {
+pub fn heatmap(v: &View) -> String {
     let nb = v.bins.len().max(1);
     let cw = PLOT_W / nb as f64;
     let h = TOP + v.rows.len().max(1) as f64 * ROW_H + 50.0;
@@ -38,8 +29,9 @@ pub fn heatmap(st: &Stats, v: &View) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" id="heatmap-svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11" data-bins="{nb}" data-bin-width="{}">"#,
-        st.heatmap.width.max(1)
+        r#"<svg xmlns="http://www.w3.org/2000/svg" id="heatmap-svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11" data-bins="{nb}" data-bin-width="{}" data-columns="{}">"#,
+        v.width,
+        v.columns.name()
     );
     let _ = write!(o, r##"<rect x="{LABEL_W}" y="{TOP}" width="{PLOT_W}" height="{}" fill="#f2f2f2"/>"##, v.rows.len() as f64 * ROW_H);
     for (r, row) in v.rows.iter().enumerate() {
@@ -65,15 +57,15 @@ pub fn heatmap(st: &Stats, v: &View) -> String {
                 cw.max(0.5),
                 ROW_H - 1.0,
                 esc(&row.label),
-                submits_of(v, i),
+                v.column_label(i),
                 human_bytes(bytes)
             );
         }
         o.push_str("</g>");
     }
     let bottom = TOP + v.rows.len() as f64 * ROW_H;
-    frame_lines(&mut o, st, v, TOP - 4.0, bottom);
-    axis_submits(&mut o, st, v, bottom);
+    frame_lines(&mut o, v, TOP - 4.0, bottom);
+    axis(&mut o, v, bottom);
     // Colour legend.
     let lx = LABEL_W;
     let ly = bottom + 30.0;
@@ -94,14 +86,14 @@ pub fn heatmap(st: &Stats, v: &View) -> String {
     o
 }
 
-fn frame_lines(o: &mut String, st: &Stats, v: &View, y0: f64, y1: f64) {
+fn frame_lines(o: &mut String, v: &View, y0: f64, y1: f64) {
     let cw = PLOT_W / v.bins.len().max(1) as f64;
     let step = frame_step(v);
     for (k, &(last, frame)) in v.frame_ends.iter().enumerate() {
         if (k + 1) % step != 0 {
             continue;
         }
-        let x = LABEL_W + v.pos(st, last + 1) * cw;
+        let x = LABEL_W + v.pos(last + 1) * cw;
         if x > LABEL_W + PLOT_W + 0.01 {
             continue;
         }
@@ -112,17 +104,17 @@ fn frame_lines(o: &mut String, st: &Stats, v: &View, y0: f64, y1: f64) {
     }
 }
 
-fn axis_submits(o: &mut String, st: &Stats, v: &View, y: f64) {
+fn axis(o: &mut String, v: &View, y: f64) {
     let cw = PLOT_W / v.bins.len().max(1) as f64;
-    let Some(last) = v.bins.last().map(|b| b.last_submit) else { return };
-    let first = st.heatmap.first_submit;
+    let Some(last) = v.bins.last().map(|b| b.last) else { return };
+    let first = v.first;
     let _ = write!(o, r##"<line x1="{LABEL_W}" y1="{y}" x2="{}" y2="{y}" stroke="#333"/>"##, LABEL_W + PLOT_W);
     let ticks = 8u64;
     let span = last.saturating_sub(first) + 1;
     let step = span.div_ceil(ticks).max(1);
     let mut s = first;
     while s <= last {
-        let x = LABEL_W + v.pos(st, s) * cw;
+        let x = LABEL_W + v.pos(s) * cw;
         let _ = write!(
             o,
             r##"<line x1="{x:.1}" y1="{y}" x2="{x:.1}" y2="{}" stroke="#333"/><text x="{x:.1}" y="{}" text-anchor="middle">{s}</text>"##,
@@ -133,9 +125,10 @@ fn axis_submits(o: &mut String, st: &Stats, v: &View, y: f64) {
     }
     let _ = write!(
         o,
-        r#"<text x="{}" y="{}" text-anchor="end">submit</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
         LABEL_W + PLOT_W,
-        y + 28.0
+        y + 28.0,
+        v.columns.name()
     );
 }
 
@@ -159,8 +152,9 @@ pub fn timeline(st: &Stats, v: &View) -> String {
     );
     // Capture windows.
     for c in &st.captures {
-        let x0 = LABEL_W + v.pos(st, c.start_submit) * cw;
-        let x1 = c.stop_submit.map_or(LABEL_W + PLOT_W, |s| LABEL_W + v.pos(st, s) * cw);
+        let (start, stop_at) = v.window(c);
+        let x0 = LABEL_W + v.pos(start) * cw;
+        let x1 = stop_at.map_or(LABEL_W + PLOT_W, |s| LABEL_W + v.pos(s) * cw);
         let stop = c.stop_submit.map_or("the end".into(), |s| format!("submit {s}"));
         let _ = write!(
             o,
@@ -196,7 +190,7 @@ pub fn timeline(st: &Stats, v: &View) -> String {
             b.dirty_bytes,
             b.dirty_pages,
             b.trace_bytes,
-            submits_of(v, i),
+            v.column_label(i),
             human_bytes(b.dirty_bytes),
             b.dirty_pages,
             human_bytes(b.trace_bytes)
@@ -204,8 +198,8 @@ pub fn timeline(st: &Stats, v: &View) -> String {
         let _ = write!(line, "{:.2},{:.2} ", x + cw / 2.0, y_of(b.trace_bytes));
     }
     let _ = write!(o, r##"<polyline class="trace-bytes" points="{}" fill="none" stroke="#ff7f0e" stroke-width="1.5"/>"##, line.trim_end());
-    frame_lines(&mut o, st, v, TOP, TOP + ph);
-    axis_submits(&mut o, st, v, TOP + ph);
+    frame_lines(&mut o, v, TOP, TOP + ph);
+    axis(&mut o, v, TOP + ph);
     let _ = write!(
         o,
         r##"<rect x="{LABEL_W}" y="6" width="12" height="10" fill="#1f77b4"/><text x="{}" y="15">dirty bytes</text><line x1="{}" y1="11" x2="{}" y2="11" stroke="#ff7f0e" stroke-width="2"/><text x="{}" y="15">trace bytes written</text><rect x="{}" y="6" width="12" height="10" fill="#2ca02c" fill-opacity="0.25"/><text x="{}" y="15">capture window</text><line x1="{}" y1="6" x2="{}" y2="16" stroke="#d62728" stroke-dasharray="3,2"/><text x="{}" y="15">frame end</text>"##,
@@ -223,7 +217,7 @@ pub fn timeline(st: &Stats, v: &View) -> String {
         o,
         r#"<text x="{LABEL_W}" y="{}">per {} (bars: dirty data, line: trace bytes){}</text>"#,
         TOP + ph + 28.0,
-        if st.heatmap.width.max(1) == 1 { "submit".to_string() } else { format!("{} submits", st.heatmap.width) },
+        if v.width == 1 { v.columns.name().to_string() } else { format!("{} {}s", v.width, v.columns.name()) },
         if sqrt { "; square-root scale" } else { "" }
     );
     o.push_str("</svg>");

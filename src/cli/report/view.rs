@@ -2,7 +2,7 @@
 //! allocations with the most dirty data, the rest folded into one row), the colour scale and the
 //! timeline bins.
 
-use vkdirty::trace::stats::{AllocStats, Stats};
+use vkdirty::trace::stats::{AllocStats, CaptureWindow, Stats};
 
 use crate::cli::human_bytes;
 use crate::cli::tables::backends;
@@ -19,22 +19,43 @@ pub struct Row {
     pub cells: Vec<(u64, u64)>,
 }
 
-/// One column of the timeline (the heatmap's bins).
+/// One column of the timeline (the heatmap's bins): submits or frames `first..=last`.
 #[derive(Clone, Copy, Default)]
 pub struct Bin {
-    pub first_submit: u64,
-    pub last_submit: u64,
+    pub first: u64,
+    pub last: u64,
     pub dirty_pages: u64,
     pub dirty_bytes: u64,
     pub trace_bytes: u64,
 }
 
+/// What a column counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Columns {
+    Submit,
+    Frame,
+}
+
+impl Columns {
+    pub fn name(self) -> &'static str {
+        match self {
+            Columns::Submit => "submit",
+            Columns::Frame => "frame",
+        }
+    }
+}
+
 pub struct View {
+    pub columns: Columns,
+    /// First submit (or frame) of column 0, and submits (or frames) per column.
+    pub first: u64,
+    pub width: u64,
     pub rows: Vec<Row>,
     pub bins: Vec<Bin>,
     /// Largest pages in one cell (the top of the colour scale).
     pub max_cell_pages: u64,
-    /// Submit numbers after which a frame ended (`vkQueuePresentKHR`), with the frame number.
+    /// Submit numbers after which a frame ended (`vkQueuePresentKHR`), with the frame number
+    /// (none with frame columns: every column edge is one).
     pub frame_ends: Vec<(u64, u64)>,
 }
 
@@ -43,8 +64,11 @@ pub fn short_label(a: &AllocStats) -> String {
 }
 
 impl View {
-    pub fn new(st: &Stats) -> View {
-        let h = &st.heatmap;
+    pub fn new(st: &Stats, columns: Columns) -> View {
+        let h = match columns {
+            Columns::Submit => &st.heatmap,
+            Columns::Frame => &st.frame_heatmap,
+        };
         let nbins = h.bins.max(1);
         let mut dirty: Vec<&AllocStats> = st.allocations.iter().filter(|a| h.rows.contains_key(&a.id)).collect();
         // Keep the allocations with the most dirty data, shown in id order.
@@ -94,14 +118,23 @@ impl View {
         let mut bins: Vec<Bin> = (0..nbins)
             .map(|i| {
                 let first = h.bin_start(i);
-                Bin { first_submit: first, last_submit: first + h.width.max(1) - 1, ..Bin::default() }
+                Bin { first, last: first + h.width.max(1) - 1, ..Bin::default() }
             })
             .collect();
-        for s in &st.submits {
-            let b = &mut bins[h.bin_index(s.seq)];
-            b.dirty_pages += s.dirty_pages;
-            b.dirty_bytes += s.dirty_bytes;
-            b.trace_bytes += s.trace_bytes;
+        if columns == Columns::Submit {
+            for s in &st.submits {
+                let b = &mut bins[h.bin_index(s.seq)];
+                b.dirty_pages += s.dirty_pages;
+                b.dirty_bytes += s.dirty_bytes;
+                b.trace_bytes += s.trace_bytes;
+            }
+        } else {
+            for f in &st.frames {
+                let b = &mut bins[h.bin_index(f.frame)];
+                b.dirty_pages += f.dirty_pages;
+                b.dirty_bytes += f.dirty_bytes;
+                b.trace_bytes += f.trace_bytes;
+            }
         }
         // The scale comes from single allocations; the summed row would wash them out (its
         // cells are clamped to the top colour).
@@ -112,20 +145,38 @@ impl View {
             .max()
             .or_else(|| rows.iter().flat_map(|r| r.cells.iter().map(|c| c.0)).max())
             .unwrap_or(0);
-        let mut frame_ends: Vec<(u64, u64)> = st
-            .frames
-            .iter()
-            .filter(|f| f.timestamp_ns.is_some())
-            .map(|f| (f.last_submit, f.frame))
-            .collect();
+        let mut frame_ends: Vec<(u64, u64)> = match columns {
+            Columns::Submit => {
+                st.frames.iter().filter(|f| f.timestamp_ns.is_some()).map(|f| (f.last_submit, f.frame)).collect()
+            }
+            Columns::Frame => Vec::new(),
+        };
         frame_ends.sort_unstable();
-        View { rows, bins, max_cell_pages, frame_ends }
+        View { columns, first: h.first_submit.max(1), width: h.width.max(1), rows, bins, max_cell_pages, frame_ends }
     }
 
-    /// Position of the start of `submit` in bins (fractional).
-    pub fn pos(&self, st: &Stats, submit: u64) -> f64 {
-        let h = &st.heatmap;
-        (submit.saturating_sub(h.first_submit)) as f64 / h.width.max(1) as f64
+    /// Position of the start of submit (or frame) `x` in columns (fractional).
+    pub fn pos(&self, x: u64) -> f64 {
+        x.saturating_sub(self.first) as f64 / self.width as f64
+    }
+
+    /// "submit 3", "frames 4-7": what column `i` holds.
+    pub fn column_label(&self, i: usize) -> String {
+        let b = &self.bins[i];
+        let unit = self.columns.name();
+        if b.first == b.last {
+            format!("{unit} {}", b.first)
+        } else {
+            format!("{unit}s {}-{}", b.first, b.last)
+        }
+    }
+
+    /// Where capture window `c` starts and stops, in this view's unit.
+    pub fn window(&self, c: &CaptureWindow) -> (u64, Option<u64>) {
+        match self.columns {
+            Columns::Submit => (c.start_submit, c.stop_submit),
+            Columns::Frame => (c.start_frame, c.stop_frame),
+        }
     }
 }
 
