@@ -524,3 +524,48 @@ fn report_of_a_truncated_trace_says_so() {
     assert_eq!(totals.num("data-dirty-bytes"), u(&j["dirty_bytes"]));
     assert!(u(&j["dirty_bytes"]) > 0);
 }
+
+#[test]
+fn damaged_trace_is_salvaged_alike_by_report_and_exports() {
+    let t = workload_trace();
+    let mut bytes = std::fs::read(t).unwrap();
+    // Flip a payload byte of a dirty block in the middle.
+    let events = run(&["events", t.to_str().unwrap()]);
+    let dirty: Vec<u64> = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "dirty")
+        .map(|v| u(&v["offset"]))
+        .collect();
+    let at = dirty[dirty.len() / 2] as usize + 16 + 30;
+    bytes[at] ^= 0x5a;
+    let bad = dir().join("damaged.vkd");
+    std::fs::write(&bad, &bytes).unwrap();
+    let b = bad.to_str().unwrap();
+    let j = info(&bad, "allocation");
+    assert_eq!(j["damage"].as_array().map(Vec::len), Some(1), "{}", j["damage"]);
+    assert!(u(&j["dirty_bytes"]) > 0);
+
+    let html = dir().join("damaged.html");
+    let o = vkdirty().args(["report", b, "-o", html.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("1 damaged ranges"), "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    let els = parse(&page);
+    assert_eq!(els.iter().filter(|e| e.class().contains("damage")).count(), 1);
+    let totals = els.iter().find(|e| e.attrs.get("id").map(String::as_str) == Some("totals")).unwrap();
+    assert_eq!(totals.num("data-dirty-bytes"), u(&j["dirty_bytes"]));
+    let cells: u64 = els.iter().filter(|e| e.class() == "cell").map(|e| e.num("data-bytes")).sum();
+    assert_eq!(cells, u(&j["dirty_bytes"]));
+
+    let csv = dir().join("damaged.csv");
+    let o = vkdirty().args(["export", b, "--format", "csv", "-o", csv.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("damaged"));
+    let sum: u64 = std::fs::read_to_string(&csv).unwrap().lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(sum, u(&j["dirty_bytes"]));
+
+    // dump --diff across the damage still answers, with a warning when the allocation was hit.
+    let o = vkdirty().args(["dump", b, "--alloc", "9", "--diff", "--at-submit", "1", "--against", "30"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use vkdirty::trace::{Replay, TraceReader};
+use vkdirty::trace::{Checker, Replay, TraceReader};
 
 use super::progress::Progress;
 use super::{human_bytes, out, warn, CliError};
@@ -68,17 +68,26 @@ fn hex_line(o: &mut String, tag: char, off: u64, bytes: &[u8], other: &[u8]) {
 pub fn run(file: &Path, alloc: u64, a: u64, b: u64, max_dump: u64) -> Result<ExitCode, CliError> {
     let mut ra = Replay::new().only_alloc(alloc).up_to_submit(a);
     let mut rb = Replay::new().only_alloc(alloc).up_to_submit(b);
-    let mut r = TraceReader::open(file)?;
+    // Salvaging, as `dump` reads: damaged ranges and inconsistent records are skipped.
+    let mut r = TraceReader::open(file)?.salvage(true);
     let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     let mut progress = Progress::new(len, "replaying");
-    while let Some(block) = r.next_block()? {
-        progress.set(r.offset());
-        if let Some(ev) = &block.event {
+    let mut checker = Checker::new();
+    checker.follow(&mut r, |block, ok| {
+        progress.set(block.offset + block.file_len());
+        if let (Some(ev), true) = (&block.event, ok) {
             ra.apply(ev, block.offset)?;
             rb.apply(ev, block.offset)?;
         }
-    }
+        Ok(())
+    })?;
     drop(progress);
+    for i in checker.affecting(alloc, Some(a.max(b))) {
+        warn(format!(
+            "{}: allocation {alloc} may miss writes after submit {}, so the difference may be incomplete",
+            i.damage, i.intact_through
+        ));
+    }
     let Some(size) = ra.size(alloc) else {
         return Err(CliError::Msg(format!("{}: no allocation {alloc} in the trace", file.display())));
     };

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 use vkdirty::trace::format::count_pages;
 use vkdirty::trace::stats::FrameTracker;
-use vkdirty::trace::{Event, TraceReader};
+use vkdirty::trace::{Block, Checker, Event, TraceError, TraceReader};
 
 use super::progress::Progress;
 use super::{out, warn, CliError, Run};
@@ -203,90 +203,128 @@ impl<W: Write> Sink for Perfetto<W> {
     }
 }
 
-fn export(a: &Args, sink: &mut dyn Sink, r: &mut TraceReader<impl std::io::Read>) -> Result<(), CliError> {
-    let io = |e: std::io::Error| CliError::io(format!("writing {}", a.output.display()), e);
-    let len = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
-    let mut progress = Progress::new(len, "exporting");
-    let page = r.header().page_size as u64;
-    let mut frames = FrameTracker::default();
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut trace_bytes: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut last_seq = 0u64;
-    let mut started = false;
-    while let Some(b) = r.next_block()? {
-        progress.set(r.offset());
+/// The stream state between blocks: frame, dirty data waiting for its submit record, trace bytes
+/// per submit.
+struct Exporter {
+    page: u64,
+    frames: FrameTracker,
+    pending: Vec<Pending>,
+    trace_bytes: BTreeMap<u64, u64>,
+    last_seq: u64,
+    started: bool,
+}
+
+impl Exporter {
+    fn block(&mut self, b: &Block, sink: &mut dyn Sink) -> std::io::Result<()> {
         // Every block's bytes belong to a submit, as in `info --by submit`.
         let owner = match &b.event {
             Some(Event::Dirty(d)) => d.submit,
             Some(Event::Submit(s)) => s.seq,
             Some(Event::Frame { last_submit, .. }) => *last_submit,
-            Some(Event::End(_)) => last_seq,
-            _ => last_seq + 1,
+            Some(Event::End(_)) => self.last_seq,
+            _ => self.last_seq + 1,
         };
-        *trace_bytes.entry(owner.max(1)).or_default() += b.file_len();
-        let Some(ev) = &b.event else { continue };
-        if !started {
+        *self.trace_bytes.entry(owner.max(1)).or_default() += b.file_len();
+        let Some(ev) = &b.event else { return Ok(()) };
+        if !self.started {
             // The session record, when there is one, comes first.
             let app = match ev {
                 Event::Session(s) => s.app_name.clone(),
                 _ => String::new(),
             };
-            sink.header(&app).map_err(io)?;
-            started = true;
+            sink.header(&app)?;
+            self.started = true;
         }
-        frames.see(ev);
+        self.frames.see(ev);
         match ev {
             Event::Dirty(d) => {
                 let mut last_page = None;
-                let runs = d.runs.iter().map(|&(o, l)| (o, count_pages(&[(o, l)], page, &mut last_page), l)).collect();
-                pending.push(Pending { submit: d.submit, alloc: d.alloc, runs });
+                let runs =
+                    d.runs.iter().map(|&(o, l)| (o, count_pages(&[(o, l)], self.page, &mut last_page), l)).collect();
+                self.pending.push(Pending { submit: d.submit, alloc: d.alloc, runs });
             }
             Event::Submit(s) => {
-                last_seq = last_seq.max(s.seq);
+                self.last_seq = self.last_seq.max(s.seq);
                 // Dirty data of this and earlier submits is complete.
-                let (now, later): (Vec<Pending>, Vec<Pending>) = pending.drain(..).partition(|p| p.submit <= s.seq);
-                pending = later;
-                let tb = trace_bytes.remove(&s.seq).unwrap_or(0);
-                sink.submit(s.seq, frames.current(), Some(s.timestamp_ns), &now, tb).map_err(io)?;
+                let (now, later): (Vec<Pending>, Vec<Pending>) =
+                    self.pending.drain(..).partition(|p| p.submit <= s.seq);
+                self.pending = later;
+                let tb = self.trace_bytes.remove(&s.seq).unwrap_or(0);
+                sink.submit(s.seq, self.frames.current(), Some(s.timestamp_ns), &now, tb)?;
             }
-            ev => sink.other(ev).map_err(io)?,
+            ev => sink.other(ev)?,
         }
+        Ok(())
     }
-    if !started {
-        sink.header("").map_err(io)?;
+
+    fn finish(mut self, sink: &mut dyn Sink) -> std::io::Result<()> {
+        if !self.started {
+            sink.header("")?;
+        }
+        // Dirty data collected, and records written, after the last submit record.
+        let mut rest: BTreeMap<u64, Vec<Pending>> = BTreeMap::new();
+        for &seq in self.trace_bytes.keys() {
+            rest.entry(seq).or_default();
+        }
+        for p in self.pending.drain(..) {
+            rest.entry(p.submit).or_default().push(p);
+        }
+        for (seq, ps) in rest {
+            let tb = self.trace_bytes.remove(&seq).unwrap_or(0);
+            sink.submit(seq, self.frames.current(), None, &ps, tb)?;
+        }
+        sink.finish()
     }
-    // Dirty data collected, and records written, after the last submit record.
-    let mut rest: BTreeMap<u64, Vec<Pending>> = BTreeMap::new();
-    for &seq in trace_bytes.keys() {
-        rest.entry(seq).or_default();
-    }
-    for p in pending {
-        rest.entry(p.submit).or_default().push(p);
-    }
-    for (seq, ps) in rest {
-        let tb = trace_bytes.remove(&seq).unwrap_or(0);
-        sink.submit(seq, frames.current(), None, &ps, tb).map_err(io)?;
-    }
-    sink.finish().map_err(io)
+}
+
+/// Reads salvaging, as `info` does: damaged ranges and inconsistent records are skipped.
+fn export(a: &Args, sink: &mut dyn Sink, r: &mut TraceReader<impl std::io::Read>) -> Result<Checker, CliError> {
+    let ctx = || format!("writing {}", a.output.display());
+    let len = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let mut progress = Progress::new(len, "exporting");
+    let mut x = Exporter {
+        page: r.header().page_size as u64,
+        frames: FrameTracker::default(),
+        pending: Vec::new(),
+        trace_bytes: BTreeMap::new(),
+        last_seq: 0,
+        started: false,
+    };
+    let mut checker = Checker::new();
+    checker.follow(r, |b, ok| {
+        progress.set(b.offset + b.file_len());
+        if ok {
+            x.block(b, sink).map_err(|e| TraceError::io(ctx(), e))?;
+        }
+        Ok(())
+    })?;
+    x.finish(sink).map_err(|e| CliError::io(ctx(), e))?;
+    Ok(checker)
 }
 
 impl Run for Args {
     fn run(self) -> Result<ExitCode, CliError> {
-        let mut r = TraceReader::open(&self.file)?;
+        let mut r = TraceReader::open(&self.file)?.salvage(true);
         let ctx = || format!("writing {}", self.output.display());
         let f = File::create(&self.output).map_err(|e| CliError::io(ctx(), e))?;
         let w = BufWriter::with_capacity(1 << 20, f);
-        match self.format {
+        let checker = match self.format {
             Format::Csv => export(&self, &mut Csv(w), &mut r)?,
             Format::Perfetto => {
                 let t0 = r.header().created_ns;
                 let mut p = Perfetto { w, first: true, t0, last_ts: t0, open: None, nonzero: Vec::new() };
                 export(&self, &mut p, &mut r)?
             }
-        }
+        };
         out(|o| writeln!(o, "wrote {}", self.output.display()))?;
         if let Some(t) = r.truncation() {
             warn(t);
+        }
+        for i in checker.impacts() {
+            warn(format!("{}; skipped ({})", i.damage, super::verify::impact_line(i)));
+        }
+        for p in checker.problems() {
+            warn(format!("skipped: {p}"));
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::format::count_pages;
 use super::reader::{Block, TraceReader};
 use super::summary::{Summary, SummaryBuilder};
-use super::{Event, TraceError};
+use super::{Checker, Event, TraceError};
 
 /// Heatmap columns kept at most; neighbouring bins merge pairwise when a submit lands past them.
 pub const MAX_BINS: usize = 256;
@@ -427,19 +427,27 @@ impl StatsBuilder {
 }
 
 impl Stats {
-    /// One pass over `path`; `progress` is called with the file offset reached now and then.
+    /// One pass over `path`, salvaging as [`Summary::from_file`] does: damaged ranges and
+    /// inconsistent records are skipped and listed in the summary. `progress` is called with the
+    /// file offset reached.
     pub fn from_file(path: impl AsRef<Path>, mut progress: impl FnMut(u64)) -> Result<Stats, TraceError> {
         let path = path.as_ref();
         let file_bytes = std::fs::metadata(path)
             .map_err(|e| TraceError::io(format!("cannot open {}", path.display()), e))?
             .len();
-        let mut r = TraceReader::open(path)?;
+        let mut r = TraceReader::open(path)?.salvage(true);
         let mut b = StatsBuilder::new(&r, file_bytes);
-        while let Some(block) = r.next_block()? {
-            b.add(&block);
-            progress(r.offset());
-        }
-        Ok(b.finish(&r))
+        let mut checker = Checker::new();
+        checker.follow(&mut r, |block, ok| {
+            if ok {
+                b.add(block);
+            }
+            progress(block.offset + block.file_len());
+            Ok(())
+        })?;
+        let mut st = b.finish(&r);
+        st.summary.add_damage(&checker);
+        Ok(st)
     }
 }
 

@@ -60,6 +60,13 @@ impl Run for Args {
         if let Some(t) = &st.summary.truncation {
             warn(t);
         }
+        if !st.summary.damage.is_empty() || !st.summary.problems.is_empty() {
+            warn(format!(
+                "{} damaged ranges and {} inconsistent records skipped (listed in the report)",
+                st.summary.damage.len(),
+                st.summary.problems.len()
+            ));
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -180,6 +187,38 @@ fn session(o: &mut String, name: &str, st: &Stats) {
         None => r#"<span class="ok">complete</span>"#.into(),
     };
     kv(o, "status", &status);
+    if !s.damage.is_empty() {
+        let mut d = String::new();
+        for x in &s.damage {
+            let ids: Vec<String> = x.allocations.iter().map(|a| a.to_string()).collect();
+            let hit = if ids.is_empty() {
+                "no live host-visible allocation affected".to_string()
+            } else {
+                format!("allocations {} may miss writes after submit {}", ids.join(", "), x.intact_through_submit)
+            };
+            let _ = write!(
+                d,
+                r#"<span class="bad damage" data-offset="{}" data-len="{}">bytes {}..{} skipped: {}</span>; {}<br/>"#,
+                x.offset,
+                x.len,
+                x.offset,
+                x.offset + x.len,
+                esc(&x.reason),
+                esc(&hit)
+            );
+        }
+        kv(o, "damage", &d);
+    }
+    if !s.problems.is_empty() {
+        let mut d = String::new();
+        for p in s.problems.iter().take(50) {
+            let _ = write!(d, "{}<br/>", esc(&p.to_string()));
+        }
+        if s.problems.len() > 50 {
+            let _ = write!(d, "and {} more (vkdirty verify lists them)", s.problems.len() - 50);
+        }
+        kv(o, "inconsistent records", &format!(r#"<span class="bad">skipped</span><br/>{d}"#));
+    }
     if s.unknown_blocks > 0 {
         kv(o, "unknown blocks", &format!("{} (skipped; written by a newer vkdirty)", s.unknown_blocks));
     }
