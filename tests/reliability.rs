@@ -230,3 +230,36 @@ fn forked_child_writes_mapped_memory_on_every_backend() {
     }
     remove(&[&trace, &sidecar]);
 }
+
+/// Host memory the application imports itself (`VkImportMemoryHostPointerInfoEXT`), written
+/// through its own pointer and never mapped: tracked from the allocation (async-wp, or full where
+/// async-wp refuses), recorded as an import, and exact at every submit on every backend that can
+/// see CPU writes (`assisted` sees only flushes, and unmapped memory cannot be flushed).
+#[test]
+fn application_imported_host_memory_is_tracked() {
+    let sidecar = tmp("import.jsonl");
+    let trace = tmp("import.vkd");
+    let cases: [(&str, &[(&str, &str)], &str); 7] = [
+        ("auto", &[], "async-wp"),
+        ("host-import", &[], "async-wp"),
+        ("async-wp", &[], "async-wp"),
+        ("shadow-wp", &[], "async-wp"),
+        ("shadow", &[], "async-wp"),
+        ("full", &[], "async-wp"),
+        ("auto", &[("VKDIRTY_TEST_REFUSE", "async-wp")], "full"),
+    ];
+    for (backend, extra, want) in cases {
+        remove(&[&trace, &sidecar]);
+        let mut env = vec![("VKDIRTY_BACKEND", backend)];
+        env.extend_from_slice(extra);
+        let args = ["--frames", "4", "--scenario", "import,persistent", "--sidecar", sidecar.to_str().unwrap()];
+        let o = finish(workload(&trace, &env, &args).spawn().unwrap(), 120, backend);
+        assert!(o.status.success(), "{backend}: {}", text(&o));
+        check_exact(&trace, &sidecar);
+        let (code, info) = cli(&["info", trace.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{info}");
+        let line = info.lines().find(|l| l.contains("application-imported host memory")).unwrap_or_else(|| panic!("{backend}: {info}"));
+        assert!(line.trim_start().starts_with(&format!("{want} x1")), "{backend}: {line}");
+    }
+    remove(&[&trace, &sidecar]);
+}

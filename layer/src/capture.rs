@@ -20,6 +20,9 @@ use crate::dispatch::DeviceState;
 use crate::log;
 use crate::settings;
 
+#[path = "app_import.rs"]
+mod app_import;
+
 /// The process-wide capture state.
 pub struct Capture {
     settings: &'static Settings,
@@ -52,6 +55,8 @@ struct Memory {
     /// Its memory type is `HOST_CACHED` (see `VKDIRTY_SHADOW_REFRESH`).
     cached: bool,
     mapping: Option<Mapping>,
+    /// Host memory the application imported: tracked from allocation to free (`app_import`).
+    app_import: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -302,7 +307,7 @@ impl Capture {
         st.next_alloc += 1;
         let id = st.next_alloc;
         let cached = flags.contains(vk::MemoryPropertyFlags::HOST_CACHED);
-        st.memories.insert((device, memory.as_raw()), Memory { id, size: info.allocation_size, cached, mapping: None });
+        st.memories.insert((device, memory.as_raw()), Memory { id, size: info.allocation_size, cached, mapping: None, app_import: false });
         if let Some(w) = st.writer() {
             w.record(&Event::Allocation(trace::Allocation {
                 id,
@@ -313,6 +318,9 @@ impl Capture {
                 property_flags: flags.as_raw(),
                 heap,
             }));
+        }
+        if let Some(ptr) = app_import::host_pointer(info) {
+            self.track_app_import(&mut st, (device, memory.as_raw()), id, ptr, info.allocation_size);
         }
     }
 
@@ -357,6 +365,10 @@ impl Capture {
             log::once(vkdirty::config::LogLevel::Warn, "a mapping of memory allocated before the layer saw it is not captured");
             return real;
         };
+        if mem.app_import {
+            // Its whole range is tracked already, at the application's pointer.
+            return real;
+        }
         if mem.mapping.is_some() {
             log::once(vkdirty::config::LogLevel::Warn, "memory mapped twice; the second mapping is not captured");
             return real;
@@ -438,6 +450,10 @@ impl Capture {
     pub fn unmapping(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
         let key = (dev.handle.as_raw(), memory.as_raw());
         let mut st = self.lock();
+        if st.memories.get(&key).is_some_and(|m| m.app_import) {
+            // Tracked until it is freed.
+            return;
+        }
         self.unmap_locked(dev, &mut st, key);
     }
 

@@ -21,6 +21,8 @@ use std::process::ExitCode;
 use vkctx::{Buffer, Frame, Vk, VkError};
 
 const SCENARIOS: [&str; 8] = ["persistent", "offset", "unaligned", "remap", "threads", "gpu-write", "mixed", "churn"];
+/// Scenarios only run when named (not part of `all`).
+const EXTRA_SCENARIOS: [&str; 1] = ["import"];
 
 #[derive(Parser, Debug)]
 #[command(name = "vkdirty-workload", about = "Headless Vulkan workload: writes mapped memory, checks the GPU saw it")]
@@ -30,7 +32,9 @@ struct Args {
     /// frame at unaligned offsets), remap (map/unmap every frame, non-coherent), threads
     /// (persistent, written from --threads threads), gpu-write (GPU fills and copies into
     /// host-visible memory), mixed (CPU and GPU write different pages of one buffer), churn
-    /// (short-lived allocations freed while mapped).
+    /// (short-lived allocations freed while mapped); only when named: import (the
+    /// application's own memory imported with VK_EXT_external_memory_host, written through its
+    /// pointer, never mapped).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     scenario: Vec<String>,
     /// Frames after the initial upload (one submit each).
@@ -247,6 +251,13 @@ impl<'a> World<'a> {
         }
         if has(args, "threads") {
             allocs.push(w.new_alloc("threads", Behaviour::Threads, s * args.threads.max(1) as u64, false)?);
+        }
+        if args.scenario.iter().any(|x| x == "import") {
+            let (buf, ptr) = vk.imported_buffer(s)?;
+            let seed = w.next_seed();
+            let mut a = HostAlloc::new("import", Behaviour::Persistent, buf, true, false, seed);
+            a.imported = Some(ptr);
+            allocs.push(a);
         }
         if has(args, "mixed") {
             // At least four pages per part of the CPU half (two parts, each with a gap page).
@@ -621,8 +632,8 @@ fn compare(what: &str, frame: u32, want: &[u8], got: &[u8]) -> Result<(), Failur
 
 fn run(args: &Args) -> ExitCode {
     for s in &args.scenario {
-        if s != "all" && !SCENARIOS.contains(&s.as_str()) {
-            eprintln!("vkdirty-workload: unknown scenario {s:?}; known: all, {}", SCENARIOS.join(", "));
+        if s != "all" && !SCENARIOS.contains(&s.as_str()) && !EXTRA_SCENARIOS.contains(&s.as_str()) {
+            eprintln!("vkdirty-workload: unknown scenario {s:?}; known: all, {}, {}", SCENARIOS.join(", "), EXTRA_SCENARIOS.join(", "));
             return ExitCode::from(2);
         }
     }
@@ -633,10 +644,11 @@ fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let names: Vec<&str> = SCENARIOS.iter().copied().filter(|s| has(args, s)).collect();
+    let mut names: Vec<&str> = SCENARIOS.iter().copied().filter(|s| has(args, s)).collect();
+    names.extend(EXTRA_SCENARIOS.iter().copied().filter(|s| args.scenario.iter().any(|x| x == s)));
     sidecar.header(mem::page_size(), args.seed, args.frames, &names);
 
-    let vk = match Vk::new(args.validation) {
+    let vk = match Vk::new(args.validation, args.scenario.iter().any(|x| x == "import")) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vkdirty-workload: Vulkan set-up failed: {e}");

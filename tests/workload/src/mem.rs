@@ -119,6 +119,9 @@ pub struct HostAlloc {
     pub rng: Rng,
     /// Frames lived (churn).
     pub age: u32,
+    /// Host memory the application imported (`VK_EXT_external_memory_host`): written through
+    /// this pointer, never passed to vkMapMemory.
+    pub imported: Option<*mut u8>,
 }
 
 impl HostAlloc {
@@ -139,7 +142,8 @@ impl HostAlloc {
             copy_len: buf.size,
             rng: Rng::new(seed),
             age: 0,
-            }
+            imported: None,
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -148,6 +152,12 @@ impl HostAlloc {
 
     pub fn map(&mut self, vk: &Vk, offset: u64, size: u64) -> Result<(), VkError> {
         assert!(self.map.is_none(), "already mapped");
+        let size = if size == vk::WHOLE_SIZE { self.size() - offset } else { size };
+        if let Some(p) = self.imported {
+            // Imported memory is the application's own: its pointer, no vkMapMemory.
+            self.map = Some(Mapping { ptr: p.wrapping_add(offset as usize), offset, size });
+            return Ok(());
+        }
         let ptr = vk.map(self.buf.memory, offset, size)?;
         let size = if size == vk::WHOLE_SIZE { self.size() - offset } else { size };
         self.map = Some(Mapping { ptr, offset, size });
@@ -155,7 +165,7 @@ impl HostAlloc {
     }
 
     pub fn unmap(&mut self, vk: &Vk) {
-        if self.map.take().is_some() {
+        if self.map.take().is_some() && self.imported.is_none() {
             vk.unmap(self.buf.memory);
         }
     }

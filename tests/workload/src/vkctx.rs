@@ -67,6 +67,9 @@ pub struct Vk {
     pub device_name: String,
     /// A messenger is installed.
     pub validating: bool,
+    /// `VK_EXT_external_memory_host`, when asked for and supported: its functions and
+    /// `minImportedHostPointerAlignment`.
+    pub host_ext: Option<(ash::ext::external_memory_host::Device, u64)>,
     /// Successful vkAllocateMemory calls so far (a capture layer below may wrap handles; the
     /// sidecar names allocations by this number too).
     allocations: std::sync::atomic::AtomicU64,
@@ -86,7 +89,8 @@ fn err(what: &str, r: vk::Result) -> VkError {
 }
 
 impl Vk {
-    pub fn new(validation: bool) -> Result<Vk, VkError> {
+    /// `host_import`: enable `VK_EXT_external_memory_host` (the `import` scenario) when offered.
+    pub fn new(validation: bool, host_import: bool) -> Result<Vk, VkError> {
         // SAFETY: loading libvulkan.so.1 runs its initialisers; it is the system loader.
         let entry = unsafe { ash::Entry::load() }
             .map_err(|e| VkError(format!("cannot load libvulkan.so.1: {e}")))?;
@@ -178,7 +182,14 @@ impl Vk {
         let prio = [1.0f32];
         let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(queue_family).queue_priorities(&prio)];
         let mut f13 = vk::PhysicalDeviceVulkan13Features::default().synchronization2(true);
-        let mut dci = vk::DeviceCreateInfo::default().queue_create_infos(&qci);
+        // SAFETY: valid physical device.
+        let dev_exts = unsafe { instance.enumerate_device_extension_properties(pdev) }
+            .map_err(|e| err("vkEnumerateDeviceExtensionProperties", e))?;
+        let host_ext = host_import
+            && dev_exts.iter().any(|e| e.extension_name_as_c_str() == Ok(ash::ext::external_memory_host::NAME));
+        let dev_ext_names: Vec<*const i8> =
+            if host_ext { vec![ash::ext::external_memory_host::NAME.as_ptr()] } else { vec![] };
+        let mut dci = vk::DeviceCreateInfo::default().queue_create_infos(&qci).enabled_extension_names(&dev_ext_names);
         if sync2 {
             dci = dci.push_next(&mut f13);
         }
@@ -186,6 +197,14 @@ impl Vk {
         let device = unsafe { instance.create_device(pdev, &dci, None) }.map_err(|e| err("vkCreateDevice", e))?;
         // SAFETY: family and index 0 were requested at device creation.
         let queue = unsafe { device.get_device_queue(queue_family, 0) };
+        let host_ext = host_ext.then(|| {
+            let mut hp = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
+            let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut hp);
+            // SAFETY: valid physical device; the chain lives across the call.
+            unsafe { instance.get_physical_device_properties2(pdev, &mut p2) };
+            let align = hp.min_imported_host_pointer_alignment.max(1);
+            (ash::ext::external_memory_host::Device::new(&instance, &device), align)
+        });
 
         Ok(Vk {
             _entry: entry,
@@ -200,6 +219,7 @@ impl Vk {
             device_name,
             allocations: Default::default(),
             validating,
+            host_ext,
         })
     }
 
@@ -286,6 +306,49 @@ impl Vk {
         // SAFETY: valid device and allocate info.
         let memory = unsafe { self.device.allocate_memory(&mai, None) }.map_err(|e| err("vkAllocateMemory", e))?;
         Ok(Buffer { buffer: vk::Buffer::null(), memory, size, alloc_size: size, memory_type: ty, alloc_index: self.count_allocation() })
+    }
+
+    /// The `import` scenario: `size` bytes of the application's own anonymous memory imported
+    /// with `VkImportMemoryHostPointerInfoEXT` into a host-visible coherent type, with a transfer
+    /// buffer bound. Returns the buffer and the application's pointer (never passed to
+    /// vkMapMemory; the pages are never unmapped).
+    pub fn imported_buffer(&self, size: u64) -> Result<(Buffer, *mut u8), VkError> {
+        let (ext, align) = self.host_ext.as_ref().ok_or_else(|| VkError("VK_EXT_external_memory_host is not offered".into()))?;
+        let size = size.next_multiple_of(*align);
+        // SAFETY: a fresh private anonymous mapping, kept for the life of the process.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), size as usize + *align as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(VkError(format!("mmap: {}", std::io::Error::last_os_error())));
+        }
+        let ptr = (p as usize).next_multiple_of(*align as usize) as *mut u8;
+        let ht = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
+        let mut hpp = vk::MemoryHostPointerPropertiesEXT::default();
+        // SAFETY: valid device; `ptr` is aligned host memory of this process.
+        unsafe { (ext.fp().get_memory_host_pointer_properties_ext)(self.device.handle(), ht, ptr.cast(), &mut hpp) }
+            .result()
+            .map_err(|e| err("vkGetMemoryHostPointerPropertiesEXT", e))?;
+        let d = &self.device;
+        let mut ext_info = vk::ExternalMemoryBufferCreateInfo::default().handle_types(ht);
+        let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
+        let bci = vk::BufferCreateInfo::default().size(size).usage(usage).sharing_mode(vk::SharingMode::EXCLUSIVE).push_next(&mut ext_info);
+        // SAFETY: valid device; the create info lives across the call.
+        let buffer = unsafe { d.create_buffer(&bci, None) }.map_err(|e| err("vkCreateBuffer (external)", e))?;
+        // SAFETY: buffer belongs to this device.
+        let req = unsafe { d.get_buffer_memory_requirements(buffer) };
+        let coherent = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+        let ty = self
+            .memory_type(req.memory_type_bits & hpp.memory_type_bits, coherent, vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::empty())
+            .ok_or_else(|| VkError("no host-visible coherent memory type can import host memory".into()))?;
+        let mut import = vk::ImportMemoryHostPointerInfoEXT::default().handle_type(ht).host_pointer(ptr.cast());
+        let mai = vk::MemoryAllocateInfo::default().allocation_size(size).memory_type_index(ty).push_next(&mut import);
+        // SAFETY: valid device; the import points at `size` bytes of ours, aligned as required.
+        let memory = unsafe { d.allocate_memory(&mai, None) }.map_err(|e| err("vkAllocateMemory (import)", e))?;
+        let alloc_index = self.count_allocation();
+        // SAFETY: unbound buffer, memory of an allowed type and large enough.
+        unsafe { d.bind_buffer_memory(buffer, memory, 0) }.map_err(|e| err("vkBindBufferMemory", e))?;
+        Ok((Buffer { buffer, memory, size, alloc_size: size, memory_type: ty, alloc_index }, ptr))
     }
 
     /// The 1-based number of the allocation just made.
