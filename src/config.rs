@@ -633,6 +633,49 @@ impl Settings {
         }
     }
 
+    /// The value in effect for setting `name`, as text the setting accepts (`""`: unset).
+    pub fn value_text(&self, name: &str) -> Option<String> {
+        let b = |v: bool| if v { "1" } else { "0" }.to_string();
+        let p = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let r = |v: &Option<RangeSet>| v.as_ref().map_or("all".to_string(), |r| r.to_string());
+        Some(match name {
+            "TRACE_FILE" => p(&self.trace_file),
+            "TRACE_EXISTS" => self.trace_exists.name().to_string(),
+            "BACKEND" => self.backend.to_string(),
+            "HOST_IMPORT" => match self.host_import {
+                HostImport::Off => "0",
+                HostImport::On => "1",
+                HostImport::Strict => "strict",
+            }
+            .to_string(),
+            "SHADOW_READS" => b(self.shadow_reads),
+            "SHADOW_REFRESH" => self.shadow_refresh.name().to_string(),
+            "PERSISTENT_SHADOW" => b(self.persistent_shadow),
+            "COMPRESSION" => match self.compression {
+                Compression::Lz4 => "lz4",
+                Compression::None => "none",
+            }
+            .to_string(),
+            "FRAMES" => r(&self.frames),
+            "SUBMITS" => r(&self.submits),
+            "FLUSH_EVERY_SUBMIT" => b(self.flush_every_submit),
+            "LOG_LEVEL" => self.log_level.name().to_string(),
+            "ALIGN_REQUIREMENTS" => b(self.align_requirements),
+            "TRIGGER_FILE" => p(&self.trigger_file),
+            "TRIGGER_SIGNAL" => self.trigger_signal.map(signal_name).unwrap_or_default(),
+            "TRIGGER_FRAMES" => self.trigger_frames.to_string(),
+            "LOG_FILE" => p(&self.log_file),
+            "LAYERS_BELOW" => match self.layers_below {
+                LayersBelow::Auto => "auto",
+                LayersBelow::Ignore => "ignore",
+            }
+            .to_string(),
+            "GFXR_FLUSH" => b(self.gfxr_flush),
+            "WRITE_TRACE" => b(self.write_trace),
+            _ => return None,
+        })
+    }
+
     /// Checks one value as the layer would read it: `Err` holds the message for a person.
     pub fn check(name: &str, v: &str) -> Result<(), String> {
         let Some(info) = setting(name) else {
@@ -776,6 +819,57 @@ mod tests {
         let m: HashMap<String, String> =
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name: &str| m.get(name).cloned()
+    }
+
+    #[test]
+    fn every_setting_reads_back_as_text_the_setting_accepts() {
+        let (s, w) = Settings::load(&map_source(&[
+            ("BACKEND", "shadow"),
+            ("HOST_IMPORT", "strict"),
+            ("SHADOW_READS", "on"),
+            ("FRAMES", "3,1-2"),
+            ("TRIGGER_SIGNAL", "usr2"),
+            ("TRIGGER_FRAMES", "7"),
+            ("LOG_FILE", "/tmp/x.log"),
+        ]));
+        assert!(w.is_empty(), "{w:?}");
+        for info in SETTINGS {
+            let text = s.value_text(info.name).unwrap_or_else(|| panic!("{}: no value_text arm", info.name));
+            let mut back = Settings::default();
+            if !text.is_empty() {
+                back.apply(info.name, &text).unwrap_or_else(|()| panic!("{}: {text:?} does not read back", info.name));
+            }
+            assert_eq!(back.value_text(info.name), Some(text), "{}", info.name);
+        }
+        assert_eq!(s.value_text("FRAMES").as_deref(), Some("1-3"));
+        assert_eq!(s.value_text("TRIGGER_SIGNAL").as_deref(), Some("SIGUSR2"));
+        assert_eq!(s.value_text("SHADOW_READS").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn precedence_and_origins() {
+        let env = map_source(&[("BACKEND", "full")]);
+        let api = MapSource::new("VK_EXT_layer_settings", [("backend".into(), "shadow".into()), ("frames".into(), "2-3".into()), ("compression".into(), "zstd".into())]);
+        let file = FileSource::parse(Path::new("/x/vk_layer_settings.txt"), "vkdirty_capture.frames = 9\nvkdirty_capture.compression = none\nvkdirty_capture.log_level = info\n");
+        let r = Settings::resolve(&[&env, &api, &file]);
+        assert_eq!(r.settings.backend, BackendChoice::Fixed(BackendKind::Full), "the environment wins");
+        assert_eq!(r.settings.frames, RangeSet::parse("2-3"), "VK_EXT_layer_settings beats the file");
+        assert_eq!(r.settings.compression, Compression::None, "a bad value falls through to the next source");
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("VK_EXT_layer_settings compression: bad value \"zstd\""), "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("using the value of vkdirty_capture.compression in /x/vk_layer_settings.txt"), "{:?}", r.warnings);
+        // LOG_LEVEL=info is the default: not listed.
+        let names: Vec<&str> = r.origins.iter().map(|o| o.name).collect();
+        assert_eq!(names, ["BACKEND", "COMPRESSION", "FRAMES"]);
+        assert_eq!(
+            r.origin_line(),
+            "BACKEND=full (VKDIRTY_BACKEND), COMPRESSION=none (vkdirty_capture.compression in /x/vk_layer_settings.txt), \
+             FRAMES=2-3 (VK_EXT_layer_settings frames)"
+        );
+        // Sources given nothing: defaults.
+        let r = Settings::resolve(&[&map_source(&[])]);
+        assert_eq!(r.settings, Settings::default());
+        assert!(r.origins.is_empty());
     }
 
     #[test]

@@ -83,8 +83,12 @@ struct State {
     seq: u64,
     /// The current frame, 1-based.
     frame: u64,
-    /// Whether the last submit was inside the FRAMES/SUBMITS window.
+    /// Whether the last submit was inside the FRAMES/SUBMITS window (and trigger window).
     active: bool,
+    /// The runtime trigger, when one is configured.
+    trigger: Option<crate::trigger::Trigger>,
+    /// Whether the application has presented (then triggers are checked per frame).
+    presented: bool,
     /// Which host synchronisation points refresh shadows.
     sync: crate::sync::SyncFilter,
 }
@@ -152,7 +156,7 @@ impl Capture {
         Capture {
             settings,
             guards: GuardManager::new(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { trigger: crate::trigger::Trigger::new(settings), ..State::default() }),
             owner_pid: AtomicU32::new(0),
         }
     }
@@ -243,6 +247,12 @@ impl Capture {
                     device_id: props.device_id,
                     driver_version: props.driver_version,
                     api_version: props.api_version,
+                    settings: {
+                        // The process's resolved settings carry where each value came from.
+                        let r = settings::resolved();
+                        let origins = if std::ptr::eq(self.settings, &r.settings) { &r.origins[..] } else { &[] };
+                        settings::session_settings(self.settings, origins)
+                    },
                 }));
                 st.trace = Trace::Open(w);
                 self.owner_pid.store(pid, Ordering::Relaxed);
@@ -576,6 +586,11 @@ impl Capture {
         }
     }
 
+    /// Whether capture is limited to a window (FRAMES, SUBMITS or a trigger).
+    fn windowed(&self, st: &State) -> bool {
+        self.settings.frames.is_some() || self.settings.submits.is_some() || st.trigger.is_some()
+    }
+
     /// Whether bytes collected now (outside a submit) must be recorded: capture is on, or will be
     /// on later and needs them to reconstruct.
     fn records_later(&self, st: &State) -> bool {
@@ -602,6 +617,7 @@ impl Capture {
         let st = self.lock();
         let submit = st.seq + 1;
         let record = self.records_later(&st);
+        let outside = self.windowed(&st) && !st.active;
         let mut per_alloc: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
         for r in ranges {
             let Some(mem) = st.memories.get(&(device, r.memory.as_raw())) else { continue };
@@ -611,7 +627,11 @@ impl Capture {
                 log::once(vkdirty::config::LogLevel::Error, &format!("declaring a flush failed: {e}"));
             }
             per_alloc.entry(mem.id).or_default().push(alloc_range);
-            self.collect(&st, mem.id, &m, Some(region_range), submit, record);
+            // Outside a capture window the pages stay marked (the first captured submit collects
+            // them), so nothing is written; shadows must still reach the real memory now.
+            if !outside || must_collect(m.backend) {
+                self.collect(&st, mem.id, &m, Some(region_range), submit, record);
+            }
         }
         if let Some(w) = st.writer().filter(|_| record) {
             for (alloc, ranges) in per_alloc {
@@ -695,8 +715,27 @@ impl Capture {
         st.seq += 1;
         let seq = st.seq;
         let frame = st.frame.max(1);
-        let active = self.settings.captures(frame, seq);
-        let windowed = self.settings.frames.is_some() || self.settings.submits.is_some();
+        let presented = st.presented;
+        let triggered = match st.trigger.as_mut() {
+            None => true,
+            // Before any present the trigger is checked at submits, a window counting submits.
+            Some(t) if !presented => {
+                let was = t.is_on();
+                let on = t.check_at_submit();
+                if on != was {
+                    log::info!("trigger: capture {} at submit {seq}", if on { "on" } else { "off" });
+                }
+                on
+            }
+            Some(t) => t.is_on(),
+        };
+        let active = self.settings.captures(frame, seq) && triggered;
+        if !presented && active {
+            if let Some(t) = st.trigger.as_mut() {
+                t.consumed();
+            }
+        }
+        let windowed = self.windowed(&st);
         if windowed && active != st.active {
             if let Some(w) = st.writer() {
                 w.record(&if active {
@@ -741,6 +780,19 @@ impl Capture {
             w.record(&Event::Frame { frame, last_submit: st.seq, timestamp_ns: now_ns() });
         }
         st.frame = frame + 1;
+        st.presented = true;
+        let seq = st.seq;
+        if let Some(t) = st.trigger.as_mut() {
+            // The frame just ended counts against the trigger's window if it was in it.
+            let was = t.is_on();
+            if was {
+                t.consumed();
+            }
+            let on = t.check();
+            if on != was {
+                log::info!("trigger: capture {} from frame {} (after submit {seq})", if on { "on" } else { "off" }, frame + 1);
+            }
+        }
     }
 }
 

@@ -60,6 +60,10 @@ hook_table! {
             vkCreateDevice: PFN_vkCreateDevice => glue::create_device,
             vkEnumerateDeviceExtensionProperties: PFN_vkEnumerateDeviceExtensionProperties
                 => crate::enumerate_device_extension_properties,
+            vkGetPhysicalDeviceToolProperties: PFN_vkGetPhysicalDeviceToolProperties
+                => crate::tooling::get_physical_device_tool_properties,
+            vkGetPhysicalDeviceToolPropertiesEXT: PFN_vkGetPhysicalDeviceToolProperties
+                => crate::tooling::get_physical_device_tool_properties_ext,
         }
         calls {
             vkGetPhysicalDeviceProperties: PFN_vkGetPhysicalDeviceProperties,

@@ -24,8 +24,10 @@ pub unsafe extern "system" fn create_instance(
     allocator: *const vk::AllocationCallbacks<'_>,
     p_instance: *mut vk::Instance,
 ) -> vk::Result {
-    // Read the settings now, so bad values are reported at start-up.
-    let _ = settings::get();
+    // Resolve the settings now, with the instance's VK_EXT_layer_settings; bad values are
+    // reported at start-up.
+    // SAFETY: create_info is the application's valid create info.
+    unsafe { settings::instance_creating(create_info) };
     // LLP_LAYER_12: take our link and advance the chain before calling down.
     // SAFETY: create_info is the loader-provided VkInstanceCreateInfo.
     let Some(link) = (unsafe { loader::take_instance_link(create_info) }) else {
@@ -154,7 +156,11 @@ pub unsafe extern "system" fn create_device(
     // LLP_LAYER_22: pDevice is passed down untouched.
     // SAFETY: the application's arguments, passed down unchanged (but for the advanced link and
     // extensions host-import added to a copy of the create info).
-    let r = unsafe { next_create(physical, plan.create_info(create_info), allocator, p_device) };
+    let down = plan.create_info(create_info);
+    // SAFETY: down is a valid create info; physical belongs to inst.
+    let stripped = unsafe { crate::tooling::strip_if_unsupported(&inst, physical, down) };
+    let down = stripped.as_ref().map_or(down, |(ci, _)| (ci as *const vk::DeviceCreateInfo<'static>).cast());
+    let r = unsafe { next_create(physical, down, allocator, p_device) };
     if r != vk::Result::SUCCESS {
         return r;
     }
@@ -228,6 +234,10 @@ pub unsafe fn instance_proc_addr(instance: vk::Instance, name: *const c_char) ->
     };
     // SAFETY: forwarded to the next layer with the same arguments.
     let next = unsafe { (inst.next_gipa)(instance, name) };
+    // This layer provides VK_EXT_tooling_info itself.
+    if crate::tooling::always_answered(n) {
+        return dispatch::instance_hook(n);
+    }
     // LLP_LAYER_18: a hook only where the next layer has the entry point (enabled extension).
     next?;
     dispatch::instance_hook(n)

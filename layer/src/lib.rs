@@ -20,6 +20,8 @@ mod log;
 mod settings;
 mod sync;
 mod table;
+mod tooling;
+mod trigger;
 
 use ash::vk;
 use std::ffi::{c_char, CStr};
@@ -28,6 +30,7 @@ use table::void_fn;
 
 pub const LAYER_NAME: &CStr = c"VK_LAYER_VKDIRTY_capture";
 const LAYER_DESCRIPTION: &CStr = c"vkdirty: captures the memory the CPU writes, dirty pages only";
+const _: () = assert!(LAYER_NAME.to_bytes().len() == vkdirty::config::LAYER_NAME.len());
 
 /// Entry points answered the same for every instance (and for a null one).
 fn global_entry(name: &[u8]) -> Option<vk::PFN_vkVoidFunction> {
@@ -92,8 +95,11 @@ pub(crate) unsafe extern "system" fn get_device_proc_addr(device: vk::Device, na
 
 fn layer_properties() -> vk::LayerProperties {
     let mut p = vk::LayerProperties {
-        spec_version: vk::make_api_version(0, 1, 3, 239),
-        implementation_version: 1,
+        spec_version: {
+            let (major, minor, patch) = vkdirty::config::docs::API_VERSION;
+            vk::make_api_version(0, major, minor, patch)
+        },
+        implementation_version: vkdirty::config::docs::IMPLEMENTATION_VERSION,
         ..Default::default()
     };
     for (d, s) in p.layer_name.iter_mut().zip(LAYER_NAME.to_bytes()) {
@@ -146,20 +152,56 @@ pub(crate) unsafe extern "system" fn enumerate_instance_layer_properties(count: 
     unsafe { enumerate_self(count, props) }
 }
 
-/// LLP_LAYER_15: no instance extensions of our own; any other layer name is not ours.
+/// Writes `exts` with the Vulkan two-call idiom.
+///
+/// # Safety
+/// `count` is valid; `props` is null or has `*count` elements.
+unsafe fn enumerate_extensions(exts: &[(&CStr, u32)], count: *mut u32, props: *mut vk::ExtensionProperties) -> vk::Result {
+    if count.is_null() {
+        return vk::Result::ERROR_INITIALIZATION_FAILED;
+    }
+    // SAFETY: caller contract.
+    unsafe {
+        if props.is_null() {
+            *count = exts.len() as u32;
+            return vk::Result::SUCCESS;
+        }
+        let n = (*count as usize).min(exts.len());
+        for (i, (name, spec)) in exts.iter().take(n).enumerate() {
+            let mut e = vk::ExtensionProperties { spec_version: *spec, ..Default::default() };
+            for (d, s) in e.extension_name.iter_mut().zip(name.to_bytes()) {
+                *d = *s as c_char;
+            }
+            *props.add(i) = e;
+        }
+        *count = n as u32;
+        if n < exts.len() {
+            vk::Result::INCOMPLETE
+        } else {
+            vk::Result::SUCCESS
+        }
+    }
+}
+
+/// The instance extensions this layer provides (as in its manifest).
+const INSTANCE_EXTENSIONS: &[(&CStr, u32)] =
+    &[(c"VK_EXT_layer_settings", vkdirty::config::docs::LAYER_SETTINGS_SPEC_VERSION)];
+/// The device extensions this layer provides (as in its manifest).
+const DEVICE_EXTENSIONS: &[(&CStr, u32)] = &[(tooling::EXTENSION, vkdirty::config::docs::TOOLING_INFO_SPEC_VERSION)];
+
+/// LLP_LAYER_15: this layer's instance extensions; any other layer name is not ours.
 ///
 /// # Safety
 /// Valid `vkEnumerateInstanceExtensionProperties` arguments.
 pub(crate) unsafe extern "system" fn enumerate_instance_extension_properties(
     layer_name: *const c_char,
     count: *mut u32,
-    _props: *mut vk::ExtensionProperties,
+    props: *mut vk::ExtensionProperties,
 ) -> vk::Result {
     // SAFETY: caller contract.
-    if unsafe { is_self(layer_name) } && !count.is_null() {
-        // SAFETY: count is valid.
-        unsafe { *count = 0 };
-        return vk::Result::SUCCESS;
+    if unsafe { is_self(layer_name) } {
+        // SAFETY: caller contract.
+        return unsafe { enumerate_extensions(INSTANCE_EXTENSIONS, count, props) };
     }
     vk::Result::ERROR_LAYER_NOT_PRESENT
 }
@@ -177,7 +219,7 @@ pub(crate) unsafe extern "system" fn enumerate_device_layer_properties(
     unsafe { enumerate_self(count, props) }
 }
 
-/// LLP_LAYER_16: no device extensions of our own; other queries go down the chain.
+/// LLP_LAYER_16: this layer's device extensions; other queries go down the chain.
 ///
 /// # Safety
 /// Valid `vkEnumerateDeviceExtensionProperties` arguments.
@@ -189,12 +231,8 @@ pub(crate) unsafe extern "system" fn enumerate_device_extension_properties(
 ) -> vk::Result {
     // SAFETY: caller contract.
     if unsafe { is_self(layer_name) } {
-        if count.is_null() {
-            return vk::Result::ERROR_INITIALIZATION_FAILED;
-        }
-        // SAFETY: count is valid.
-        unsafe { *count = 0 };
-        return vk::Result::SUCCESS;
+        // SAFETY: caller contract.
+        return unsafe { enumerate_extensions(DEVICE_EXTENSIONS, count, props) };
     }
     if physical == vk::PhysicalDevice::null() {
         return vk::Result::ERROR_LAYER_NOT_PRESENT;
@@ -302,7 +340,16 @@ mod tests {
             assert_eq!(p.layer_name_as_c_str().ok(), Some(LAYER_NAME));
             let mut n = 5u32;
             assert_eq!(vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, std::ptr::null_mut()), vk::Result::SUCCESS);
-            assert_eq!(n, 0);
+            assert_eq!(n, 1);
+            let mut e = [vk::ExtensionProperties::default(); 2];
+            n = 2;
+            assert_eq!(vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, e.as_mut_ptr()), vk::Result::SUCCESS);
+            assert_eq!((n, e[0].extension_name_as_c_str().ok()), (1, Some(c"VK_EXT_layer_settings")));
+            n = 0;
+            assert_eq!(vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, e.as_mut_ptr()), vk::Result::INCOMPLETE);
+            n = 3;
+            assert_eq!(vkEnumerateDeviceExtensionProperties(vk::PhysicalDevice::null(), LAYER_NAME.as_ptr(), &mut n, e.as_mut_ptr()), vk::Result::SUCCESS);
+            assert_eq!((n, e[0].extension_name_as_c_str().ok()), (1, Some(c"VK_EXT_tooling_info")));
             assert_eq!(
                 vkEnumerateInstanceExtensionProperties(std::ptr::null(), &mut n, std::ptr::null_mut()),
                 vk::Result::ERROR_LAYER_NOT_PRESENT

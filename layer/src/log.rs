@@ -11,6 +11,35 @@ pub fn set_level(l: LogLevel) {
     LEVEL.store(l as u8, Ordering::Relaxed);
 }
 
+/// `VKDIRTY_LOG_FILE`: every line also goes here, appended.
+static FILE: Mutex<Option<std::fs::File>> = parking_lot::const_mutex(None);
+
+/// Appends every later line to `path` too (created if missing). A file that cannot be opened is
+/// reported once and logging goes on without it.
+pub fn set_file(path: &std::path::Path) {
+    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Ok(f) => *FILE.lock() = Some(f),
+        Err(e) => platform_write(LogLevel::Warn, &format!("log file {}: {e}; logging without it", path.display())),
+    }
+}
+
+fn line(l: LogLevel, msg: &str) -> String {
+    format!("vkdirty: {}: {msg}\n", l.name())
+}
+
+/// The same line as on stderr, one `write` per line (O_APPEND keeps lines of several processes
+/// whole). A failing file is dropped after one line on stderr.
+fn file_write(l: LogLevel, msg: &str) {
+    use std::io::Write;
+    let mut f = FILE.lock();
+    let Some(file) = f.as_mut() else { return };
+    if let Err(e) = file.write_all(line(l, msg).as_bytes()) {
+        *f = None;
+        drop(f);
+        platform_write(LogLevel::Warn, &format!("writing the log file failed: {e}; logging to it stops"));
+    }
+}
+
 pub fn enabled(l: LogLevel) -> bool {
     l != LogLevel::Off && l as u8 <= LEVEL.load(Ordering::Relaxed)
 }
@@ -20,6 +49,7 @@ pub fn write(l: LogLevel, msg: &str) {
         return;
     }
     platform_write(l, msg);
+    file_write(l, msg);
 }
 
 /// Logs `msg` only the first time this exact text is seen.
@@ -39,8 +69,11 @@ pub fn once(l: LogLevel, msg: &str) {
     let full = set.len() > MAX;
     drop(seen);
     platform_write(l, msg);
+    file_write(l, msg);
     if full {
-        platform_write(LogLevel::Warn, "too many distinct messages; further ones are not logged");
+        let m = "too many distinct messages; further ones are not logged";
+        platform_write(LogLevel::Warn, m);
+        file_write(LogLevel::Warn, m);
     }
 }
 
@@ -48,8 +81,7 @@ pub fn once(l: LogLevel, msg: &str) {
 fn platform_write(l: LogLevel, msg: &str) {
     use std::io::Write;
     // One write call per line, so lines from several threads do not interleave.
-    let line = format!("vkdirty: {}: {msg}\n", l.name());
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    let _ = std::io::stderr().write_all(line(l, msg).as_bytes());
 }
 
 #[cfg(target_os = "android")]

@@ -63,6 +63,7 @@ pub fn block_json(b: &Block) -> Value {
             "pid": s.pid, "process": s.process_name, "app": s.app_name, "engine": s.engine_name,
             "device": s.device_name, "vendor_id": s.vendor_id, "device_id": s.device_id,
             "driver_version": s.driver_version, "api_version": s.api_version,
+            "settings": s.settings,
         }),
         Some(Event::Allocation(a)) => json!({
             "id": a.id, "handle": a.handle, "device": a.device, "size": a.size,

@@ -131,6 +131,11 @@ fn render(name: &str, s: &Summary) -> String {
             "session      {} (pid {}), app \"{}\", engine \"{}\", device \"{}\" (vendor {:#x}, device {:#x}, API {})",
             x.process, x.pid, x.app, x.engine, x.device, x.vendor_id, x.device_id, x.api_version
         );
+        if !x.settings.is_empty() {
+            let set: Vec<String> =
+                x.settings.iter().filter(|v| v.from != "default").map(|v| format!("{}={} ({})", v.name, v.value, v.from)).collect();
+            let _ = writeln!(o, "settings     {}", if set.is_empty() { "all defaults".to_string() } else { set.join(", ") });
+        }
     }
     let _ = writeln!(o, "allocations  {} ({} total)", s.allocations, human_bytes(s.allocated_bytes));
     let backends: Vec<String> = s.backends.iter().map(|(k, v)| format!("{k} {v}")).collect();

@@ -1,7 +1,7 @@
 //! On-disk layout: file header, block header, and the payload encoding of each [`Event`].
 //! docs/trace-format.md is the normative description; this file must match it.
 
-use super::{Allocation, Dirty, Event, Map, Session, Submit, Totals, TraceError};
+use super::{Allocation, Dirty, Event, Map, Session, SessionSetting, Submit, Totals, TraceError};
 use crate::guard::BackendKind;
 
 /// First 8 bytes of every trace.
@@ -315,6 +315,13 @@ pub fn encode_payload(ev: &Event, out: &mut Vec<u8>) {
             put_str(out, &s.app_name);
             put_str(out, &s.engine_name);
             put_str(out, &s.device_name);
+            // Later field: absent in older traces.
+            put_u32(out, s.settings.len() as u32);
+            for x in &s.settings {
+                put_str(out, &x.name);
+                put_str(out, &x.value);
+                put_str(out, &x.from);
+            }
         }
         Event::Allocation(a) => {
             put_u64(out, a.id);
@@ -450,6 +457,20 @@ pub fn decode_payload(ty: BlockType, p: &[u8], base: u64) -> Result<Event, Trace
             app_name: c.str()?,
             engine_name: c.str()?,
             device_name: c.str()?,
+            settings: if c.pos < c.b.len() {
+                let n = c.u32()? as usize;
+                // Each entry takes at least 12 bytes: a corrupt count cannot claim much memory.
+                if n.saturating_mul(12) > c.b.len() - c.pos {
+                    return Err(TraceError::corrupt(base, format!("setting count {n} exceeds the payload")));
+                }
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(SessionSetting { name: c.str()?, value: c.str()?, from: c.str()? });
+                }
+                v
+            } else {
+                Vec::new()
+            },
         }),
         BlockType::Allocation => Event::Allocation(Allocation {
             id: c.u64()?,
@@ -529,4 +550,31 @@ fn decode_dirty(p: &[u8], base: u64) -> Result<Dirty, TraceError> {
         ));
     }
     Ok(Dirty { alloc, submit, runs, data: data.to_vec() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_settings_are_a_later_field() {
+        let s = Session {
+            pid: 1,
+            process_name: "p".into(),
+            settings: vec![SessionSetting { name: "BACKEND".into(), value: "full".into(), from: "VKDIRTY_BACKEND".into() }],
+            ..Session::default()
+        };
+        let mut with = Vec::new();
+        encode_payload(&Event::Session(s.clone()), &mut with);
+        assert_eq!(decode_payload(BlockType::Session, &with, 0).unwrap(), Event::Session(s.clone()));
+        // A trace written before settings were recorded ends after the device name.
+        let mut old = Vec::new();
+        encode_payload(&Event::Session(Session { settings: Vec::new(), ..s.clone() }), &mut old);
+        old.truncate(old.len() - 4);
+        assert_eq!(decode_payload(BlockType::Session, &old, 0).unwrap(), Event::Session(Session { settings: Vec::new(), ..s }));
+        // A count the payload cannot hold is an error, not an allocation.
+        let mut bad = old.clone();
+        bad.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_payload(BlockType::Session, &bad, 0).is_err());
+    }
 }

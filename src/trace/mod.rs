@@ -66,6 +66,21 @@ pub struct Session {
     pub device_id: u32,
     pub driver_version: u32,
     pub api_version: u32,
+    /// The layer's effective settings, each with where its value came from (empty in traces
+    /// written before settings were recorded).
+    pub settings: Vec<SessionSetting>,
+}
+
+/// One effective setting of the session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SessionSetting {
+    /// Upper case (`BACKEND`).
+    pub name: String,
+    /// Canonical text of the value in effect (`shadow`, `1`, `10-20`, or "" for unset).
+    pub value: String,
+    /// `default`, or where the value was found (`VKDIRTY_BACKEND`, `VK_EXT_layer_settings
+    /// backend`, `vkdirty_capture.backend in /path/vk_layer_settings.txt`).
+    pub from: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

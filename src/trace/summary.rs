@@ -48,6 +48,8 @@ pub struct SessionInfo {
     pub device_id: u32,
     pub driver_version: u32,
     pub api_version: String,
+    /// The layer's settings in effect (empty for traces written before they were recorded).
+    pub settings: Vec<super::SessionSetting>,
 }
 
 /// One distinct (backend, reason) pair with the number of mappings that got it.
@@ -209,6 +211,7 @@ impl SummaryBuilder {
                     device_id: x.device_id,
                     driver_version: x.driver_version,
                     api_version: api_version(x.api_version),
+                    settings: x.settings.clone(),
                 })
             }
             Event::Allocation(a) => {

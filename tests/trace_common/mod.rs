@@ -84,8 +84,8 @@ pub fn dirty() -> impl Strategy<Value = Dirty> {
 
 pub fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        (any::<u32>(), small_string(), small_string(), small_string(), small_string(), any::<[u32; 4]>()).prop_map(
-            |(pid, p, a, e, d, n)| Event::Session(Session {
+        (any::<u32>(), small_string(), small_string(), small_string(), small_string(), any::<[u32; 4]>(), proptest::collection::vec((small_string(), small_string(), small_string()), 0..4)).prop_map(
+            |(pid, p, a, e, d, n, st)| Event::Session(Session {
                 pid,
                 process_name: p,
                 app_name: a,
@@ -95,6 +95,7 @@ pub fn event() -> impl Strategy<Value = Event> {
                 device_id: n[1],
                 driver_version: n[2],
                 api_version: n[3],
+                settings: st.into_iter().map(|(name, value, from)| SessionSetting { name, value, from }).collect(),
             })
         ),
         (any::<[u64; 4]>(), any::<[u32; 3]>()).prop_map(|(a, b)| Event::Allocation(Allocation {
@@ -152,6 +153,10 @@ pub fn sample_events() -> Vec<Event> {
             device_id: 0,
             driver_version: 1,
             api_version: (1 << 22) | (3 << 12),
+            settings: vec![
+                SessionSetting { name: "BACKEND".into(), value: "shadow".into(), from: "VKDIRTY_BACKEND".into() },
+                SessionSetting { name: "FRAMES".into(), value: "all".into(), from: "default".into() },
+            ],
         }),
         Event::Allocation(Allocation { id: 1, handle: 0xabc, device: 7, size: 3 * 4096, memory_type: 1, property_flags: 6, heap: 0 }),
         Event::Allocation(Allocation { id: 2, handle: 0xdef, device: 7, size: 8192, memory_type: 2, property_flags: 14, heap: 0 }),

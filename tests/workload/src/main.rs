@@ -77,6 +77,16 @@ struct Args {
     /// host-allocation external buffers (JSON lines), then exit.
     #[arg(long)]
     report_memory: bool,
+    /// Pass a layer setting to vkdirty through VK_EXT_layer_settings (`NAME=VALUE`, e.g.
+    /// `backend=shadow`; repeatable).
+    #[arg(long = "layer-setting", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    layer_settings: Vec<(String, String)>,
+    /// Pause this long after each frame (paces a run that a test controls while it runs).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    frame_pause_ms: u64,
+    /// Print the tools vkGetPhysicalDeviceToolProperties reports (JSON lines), then exit.
+    #[arg(long)]
+    list_tools: bool,
     /// Test aid: make one invalid call, to prove validation messages are caught.
     #[arg(long, hide = true)]
     provoke_validation_error: bool,
@@ -88,6 +98,11 @@ struct Args {
     /// back, to prove the read-back check catches a difference.
     #[arg(long, hide = true)]
     inject_mismatch: bool,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -648,13 +663,28 @@ fn run(args: &Args) -> ExitCode {
     names.extend(EXTRA_SCENARIOS.iter().copied().filter(|s| args.scenario.iter().any(|x| x == s)));
     sidecar.header(mem::page_size(), args.seed, args.frames, &names);
 
-    let vk = match Vk::new(args.validation, args.scenario.iter().any(|x| x == "import")) {
+    let vk = match Vk::new(args.validation, args.scenario.iter().any(|x| x == "import"), &args.layer_settings) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vkdirty-workload: Vulkan set-up failed: {e}");
             return ExitCode::from(3);
         }
     };
+    if args.list_tools {
+        let r = probe::list_tools(&vk);
+        let (count, _) = vkctx::validation_messages();
+        return match r {
+            Ok(()) if vk.validating && count > 0 => {
+                eprintln!("vkdirty-workload: {count} validation messages");
+                ExitCode::from(1)
+            }
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vkdirty-workload: {e}");
+                ExitCode::from(3)
+            }
+        };
+    }
     if args.report_memory {
         return match probe::report(&vk) {
             Ok(()) => ExitCode::SUCCESS,
@@ -683,6 +713,9 @@ fn run(args: &Args) -> ExitCode {
             outcome = w.run_frame(f);
             if f == 0 && args.fork && outcome.is_ok() {
                 outcome = w.fork_child_touches_mappings();
+            }
+            if args.frame_pause_ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(args.frame_pause_ms));
             }
         }
     }

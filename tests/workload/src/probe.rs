@@ -80,3 +80,38 @@ pub fn report(v: &Vk) -> Result<(), VkError> {
     unsafe { dev.destroy_device(None) };
     Ok(())
 }
+
+fn tool_json(t: &vk::PhysicalDeviceToolProperties<'_>) -> serde_json::Value {
+    let s = |c: Result<&std::ffi::CStr, _>| c.map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+    json!({
+        "name": s(t.name_as_c_str()),
+        "version": s(t.version_as_c_str()),
+        "purposes": format!("{:?}", t.purposes),
+        "description": s(t.description_as_c_str()),
+        "layer": s(t.layer_as_c_str()),
+    })
+}
+
+/// `--list-tools`: every tool of `vkGetPhysicalDeviceToolProperties` (core in 1.3, else the EXT
+/// entry point), one JSON line each, in the order reported.
+pub fn list_tools(v: &Vk) -> Result<(), VkError> {
+    let e = |what: &str, r: vk::Result| VkError(format!("{what}: {r:?}"));
+    let tools: Vec<serde_json::Value> = if v.api >= vk::API_VERSION_1_3 {
+        // SAFETY: a valid physical device of this 1.3 instance; the two-call idiom.
+        unsafe {
+            let n = v.instance.get_physical_device_tool_properties_len(v.pdev).map_err(|r| e("vkGetPhysicalDeviceToolProperties", r))?;
+            let mut out = vec![vk::PhysicalDeviceToolProperties::default(); n];
+            v.instance.get_physical_device_tool_properties(v.pdev, &mut out).map_err(|r| e("vkGetPhysicalDeviceToolProperties", r))?;
+            out.iter().map(tool_json).collect()
+        }
+    } else {
+        let ext = ash::ext::tooling_info::Instance::new(&v.entry, &v.instance);
+        // SAFETY: as above; the entry point comes from the instance.
+        let out = unsafe { ext.get_physical_device_tool_properties(v.pdev) }.map_err(|r| e("vkGetPhysicalDeviceToolPropertiesEXT", r))?;
+        out.iter().map(tool_json).collect()
+    };
+    for t in tools {
+        println!("{t}");
+    }
+    Ok(())
+}

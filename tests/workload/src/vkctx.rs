@@ -54,7 +54,7 @@ unsafe extern "system" fn debug_callback(
 }
 
 pub struct Vk {
-    _entry: ash::Entry,
+    pub entry: ash::Entry,
     pub instance: ash::Instance,
     debug: Option<(ash::ext::debug_utils::Instance, vk::DebugUtilsMessengerEXT)>,
     pub device: ash::Device,
@@ -65,6 +65,9 @@ pub struct Vk {
     /// `vkQueueSubmit2` may be used (API 1.3 and `synchronization2` enabled).
     pub sync2: bool,
     pub device_name: String,
+    pub pdev: vk::PhysicalDevice,
+    /// The instance's API version.
+    pub api: u32,
     /// A messenger is installed.
     pub validating: bool,
     /// `VK_EXT_external_memory_host`, when asked for and supported: its functions and
@@ -90,7 +93,9 @@ fn err(what: &str, r: vk::Result) -> VkError {
 
 impl Vk {
     /// `host_import`: enable `VK_EXT_external_memory_host` (the `import` scenario) when offered.
-    pub fn new(validation: bool, host_import: bool) -> Result<Vk, VkError> {
+    /// `layer_settings`: `(name, value)` pairs for `VK_LAYER_VKDIRTY_capture`, passed as
+    /// `VK_EXT_layer_settings` strings in `vkCreateInstance`'s pNext chain.
+    pub fn new(validation: bool, host_import: bool, layer_settings: &[(String, String)]) -> Result<Vk, VkError> {
         // SAFETY: loading libvulkan.so.1 runs its initialisers; it is the system loader.
         let entry = unsafe { ash::Entry::load() }
             .map_err(|e| VkError(format!("cannot load libvulkan.so.1: {e}")))?;
@@ -115,8 +120,30 @@ impl Vk {
             .application_version(1)
             .engine_name(app_name)
             .api_version(api);
-        let ext_names: Vec<*const i8> =
+        let mut ext_names: Vec<*const i8> =
             if validating { vec![ash::ext::debug_utils::NAME.as_ptr()] } else { vec![] };
+        // VK_EXT_layer_settings: the layer offers the extension; enable it where listed.
+        let has_layer_settings = exts.iter().any(|e| e.extension_name_as_c_str() == Ok(ash::ext::layer_settings::NAME));
+        if !layer_settings.is_empty() && has_layer_settings {
+            ext_names.push(ash::ext::layer_settings::NAME.as_ptr());
+        }
+        let names: Vec<std::ffi::CString> = layer_settings
+            .iter()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+            .map(|s| std::ffi::CString::new(s).map_err(|_| VkError(format!("layer setting {s:?} holds a NUL"))))
+            .collect::<Result<_, _>>()?;
+        let value_ptrs: Vec<*const std::ffi::c_char> = names.iter().skip(1).step_by(2).map(|c| c.as_ptr()).collect();
+        let settings: Vec<vk::LayerSettingEXT<'_>> = (0..layer_settings.len())
+            .map(|i| vk::LayerSettingEXT {
+                p_layer_name: c"VK_LAYER_VKDIRTY_capture".as_ptr(),
+                p_setting_name: names[2 * i].as_ptr(),
+                ty: vk::LayerSettingTypeEXT::STRING,
+                value_count: 1,
+                p_values: (&value_ptrs[i] as *const *const std::ffi::c_char).cast(),
+                ..Default::default()
+            })
+            .collect();
+        let mut lsci = vk::LayerSettingsCreateInfoEXT::default().settings(&settings);
         let mut messenger_info = vk::DebugUtilsMessengerCreateInfoEXT::default()
             .message_severity(
                 vk::DebugUtilsMessageSeverityFlagsEXT::WARNING
@@ -132,6 +159,9 @@ impl Vk {
         if validating {
             // Catches messages from vkCreateInstance / vkDestroyInstance too.
             ici = ici.push_next(&mut messenger_info);
+        }
+        if !settings.is_empty() {
+            ici = ici.push_next(&mut lsci);
         }
         // SAFETY: the create info and everything it points to live across the call.
         let instance = unsafe { entry.create_instance(&ici, None) }.map_err(|e| err("vkCreateInstance", e))?;
@@ -207,7 +237,9 @@ impl Vk {
         });
 
         Ok(Vk {
-            _entry: entry,
+            entry,
+            pdev,
+            api,
             instance,
             debug,
             device,
