@@ -130,6 +130,12 @@ fn dump_reconstructs_an_allocation() {
     let o = vkdirty(&["dump", s(&path), "--alloc", "1", "--at-submit", "3", "-o", s(&out)]);
     let err = assert_clean_failure(&o, "submit out of range");
     assert!(err.contains("--at-submit 3 is past the last submit; the trace has submits 1 to 2"), "{err}");
+    let o = vkdirty(&["dump", s(&path), "--alloc", "1", "--diff", "--at-submit", "1", "--against", "5"]);
+    let err = assert_clean_failure(&o, "diff submit out of range");
+    assert!(err.contains("--against 5 is past the last submit; the trace has submits 1 to 2"), "{err}");
+    let o = vkdirty(&["dump", s(&path), "--alloc", "9", "--diff", "--at-submit", "1", "--against", "2"]);
+    let err = assert_clean_failure(&o, "diff unknown allocation");
+    assert!(err.contains("no allocation 9 in the trace (it has allocation ids 1-2)"), "{err}");
 }
 
 #[test]

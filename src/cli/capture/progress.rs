@@ -75,3 +75,39 @@ impl Follower {
 pub fn line(c: Counts) -> String {
     format!("{} submits, {} frames, {} written", c.submits, c.frames, super::super::human_bytes(c.bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vkdirty::trace::{Event, Submit, TraceWriter, WriterOptions};
+
+    #[test]
+    fn follows_a_trace_as_it_grows_and_stops_at_a_partial_block() {
+        let dir = std::env::temp_dir().join(format!("vkdirty-progress-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.vkd");
+        let mut f = Follower::new(path.clone());
+        assert_eq!(f.poll(), Counts::default(), "no file yet");
+        let w = TraceWriter::create(&path, WriterOptions { flush_every_submit: true, ..WriterOptions::default() }).unwrap();
+        for seq in 1..=5 {
+            w.record(&Event::Submit(Submit { seq, ..Submit::default() }));
+            if seq % 2 == 0 {
+                w.record(&Event::Frame { frame: seq / 2, last_submit: seq, timestamp_ns: 0 });
+            }
+        }
+        w.close().unwrap();
+        let c = f.poll();
+        assert_eq!((c.submits, c.frames), (5, 2));
+        assert_eq!(c.bytes, std::fs::metadata(&path).unwrap().len());
+        // A block cut short is not counted until it is whole.
+        let whole = std::fs::read(&path).unwrap();
+        let cut = dir.join("cut.vkd");
+        std::fs::write(&cut, &whole[..whole.len() - 3]).unwrap();
+        let mut g = Follower::new(cut);
+        let c = g.poll();
+        assert_eq!((c.submits, c.frames), (5, 2), "the cut is in the end record");
+        assert!(line(c).starts_with("5 submits, 2 frames, "));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
