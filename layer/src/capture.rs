@@ -145,6 +145,36 @@ fn refusal_key(e: &GuardError) -> String {
     }
 }
 
+/// Allocation bytes freed since the heap was last trimmed.
+static FREED_SINCE_TRIM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Freed allocation bytes after which the heap is trimmed at the free itself.
+const TRIM_EVERY: u64 = 64 << 20;
+/// Freed allocation bytes after which the next submit trims the heap (so what was freed last
+/// goes back too; each trim walks the heap, about 2 ms for 400 MB, so not at every free).
+const TRIM_AT_SUBMIT: u64 = 16 << 20;
+
+/// After `vkFreeMemory` went down: once every [`TRIM_EVERY`] bytes of freed allocations, hands
+/// the allocator's free pages back to the system. glibc keeps freed heap memory it cannot trim
+/// from the top; the layer's own small, long-lived allocations made between the driver's
+/// (tracking state, collection buffers) are enough to pin it, so without this the process kept
+/// the freed allocations' memory resident (measured: 4000 x 64 KiB mapped, written and freed
+/// left 347 MB resident under async-wp against 75 MB without the layer).
+pub fn trim_after_free() {
+    trim_if_freed(TRIM_EVERY);
+}
+
+fn trim_if_freed(at_least: u64) {
+    if FREED_SINCE_TRIM.load(Ordering::Relaxed) < at_least.max(1) {
+        return;
+    }
+    FREED_SINCE_TRIM.store(0, Ordering::Relaxed);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Whether collection must run at every submit regardless of the capture window: shadow backends
 /// copy the application's writes to the real memory only when collecting.
 fn must_collect(b: BackendKind) -> bool {
@@ -342,6 +372,7 @@ impl Capture {
             self.unmap_locked(dev, &mut st, key);
         }
         if let Some(m) = st.memories.remove(&key) {
+            FREED_SINCE_TRIM.fetch_add(m.size, Ordering::Relaxed);
             // A shadow kept for the allocation (VKDIRTY_PERSISTENT_SHADOW) goes with it.
             self.guards.release_persistent(m.id);
             if let Some(w) = st.writer() {
@@ -749,6 +780,7 @@ impl Capture {
         let record = active || self.settings.captures_later(frame, seq);
         let writing = st.writer().is_some();
         self.collect_device(dev, &st, seq, record, active && writing);
+        trim_if_freed(TRIM_AT_SUBMIT);
         // The collection puts the shadow backend's fault handler back in front of one the
         // application installed over it; say so once.
         static HANDLER_NOTED: AtomicBool = AtomicBool::new(false);

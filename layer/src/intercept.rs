@@ -80,6 +80,7 @@ pub unsafe extern "system" fn free_memory(
     }
     // Pages the layer imported go after the driver's memory.
     host_import::freed(device, memory);
+    capture::trim_after_free();
     // A page-guarding layer below may have taken the shadow backend's fault handler away.
     vkdirty::guard::shadow::restore_handler();
 }

@@ -7,6 +7,7 @@
 
 mod mem;
 mod probe;
+mod rss;
 mod sidecar;
 mod vkctx;
 
@@ -87,6 +88,13 @@ struct Args {
     /// Print the tools vkGetPhysicalDeviceToolProperties reports (JSON lines), then exit.
     #[arg(long)]
     list_tools: bool,
+    /// Map, write and free this many 64 KiB allocations (--rss-rounds times), print the
+    /// resident set before, at the peak and after as one JSON line, then exit.
+    #[arg(long, value_name = "N")]
+    rss_churn: Option<usize>,
+    /// Rounds of --rss-churn.
+    #[arg(long, default_value_t = 1)]
+    rss_rounds: usize,
     /// Test aid: make one invalid call, to prove validation messages are caught.
     #[arg(long, hide = true)]
     provoke_validation_error: bool,
@@ -670,6 +678,15 @@ fn run(args: &Args) -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    if let Some(n) = args.rss_churn {
+        return match rss::churn(&vk, n, args.rss_rounds.max(1)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vkdirty-workload: {e}");
+                ExitCode::from(3)
+            }
+        };
+    }
     if args.list_tools {
         let r = probe::list_tools(&vk);
         let (count, _) = vkctx::validation_messages();
