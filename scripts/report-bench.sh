@@ -23,6 +23,7 @@ command -v /usr/bin/time >/dev/null || { echo "$0: needs /usr/bin/time (Debian p
 cargo build --release -q -p vkdirty --bin vkdirty --bin trace-synth
 bin=target/release
 mkdir -p "$dir"
+rm -f "$dir/synth.vkd" "$dir/workload.vkd"
 traces=("$dir/synth.vkd")
 "$bin/trace-synth" "$dir/synth.vkd" --mib "$mib" --allocs 2000 --pages-per-submit 8 >/dev/null
 if ((workload)); then
