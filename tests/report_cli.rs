@@ -292,6 +292,12 @@ fn vkcube_report_has_frames_and_matches_info() {
     let frame_lines = els.iter().filter(|e| e.svg.as_deref() == Some("heatmap-svg") && e.class() == "frame").count();
     assert!(frame_lines >= 20, "frame boundaries drawn: {frame_lines}");
     assert!(els.iter().any(|e| e.class() == "capture"), "capture window drawn");
+    // The session's settings: the frame window set for this run, with where it came from.
+    assert!(
+        els.iter().any(|e| e.class() == "setting" && e.attrs.get("data-name").map(String::as_str) == Some("FRAMES")),
+        "FRAMES setting shown"
+    );
+    assert!(std::fs::read_to_string(dir().join("vkcube.html")).unwrap().contains("FRAMES=5-30"));
 
     // One column per frame: no frame lines, one timeline bin per frame.
     let (els, j) = check_report_with(&trace, "vkcube-frames", "frame");

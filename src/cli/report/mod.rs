@@ -118,6 +118,32 @@ fn session(o: &mut String, name: &str, st: &Stats) {
             kv(o, "device", &esc(&format!("{} (vendor {:#x}, device {:#x})", x.device, x.vendor_id, x.device_id)));
             kv(o, "driver", &esc(&driver_version(x.vendor_id, x.driver_version)));
             kv(o, "Vulkan API", &esc(&x.api_version));
+            if x.settings.is_empty() {
+                kv(o, "settings", "not recorded (trace from an older layer)");
+            } else {
+                // Settings changed from their defaults first, then the defaults in one line.
+                let mut set = String::new();
+                for v in x.settings.iter().filter(|v| v.from != "default") {
+                    let _ = write!(
+                        set,
+                        r#"<span class="setting" data-name="{}">{}={}</span> <span class="note">({})</span><br/>"#,
+                        esc(&v.name),
+                        esc(&v.name),
+                        esc(&v.value),
+                        esc(&v.from)
+                    );
+                }
+                let defaults: Vec<String> = x
+                    .settings
+                    .iter()
+                    .filter(|v| v.from == "default")
+                    .map(|v| format!("{}={}", v.name, if v.value.is_empty() { "(unset)" } else { &v.value }))
+                    .collect();
+                if !defaults.is_empty() {
+                    let _ = write!(set, r#"<span class="note">defaults: {}</span>"#, esc(&defaults.join(", ")));
+                }
+                kv(o, "settings", &set);
+            }
         }
         None => kv(o, "session", "no session record in the trace"),
     }
