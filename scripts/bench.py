@@ -47,6 +47,12 @@ STREAM_CASES_QUICK = [(16, "random", 1), (16, "ring", 10), (256, "random", 1)]
 MAP_CASES_FULL = [(16, "random", 1), (16, "ring", 10)]
 MAP_CASES_QUICK = [(16, "random", 1)]
 SINGLE_REP_MIB = 16
+# Many-mappings cases: N persistently mapped 64 KiB allocations, one page written in 4 of them
+# per frame. Configurations: none, each vkdirty backend auto can pick, gfxreconstruct page_guard.
+MANYMAPS_FULL = [1, 100, 1000, 4000]
+MANYMAPS_QUICK = [1, 100, 4000]
+MANYMAPS_CONFIGS = ["none", "vkdirty:host-import", "vkdirty:async-wp", "vkdirty:shadow-wp", "vkdirty:shadow",
+                    "gfxr:page_guard"]
 
 
 def log(msg):
@@ -54,6 +60,8 @@ def log(msg):
 
 
 def case_name(size, pattern, pct):
+    if pattern == "many":
+        return f"{pct} mapped allocations"
     return f"{size} MiB {pattern}" if pattern == "full" else f"{size} MiB {pattern} {pct:g}%"
 
 
@@ -190,8 +198,12 @@ def run_stream(opts, cfg, case, frames, tmp):
     env = base_env(opts)
     env.update(cfg.env)
     env.update(trace_env(cfg, trace))
-    cmd = [opts.stream_bench, "run", "--size-mib", str(size), "--pattern", pattern, "--fraction", str(pct),
-           "--mode", mode, "--frames", str(frames), "--output", out_json] + cfg.args
+    if pattern == "many":
+        cmd = [opts.stream_bench, "run", "--size-mib", "1", "--allocations", str(pct), "--alloc-kib", "64",
+               "--writes-per-frame", "4", "--frames", str(frames), "--output", out_json] + cfg.args
+    else:
+        cmd = [opts.stream_bench, "run", "--size-mib", str(size), "--pattern", pattern, "--fraction", str(pct),
+               "--mode", mode, "--frames", str(frames), "--output", out_json] + cfg.args
     logp = os.path.join(tmp, "run.log")
     rc, wall, rss = run_child(cmd, env, opts.timeout, logp)
     rec = {"rc": rc, "process_wall_s": wall}
@@ -363,6 +375,9 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
     if "map" in workloads:
         for s, p, f in (MAP_CASES_QUICK if opts.quick else MAP_CASES_FULL):
             stream_cases.append(("map", (s, p, f, "map-every-frame")))
+    if "manymaps" in workloads:
+        for n in (MANYMAPS_QUICK if opts.quick else MANYMAPS_FULL):
+            stream_cases.append(("manymaps", (1, "many", n, "persistent")))
     if opts.max_size_mib:
         stream_cases = [c for c in stream_cases if c[1][0] <= opts.max_size_mib]
     if opts.cases:
@@ -400,7 +415,10 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
     emit(mi)
 
     big = 0 if opts.all_reps else sum(1 for _, c in stream_cases if c[0] > SINGLE_REP_MIB)
-    total = (len(stream_cases) * reps - big * (reps - 1)) * len(configs) + (len(vkcube_configs) * reps if vkcube else 0)
+    many = sum(1 for w, _ in stream_cases if w == "manymaps")
+    many_cfgs = len([c for c in configs if c.name in MANYMAPS_CONFIGS])
+    total = ((len(stream_cases) - many) * reps - big * (reps - 1)) * len(configs) + many * reps * many_cfgs \
+        + (len(vkcube_configs) * reps if vkcube else 0)
     n = 0
     started = time.monotonic()
     for rep in range(reps):
@@ -410,6 +428,8 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
                 continue
             # Rotate the order per repetition and case, so drift spreads over all configurations.
             cl = vkcube_configs if workload == "vkcube" else configs
+            if workload == "manymaps":
+                cl = [c for c in configs if c.name in MANYMAPS_CONFIGS]
             k = (rep + ci) % len(cl)
             order = cl[k:] + cl[:k]
             for cfg in order:
@@ -558,6 +578,40 @@ def stream_table(cases):
     return lines, floors
 
 
+def manymaps_table(cases):
+    names = sorted({n for _, a in cases for n in a["configs"]}, key=config_order)
+    lines = ["| mapped allocations | configuration | ms/frame median | p99 | overhead ms | × at 1 | ÷ page_guard "
+             "| peak RSS MiB | captured MiB | captured ÷ written |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def over(a, name):
+        base = a["configs"].get("none", {}).get("median")
+        s = a["configs"].get(name, {})
+        return None if base is None or not s.get("ok") else s["median"] - base
+    first = cases[0][1] if cases else None
+    for case, a in cases:
+        n = case.split()[0]
+        pg = over(a, "gfxr:page_guard")
+        for name in names:
+            s = a["configs"].get(name)
+            if s is None:
+                continue
+            if not s["ok"]:
+                err = s["errors"][0].strip().splitlines()[-1] if s["errors"] and s["errors"][0].strip() else "failed"
+                lines.append(f"| {n} | {name} | failed: {err[:80]} |||||||")
+                continue
+            o = over(a, name) if name != "none" else None
+            o1 = over(first, name) if first is not None and name != "none" else None
+            lines.append(
+                f"| {n} | {name} | {fmt(s['median'])} | {fmt(s['p99'])} | {fmt(o) if o is not None else '–'} "
+                f"| {ratio(o, o1) if o is not None and o1 else '–'} "
+                f"| {ratio(o, pg) if o is not None and pg and name != 'gfxr:page_guard' else '–'} "
+                f"| {fmt(mib(s['rss_kib'] * 1024 if s['rss_kib'] else None), '.0f')} "
+                f"| {fmt(mib(s['captured']), '.2f')} "
+                f"| {ratio(s['captured'], s['written'], '.3f') if s['captured'] is not None else '–'} |")
+    return lines
+
+
 def vkcube_table(cases):
     lines = ["| configuration | frames | wall s | frames/s | % of no layer | peak RSS MiB | trace MiB | captured MiB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -646,12 +700,24 @@ def render_machine(m, runs):
                  "configurations ran in rotating order.")
     lines.append("")
     for workload, title in (("stream", "Streaming upload (persistently mapped)"),
-                            ("map", "Map every frame"), ("vkcube", "vkcube under Xvfb")):
+                            ("map", "Map every frame"), ("manymaps", "Many mapped allocations"),
+                            ("vkcube", "vkcube under Xvfb")):
         cases = [(case, a) for (w, case), a in agg.items() if w == workload]
         if not cases:
             continue
         cases.sort(key=lambda x: _case_key(x[0]))
         lines += [f"#### {title}", ""]
+        if workload == "manymaps":
+            cases.sort(key=lambda x: int(x[0].split()[0]))
+            frames = next((s.get("frames") for _, a in cases for s in a["configs"].values() if s.get("frames")), "?")
+            lines += [f"N persistently mapped 64 KiB allocations of the buffer's memory type, each with a buffer; "
+                      f"a frame writes one page in 4 of them, submits a 64 KiB copy and waits. {frames} timed "
+                      "frames per run. Overhead = configuration − no layer; \"× at 1\": overhead ÷ the same "
+                      "configuration's overhead with 1 allocation (goal at 100: ≤ 1.2); \"÷ page_guard\": overhead ÷ "
+                      "gfxreconstruct page_guard's overhead in the same case (goal at 4,000: ≤ 1).", ""]
+            lines += manymaps_table(cases)
+            lines.append("")
+            continue
         if workload == "vkcube":
             lines += ["`xvfb-run -a vkcube --c N`, run twice per configuration (N/5 and N frames): frames/s is "
                       "that of the frames between the two runs, so start-up and tear-down cancel out; wall s is "
@@ -744,7 +810,7 @@ def main():
     r.add_argument("--vkcube")
     r.add_argument("--results", required=True)
     r.add_argument("--machine", required=True)
-    r.add_argument("--workloads", default="stream,map,vkcube")
+    r.add_argument("--workloads", default="stream,map,manymaps,vkcube")
     r.add_argument("--configs", type=lambda s: s.split(","), help="only these configurations")
     r.add_argument("--backends", type=lambda s: s.split(","), help="only these vkdirty backends")
     r.add_argument("--quick", action="store_true")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Capture-overhead benchmarks: vkdirty (each backend) against no layer and gfxreconstruct 0.9.18
 # (page_guard, unassisted, and assisted below vkdirty, which hands it the dirty pages: "gfxr:
-# assisted+vkdirty"; each gfxreconstruct capture of the first repetition is replayed), on three workloads: streaming upload (tests/stream-bench), the same
-# mapping and unmapping every frame, and vkcube under Xvfb. Writes the raw runs to
+# assisted+vkdirty"; each gfxreconstruct capture of the first repetition is replayed), on four
+# workloads: streaming upload (tests/stream-bench), the same mapping and unmapping every frame,
+# many mapped allocations (manymaps: N = 1, 100, 1,000, 4,000 persistently mapped 64 KiB
+# allocations, 4 of them written per frame), and vkcube under Xvfb. Writes the raw runs to
 # docs/bench-results/<machine>.jsonl and the "Capture overhead" section of docs/benchmarks.md
 # (only the text between its markers; other sections of that file are left alone).
 #
@@ -11,7 +13,7 @@
 #   scripts/bench.sh --quick         # a few minutes
 #   scripts/bench.sh --render-only   # rebuild docs/benchmarks.md from docs/bench-results/*.jsonl
 # Options: --machine NAME (results file name and table heading; default "dev-lavapipe"),
-#   --workloads stream,map,vkcube  --configs none,vkdirty:async-wp,gfxr:page_guard,...
+#   --workloads stream,map,manymaps,vkcube  --configs none,vkdirty:async-wp,gfxr:page_guard,...
 #   --backends async-wp,shadow,...  --reps N  --frames N  --max-size-mib N  --append
 #   --cases "256 MiB random 10%,16 MiB ring 1%"
 #   --results FILE  --doc FILE  --no-doc  --no-install
@@ -23,7 +25,7 @@
 #   there (carry [".bench-pack"]):
 #          export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 #          scripts/bench.sh --no-install --prebuilt .bench-pack --machine nvidia-h100 \
-#              --workloads stream --results $OUT/nvidia-h100.jsonl --no-doc
+#              --workloads stream,manymaps --results $OUT/nvidia-h100.jsonl --no-doc
 #   then here: cp <fetched>/nvidia-h100.jsonl docs/bench-results/ && scripts/bench.sh --render-only
 #   gfxreconstruct assisted + vkdirty against page_guard (1-10 % dirty), there:
 #          scripts/bench.sh --no-install --prebuilt .bench-pack --machine nvidia-h100-gfxr --workloads stream \
@@ -121,7 +123,7 @@ if [ -n "$pack" ]; then
         copy_lib "$pack/lib" "$l"
     done
     du -sh "$pack"
-    echo "packed into $pack; carry it and run: scripts/bench.sh --no-install --prebuilt $pack --machine NAME --workloads stream"
+    echo "packed into $pack; carry it and run: scripts/bench.sh --no-install --prebuilt $pack --machine NAME --workloads stream,manymaps"
     exit 0
 fi
 

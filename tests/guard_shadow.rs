@@ -161,7 +161,7 @@ fn collect(m: &GuardManager, t: &Tracked) -> Runs {
 }
 
 fn opts(reads: bool) -> TrackOptions {
-    TrackOptions { shadow_reads: reads, persistent_key: None }
+    TrackOptions { shadow_reads: reads, ..Default::default() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,7 +398,7 @@ fn persistent_shadow_across_untrack_and_track() {
     for reads in [false, true] {
         let real = Real::new(RealKind::Memfd, 8 * p);
         let s = Shadow::new().unwrap();
-        let o = TrackOptions { shadow_reads: reads, persistent_key: Some(77) };
+        let o = TrackOptions { shadow_reads: reads, persistent_key: Some(77), ..Default::default() };
         // SAFETY: `real` outlives the regions.
         let app = unsafe { s.track(RegionId(1), real.ptr, real.len, &o) }.unwrap();
         write_app(app, p, b"frame1");
@@ -930,7 +930,7 @@ fn child(scenario: &str) {
             let p = page_size();
             let real = Real::new(RealKind::PrivateAnon, 2 * p);
             let m = GuardManager::new();
-            let o = TrackOptions { shadow_reads: false, persistent_key: Some(5) };
+            let o = TrackOptions { persistent_key: Some(5), ..Default::default() };
             let t = track(&m, real.ptr, real.len, &o);
             m.untrack(t.id, &mut Runs::default().sink()).unwrap();
             // Writing the kept shadow while unmapped crashes like unmapped memory.

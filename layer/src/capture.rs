@@ -65,7 +65,15 @@ struct Mapping {
     /// Allocation offset of the mapping's first byte.
     offset: u64,
     size: u64,
-    backend: BackendKind,
+}
+
+/// A tracked region: its allocation (id and memory handle) and mapping.
+#[derive(Clone, Copy)]
+struct RegionRef {
+    region: RegionId,
+    alloc: u64,
+    memory: u64,
+    map: Mapping,
 }
 
 #[derive(Default)]
@@ -78,6 +86,13 @@ struct State {
     memories: HashMap<(u64, u64), Memory>,
     /// Per device: mapped allocations by id (collection order), to their memory handle.
     mapped: HashMap<u64, BTreeMap<u64, u64>>,
+    /// Tracked regions, so a collection over every region of a device maps its runs back
+    /// without walking the mappings.
+    regions: HashMap<RegionId, RegionRef>,
+    /// Per device: the shadow mappings (the ones a host synchronisation point may refresh), with
+    /// their length and whether their memory type is `HOST_CACHED`; the other mappings are not
+    /// walked there.
+    shadows: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
     next_alloc: u64,
     /// Sequence number of the last submit (0 before the first).
     seq: u64,
@@ -304,9 +319,14 @@ impl Capture {
         for (_, mem) in mapped {
             let taken = st.memories.get_mut(&(device, mem)).and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
             if let Some((id, mapping)) = taken {
+                st.regions.remove(&mapping.region);
+                if let Some(sh) = st.shadows.get_mut(&device) {
+                    sh.remove(&mapping.region);
+                }
                 self.untrack(dev, &st, id, mem, &mapping, submit, record);
             }
         }
+        st.shadows.remove(&device);
         // Shadows kept for the device's allocations (VKDIRTY_PERSISTENT_SHADOW) go with them.
         st.memories.retain(|&(d, _), m| {
             if d == device {
@@ -429,6 +449,7 @@ impl Capture {
         let opts = TrackOptions {
             shadow_reads: self.settings.shadow_reads,
             persistent_key: self.settings.persistent_shadow.then_some(id),
+            group: key.0,
         };
         let mut order: Vec<BackendKind> = backend_order(self.settings.backend).to_vec();
         if matches!(import, crate::host_import::Mapped::Imported(_)) {
@@ -460,11 +481,16 @@ impl Capture {
                 if let crate::host_import::Mapped::NotImported(why) = &import {
                     reason = format!("host-import: memory not imported ({why}); {reason}");
                 }
-                let mapping = Mapping { region: t.id, offset, size, backend: t.backend };
+                let mapping = Mapping { region: t.id, offset, size };
                 if let Some(m) = st.memories.get_mut(&key) {
                     m.mapping = Some(mapping);
                 }
                 st.mapped.entry(key.0).or_default().insert(id, key.1);
+                st.regions.insert(t.id, RegionRef { region: t.id, alloc: id, memory: key.1, map: mapping });
+                if must_collect(t.backend) {
+                    let cached = st.memories.get(&key).is_some_and(|m| m.cached);
+                    st.shadows.entry(key.0).or_default().insert(t.id, (len, cached));
+                }
                 if let Some(w) = st.writer() {
                     w.record(&Event::Map(trace::Map {
                         alloc: id,
@@ -503,6 +529,10 @@ impl Capture {
         let Some((id, mapping)) = taken else { return };
         if let Some(map) = st.mapped.get_mut(&key.0) {
             map.remove(&id);
+        }
+        st.regions.remove(&mapping.region);
+        if let Some(sh) = st.shadows.get_mut(&key.0) {
+            sh.remove(&mapping.region);
         }
         let submit = st.seq + 1;
         let record = self.records_later(st);
@@ -594,19 +624,45 @@ impl Capture {
     }
 
     /// Collects every mapping of `dev` (all, or only those that must be for shadows) and, with
-    /// `VKDIRTY_GFXR_FLUSH`, flushes each one's dirty pages down the chain.
+    /// `VKDIRTY_GFXR_FLUSH`, flushes each one's dirty pages down the chain. One pass over the
+    /// device's regions whose cost follows what was written, not the number of mappings
+    /// (`GuardManager::collect_all`); runs are mapped back to allocations through `regions`.
     fn collect_device(&self, dev: &DeviceState, st: &State, submit: u64, record: bool, all: bool) {
         let device = dev.handle.as_raw();
+        if !st.mapped.get(&device).is_some_and(|m| !m.is_empty()) {
+            return;
+        }
         let gfxr = self.settings.gfxr_flush;
-        let Some(mapped) = st.mapped.get(&device) else { return };
-        let mut runs = Vec::new();
-        for (&id, &mem) in mapped {
-            let Some(m) = st.memories.get(&(device, mem)).and_then(|m| m.mapping) else { continue };
-            if all || gfxr || must_collect(m.backend) {
-                runs.clear();
-                self.collect_runs(st, id, &m, None, submit, record, gfxr.then_some(&mut runs));
-                self.flush_for_gfxr(dev, mem, &m, &runs);
+        let which = |b: BackendKind| all || gfxr || must_collect(b);
+        let writer = st.writer().filter(|_| record);
+        // The runs of one region arrive together: one dirty record (and one flush down) each.
+        let mut cur: Option<(RegionRef, Option<trace::DirtyWriter<'_>>)> = None;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let r = self.guards.collect_all(device, &which, &mut |region: RegionId, off: usize, bytes: &[u8]| {
+            if cur.as_ref().map(|c| c.0.region) != Some(region) {
+                if let Some((prev, d)) = cur.take() {
+                    drop(d);
+                    self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
+                    runs.clear();
+                }
+                let Some(&rr) = st.regions.get(&region) else { return };
+                cur = Some((rr, writer.map(|w| w.dirty(rr.alloc, submit))));
             }
+            let Some((rr, d)) = cur.as_mut() else { return };
+            let at = rr.map.offset.saturating_add(off as u64);
+            if gfxr {
+                runs.push((at, bytes.len() as u64));
+            }
+            if let Some(d) = d {
+                d.push(at, bytes);
+            }
+        });
+        if let Some((prev, d)) = cur.take() {
+            drop(d);
+            self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
+        }
+        if let Err(e) = r {
+            log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
         }
     }
 
@@ -709,15 +765,8 @@ impl Capture {
             if !need {
                 return;
             }
-            let Some(mapped) = st.mapped.get(&device) else { return };
-            mapped
-                .values()
-                .filter_map(|&mem| st.memories.get(&(device, mem)))
-                .filter(|m| policy.at_sync_points(m.cached))
-                .filter_map(|m| m.mapping)
-                .filter(|m| must_collect(m.backend))
-                .filter_map(|m| Some((m.region, usize::try_from(m.size).ok()?)))
-                .collect()
+            let Some(shadows) = st.shadows.get(&device) else { return };
+            shadows.iter().filter(|(_, &(_, cached))| policy.at_sync_points(cached)).map(|(&r, &(len, _))| (r, len)).collect()
         };
         for (region, len) in regions {
             match self.guards.invalidate(region, 0..len) {
@@ -910,7 +959,7 @@ mod tests {
     use vkdirty::trace::TraceReader;
 
     fn mapping(offset: u64, size: u64) -> Mapping {
-        Mapping { region: RegionId(1), offset, size, backend: BackendKind::AsyncWp }
+        Mapping { region: RegionId(1), offset, size }
     }
 
     #[test]

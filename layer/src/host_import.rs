@@ -323,61 +323,25 @@ fn round_up(n: u64, align: u64) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 // The layer's own memory.
 
-/// Page-aligned shared anonymous memory, unmapped on drop. Shared, as drivers' mapped memory
-/// is: a forked child sees the same pages (it can read and write them, as it could the
-/// driver's), and no copy-on-write ever moves a page the driver pinned.
+/// Page-aligned shared anonymous memory from the layer's arenas (`vkdirty::guard::arena`).
+/// Shared, as drivers' mapped memory is: a forked child sees the same pages (it can read and
+/// write them, as it could the driver's), and no copy-on-write ever moves a page the driver
+/// pinned. Imported allocations lie next to each other, so a collection scans many with one
+/// `PAGEMAP_SCAN`. Given back (its pages returned to the system) on drop.
 struct HostBlock {
-    addr: usize,
+    block: vkdirty::guard::arena::ArenaBlock,
     len: usize,
 }
 
 impl HostBlock {
     /// `len` bytes aligned to `align` (a power of two, at least the page size).
     fn new(len: usize, align: usize) -> std::io::Result<HostBlock> {
-        let page = vkdirty::guard::page_size();
-        let extra = align.saturating_sub(page);
-        let total = len.checked_add(extra).ok_or(std::io::ErrorKind::InvalidInput)?;
-        // SAFETY: a fresh shared anonymous mapping; no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let start = p as usize;
-        let aligned = (start + align - 1) & !(align - 1);
-        // SAFETY: trims the unaligned head and the tail of the mapping just made (whole pages).
-        unsafe {
-            if aligned > start {
-                libc::munmap(p, aligned - start);
-            }
-            let end = aligned + len;
-            if start + total > end {
-                libc::munmap(end as *mut c_void, start + total - end);
-            }
-            // Base pages, so dirty tracking stays 4 KiB exact.
-            libc::madvise(aligned as *mut c_void, len, libc::MADV_NOHUGEPAGE);
-        }
-        Ok(HostBlock { addr: aligned, len })
+        let block = vkdirty::guard::arena::ArenaBlock::new(len, align)?;
+        Ok(HostBlock { block, len })
     }
 
     fn ptr(&self) -> *mut u8 {
-        self.addr as *mut u8
-    }
-}
-
-impl Drop for HostBlock {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; dropped only after the driver's memory importing it
-        // was freed (or its device destroyed), so nothing uses the pages any more.
-        unsafe { libc::munmap(self.addr as *mut c_void, self.len) };
+        self.block.ptr()
     }
 }
 
@@ -1737,7 +1701,7 @@ mod tests {
     fn host_blocks_are_aligned_and_writable() {
         for align in [4096usize, 65536, 1 << 21] {
             let b = HostBlock::new(3 * 4096, align.max(vkdirty::guard::page_size())).expect("mmap");
-            assert_eq!(b.addr % align, 0);
+            assert_eq!(b.ptr() as usize % align, 0);
             // SAFETY: the block is mapped read-write.
             unsafe {
                 std::ptr::write_bytes(b.ptr(), 0xab, b.len);

@@ -10,9 +10,28 @@ pub struct AsyncWp {
     kind: BackendKind,
     wp: &'static WpTracker,
     regions: RegionTable<WpRegion>,
+    /// Every region, for [`Backend::collect_all`]: one scan per run of adjacent regions.
+    set: Mutex<BatchState>,
+}
+
+/// A region as the batch collection sees it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    id: RegionId,
+    real: usize,
+    len: usize,
+}
+
+struct BatchState {
+    /// Per group.
+    sets: HashMap<u64, wp::SpanSet<Key>>,
+    found: Vec<(Key, Range<usize>)>,
+    /// The spans are the layer's own anonymous memory (see [`wp::SpanSet::anonymous`]).
+    anonymous: bool,
 }
 
 struct WpRegion {
+    group: u64,
     real: usize,
     len: usize,
     span: WpSpan,
@@ -28,6 +47,13 @@ impl AsyncWp {
             kind,
             wp: wp::tracker(kind)?,
             regions: RegionTable::default(),
+            // host-import tracks only the layer's own anonymous arenas; a driver's memory may be
+            // shmem, where the fast scan over-reports.
+            set: Mutex::new(BatchState {
+                sets: HashMap::new(),
+                found: Vec::new(),
+                anonymous: kind == BackendKind::HostImport,
+            }),
         })
     }
 }
@@ -42,12 +68,23 @@ impl Backend for AsyncWp {
         id: RegionId,
         real: *mut u8,
         len: usize,
-        _opts: &TrackOptions,
+        opts: &TrackOptions,
     ) -> Result<*mut u8, GuardError> {
         let span = self.wp.register(real as usize, len, self.kind)?;
+        let key = Key { id, real: real as usize, len };
+        let inserted = {
+            let mut b = self.set.lock();
+            let anonymous = b.anonymous;
+            b.sets.entry(opts.group).or_insert_with(|| if anonymous { wp::SpanSet::anonymous() } else { wp::SpanSet::default() }).insert(&span, key)
+        };
+        if let Err(e) = inserted {
+            let _ = self.wp.unregister(span);
+            return Err(e);
+        }
         self.regions.insert(
             id,
             WpRegion {
+                group: opts.group,
                 real: real as usize,
                 len,
                 span,
@@ -67,13 +104,53 @@ impl Backend for AsyncWp {
             .with(id, |r| collect_region(self.wp, r, range, sink))
     }
 
+    fn collect_all(&self, group: u64, sink: &mut dyn RegionSink) -> Option<Result<CollectStats, GuardError>> {
+        Some(self.collect_every(group, sink))
+    }
+
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
         self.regions.remove(id, |mut r| {
+            // Out of the batch first: from here on only this final scan sees the region's pages.
+            let mut b = self.set.lock();
+            if let Some(set) = b.sets.get_mut(&r.group) {
+                set.remove(&Key { id, real: r.real, len: r.len });
+                if set.is_empty() {
+                    b.sets.remove(&r.group);
+                }
+            }
+            drop(b);
             let collected = collect_region(self.wp, &mut r, None, sink);
             let released = self.wp.unregister(r.span);
             let stats = collected?;
             released.map(|()| stats)
         })
+    }
+}
+
+impl AsyncWp {
+    /// Collects every region of `group`: one `PAGEMAP_SCAN` per run of address-adjacent regions, the written
+    /// runs handed to `sink` with their region (region offsets, clipped to the region).
+    pub(crate) fn collect_every(&self, group: u64, sink: &mut dyn RegionSink) -> Result<CollectStats, GuardError> {
+        let mut b = self.set.lock();
+        let BatchState { sets, found, .. } = &mut *b;
+        let Some(spans) = sets.get_mut(&group) else { return Ok(CollectStats::default()) };
+        found.clear();
+        // On an error the runs found elsewhere are still delivered (their pages were re-armed).
+        let scanned = self.wp.scan_set(spans, found);
+        let scan = scanned.as_ref().copied().unwrap_or_default();
+        let mut stats = CollectStats { pages: scan.pages, thp_pages: scan.thp_pages, scans: scan.ioctls, ..Default::default() };
+        for (k, run) in found.iter() {
+            let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) else { continue };
+            // SAFETY: `run` lies inside a tracked region; untrack takes this lock before the
+            // region is released, so the memory stays mapped while we read (track contract).
+            // Concurrent writes are fine: any byte value is valid and later writes are in the
+            // next scan.
+            let bytes = unsafe { std::slice::from_raw_parts(run.start as *const u8, run.len()) };
+            sink.run(k.id, run.start - k.real, bytes);
+            stats.runs += 1;
+            stats.bytes += run.len();
+        }
+        scanned.map(|_| stats)
     }
 }
 
@@ -95,6 +172,7 @@ fn collect_region(
     let scan = wp.scan(&r.span, r.real + want.start..r.real + want.end, &mut r.runs)?;
     stats.pages = scan.pages;
     stats.thp_pages = scan.thp_pages;
+    stats.scans = scan.ioctls;
     let region = r.real..r.real + r.len;
     for run in &r.runs {
         let Some(run) = wp::intersect(run, &region) else {

@@ -73,6 +73,7 @@ fn report(
         runs: 1,
         bytes: r.len(),
         thp_pages: 0,
+        scans: 0,
     }
 }
 

@@ -85,6 +85,9 @@ pub struct TrackOptions {
     /// Shadow backends: keep the shadow for this key (an allocation id) across untrack/track,
     /// for applications that map and unmap every frame.
     pub persistent_key: Option<u64>,
+    /// The group the region is collected with by [`GuardManager::collect_all`] (the layer: its
+    /// device).
+    pub group: u64,
 }
 
 /// Receives the dirty bytes of one collection, as coalesced runs. `offset` is relative to the
@@ -99,6 +102,18 @@ impl<F: FnMut(usize, &[u8])> DirtySink for F {
     }
 }
 
+/// Receives the dirty bytes of a collection over many regions: `offset` is relative to the
+/// region's start address, runs are clipped to the region.
+pub trait RegionSink {
+    fn run(&mut self, region: RegionId, offset: usize, bytes: &[u8]);
+}
+
+impl<F: FnMut(RegionId, usize, &[u8])> RegionSink for F {
+    fn run(&mut self, region: RegionId, offset: usize, bytes: &[u8]) {
+        self(region, offset, bytes)
+    }
+}
+
 /// What one collection found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CollectStats {
@@ -110,6 +125,8 @@ pub struct CollectStats {
     pub bytes: usize,
     /// Pages that were reported only because a transparent huge page covering them was written.
     pub thp_pages: usize,
+    /// `PAGEMAP_SCAN` calls made (write-protect backends).
+    pub scans: usize,
 }
 
 impl std::ops::AddAssign for CollectStats {
@@ -118,6 +135,7 @@ impl std::ops::AddAssign for CollectStats {
         self.runs += o.runs;
         self.bytes += o.bytes;
         self.thp_pages += o.thp_pages;
+        self.scans += o.scans;
     }
 }
 
@@ -155,6 +173,9 @@ struct DualView {
     app: *mut u8,
     own: *mut u8,
     span: usize,
+    /// The arena range the application view was placed in (`new_placed`): dropping it maps
+    /// `PROT_NONE` over the view, so the view is never unmapped itself.
+    placed: Option<arena::ArenaBlock>,
 }
 
 // SAFETY: the views are plain memory owned by this struct.
@@ -166,6 +187,23 @@ impl DualView {
     /// `app_prot`: the application view's protection; `own_dontfork`: leave the backend's view
     /// out of a forked child.
     fn new(name: &std::ffi::CStr, span: usize, app_prot: libc::c_int, own_dontfork: bool) -> Result<DualView, GuardError> {
+        Self::with_place(name, span, app_prot, own_dontfork, None)
+    }
+
+    /// [`new`](Self::new) with the application view placed in an arena of address space, next to
+    /// the other views placed there, so a collection scans a run of them with one call.
+    fn new_placed(name: &std::ffi::CStr, span: usize, app_prot: libc::c_int, own_dontfork: bool) -> Result<DualView, GuardError> {
+        let place = arena::ArenaBlock::place(span).map_err(|source| GuardError::Os { op: "reserve shadow view", source })?;
+        Self::with_place(name, span, app_prot, own_dontfork, Some(place))
+    }
+
+    fn with_place(
+        name: &std::ffi::CStr,
+        span: usize,
+        app_prot: libc::c_int,
+        own_dontfork: bool,
+        place: Option<arena::ArenaBlock>,
+    ) -> Result<DualView, GuardError> {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         // SAFETY: valid NUL-terminated name; flags are plain bits.
         let mut fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_NOEXEC_SEAL) };
@@ -186,17 +224,19 @@ impl DualView {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
             return Err(GuardError::os("ftruncate shadow"));
         }
-        let map = |prot| {
-            // SAFETY: a fresh shared mapping of our memfd; the kernel picks the address.
-            let p = unsafe { libc::mmap(std::ptr::null_mut(), span, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        let map = |prot, at: Option<&arena::ArenaBlock>| {
+            let (addr, fixed) = at.map_or((std::ptr::null_mut(), 0), |b| (b.ptr().cast(), libc::MAP_FIXED));
+            // SAFETY: a fresh shared mapping of our memfd, where the kernel picks or over a
+            // reserved arena range of `span` bytes that is ours alone.
+            let p = unsafe { libc::mmap(addr, span, prot, libc::MAP_SHARED | fixed, fd.as_raw_fd(), 0) };
             if p == libc::MAP_FAILED {
                 Err(GuardError::os("mmap shadow"))
             } else {
                 Ok(p as *mut u8)
             }
         };
-        let own = map(libc::PROT_READ | libc::PROT_WRITE)?;
-        let app = match map(app_prot) {
+        let own = map(libc::PROT_READ | libc::PROT_WRITE, None)?;
+        let app = match map(app_prot, place.as_ref()) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: `own` was mapped above with `span` bytes and is not used elsewhere.
@@ -209,7 +249,7 @@ impl DualView {
             // SAFETY: `own` is our mapping of `span` bytes.
             unsafe { libc::madvise(own as *mut libc::c_void, span, libc::MADV_DONTFORK) };
         }
-        Ok(DualView { app, own, span })
+        Ok(DualView { app, own, span, placed: place })
     }
 
     fn protect_app(&self, prot: libc::c_int) -> Result<(), GuardError> {
@@ -226,9 +266,12 @@ impl Drop for DualView {
         // SAFETY: both views were mapped with `span` bytes; their owner is gone, so nothing
         // refers to them any more.
         unsafe {
-            libc::munmap(self.app as *mut libc::c_void, self.span);
+            if self.placed.is_none() {
+                libc::munmap(self.app as *mut libc::c_void, self.span);
+            }
             libc::munmap(self.own as *mut libc::c_void, self.span);
         }
+        // A placed view goes with `placed` (PROT_NONE mapped over it, its pages returned).
     }
 }
 
@@ -248,6 +291,7 @@ pub fn page_size() -> usize {
     *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize)
 }
 
+pub mod arena;
 pub mod assisted;
 pub mod async_wp;
 pub mod full;
@@ -292,6 +336,15 @@ pub trait Backend: Send + Sync {
         sink: &mut dyn DirtySink,
     ) -> Result<CollectStats, GuardError>;
 
+    /// Collects every region of `group` tracked with this backend, like `collect` on each, into
+    /// `sink`.
+    /// `None`: the backend has no cheaper way than one `collect` per region (the manager does
+    /// that). Backends that do have one make its cost follow what was written, not the number
+    /// of regions.
+    fn collect_all(&self, _group: u64, _sink: &mut dyn RegionSink) -> Option<Result<CollectStats, GuardError>> {
+        None
+    }
+
     /// The caller declares `range` flushed (`vkFlushMappedMemoryRanges`). Only `assisted`
     /// records it; the others ignore it.
     fn flushed(&self, _id: RegionId, _range: Range<usize>) -> Result<(), GuardError> {
@@ -331,6 +384,7 @@ unsafe impl Sync for Tracked {}
 #[derive(Clone, Debug)]
 struct RegionInfo {
     backend: BackendKind,
+    group: u64,
     /// Serializes the region's calls; `false` once `untrack` has begun.
     live: Arc<Mutex<bool>>,
 }
@@ -401,7 +455,7 @@ impl GuardManager {
         let id = RegionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         // SAFETY: forwarded caller contract.
         let app_ptr = unsafe { backend.track(id, real, len, opts)? };
-        self.regions.write().insert(id, RegionInfo { backend: kind, live: Arc::new(Mutex::new(true)) });
+        self.regions.write().insert(id, RegionInfo { backend: kind, group: opts.group, live: Arc::new(Mutex::new(true)) });
         Ok(Tracked { id, app_ptr, backend: kind })
     }
 
@@ -455,6 +509,61 @@ impl GuardManager {
         sink: &mut dyn DirtySink,
     ) -> Result<CollectStats, GuardError> {
         self.with_region(id, |b| b.collect(id, Some(range), sink))
+    }
+
+    /// Collects every region of `group` tracked with a backend `which` selects, into `sink`. Backends with
+    /// a batch collection (`async-wp`, `host-import`, `shadow-wp`) make one `PAGEMAP_SCAN` per run
+    /// of address-adjacent regions; the others are collected region by region. Every selected
+    /// backend is collected even when one fails; the first error is returned.
+    pub fn collect_all(
+        &self,
+        group: u64,
+        which: &dyn Fn(BackendKind) -> bool,
+        sink: &mut dyn RegionSink,
+    ) -> Result<CollectStats, GuardError> {
+        let mut stats = CollectStats::default();
+        let mut first_err = None;
+        for (i, kind) in BackendKind::ALL.into_iter().enumerate() {
+            let Some(Ok(b)) = self.backends[i].get() else { continue };
+            if !which(kind) {
+                continue;
+            }
+            let r = match b.collect_all(group, sink) {
+                Some(r) => r,
+                None => self.collect_each(group, kind, sink),
+            };
+            match r {
+                Ok(s) => stats += s,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(stats), Err)
+    }
+
+    /// `collect_all` for a backend without a batch collection: one `collect` per region.
+    fn collect_each(&self, group: u64, kind: BackendKind, sink: &mut dyn RegionSink) -> Result<CollectStats, GuardError> {
+        let ids: Vec<RegionId> = self
+            .regions
+            .read()
+            .iter()
+            .filter(|(_, i)| i.backend == kind && i.group == group)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut stats = CollectStats::default();
+        let mut first_err = None;
+        for id in ids {
+            match self.collect(id, &mut |off: usize, bytes: &[u8]| sink.run(id, off, bytes)) {
+                Ok(s) => stats += s,
+                // Untracked meanwhile: its writes went to its untrack.
+                Err(GuardError::UnknownRegion(_)) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(stats), Err)
     }
 
     pub fn flushed(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {

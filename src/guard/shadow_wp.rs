@@ -174,24 +174,32 @@ impl Region {
         let result = scanned.map(|scan| {
             stats.pages = scan.pages;
             stats.thp_pages = scan.thp_pages;
-            for run in &runs {
-                let Some(run) = wp::intersect(run, &bytes) else { continue };
-                let real = self.real_of(run.start);
-                // SAFETY: `run` lies inside the region: the layer view maps it (our memfd) and
-                // the real memory is mapped and writable while tracked (track contract). The scan
-                // re-protected these pages first, so a later application write is in the next scan.
-                let copied = unsafe {
-                    std::ptr::copy_nonoverlapping(self.layer_of(run.start) as *const u8, real as *mut u8, run.len());
-                    std::slice::from_raw_parts(real as *const u8, run.len())
-                };
-                sink.run(run.start - bytes.start, copied);
-                stats.runs += 1;
-                stats.bytes += run.len();
-            }
+            stats.scans = scan.ioctls;
+            self.deliver(&runs, sink, &mut stats);
             stats
         });
         self.runs = runs;
         result
+    }
+
+    /// Copies the written `runs` (application-view pages a scan just returned and re-protected)
+    /// shadow → real memory, clipped to the region, and hands them to `sink` from the real memory.
+    fn deliver(&self, runs: &[Range<usize>], sink: &mut dyn DirtySink, stats: &mut CollectStats) {
+        let bytes = self.app_bytes();
+        for run in runs {
+            let Some(run) = wp::intersect(run, &bytes) else { continue };
+            let real = self.real_of(run.start);
+            // SAFETY: `run` lies inside the region: the layer view maps it (our memfd) and
+            // the real memory is mapped and writable while tracked (track contract). The scan
+            // re-protected these pages first, so a later application write is in the next scan.
+            let copied = unsafe {
+                std::ptr::copy_nonoverlapping(self.layer_of(run.start) as *const u8, real as *mut u8, run.len());
+                std::slice::from_raw_parts(real as *const u8, run.len())
+            };
+            sink.run(run.start - bytes.start, copied);
+            stats.runs += 1;
+            stats.bytes += run.len();
+        }
     }
 
     /// See the module documentation, "Freshness".
@@ -375,9 +383,20 @@ impl Region {
     }
 }
 
+/// The batch collection's state: the application views' spans per group.
+#[derive(Default)]
+struct Batch {
+    sets: HashMap<u64, wp::SpanSet<RegionId>>,
+    group_of: HashMap<RegionId, u64>,
+    found: Vec<(RegionId, Range<usize>)>,
+}
+
 pub struct ShadowWp {
     wp: &'static WpTracker,
     regions: RegionTable<Region>,
+    /// Every region's application view, for [`Backend::collect_all`]: the views are placed next
+    /// to each other in arenas, so a run of them is scanned with one call.
+    set: Mutex<Batch>,
     kept: Mutex<HashMap<u64, DualView>>,
     totals: Mutex<RefreshStats>,
 }
@@ -396,6 +415,7 @@ impl ShadowWp {
         Ok(ShadowWp {
             wp,
             regions: RegionTable::default(),
+            set: Mutex::new(Default::default()),
             kept: Mutex::new(HashMap::new()),
             totals: Mutex::new(RefreshStats::default()),
         })
@@ -456,12 +476,24 @@ impl Backend for ShadowWp {
                 v.protect_app(libc::PROT_READ | libc::PROT_WRITE)?;
                 v
             }
-            _ => DualView::new(c"vkdirty-shadow-wp", span, libc::PROT_READ | libc::PROT_WRITE, false)?,
+            _ => DualView::new_placed(c"vkdirty-shadow-wp", span, libc::PROT_READ | libc::PROT_WRITE, false)?,
         };
         // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view has
         // `span >= head + len` bytes and is not registered, so this copy is no application write.
         unsafe { std::ptr::copy_nonoverlapping(real, views.own.add(head), len) };
         let span = self.wp.register(views.app as usize, span, BackendKind::ShadowWp)?;
+        let inserted = {
+            let mut b = self.set.lock();
+            let r = b.sets.entry(opts.group).or_default().insert(&span, id);
+            if r.is_ok() {
+                b.group_of.insert(id, opts.group);
+            }
+            r
+        };
+        if let Err(e) = inserted {
+            let _ = self.wp.unregister(span);
+            return Err(e);
+        }
         let app = views.app as usize + head;
         self.regions.insert(
             id,
@@ -498,7 +530,24 @@ impl Backend for ShadowWp {
         self.kept.lock().remove(&key);
     }
 
+    fn collect_all(&self, group: u64, sink: &mut dyn RegionSink) -> Option<Result<CollectStats, GuardError>> {
+        Some(self.collect_every(group, sink))
+    }
+
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
+        // Out of the batch first (before the region's lock: `collect_all` takes the set's lock,
+        // then regions' locks): from here on only the final collection below sees its pages.
+        {
+            let mut b = self.set.lock();
+            if let Some(g) = b.group_of.remove(&id) {
+                if let Some(set) = b.sets.get_mut(&g) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        b.sets.remove(&g);
+                    }
+                }
+            }
+        }
         self.regions.remove(id, |mut r| {
             let collected = r.collect(self.wp, None, sink);
             let released = match r.span.take() {
@@ -514,6 +563,42 @@ impl Backend for ShadowWp {
             let stats = collected?;
             released.map(|()| stats)
         })
+    }
+}
+
+impl ShadowWp {
+    /// Collects every region of `group`: one `PAGEMAP_SCAN` per run of adjacent application views, then for
+    /// each region with written pages the copy to the real memory and the sink, as `collect`.
+    fn collect_every(&self, group: u64, sink: &mut dyn RegionSink) -> Result<CollectStats, GuardError> {
+        let mut guard = self.set.lock();
+        let Batch { sets, found, .. } = &mut *guard;
+        let Some(spans) = sets.get_mut(&group) else { return Ok(CollectStats::default()) };
+        found.clear();
+        // On an error the runs found elsewhere are still delivered (their pages were re-armed).
+        let scanned = self.wp.scan_set(spans, found);
+        let scan = scanned.as_ref().copied().unwrap_or_default();
+        let mut stats = CollectStats { pages: scan.pages, thp_pages: scan.thp_pages, scans: scan.ioctls, ..Default::default() };
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        let mut i = 0;
+        while i < found.len() {
+            let id = found[i].0;
+            runs.clear();
+            while i < found.len() && found[i].0 == id {
+                runs.push(found[i].1.clone());
+                i += 1;
+            }
+            let r = self.regions.with(id, |r| {
+                r.deliver(&runs, &mut |off: usize, bytes: &[u8]| sink.run(id, off, bytes), &mut stats);
+                Ok(())
+            });
+            match r {
+                // Its pages were scanned while still in the set, so it is still tracked: the set's
+                // lock is held, and untrack leaves the set first.
+                Ok(()) | Err(GuardError::UnknownRegion(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        scanned.map(|_| stats)
     }
 }
 

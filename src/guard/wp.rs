@@ -41,6 +41,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// Entries in one `PAGEMAP_SCAN` output vector; the walk resumes at `walk_end` when it fills.
 const SCAN_VEC_LEN: usize = 512;
 
+mod set;
+pub use set::SpanSet;
+
 /// A span registered with [`WpTracker::register`]: the page-aligned cover of the caller's range.
 /// Give it back with [`WpTracker::unregister`].
 #[derive(Debug)]
@@ -81,6 +84,10 @@ struct State {
     users: PageUsers,
     spans: HashMap<u64, SpanInfo>,
     next_span: u64,
+    /// Bumped whenever spans or their sharing change; a [`SpanSet`] rebuilds its plan then.
+    generation: u64,
+    /// Bumped when a forked child re-arms every span (and queues its pages as written).
+    fork_gen: u64,
 }
 
 struct SpanInfo {
@@ -122,6 +129,8 @@ impl WpTracker {
                 users: PageUsers::default(),
                 spans: HashMap::new(),
                 next_span: 1,
+                generation: 0,
+                fork_gen: 0,
             }),
             features,
         })
@@ -159,6 +168,7 @@ impl WpTracker {
             .map_err(|e| refused(format!("UFFDIO_REGISTER(WP): {e}")))?;
         let id = st.next_span;
         st.next_span += 1;
+        st.generation += 1;
         let fresh = st.users.add(pages.clone());
         for r in &fresh {
             // Keep tracking at 4 KiB: no new THP here. Refused on some mappings; harmless.
@@ -220,10 +230,17 @@ impl WpTracker {
         out: &mut Vec<Range<usize>>,
     ) -> Result<ScanStats, GuardError> {
         out.clear();
+        let Some(range) = span_pages(span, &range) else { return Ok(ScanStats::default()) };
+        self.scan_id(span.id, range, out)
+    }
+
+    /// [`scan`](Self::scan) of the span `id` over `range` (whole pages inside the span), appending
+    /// to `out`.
+    fn scan_id(&self, id: u64, range: Range<usize>, out: &mut Vec<Range<usize>>) -> Result<ScanStats, GuardError> {
         let mut stats = ScanStats::default();
-        let Some(range) = span_pages(span, &range) else { return Ok(stats) };
+        let stale = || stale_id(id, &range);
         let st = self.read_state()?;
-        let info = st.spans.get(&span.id).ok_or_else(|| stale_span(span))?;
+        let info = st.spans.get(&id).ok_or_else(stale)?;
         if info.sharers.is_empty() {
             // No other span sees these pages; registration of a new sharer waits for the write
             // lock, so it cannot slip in between this scan and its result.
@@ -235,9 +252,10 @@ impl WpTracker {
         // Shared pages: the scan and the hand-over to the sharers happen under the write lock,
         // so another sharer's scan cannot see a page protected before its share is queued.
         let st = self.write_state()?;
-        let info = st.spans.get(&span.id).ok_or_else(|| stale_span(span))?;
+        let info = st.spans.get(&id).ok_or_else(stale)?;
+        let from = out.len();
         pagemap_scan(&st.pagemap, range.clone(), true, out, &mut stats)?;
-        fan_out(&st, span.id, out);
+        fan_out(&st, id, &out[from..]);
         take_pending(info, &range, out, &mut stats);
         Ok(stats)
     }
@@ -282,6 +300,7 @@ impl WpTracker {
     pub fn unregister(&self, span: WpSpan) -> Result<(), GuardError> {
         let mut st = self.write_state()?;
         let info = st.spans.remove(&span.id).ok_or_else(|| stale_span(&span))?;
+        st.generation += 1;
         for sid in &info.sharers {
             if let Some(s) = st.spans.get_mut(sid) {
                 s.sharers.retain(|&x| x != span.id);
@@ -316,6 +335,13 @@ impl WpTracker {
             reopen_after_fork(&mut st, self.features)?;
         }
         Ok(st)
+    }
+}
+
+fn stale_id(id: u64, pages: &Range<usize>) -> GuardError {
+    GuardError::Os {
+        op: "wp span",
+        source: io::Error::new(io::ErrorKind::NotFound, format!("span {id} ({pages:#x?}) not registered")),
     }
 }
 
@@ -356,6 +382,8 @@ fn reopen_after_fork(st: &mut State, features: u64) -> Result<(), GuardError> {
     st.uffd = uffd;
     st.pagemap = pagemap;
     st.pid = getpid();
+    st.generation += 1;
+    st.fork_gen += 1;
     Ok(())
 }
 
@@ -420,6 +448,21 @@ fn pagemap_scan(
     out: &mut Vec<Range<usize>>,
     stats: &mut ScanStats,
 ) -> Result<(), GuardError> {
+    pagemap_scan_with(pagemap, range, reset, true, out, stats)
+}
+
+/// [`pagemap_scan`]; `huge`: also ask whether a run is a huge mapping. Without it the kernel
+/// takes its page-table fast path (category and return mask exactly `PAGE_IS_WRITTEN`), about
+/// 3x cheaper per page walked (docs/design.md, "Collection at scale"), and huge runs are not
+/// counted in [`ScanStats::thp_pages`].
+fn pagemap_scan_with(
+    pagemap: &OwnedFd,
+    range: Range<usize>,
+    reset: bool,
+    huge: bool,
+    out: &mut Vec<Range<usize>>,
+    stats: &mut ScanStats,
+) -> Result<(), GuardError> {
     let mut vec = [sys::page_region {
         start: 0,
         end: 0,
@@ -444,7 +487,11 @@ fn pagemap_scan(
             category_inverted: 0,
             category_mask: sys::PAGE_IS_WRITTEN as u64,
             category_anyof_mask: 0,
-            return_mask: (sys::PAGE_IS_WRITTEN | sys::PAGE_IS_HUGE) as u64,
+            return_mask: if huge {
+                (sys::PAGE_IS_WRITTEN | sys::PAGE_IS_HUGE) as u64
+            } else {
+                sys::PAGE_IS_WRITTEN as u64
+            },
         };
         // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points at `SCAN_VEC_LEN` writable
         // page_region entries that outlive the call.

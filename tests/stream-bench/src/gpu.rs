@@ -48,6 +48,17 @@ pub struct GpuOptions {
     /// Call `vkFlushMappedMemoryRanges` on the written ranges (coherent memory needs none; the
     /// assisted capture modes record only flushed ranges).
     pub flush: bool,
+    /// Extra persistently mapped allocations of `alloc_bytes` each (the many-mappings case), of
+    /// the buffer's memory type, each with a buffer bound.
+    pub allocations: usize,
+    pub alloc_bytes: u64,
+}
+
+/// One of the extra allocations.
+struct Extra {
+    buffer: vk::Buffer,
+    memory: vk::DeviceMemory,
+    mapped: *mut u8,
 }
 
 pub struct Gpu {
@@ -66,6 +77,8 @@ pub struct Gpu {
     map_every_frame: bool,
     flush: bool,
     mapped: *mut u8,
+    extra: Vec<Extra>,
+    alloc_bytes: u64,
     pub info: DeviceInfo,
 }
 
@@ -132,6 +145,8 @@ impl Gpu {
             map_every_frame: opts.map_every_frame,
             flush: opts.flush,
             mapped: std::ptr::null_mut(),
+            extra: Vec::new(),
+            alloc_bytes: opts.alloc_bytes,
             info,
         };
         // On error, Drop releases whatever was created so far, device and instance included.
@@ -227,6 +242,24 @@ impl Gpu {
         self.src_mem = unsafe { d.allocate_memory(&mai, None) }.ctx("vkAllocateMemory(src)")?;
         // SAFETY: fresh buffer and memory of a compatible type and sufficient size.
         unsafe { d.bind_buffer_memory(self.src, self.src_mem, 0) }.ctx("vkBindBufferMemory(src)")?;
+        for _ in 0..opts.allocations {
+            let bci = vk::BufferCreateInfo::default().size(opts.alloc_bytes).usage(vk::BufferUsageFlags::TRANSFER_SRC);
+            // SAFETY: valid create info.
+            let buffer = unsafe { d.create_buffer(&bci, None) }.ctx("vkCreateBuffer(extra)")?;
+            self.extra.push(Extra { buffer, memory: vk::DeviceMemory::null(), mapped: std::ptr::null_mut() });
+            // SAFETY: buffer is valid.
+            let req = unsafe { d.get_buffer_memory_requirements(buffer) };
+            let mai = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(src_type);
+            let e = self.extra.last_mut().expect("pushed");
+            // SAFETY: valid allocate info.
+            e.memory = unsafe { d.allocate_memory(&mai, None) }.ctx("vkAllocateMemory(extra)")?;
+            // SAFETY: fresh buffer and memory of a compatible type and sufficient size; the memory
+            // is host-visible and not mapped.
+            unsafe {
+                d.bind_buffer_memory(buffer, e.memory, 0).ctx("vkBindBufferMemory(extra)")?;
+                e.mapped = d.map_memory(e.memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()).ctx("vkMapMemory(extra)")?.cast();
+            }
+        }
 
         let copy = COPY_BYTES.min(self.size);
         let bci = vk::BufferCreateInfo::default().size(copy).usage(vk::BufferUsageFlags::TRANSFER_DST);
@@ -325,6 +358,19 @@ impl Gpu {
         Ok(())
     }
 
+    /// One frame of the many-mappings case: one page written at each (allocation, page) of
+    /// `writes` (4 KiB pages), then the same submit and wait as [`frame`](Self::frame).
+    pub fn frame_many(&mut self, writes: &[(usize, usize)], value: u8) -> Result<(), GpuError> {
+        for &(i, page) in writes {
+            let e = &self.extra[i];
+            debug_assert!(((page + 1) * 4096) as u64 <= self.alloc_bytes);
+            // SAFETY: the allocation is mapped whole; the page lies inside it (caller contract).
+            unsafe { e.mapped.add(page * 4096).write_bytes(value, 4096) };
+        }
+        let copy = COPY_BYTES.min(self.size);
+        self.submit_copy(0, copy)
+    }
+
     /// The initial upload: the whole buffer written once (not timed).
     pub fn initial_fill(&mut self, value: u8) -> Result<(), GpuError> {
         let whole = [0..self.size as usize];
@@ -357,6 +403,13 @@ impl Drop for Gpu {
         let d = &self.device;
         // SAFETY: as above.
         unsafe {
+            for e in self.extra.drain(..) {
+                if !e.mapped.is_null() {
+                    d.unmap_memory(e.memory);
+                }
+                d.destroy_buffer(e.buffer, None);
+                d.free_memory(e.memory, None);
+            }
             d.destroy_fence(self.fence, None);
             d.destroy_command_pool(self.pool, None);
             d.destroy_buffer(self.src, None);

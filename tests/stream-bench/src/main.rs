@@ -69,6 +69,16 @@ struct RunArgs {
     /// Memory type index for the buffer (default: host-visible coherent, not device-local).
     #[arg(long)]
     memory_type: Option<u32>,
+    /// The many-mappings case: this many extra persistently mapped allocations; each frame
+    /// writes one page in `--writes-per-frame` of them (and nothing in the stream buffer), then
+    /// submits the same copy and waits. Floors are not measured.
+    #[arg(long, default_value_t = 0)]
+    allocations: usize,
+    /// Size of each extra allocation, KiB.
+    #[arg(long, default_value_t = 64)]
+    alloc_kib: u64,
+    #[arg(long, default_value_t = 4)]
+    writes_per_frame: usize,
     /// Skip the floor measurements.
     #[arg(long)]
     no_floors: bool,
@@ -96,6 +106,8 @@ struct Report {
     mode: Mode,
     pattern: Pattern,
     fraction_pct: f64,
+    /// Extra mapped allocations (the many-mappings case; 0: the stream case).
+    allocations: usize,
     size_mib: u64,
     frames: usize,
     warmup: usize,
@@ -168,9 +180,14 @@ fn run(a: RunArgs, start: Instant) -> Result<Report, String> {
         memory_type: a.memory_type,
         map_every_frame: a.mode == Mode::MapEveryFrame,
         flush: a.flush,
+        allocations: a.allocations,
+        alloc_bytes: a.alloc_kib * 1024,
     })
     .map_err(|e| e.to_string())?;
     g.initial_fill(0x5a).map_err(|e| e.to_string())?;
+    if a.allocations > 0 {
+        return run_many(a, g, start, page, span);
+    }
     let initial = span as u64;
     let (mut total_bytes, mut plan) = (initial, Vec::new());
     for f in 0..a.warmup {
@@ -208,6 +225,7 @@ fn run(a: RunArgs, start: Instant) -> Result<Report, String> {
         mode: a.mode,
         pattern: a.pattern,
         fraction_pct: fraction,
+        allocations: 0,
         size_mib: a.size_mib,
         frames: a.frames,
         warmup: a.warmup,
@@ -229,6 +247,73 @@ fn run(a: RunArgs, start: Instant) -> Result<Report, String> {
         },
         floors,
         floors_s: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// The many-mappings case (`--allocations`): each frame writes `writes_per_frame` distinct pages,
+/// in as many different allocations spread over all of them (pages of the one allocation when
+/// there is one).
+fn run_many(a: RunArgs, mut g: gpu::Gpu, start: Instant, page: usize, span: usize) -> Result<Report, String> {
+    let pages = ((a.alloc_kib * 1024) as usize / 4096).max(1);
+    let n = a.allocations;
+    let w = a.writes_per_frame.clamp(1, pages);
+    let mut which = Vec::with_capacity(w);
+    // Distinct pages every frame whatever N is (with one allocation, 4 pages of it), so the
+    // written work per frame is the same in every case.
+    let mut frame = |g: &mut gpu::Gpu, f: usize| {
+        which.clear();
+        which.extend((0..w).map(|k| {
+            let i = (f * w + k).wrapping_mul(7919) % n;
+            (i, (f + k * 7) % pages)
+        }));
+        g.frame_many(&which, (f % 251) as u8 + 1)
+    };
+    for f in 0..a.warmup {
+        frame(&mut g, f).map_err(|e| e.to_string())?;
+    }
+    let mut times = Vec::with_capacity(a.frames);
+    let loop_start = Instant::now();
+    for f in a.warmup..a.warmup + a.frames {
+        let t = Instant::now();
+        frame(&mut g, f).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let loop_s = loop_start.elapsed().as_secs_f64();
+    let device = g.info.clone();
+    drop(g);
+    let wall_s = start.elapsed().as_secs_f64();
+    let peak = peak_rss_kib();
+    let (user, sys, _) = rusage();
+    let per_frame = w * 4096;
+    let initial = span as u64;
+    let total = initial + ((a.warmup + a.frames) * per_frame) as u64;
+    Ok(Report {
+        bench: "manymaps",
+        mode: a.mode,
+        pattern: a.pattern,
+        fraction_pct: 0.0,
+        allocations: n,
+        size_mib: a.size_mib,
+        frames: a.frames,
+        warmup: a.warmup,
+        flush: a.flush,
+        page_size: page,
+        device,
+        frame_ms: stats::summarize(&times),
+        loop_s,
+        wall_s,
+        cpu_user_s: user,
+        cpu_sys_s: sys,
+        peak_rss_kib: peak,
+        written: Written {
+            bytes_per_frame: per_frame,
+            pages_per_frame: per_frame / page,
+            total_bytes: total,
+            total_pages: total / page as u64,
+            initial_bytes: initial,
+        },
+        floors: None,
+        floors_s: 0.0,
     })
 }
 

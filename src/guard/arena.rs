@@ -1,0 +1,276 @@
+//! Arenas for the memory the layer owns and hands to the driver (`host-import`): allocations are
+//! carved from a few large address-space reservations, lowest address first, so the allocations
+//! an application keeps mapped lie next to each other and a collection scans each run of them
+//! with one `PAGEMAP_SCAN` ([`super::wp::SpanSet`]) instead of one per allocation.
+//!
+//! Host memory arenas are shared anonymous memory, as drivers' mapped memory is: a forked child
+//! sees the same pages, and no copy-on-write ever moves a page a driver pinned. Each allocation
+//! is its own range of whole pages (never shared with another allocation, so a write is
+//! attributed to the allocation whose pages it hit and nothing else), made readable and writable
+//! when handed out. Freeing punches the range out of the shared memory (`MADV_REMOVE`: its pages
+//! go back to the system at once and it reads as zero when handed out again) and makes it
+//! `PROT_NONE` again, so a stale pointer faults instead of writing into a later allocation. The
+//! arenas of [`ArenaBlock::place`] are private reservations the caller maps its own memory over;
+//! freeing maps a fresh `PROT_NONE` reservation over the range (`MAP_FIXED`). An arena with no
+//! allocation left is unmapped whole.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::io;
+
+/// Address space reserved per arena (reserved only: `PROT_NONE`, `MAP_NORESERVE`, no memory
+/// until handed out). Larger allocations get an arena of their own.
+pub const ARENA_BYTES: usize = 256 << 20;
+
+struct Arena {
+    /// Shared anonymous memory (host memory) rather than a private reservation (placement).
+    shared: bool,
+    base: usize,
+    len: usize,
+    /// Free ranges: start → end.
+    free: BTreeMap<usize, usize>,
+    used: usize,
+}
+
+/// Arenas of host memory ([`ArenaBlock::new`]).
+static ARENAS: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
+/// Arenas of address space the caller maps its own memory into ([`ArenaBlock::place`]): kept
+/// apart, so each kind's blocks stay next to each other.
+static PLACES: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
+
+/// Memory from an arena: `len` bytes at an address aligned as asked, readable and writable,
+/// zero when handed out, given back on drop.
+pub struct ArenaBlock {
+    addr: usize,
+    len: usize,
+    pool: &'static Mutex<Vec<Arena>>,
+}
+
+impl ArenaBlock {
+    /// `len` bytes (rounded up to whole pages) aligned to `align` (a power of two; at least the
+    /// page size is used).
+    pub fn new(len: usize, align: usize) -> io::Result<ArenaBlock> {
+        let b = Self::take(&ARENAS, len, align, true)?;
+        // SAFETY: `b` is a range of our reservation just taken off the free list: nothing else
+        // uses it.
+        if unsafe { libc::mprotect(b.addr as *mut libc::c_void, b.len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Base pages, so dirty tracking stays 4 KiB exact. Advice only.
+        // SAFETY: as above.
+        unsafe { libc::madvise(b.addr as *mut libc::c_void, b.len, libc::MADV_NOHUGEPAGE) };
+        Ok(b)
+    }
+
+    /// `len` bytes of reserved address space (`PROT_NONE`), for the caller to map its own memory
+    /// over with `MAP_FIXED`. The caller must not unmap it (that would open a hole another
+    /// mapping could take): dropping the block maps `PROT_NONE` over it again.
+    pub fn place(len: usize) -> io::Result<ArenaBlock> {
+        Self::take(&PLACES, len, super::page_size(), false)
+    }
+
+    fn take(pool: &'static Mutex<Vec<Arena>>, len: usize, align: usize, shared: bool) -> io::Result<ArenaBlock> {
+        let page = super::page_size();
+        let align = align.max(page);
+        if len == 0 || !align.is_power_of_two() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let len = len.checked_next_multiple_of(page).ok_or(io::ErrorKind::InvalidInput)?;
+        let mut arenas = pool.lock();
+        let found = arenas.iter_mut().find_map(|a| a.take(len, align));
+        let addr = match found {
+            Some(addr) => addr,
+            None => {
+                let size = if len.saturating_add(align) > ARENA_BYTES / 4 {
+                    len.checked_add(align).ok_or(io::ErrorKind::InvalidInput)?
+                } else {
+                    ARENA_BYTES
+                };
+                let mut a = Arena::reserve(size, shared)?;
+                let addr = a.take(len, align).ok_or(io::ErrorKind::OutOfMemory)?;
+                arenas.push(a);
+                addr
+            }
+        };
+        Ok(ArenaBlock { addr, len, pool })
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for ArenaBlock {
+    fn drop(&mut self) {
+        release(&mut self.pool.lock(), self.addr, self.len);
+    }
+}
+
+/// Bytes handed out and bytes reserved, over every arena (for tests and reports).
+pub fn usage() -> (usize, usize) {
+    let (a, p) = (ARENAS.lock(), PLACES.lock());
+    let all = || a.iter().chain(p.iter());
+    (all().map(|a| a.used).sum(), all().map(|a| a.len).sum())
+}
+
+fn release(arenas: &mut Vec<Arena>, addr: usize, len: usize) {
+    let Some(i) = arenas.iter().position(|a| addr >= a.base && addr < a.base + a.len) else { return };
+    let a = &mut arenas[i];
+    a.give_back(addr, len);
+    if a.used == 0 {
+        let a = arenas.swap_remove(i);
+        // SAFETY: the whole reservation; nothing is handed out from it any more.
+        unsafe { libc::munmap(a.base as *mut libc::c_void, a.len) };
+    }
+}
+
+impl Arena {
+    fn reserve(len: usize, shared: bool) -> io::Result<Arena> {
+        let len = len.checked_next_multiple_of(super::page_size()).ok_or(io::ErrorKind::InvalidInput)?;
+        // SAFETY: a fresh reservation; the kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = p as usize;
+        Ok(Arena { shared, base, len, free: BTreeMap::from([(base, base + len)]), used: 0 })
+    }
+
+    /// First fit, lowest address first.
+    fn take(&mut self, len: usize, align: usize) -> Option<usize> {
+        let (start, end, at) = self.free.iter().find_map(|(&s, &e)| {
+            let at = s.checked_next_multiple_of(align)?;
+            (at.checked_add(len)? <= e).then_some((s, e, at))
+        })?;
+        self.free.remove(&start);
+        if start < at {
+            self.free.insert(start, at);
+        }
+        if at + len < end {
+            self.free.insert(at + len, end);
+        }
+        self.used += len;
+        Some(at)
+    }
+
+    fn give_back(&mut self, addr: usize, len: usize) {
+        let ok = if self.shared {
+            // SAFETY: a range of our arena that was handed out and is being given back; its owner
+            // is gone (the driver's memory importing it was freed). Punching it out of the shared
+            // memory returns its pages and makes it read as zero.
+            unsafe {
+                libc::madvise(addr as *mut libc::c_void, len, libc::MADV_REMOVE) == 0
+                    && libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_NONE) == 0
+            }
+        } else {
+            // Fresh PROT_NONE memory over the range (the caller's mapping there goes with it).
+            // SAFETY: a range of our reservation that was handed out and is being given back; its
+            // owner is gone.
+            let p = unsafe {
+                libc::mmap(
+                    addr as *mut libc::c_void,
+                    len,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            p != libc::MAP_FAILED
+        };
+        if !ok {
+            // Keep the range out of the free list: handing it out again could expose old bytes.
+            return;
+        }
+        self.used -= len;
+        let mut start = addr;
+        let mut end = addr + len;
+        if let Some((&s, &e)) = self.free.range(..start).next_back() {
+            if e == start {
+                self.free.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(e) = self.free.remove(&end) {
+            end = e;
+        }
+        self.free.insert(start, end);
+    }
+}
+
+/// Arena bookkeeping, tested without the memory calls' effects mattering.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_adjacent_aligned_and_reused() {
+        let p = crate::guard::page_size();
+        let a = ArenaBlock::new(16 * p, p).unwrap();
+        let b = ArenaBlock::new(3 * p + 1, p).unwrap();
+        let c = ArenaBlock::new(p, 64 * 1024).unwrap();
+        assert_eq!(b.addr, a.addr + 16 * p, "allocations follow each other");
+        assert_eq!(b.len, 4 * p);
+        assert_eq!(c.addr % (64 * 1024), 0);
+        // SAFETY: inside the blocks.
+        unsafe {
+            *a.ptr().add(5) = 1;
+            *b.ptr().add(b.len - 1) = 2;
+        }
+        let (addr_b, len_b) = (b.addr, b.len);
+        drop(b);
+        let d = ArenaBlock::new(2 * p, p).unwrap();
+        assert_eq!(d.addr, addr_b, "a freed range is handed out again, lowest first");
+        // SAFETY: inside the new block, which must read as zero.
+        assert!(unsafe { std::slice::from_raw_parts(d.ptr(), d.len) }.iter().all(|&x| x == 0));
+        assert!(len_b > d.len);
+        drop((a, c, d));
+    }
+
+    #[test]
+    fn a_large_block_gets_its_own_arena_and_goes_back_whole() {
+        let big = ArenaBlock::new(ARENA_BYTES, 4096).unwrap();
+        assert!(big.len() >= ARENA_BYTES);
+        let addr = big.addr;
+        drop(big);
+        assert!(!ARENAS.lock().iter().any(|a| addr >= a.base && addr < a.base + a.len), "empty arena unmapped");
+    }
+
+    /// A forked child sees the parent's host memory (shared, like a driver's mapping).
+    #[test]
+    fn host_memory_is_shared_with_a_forked_child() {
+        let b = ArenaBlock::new(4096, 4096).unwrap();
+        // SAFETY: fork in a test; the child only writes the block and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: the block is mapped in the child too (not MADV_DONTFORK).
+            unsafe {
+                *b.ptr() = 0x5c;
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        // SAFETY: inside the block.
+        assert_eq!(unsafe { *b.ptr() }, 0x5c);
+    }
+}
