@@ -253,6 +253,29 @@ mod tests {
         assert!(!ARENAS.lock().iter().any(|a| addr >= a.base && addr < a.base + a.len), "empty arena unmapped");
     }
 
+    fn rss_shmem_kib() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("RssShmem:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Freeing a block inside an arena that stays (another block lives there) gives its pages
+    /// back at once.
+    #[test]
+    fn a_freed_block_returns_its_pages() {
+        let keeper = ArenaBlock::new(4096, 4096).unwrap();
+        let big = ArenaBlock::new(16 << 20, 4096).unwrap();
+        // SAFETY: the whole block is mapped read-write.
+        unsafe { std::ptr::write_bytes(big.ptr(), 1, big.len()) };
+        let before = rss_shmem_kib();
+        drop(big);
+        let after = rss_shmem_kib();
+        assert!(before >= after + 12 * 1024, "RssShmem {before} kB -> {after} kB after freeing 16 MiB");
+        drop(keeper);
+    }
+
     /// A forked child sees the parent's host memory (shared, like a driver's mapping).
     #[test]
     fn host_memory_is_shared_with_a_forked_child() {
