@@ -39,7 +39,8 @@ impl Capture {
             _ => vec![BackendKind::AsyncWp, BackendKind::Full],
         };
         let forced = refuse_for_testing(&mut order, ptr as usize, len);
-        let opts = TrackOptions { shadow_reads: false, persistent_key: None };
+        // Collected with its device's mappings.
+        let opts = TrackOptions { group: key.0, ..Default::default() };
         // SAFETY: the driver accepted `ptr..ptr+size` as the memory of this allocation; the
         // application keeps it mapped until the allocation is freed (VK_EXT_external_memory_host).
         let tracked = unsafe { self.guards.track_first(ptr.cast(), len, &order, &opts) };
@@ -55,10 +56,12 @@ impl Capture {
                     reason = format!("{reason} ({})", why.join("; "));
                 }
                 log::once(vkdirty::config::LogLevel::Info, &format!("{IMPORT_REASON} is tracked with {}", t.backend));
+                let mapping = Mapping { region: t.id, offset: 0, size, backend: t.backend };
                 if let Some(m) = st.memories.get_mut(&key) {
                     m.app_import = true;
-                    m.mapping = Some(Mapping { region: t.id, offset: 0, size, backend: t.backend });
+                    m.mapping = Some(mapping);
                 }
+                st.regions.insert(t.id, RegionRef { region: t.id, alloc: id, memory: key.1, map: mapping });
                 st.mapped.entry(key.0).or_default().insert(id, key.1);
                 if let Some(w) = st.writer() {
                     w.record(&Event::Map(trace::Map { alloc: id, offset: 0, size, app_ptr: ptr as u64, backend: t.backend, reason }));

@@ -65,6 +65,7 @@ struct Mapping {
     /// Allocation offset of the mapping's first byte.
     offset: u64,
     size: u64,
+    backend: BackendKind,
 }
 
 /// A tracked region: its allocation (id and memory handle) and mapping.
@@ -481,7 +482,7 @@ impl Capture {
                 if let crate::host_import::Mapped::NotImported(why) = &import {
                     reason = format!("host-import: memory not imported ({why}); {reason}");
                 }
-                let mapping = Mapping { region: t.id, offset, size };
+                let mapping = Mapping { region: t.id, offset, size, backend: t.backend };
                 if let Some(m) = st.memories.get_mut(&key) {
                     m.mapping = Some(mapping);
                 }
@@ -959,7 +960,7 @@ mod tests {
     use vkdirty::trace::TraceReader;
 
     fn mapping(offset: u64, size: u64) -> Mapping {
-        Mapping { region: RegionId(1), offset, size }
+        Mapping { region: RegionId(1), offset, size, backend: BackendKind::AsyncWp }
     }
 
     #[test]
