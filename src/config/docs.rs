@@ -137,7 +137,6 @@ pub fn manifest() -> Json {
                 ("label", s(g.label())),
                 ("description", s(g.label())),
                 ("type", s("GROUP")),
-                ("expanded", Json::Bool(true)),
                 ("settings", Json::Arr(SETTINGS.iter().filter(|i| i.group == *g).map(setting_json).collect())),
             ])
         })
