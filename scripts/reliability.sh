@@ -29,6 +29,7 @@ repeat trace_writer dev_full_reports_one_error_and_stops_blocking
 repeat trace_salvage damaged_block_corpus
 repeat reliability forked_child_writes_mapped_memory_on_every_backend
 repeat reliability application_imported_host_memory_is_tracked
+repeat reliability memory_is_given_back_after_the_application_frees_it
 exe="$(bin trace_salvage)"
 VKDIRTY_STRESS_RUNS=$((runs * 100)) "$exe" --exact random_damage_loses_only_damaged_blocks --nocapture 2>&1 |
     grep -E "^random damage" || total_fail=$((total_fail + 1))
