@@ -6,4 +6,5 @@
 pub mod config;
 pub mod gfxr;
 pub mod guard;
+pub mod session;
 pub mod trace;

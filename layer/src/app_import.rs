@@ -57,12 +57,7 @@ impl Capture {
                 }
                 log::once(vkdirty::config::LogLevel::Info, &format!("{IMPORT_REASON} is tracked with {}", t.backend));
                 let mapping = Mapping { region: t.id, offset: 0, size, backend: t.backend };
-                if let Some(m) = st.memories.get_mut(&key) {
-                    m.app_import = true;
-                    m.mapping = Some(mapping);
-                }
-                st.regions.insert(t.id, RegionRef { region: t.id, alloc: id, memory: key.1, map: mapping });
-                st.mapped.entry(key.0).or_default().insert(id, key.1);
+                st.memories.map(key, mapping, len, true);
                 if let Some(w) = st.writer() {
                     w.record(&Event::Map(trace::Map { alloc: id, offset: 0, size, app_ptr: ptr as u64, backend: t.backend, reason }));
                 }

@@ -6,13 +6,14 @@ use ash::vk;
 use ash::vk::Handle;
 use once_cell::sync::Lazy;
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vkdirty::config::{self, BackendChoice, Settings, ShadowRefresh};
+use vkdirty::session::{self, must_collect, Mapping, Mark, RegionRef, Session};
 use vkdirty::guard::{BackendKind, GuardError, GuardManager, RegionId, TrackOptions};
 use vkdirty::trace::{self, Event, TraceWriter, WriterOptions};
 
@@ -38,85 +39,7 @@ pub fn get() -> &'static Capture {
     &CAPTURE
 }
 
-#[derive(Default)]
-enum Trace {
-    /// Opened at the first `vkCreateDevice`.
-    #[default]
-    NotOpened,
-    Open(TraceWriter),
-    /// Could not be created, or has been closed (a later device opens a new one).
-    Closed,
-}
-
-/// An allocation, keyed by (device, memory) handle values.
-struct Memory {
-    id: u64,
-    size: u64,
-    /// Its memory type is `HOST_CACHED` (see `VKDIRTY_SHADOW_REFRESH`).
-    cached: bool,
-    mapping: Option<Mapping>,
-    /// Host memory the application imported: tracked from allocation to free (`app_import`).
-    app_import: bool,
-}
-
-#[derive(Clone, Copy)]
-struct Mapping {
-    region: RegionId,
-    /// Allocation offset of the mapping's first byte.
-    offset: u64,
-    size: u64,
-    backend: BackendKind,
-}
-
-/// A tracked region: its allocation (id and memory handle) and mapping.
-#[derive(Clone, Copy)]
-struct RegionRef {
-    region: RegionId,
-    alloc: u64,
-    memory: u64,
-    map: Mapping,
-}
-
-#[derive(Default)]
-struct State {
-    trace: Trace,
-    /// Traces opened so far (a second one gets a numbered name).
-    opened: u32,
-    app_name: String,
-    engine_name: String,
-    memories: HashMap<(u64, u64), Memory>,
-    /// Per device: mapped allocations by id (collection order), to their memory handle.
-    mapped: HashMap<u64, BTreeMap<u64, u64>>,
-    /// Tracked regions, so a collection over every region of a device maps its runs back
-    /// without walking the mappings.
-    regions: HashMap<RegionId, RegionRef>,
-    /// Per device: the shadow mappings (the ones a host synchronisation point may refresh), with
-    /// their length and whether their memory type is `HOST_CACHED`; the other mappings are not
-    /// walked there.
-    shadows: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
-    next_alloc: u64,
-    /// Sequence number of the last submit (0 before the first).
-    seq: u64,
-    /// The current frame, 1-based.
-    frame: u64,
-    /// Whether the last submit was inside the FRAMES/SUBMITS window (and trigger window).
-    active: bool,
-    /// The runtime trigger, when one is configured.
-    trigger: Option<crate::trigger::Trigger>,
-    /// Whether the application has presented (then triggers are checked per frame).
-    presented: bool,
-    /// Which host synchronisation points refresh shadows.
-    sync: crate::sync::SyncFilter,
-}
-
-impl State {
-    fn writer(&self) -> Option<&TraceWriter> {
-        match &self.trace {
-            Trace::Open(w) if w.is_active() => Some(w),
-            _ => None,
-        }
-    }
-}
+type State = Session<crate::trigger::Trigger>;
 
 /// What `vkQueueSubmit*` / `vkQueueBindSparse` pass, for the submit record.
 pub struct SubmitInfo {
@@ -191,18 +114,12 @@ fn trim_if_freed(at_least: u64) {
     }
 }
 
-/// Whether collection must run at every submit regardless of the capture window: shadow backends
-/// copy the application's writes to the real memory only when collecting.
-fn must_collect(b: BackendKind) -> bool {
-    matches!(b, BackendKind::Shadow | BackendKind::ShadowWp)
-}
-
 impl Capture {
     fn new(settings: &'static Settings) -> Capture {
         Capture {
             settings,
             guards: GuardManager::new(),
-            state: Mutex::new(State { trigger: crate::trigger::Trigger::new(settings), ..State::default() }),
+            state: Mutex::new(Session::new(crate::trigger::Trigger::new(settings))),
             owner_pid: AtomicU32::new(0),
         }
     }
@@ -231,13 +148,13 @@ impl Capture {
     /// `vkCreateDevice` succeeded: opens the trace on the first device.
     pub fn device_created(&self, props: &vk::PhysicalDeviceProperties) {
         let mut st = self.lock();
-        if matches!(st.trace, Trace::Open(_)) {
+        if st.trace.is_open() {
             return;
         }
         if !self.settings.write_trace {
-            if !matches!(st.trace, Trace::Closed) {
+            if !st.trace.is_closed() {
                 log::info!("vkdirty's own trace is off (VKDIRTY_WRITE_TRACE=0)");
-                st.trace = Trace::Closed;
+                st.trace.off();
             }
             return;
         }
@@ -249,9 +166,7 @@ impl Capture {
             pid,
             settings::android_package().as_deref(),
         );
-        st.opened += 1;
-        // A later trace of this process never replaces the first one.
-        let existing = if st.opened > 1 { trace::Existing::Next } else { self.settings.trace_exists };
+        let existing = st.trace.opening(self.settings.trace_exists);
         if settings::android_package().is_some() {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -272,7 +187,7 @@ impl Capture {
             Ok(o) => o,
             Err(e) => {
                 log::error!("cannot create the trace, capture is off: {e}");
-                st.trace = Trace::Closed;
+                st.trace.off();
                 return;
             }
         };
@@ -300,12 +215,12 @@ impl Capture {
                         settings::session_settings(self.settings, origins)
                     },
                 }));
-                st.trace = Trace::Open(w);
+                st.trace.opened(w);
                 self.owner_pid.store(pid, Ordering::Relaxed);
             }
             Err(e) => {
                 log::error!("cannot create the trace, capture is off: {e}");
-                st.trace = Trace::Closed;
+                st.trace.off();
             }
         }
     }
@@ -314,27 +229,16 @@ impl Capture {
     pub fn device_destroyed(&self, dev: &DeviceState) {
         let device = dev.handle.as_raw();
         let mut st = self.lock();
-        let mapped = st.mapped.remove(&device).unwrap_or_default();
-        let submit = st.seq + 1;
+        let submit = st.window.next_submit();
         let record = self.records_later(&st);
-        for (_, mem) in mapped {
-            let taken = st.memories.get_mut(&(device, mem)).and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
-            if let Some((id, mapping)) = taken {
-                st.regions.remove(&mapping.region);
-                if let Some(sh) = st.shadows.get_mut(&device) {
-                    sh.remove(&mapping.region);
-                }
-                self.untrack(dev, &st, id, mem, &mapping, submit, record);
-            }
+        let (untracked, ids) = st.memories.device_destroyed(device);
+        for u in untracked {
+            self.untrack(dev, &st, u.alloc, u.memory, &u.mapping, submit, record);
         }
-        st.shadows.remove(&device);
         // Shadows kept for the device's allocations (VKDIRTY_PERSISTENT_SHADOW) go with them.
-        st.memories.retain(|&(d, _), m| {
-            if d == device {
-                self.guards.release_persistent(m.id);
-            }
-            d != device
-        });
+        for id in ids {
+            self.guards.release_persistent(id);
+        }
     }
 
     /// The last instance is gone: closes the trace.
@@ -365,10 +269,8 @@ impl Capture {
             .copied()
             .unwrap_or((vk::MemoryPropertyFlags::empty(), 0));
         let mut st = self.lock();
-        st.next_alloc += 1;
-        let id = st.next_alloc;
         let cached = flags.contains(vk::MemoryPropertyFlags::HOST_CACHED);
-        st.memories.insert((device, memory.as_raw()), Memory { id, size: info.allocation_size, cached, mapping: None, app_import: false });
+        let id = st.memories.allocate((device, memory.as_raw()), info.allocation_size, cached);
         if let Some(w) = st.writer() {
             w.record(&Event::Allocation(trace::Allocation {
                 id,
@@ -389,10 +291,10 @@ impl Capture {
     pub fn freeing(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
         let key = (dev.handle.as_raw(), memory.as_raw());
         let mut st = self.lock();
-        if st.memories.contains_key(&key) {
+        if st.memories.get(key).is_some() {
             self.unmap_locked(dev, &mut st, key);
         }
-        if let Some(m) = st.memories.remove(&key) {
+        if let Some(m) = st.memories.free(key) {
             FREED_SINCE_TRIM.fetch_add(m.size, Ordering::Relaxed);
             // A shadow kept for the allocation (VKDIRTY_PERSISTENT_SHADOW) goes with it.
             self.guards.release_persistent(m.id);
@@ -423,7 +325,7 @@ impl Capture {
         if st.writer().is_none() && !self.settings.gfxr_flush {
             return real;
         }
-        let Some(mem) = st.memories.get(&key) else {
+        let Some(mem) = st.memories.get(key) else {
             log::once(vkdirty::config::LogLevel::Warn, "a mapping of memory allocated before the layer saw it is not captured");
             return real;
         };
@@ -483,15 +385,7 @@ impl Capture {
                     reason = format!("host-import: memory not imported ({why}); {reason}");
                 }
                 let mapping = Mapping { region: t.id, offset, size, backend: t.backend };
-                if let Some(m) = st.memories.get_mut(&key) {
-                    m.mapping = Some(mapping);
-                }
-                st.mapped.entry(key.0).or_default().insert(id, key.1);
-                st.regions.insert(t.id, RegionRef { region: t.id, alloc: id, memory: key.1, map: mapping });
-                if must_collect(t.backend) {
-                    let cached = st.memories.get(&key).is_some_and(|m| m.cached);
-                    st.shadows.entry(key.0).or_default().insert(t.id, (len, cached));
-                }
+                st.memories.map(key, mapping, len, false);
                 if let Some(w) = st.writer() {
                     w.record(&Event::Map(trace::Map {
                         alloc: id,
@@ -518,7 +412,7 @@ impl Capture {
     pub fn unmapping(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
         let key = (dev.handle.as_raw(), memory.as_raw());
         let mut st = self.lock();
-        if st.memories.get(&key).is_some_and(|m| m.app_import) {
+        if st.memories.get(key).is_some_and(|m| m.app_import) {
             // Tracked until it is freed.
             return;
         }
@@ -526,18 +420,11 @@ impl Capture {
     }
 
     fn unmap_locked(&self, dev: &DeviceState, st: &mut State, key: (u64, u64)) {
-        let taken = st.memories.get_mut(&key).and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
-        let Some((id, mapping)) = taken else { return };
-        if let Some(map) = st.mapped.get_mut(&key.0) {
-            map.remove(&id);
-        }
-        st.regions.remove(&mapping.region);
-        if let Some(sh) = st.shadows.get_mut(&key.0) {
-            sh.remove(&mapping.region);
-        }
-        let submit = st.seq + 1;
+        let Some(u) = st.memories.unmap(key) else { return };
+        let id = u.alloc;
+        let submit = st.window.next_submit();
         let record = self.records_later(st);
-        self.untrack(dev, st, id, key.1, &mapping, submit, record);
+        self.untrack(dev, st, id, key.1, &u.mapping, submit, record);
         if let Some(w) = st.writer() {
             w.record(&Event::Unmap { alloc: id });
         }
@@ -630,7 +517,7 @@ impl Capture {
     /// (`GuardManager::collect_all`); runs are mapped back to allocations through `regions`.
     fn collect_device(&self, dev: &DeviceState, st: &State, submit: u64, record: bool, all: bool) {
         let device = dev.handle.as_raw();
-        if !st.mapped.get(&device).is_some_and(|m| !m.is_empty()) {
+        if !st.memories.has_mappings(device) {
             return;
         }
         let gfxr = self.settings.gfxr_flush;
@@ -646,7 +533,7 @@ impl Capture {
                     self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
                     runs.clear();
                 }
-                let Some(&rr) = st.regions.get(&region) else { return };
+                let Some(rr) = st.memories.region(region) else { return };
                 cur = Some((rr, writer.map(|w| w.dirty(rr.alloc, submit))));
             }
             let Some((rr, d)) = cur.as_mut() else { return };
@@ -674,43 +561,24 @@ impl Capture {
         }
     }
 
-    /// Whether capture is limited to a window (FRAMES, SUBMITS or a trigger).
-    fn windowed(&self, st: &State) -> bool {
-        self.settings.frames.is_some() || self.settings.submits.is_some() || st.trigger.is_some()
-    }
-
     /// Whether bytes collected now (outside a submit) must be recorded: capture is on, or will be
     /// on later and needs them to reconstruct.
     fn records_later(&self, st: &State) -> bool {
-        self.settings.captures_later(st.frame.max(1), st.seq + 1)
-    }
-
-    /// The mapped part of `[offset, offset + size)` (allocation offsets, `VK_WHOLE_SIZE` allowed)
-    /// as region offsets and as allocation offsets.
-    fn clip(m: &Mapping, offset: u64, size: u64) -> Option<(Range<usize>, (u64, u64))> {
-        let map_end = m.offset.saturating_add(m.size);
-        let start = offset.max(m.offset);
-        let end = if size == vk::WHOLE_SIZE { map_end } else { offset.saturating_add(size).min(map_end) };
-        if start >= end {
-            return None;
-        }
-        let rs = usize::try_from(start - m.offset).ok()?;
-        let re = usize::try_from(end - m.offset).ok()?;
-        Some((rs..re, (start, end - start)))
+        st.window.records_later(self.settings)
     }
 
     /// `vkFlushMappedMemoryRanges` is about to be called: declares and collects the ranges.
     pub fn flushing(&self, dev: &DeviceState, ranges: &[vk::MappedMemoryRange<'_>]) {
         let device = dev.handle.as_raw();
         let st = self.lock();
-        let submit = st.seq + 1;
+        let submit = st.window.next_submit();
         let record = self.records_later(&st);
-        let outside = self.windowed(&st) && !st.active;
+        let outside = st.window.outside(self.settings);
         let mut per_alloc: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
         for r in ranges {
-            let Some(mem) = st.memories.get(&(device, r.memory.as_raw())) else { continue };
+            let Some(mem) = st.memories.get((device, r.memory.as_raw())) else { continue };
             let Some(m) = mem.mapping else { continue };
-            let Some((region_range, alloc_range)) = Self::clip(&m, r.offset, r.size) else { continue };
+            let Some((region_range, alloc_range)) = session::clip(&m, r.offset, r.size) else { continue };
             if let Err(e) = self.guards.flushed(m.region, region_range.clone()) {
                 log::once(vkdirty::config::LogLevel::Error, &format!("declaring a flush failed: {e}"));
             }
@@ -736,9 +604,9 @@ impl Capture {
         let device = dev.handle.as_raw();
         let st = self.lock();
         for r in ranges {
-            let Some(mem) = st.memories.get(&(device, r.memory.as_raw())) else { continue };
+            let Some(mem) = st.memories.get((device, r.memory.as_raw())) else { continue };
             let Some(m) = mem.mapping else { continue };
-            let Some((region_range, _)) = Self::clip(&m, r.offset, r.size) else { continue };
+            let Some((region_range, _)) = session::clip(&m, r.offset, r.size) else { continue };
             if let Err(e) = self.guards.invalidate(m.region, region_range) {
                 log::once(vkdirty::config::LogLevel::Error, &format!("invalidating a shadow failed: {e}"));
             }
@@ -766,8 +634,7 @@ impl Capture {
             if !need {
                 return;
             }
-            let Some(shadows) = st.shadows.get(&device) else { return };
-            shadows.iter().filter(|(_, &(_, cached))| policy.at_sync_points(cached)).map(|(&r, &(len, _))| (r, len)).collect()
+            st.memories.shadows(device, |cached| policy.at_sync_points(cached))
         };
         for (region, len) in regions {
             match self.guards.invalidate(region, 0..len) {
@@ -782,7 +649,7 @@ impl Capture {
     /// the next submit, like a flush).
     pub fn host_signalling(&self, dev: &DeviceState) {
         let st = self.lock();
-        let submit = st.seq + 1;
+        let submit = st.window.next_submit();
         let record = self.records_later(&st);
         self.collect_device(dev, &st, submit, record, false);
     }
@@ -793,41 +660,18 @@ impl Capture {
         let device = dev.handle.as_raw();
         let mut st = self.lock();
         st.sync.submitted(device, queue.as_raw(), info.fence);
-        st.seq += 1;
-        let seq = st.seq;
-        let frame = st.frame.max(1);
-        let presented = st.presented;
-        let triggered = match st.trigger.as_mut() {
-            None => true,
-            // Before any present the trigger is checked at submits, a window counting submits.
-            Some(t) if !presented => {
-                let was = t.is_on();
-                let on = t.check_at_submit();
-                if on != was {
-                    log::info!("trigger: capture {} at submit {seq}", if on { "on" } else { "off" });
-                }
-                on
-            }
-            Some(t) => t.is_on(),
-        };
-        let active = self.settings.captures(frame, seq) && triggered;
-        if !presented && active {
-            if let Some(t) = st.trigger.as_mut() {
-                t.consumed();
-            }
+        let step = st.window.submit(self.settings);
+        let (seq, active, record) = (step.seq, step.active, step.record);
+        if let Some(on) = step.trigger_changed {
+            log::info!("trigger: capture {} at submit {seq}", if on { "on" } else { "off" });
         }
-        let windowed = self.windowed(&st);
-        if windowed && active != st.active {
-            if let Some(w) = st.writer() {
-                w.record(&if active {
-                    Event::CaptureStart { frame, submit: seq }
-                } else {
-                    Event::CaptureStop { frame, submit: seq }
-                });
-            }
+        if let (Some(mark), Some(w)) = (step.mark, st.writer()) {
+            let frame = step.frame;
+            w.record(&match mark {
+                Mark::Start => Event::CaptureStart { frame, submit: seq },
+                Mark::Stop => Event::CaptureStop { frame, submit: seq },
+            });
         }
-        st.active = active;
-        let record = active || self.settings.captures_later(frame, seq);
         let writing = st.writer().is_some();
         self.collect_device(dev, &st, seq, record, active && writing);
         trim_if_freed(TRIM_AT_SUBMIT);
@@ -857,23 +701,17 @@ impl Capture {
     /// `vkQueuePresentKHR`: the current frame ends.
     pub fn presenting(&self) {
         let mut st = self.lock();
-        let frame = st.frame.max(1);
+        let step = st.window.present();
         if let Some(w) = st.writer() {
-            w.record(&Event::Frame { frame, last_submit: st.seq, timestamp_ns: now_ns() });
+            w.record(&Event::Frame { frame: step.frame, last_submit: step.last_submit, timestamp_ns: now_ns() });
         }
-        st.frame = frame + 1;
-        st.presented = true;
-        let seq = st.seq;
-        if let Some(t) = st.trigger.as_mut() {
-            // The frame just ended counts against the trigger's window if it was in it.
-            let was = t.is_on();
-            if was {
-                t.consumed();
-            }
-            let on = t.check();
-            if on != was {
-                log::info!("trigger: capture {} from frame {} (after submit {seq})", if on { "on" } else { "off" }, frame + 1);
-            }
+        if let Some(on) = step.trigger_changed {
+            log::info!(
+                "trigger: capture {} from frame {} (after submit {})",
+                if on { "on" } else { "off" },
+                step.frame + 1,
+                step.last_submit
+            );
         }
     }
 }
@@ -908,8 +746,8 @@ fn backend_order(choice: BackendChoice) -> &'static [BackendKind] {
 }
 
 fn close(st: &mut State, why: &str) {
-    if let Trace::Open(w) = std::mem::replace(&mut st.trace, Trace::Closed) {
-        match w.close() {
+    if let Some(closed) = st.trace.close() {
+        match closed {
             Ok(t) => log::info!(
                 "trace closed ({why}): {} submits, {} frames, {} dirty pages, {} dirty bytes",
                 t.submits,
@@ -958,22 +796,6 @@ mod tests {
     use std::collections::{BTreeSet, HashMap};
     use std::path::{Path, PathBuf};
     use vkdirty::trace::TraceReader;
-
-    fn mapping(offset: u64, size: u64) -> Mapping {
-        Mapping { region: RegionId(1), offset, size, backend: BackendKind::AsyncWp }
-    }
-
-    #[test]
-    fn flush_ranges_clip_to_the_mapping() {
-        let m = mapping(0x1000, 0x3000);
-        assert_eq!(Capture::clip(&m, 0x1000, 0x3000), Some((0..0x3000, (0x1000, 0x3000))));
-        assert_eq!(Capture::clip(&m, 0x2000, vk::WHOLE_SIZE), Some((0x1000..0x3000, (0x2000, 0x2000))));
-        assert_eq!(Capture::clip(&m, 0, 0x1800), Some((0..0x800, (0x1000, 0x800))));
-        assert_eq!(Capture::clip(&m, 0x3800, 0x10000), Some((0x2800..0x3000, (0x3800, 0x800))));
-        assert_eq!(Capture::clip(&m, 0x4000, 0x100), None);
-        assert_eq!(Capture::clip(&m, 0, 0x1000), None);
-        assert_eq!(Capture::clip(&m, u64::MAX - 1, u64::MAX - 1), None);
-    }
 
     fn leak_settings(pairs: &[(&str, &str)], trace: &Path) -> &'static Settings {
         let mut m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

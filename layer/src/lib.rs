@@ -18,7 +18,6 @@ mod intercept;
 mod loader;
 mod log;
 mod settings;
-mod sync;
 mod table;
 mod tooling;
 mod trigger;

@@ -131,6 +131,21 @@ impl Trigger {
     }
 }
 
+impl vkdirty::session::Trigger for Trigger {
+    fn is_on(&self) -> bool {
+        Trigger::is_on(self)
+    }
+    fn check(&mut self) -> bool {
+        Trigger::check(self)
+    }
+    fn check_at_submit(&mut self) -> bool {
+        Trigger::check_at_submit(self)
+    }
+    fn consumed(&mut self) {
+        Trigger::consumed(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

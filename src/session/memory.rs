@@ -1,0 +1,338 @@
+//! Allocations and their mappings: allocation ids, map/unmap bookkeeping, which regions belong to
+//! which allocation, and which mappings are shadows a host synchronisation point may refresh.
+//! Keys are (device, memory) handle values; nothing here calls a driver or a guard backend.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use crate::guard::{BackendKind, RegionId};
+
+/// `VK_WHOLE_SIZE`: to the end of the mapping.
+pub const WHOLE_SIZE: u64 = !0;
+
+/// An allocation.
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    pub id: u64,
+    pub size: u64,
+    /// Its memory type is `HOST_CACHED` (see `VKDIRTY_SHADOW_REFRESH`).
+    pub cached: bool,
+    pub mapping: Option<Mapping>,
+    /// Host memory the application imported: tracked from allocation to free.
+    pub app_import: bool,
+}
+
+/// A tracked mapping of an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub region: RegionId,
+    /// Allocation offset of the mapping's first byte.
+    pub offset: u64,
+    pub size: u64,
+    pub backend: BackendKind,
+}
+
+/// A tracked region: its allocation (id and memory handle) and mapping.
+#[derive(Clone, Copy, Debug)]
+pub struct RegionRef {
+    pub region: RegionId,
+    pub alloc: u64,
+    pub memory: u64,
+    pub map: Mapping,
+}
+
+/// A mapping whose tracking ends: collect its last dirty pages, then untrack it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Untracked {
+    pub alloc: u64,
+    pub memory: u64,
+    pub mapping: Mapping,
+}
+
+/// Whether collection must run at every submit regardless of the capture window: shadow backends
+/// copy the application's writes to the real memory only when collecting.
+pub fn must_collect(b: BackendKind) -> bool {
+    matches!(b, BackendKind::Shadow | BackendKind::ShadowWp)
+}
+
+/// The mapped part of `[offset, offset + size)` (allocation offsets, [`WHOLE_SIZE`] allowed) as
+/// region offsets and as allocation offsets.
+pub fn clip(m: &Mapping, offset: u64, size: u64) -> Option<(Range<usize>, (u64, u64))> {
+    let map_end = m.offset.saturating_add(m.size);
+    let start = offset.max(m.offset);
+    let end = if size == WHOLE_SIZE {
+        map_end
+    } else {
+        offset.saturating_add(size).min(map_end)
+    };
+    if start >= end {
+        return None;
+    }
+    let rs = usize::try_from(start - m.offset).ok()?;
+    let re = usize::try_from(end - m.offset).ok()?;
+    Some((rs..re, (start, end - start)))
+}
+
+#[derive(Default)]
+pub struct Memories {
+    memories: HashMap<(u64, u64), Memory>,
+    /// Per device: mapped allocations by id (collection order), to their memory handle.
+    mapped: HashMap<u64, BTreeMap<u64, u64>>,
+    /// Tracked regions, so a collection over every region of a device maps its runs back
+    /// without walking the mappings.
+    regions: HashMap<RegionId, RegionRef>,
+    /// Per device: the shadow mappings (the ones a host synchronisation point may refresh), with
+    /// their length and whether their memory type is `HOST_CACHED`.
+    shadows: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
+    next_alloc: u64,
+}
+
+impl Memories {
+    /// An allocation of `size` bytes: returns its id (1, 2, ... in allocation order).
+    pub fn allocate(&mut self, key: (u64, u64), size: u64, cached: bool) -> u64 {
+        self.next_alloc += 1;
+        let id = self.next_alloc;
+        self.memories.insert(
+            key,
+            Memory {
+                id,
+                size,
+                cached,
+                mapping: None,
+                app_import: false,
+            },
+        );
+        id
+    }
+
+    pub fn get(&self, key: (u64, u64)) -> Option<&Memory> {
+        self.memories.get(&key)
+    }
+
+    /// Records a tracked mapping of `len` bytes (`app_import`: the application's own host
+    /// memory, tracked until the free).
+    pub fn map(&mut self, key: (u64, u64), mapping: Mapping, len: usize, app_import: bool) {
+        let Some(m) = self.memories.get_mut(&key) else {
+            return;
+        };
+        m.mapping = Some(mapping);
+        m.app_import |= app_import;
+        let (id, cached) = (m.id, m.cached);
+        self.mapped.entry(key.0).or_default().insert(id, key.1);
+        self.regions.insert(
+            mapping.region,
+            RegionRef {
+                region: mapping.region,
+                alloc: id,
+                memory: key.1,
+                map: mapping,
+            },
+        );
+        if must_collect(mapping.backend) {
+            self.shadows
+                .entry(key.0)
+                .or_default()
+                .insert(mapping.region, (len, cached));
+        }
+    }
+
+    /// Ends the allocation's mapping, if it has one: what to collect and untrack.
+    pub fn unmap(&mut self, key: (u64, u64)) -> Option<Untracked> {
+        let m = self.memories.get_mut(&key)?;
+        let mapping = m.mapping.take()?;
+        let alloc = m.id;
+        if let Some(map) = self.mapped.get_mut(&key.0) {
+            map.remove(&alloc);
+        }
+        self.forget_region(key.0, mapping.region);
+        Some(Untracked {
+            alloc,
+            memory: key.1,
+            mapping,
+        })
+    }
+
+    fn forget_region(&mut self, device: u64, region: RegionId) {
+        self.regions.remove(&region);
+        if let Some(sh) = self.shadows.get_mut(&device) {
+            sh.remove(&region);
+        }
+    }
+
+    /// The allocation is freed (after [`Memories::unmap`]).
+    pub fn free(&mut self, key: (u64, u64)) -> Option<Memory> {
+        self.memories.remove(&key)
+    }
+
+    /// The device is destroyed: its mappings to untrack and the ids of all its allocations.
+    pub fn device_destroyed(&mut self, device: u64) -> (Vec<Untracked>, Vec<u64>) {
+        let mapped = self.mapped.remove(&device).unwrap_or_default();
+        let mut untracked = Vec::new();
+        for (_, mem) in mapped {
+            let taken = self
+                .memories
+                .get_mut(&(device, mem))
+                .and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
+            if let Some((alloc, mapping)) = taken {
+                self.forget_region(device, mapping.region);
+                untracked.push(Untracked {
+                    alloc,
+                    memory: mem,
+                    mapping,
+                });
+            }
+        }
+        self.shadows.remove(&device);
+        let mut ids = Vec::new();
+        self.memories.retain(|&(d, _), m| {
+            if d == device {
+                ids.push(m.id);
+            }
+            d != device
+        });
+        ids.sort_unstable();
+        (untracked, ids)
+    }
+
+    /// Whether the device has a tracked mapping.
+    pub fn has_mappings(&self, device: u64) -> bool {
+        self.mapped.get(&device).is_some_and(|m| !m.is_empty())
+    }
+
+    pub fn region(&self, region: RegionId) -> Option<RegionRef> {
+        self.regions.get(&region).copied()
+    }
+
+    /// The device's shadow regions (with their length) that `refresh(cached)` selects.
+    pub fn shadows(&self, device: u64, refresh: impl Fn(bool) -> bool) -> Vec<(RegionId, usize)> {
+        let Some(sh) = self.shadows.get(&device) else {
+            return Vec::new();
+        };
+        sh.iter()
+            .filter(|(_, &(_, cached))| refresh(cached))
+            .map(|(&r, &(len, _))| (r, len))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(region: u64, offset: u64, size: u64, backend: BackendKind) -> Mapping {
+        Mapping {
+            region: RegionId(region),
+            offset,
+            size,
+            backend,
+        }
+    }
+
+    #[test]
+    fn flush_ranges_clip_to_the_mapping() {
+        let m = mapping(1, 0x1000, 0x3000, BackendKind::AsyncWp);
+        assert_eq!(
+            clip(&m, 0x1000, 0x3000),
+            Some((0..0x3000, (0x1000, 0x3000)))
+        );
+        assert_eq!(
+            clip(&m, 0x2000, WHOLE_SIZE),
+            Some((0x1000..0x3000, (0x2000, 0x2000)))
+        );
+        assert_eq!(clip(&m, 0, 0x1800), Some((0..0x800, (0x1000, 0x800))));
+        assert_eq!(
+            clip(&m, 0x3800, 0x10000),
+            Some((0x2800..0x3000, (0x3800, 0x800)))
+        );
+        assert_eq!(clip(&m, 0x4000, 0x100), None);
+        assert_eq!(clip(&m, 0, 0x1000), None);
+        assert_eq!(clip(&m, u64::MAX - 1, u64::MAX - 1), None);
+    }
+
+    #[test]
+    fn only_shadow_backends_must_collect_at_every_submit() {
+        assert!(must_collect(BackendKind::Shadow) && must_collect(BackendKind::ShadowWp));
+        for b in [
+            BackendKind::AsyncWp,
+            BackendKind::Full,
+            BackendKind::Assisted,
+            BackendKind::HostImport,
+        ] {
+            assert!(!must_collect(b), "{b}");
+        }
+    }
+
+    #[test]
+    fn ids_follow_allocation_order_and_mappings_come_and_go() {
+        let mut m = Memories::default();
+        let a = m.allocate((1, 10), 4096, false);
+        let b = m.allocate((1, 11), 8192, true);
+        let c = m.allocate((2, 10), 4096, false);
+        assert_eq!((a, b, c), (1, 2, 3));
+        assert!(!m.has_mappings(1));
+        let ma = mapping(100, 0, 4096, BackendKind::AsyncWp);
+        let mb = mapping(101, 4096, 4096, BackendKind::ShadowWp);
+        m.map((1, 10), ma, 4096, false);
+        m.map((1, 11), mb, 4096, false);
+        assert!(m.has_mappings(1) && !m.has_mappings(2));
+        assert_eq!(
+            m.region(RegionId(101)).map(|r| (r.alloc, r.memory)),
+            Some((2, 11))
+        );
+        // Only the shadow is refreshed at sync points, and only when the policy selects it.
+        assert_eq!(m.shadows(1, |_| true), vec![(RegionId(101), 4096)]);
+        assert_eq!(m.shadows(1, |cached| !cached), vec![]);
+        assert_eq!(
+            m.unmap((1, 11)),
+            Some(Untracked {
+                alloc: 2,
+                memory: 11,
+                mapping: mb
+            })
+        );
+        assert_eq!(m.unmap((1, 11)), None, "unmapped twice");
+        assert!(m.region(RegionId(101)).is_none() && m.shadows(1, |_| true).is_empty());
+        assert_eq!(m.free((1, 11)).map(|x| x.id), Some(2));
+        assert!(m.get((1, 11)).is_none());
+        // Mapping memory the bookkeeping does not know changes nothing.
+        m.map((9, 9), ma, 4096, false);
+        assert!(!m.has_mappings(9));
+    }
+
+    #[test]
+    fn an_application_import_stays_marked() {
+        let mut m = Memories::default();
+        m.allocate((1, 10), 4096, false);
+        m.map((1, 10), mapping(5, 0, 4096, BackendKind::Full), 4096, true);
+        assert!(m
+            .get((1, 10))
+            .is_some_and(|x| x.app_import && x.mapping.is_some()));
+    }
+
+    #[test]
+    fn destroying_a_device_untracks_only_its_mappings() {
+        let mut m = Memories::default();
+        m.allocate((1, 10), 4096, false);
+        m.allocate((1, 11), 4096, false);
+        m.allocate((2, 10), 4096, false);
+        let m1 = mapping(7, 0, 4096, BackendKind::Shadow);
+        let m2 = mapping(8, 0, 4096, BackendKind::Shadow);
+        m.map((1, 10), m1, 4096, false);
+        m.map((2, 10), m2, 4096, false);
+        let (untracked, ids) = m.device_destroyed(1);
+        assert_eq!(
+            untracked,
+            vec![Untracked {
+                alloc: 1,
+                memory: 10,
+                mapping: m1
+            }]
+        );
+        assert_eq!(ids, vec![1, 2]);
+        assert!(m.get((1, 11)).is_none() && m.region(RegionId(7)).is_none());
+        assert!(m.has_mappings(2) && m.region(RegionId(8)).is_some());
+        assert_eq!(m.shadows(2, |_| true), vec![(RegionId(8), 4096)]);
+        // Ids keep counting after a device goes.
+        assert_eq!(m.allocate((3, 1), 1, false), 4);
+    }
+}
