@@ -7,8 +7,8 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::table::hook_table;
-use crate::{glue, intercept};
+use crate::hook_table::hook_table;
+use crate::{intercept, lifecycle, requirements};
 
 /// The loader's dispatch key of an instance or physical device: the first pointer-sized word of
 /// the handle (the loader's dispatch table pointer, shared by an instance and its physical
@@ -55,9 +55,9 @@ hook_table! {
     /// The next layer's instance-level entry points.
     pub struct InstanceNext, lookup instance_hook {
         hooks {
-            vkCreateInstance: PFN_vkCreateInstance => glue::create_instance,
-            vkDestroyInstance: PFN_vkDestroyInstance => glue::destroy_instance,
-            vkCreateDevice: PFN_vkCreateDevice => glue::create_device,
+            vkCreateInstance: PFN_vkCreateInstance => lifecycle::create_instance,
+            vkDestroyInstance: PFN_vkDestroyInstance => lifecycle::destroy_instance,
+            vkCreateDevice: PFN_vkCreateDevice => lifecycle::create_device,
             vkEnumerateDeviceExtensionProperties: PFN_vkEnumerateDeviceExtensionProperties
                 => crate::enumerate_device_extension_properties,
             vkGetPhysicalDeviceToolProperties: PFN_vkGetPhysicalDeviceToolProperties
@@ -76,7 +76,7 @@ hook_table! {
     /// The next layer's device-level entry points that capture intercepts.
     pub struct DeviceNext, lookup device_hook {
         hooks {
-            vkDestroyDevice: PFN_vkDestroyDevice => glue::destroy_device,
+            vkDestroyDevice: PFN_vkDestroyDevice => lifecycle::destroy_device,
             vkAllocateMemory: PFN_vkAllocateMemory => intercept::allocate_memory,
             vkFreeMemory: PFN_vkFreeMemory => intercept::free_memory,
             vkMapMemory: PFN_vkMapMemory => intercept::map_memory,
@@ -116,25 +116,25 @@ hook_table! {
     pub struct RequirementsNext, lookup requirements_hook {
         hooks {
             vkGetBufferMemoryRequirements: PFN_vkGetBufferMemoryRequirements
-                => intercept::get_buffer_memory_requirements,
+                => requirements::get_buffer_memory_requirements,
             vkGetImageMemoryRequirements: PFN_vkGetImageMemoryRequirements
-                => intercept::get_image_memory_requirements,
+                => requirements::get_image_memory_requirements,
             vkGetBufferMemoryRequirements2: PFN_vkGetBufferMemoryRequirements2
-                => intercept::get_buffer_memory_requirements2,
+                => requirements::get_buffer_memory_requirements2,
             vkGetBufferMemoryRequirements2KHR: PFN_vkGetBufferMemoryRequirements2
-                => intercept::get_buffer_memory_requirements2_khr,
+                => requirements::get_buffer_memory_requirements2_khr,
             vkGetImageMemoryRequirements2: PFN_vkGetImageMemoryRequirements2
-                => intercept::get_image_memory_requirements2,
+                => requirements::get_image_memory_requirements2,
             vkGetImageMemoryRequirements2KHR: PFN_vkGetImageMemoryRequirements2
-                => intercept::get_image_memory_requirements2_khr,
+                => requirements::get_image_memory_requirements2_khr,
             vkGetDeviceBufferMemoryRequirements: PFN_vkGetDeviceBufferMemoryRequirements
-                => intercept::get_device_buffer_memory_requirements,
+                => requirements::get_device_buffer_memory_requirements,
             vkGetDeviceBufferMemoryRequirementsKHR: PFN_vkGetDeviceBufferMemoryRequirements
-                => intercept::get_device_buffer_memory_requirements_khr,
+                => requirements::get_device_buffer_memory_requirements_khr,
             vkGetDeviceImageMemoryRequirements: PFN_vkGetDeviceImageMemoryRequirements
-                => intercept::get_device_image_memory_requirements,
+                => requirements::get_device_image_memory_requirements,
             vkGetDeviceImageMemoryRequirementsKHR: PFN_vkGetDeviceImageMemoryRequirements
-                => intercept::get_device_image_memory_requirements_khr,
+                => requirements::get_device_image_memory_requirements_khr,
         }
         calls {}
     }
@@ -201,4 +201,17 @@ pub unsafe fn device<H: Handle>(h: H) -> Option<Arc<DeviceState>> {
     // SAFETY: caller contract.
     let key = unsafe { DeviceKey::of(h) }?;
     DEVICES.read().get(&key).cloned()
+}
+
+/// The device state of a device, queue or command buffer.
+///
+/// # Safety
+/// `h` is a valid dispatchable handle created through the loader.
+pub unsafe fn dev_of<H: vk::Handle>(h: H) -> Option<Arc<DeviceState>> {
+    // SAFETY: caller contract.
+    let d = unsafe { device(h) };
+    if d.is_none() {
+        crate::log::once(vkdirty::config::LogLevel::Error, "a call on a device this layer did not see created cannot be passed down");
+    }
+    d
 }

@@ -33,7 +33,8 @@ use std::ffi::{c_char, c_void, CStr};
 use std::sync::Arc;
 
 use crate::dispatch::{InstanceKey, InstanceState};
-use crate::table::{cast_next, hook_table};
+use crate::ffi::{cast_next, chain_find, slice};
+use crate::hook_table::hook_table;
 use crate::{capture, log, settings};
 use vkdirty::config::{BackendChoice, HostImport, LogLevel};
 use vkdirty::guard::BackendKind;
@@ -249,22 +250,6 @@ impl CopiedChain {
         }
         head
     }
-}
-
-/// Whether a `pNext` chain holds a structure of type `s`.
-///
-/// # Safety
-/// `p` is null or a valid `pNext` chain.
-unsafe fn chain_find(mut p: *const c_void, s: vk::StructureType) -> *const c_void {
-    while !p.is_null() {
-        // SAFETY: every element of a valid chain starts with sType/pNext.
-        let b = unsafe { &*(p as *const vk::BaseInStructure<'_>) };
-        if b.s_type == s {
-            return p;
-        }
-        p = b.p_next.cast();
-    }
-    std::ptr::null()
 }
 
 /// Whether resources of one kind may be made external, given the memory types the driver
@@ -1430,18 +1415,6 @@ unsafe extern "system" fn bind_image_memory(
     unsafe { next(device, image, memory, offset) }
 }
 
-/// A slice from a Vulkan `(count, pointer)` pair; empty for a null pointer.
-///
-/// # Safety
-/// `p` is null or points to `n` valid elements that outlive the returned slice.
-unsafe fn slice<'a, T>(p: *const T, n: u32) -> &'a [T] {
-    if p.is_null() || n == 0 {
-        return &[];
-    }
-    // SAFETY: caller contract.
-    unsafe { std::slice::from_raw_parts(p, n as usize) }
-}
-
 macro_rules! bind2 {
     ($( $hook:ident, $field:ident, $pfn:ty, $info:ty, $res:ident, $handle:ident; )*) => {$(
         /// # Safety
@@ -1503,7 +1476,7 @@ macro_rules! device_requirements {
             }
             if settings::get().aligns_requirements() {
                 // SAFETY: `out` is null or valid.
-                unsafe { crate::intercept::align2(out) };
+                unsafe { crate::requirements::align2(out) };
             }
         }
     )*};

@@ -11,21 +11,23 @@
 mod below;
 mod capture;
 mod dispatch;
+mod ffi;
 mod gfxr;
-mod glue;
+mod hook_table;
 mod host_import;
 mod intercept;
+mod lifecycle;
 mod loader;
 mod log;
+mod requirements;
 mod settings;
-mod table;
 mod tooling;
 mod trigger;
 
 use ash::vk;
 use std::ffi::{c_char, CStr};
 
-use table::void_fn;
+use ffi::void_fn;
 
 pub const LAYER_NAME: &CStr = c"VK_LAYER_VKDIRTY_capture";
 const LAYER_DESCRIPTION: &CStr = c"vkdirty: captures the memory the CPU writes, dirty pages only";
@@ -82,14 +84,14 @@ const _: unsafe extern "system" fn(*mut loader::VkNegotiateLayerInterface) -> vk
 /// `instance` is null or valid; `name` is null or NUL-terminated.
 pub(crate) unsafe extern "system" fn get_instance_proc_addr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
     // SAFETY: caller contract.
-    unsafe { glue::instance_proc_addr(instance, name) }
+    unsafe { lifecycle::instance_proc_addr(instance, name) }
 }
 
 /// # Safety
 /// `device` is null or valid; `name` is null or NUL-terminated.
 pub(crate) unsafe extern "system" fn get_device_proc_addr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
     // SAFETY: caller contract.
-    unsafe { glue::device_proc_addr(device, name) }
+    unsafe { lifecycle::device_proc_addr(device, name) }
 }
 
 fn layer_properties() -> vk::LayerProperties {

@@ -3,8 +3,6 @@
 //! `vkGet*ProcAddr`), the name → hook lookup used by this layer's `vkGet*ProcAddr`, and a
 //! compile-time check that each hook has exactly the prototype of its `PFN_` type.
 
-use ash::vk;
-use std::ffi::CStr;
 
 /// A NUL-terminated name from an identifier, checked at compile time.
 macro_rules! cname {
@@ -15,15 +13,6 @@ macro_rules! cname {
                 Err(_) => panic!("entry point name with a NUL"),
             }
         }
-    };
-}
-
-/// Casts a `PFN_vkVoidFunction` the loader returned for a name to that name's prototype.
-macro_rules! cast_next {
-    ($f:expr, $pfn:ty) => {
-        // SAFETY: the next layer returned this pointer for this entry point's name, so it has
-        // the entry point's prototype `$pfn` (a function pointer of the same size).
-        $f.map(|f| unsafe { ::std::mem::transmute::<unsafe extern "system" fn(), $pfn>(f) })
     };
 }
 
@@ -50,8 +39,8 @@ macro_rules! hook_table {
             /// Resolves every entry through `get` (the next layer's `vkGet*ProcAddr`).
             pub fn load(mut get: impl FnMut(&::std::ffi::CStr) -> ash::vk::PFN_vkVoidFunction) -> Self {
                 $Table {
-                    $( $name: $crate::table::cast_next!(get($crate::table::cname!($name)), ash::vk::$pfn), )*
-                    $( $cname: $crate::table::cast_next!(get($crate::table::cname!($cname)), ash::vk::$cpfn), )*
+                    $( $name: $crate::ffi::cast_next!(get($crate::hook_table::cname!($name)), ash::vk::$pfn), )*
+                    $( $cname: $crate::ffi::cast_next!(get($crate::hook_table::cname!($cname)), ash::vk::$cpfn), )*
                 }
             }
         }
@@ -75,24 +64,4 @@ macro_rules! hook_table {
     };
 }
 
-pub(crate) use {cast_next, cname, hook_table};
-
-/// Reads a C string name as bytes; `None` for a null pointer.
-///
-/// # Safety
-/// `name` is null or a NUL-terminated string (the `pName` of `vkGet*ProcAddr`).
-pub unsafe fn name_bytes<'a>(name: *const std::ffi::c_char) -> Option<&'a [u8]> {
-    if name.is_null() {
-        return None;
-    }
-    // SAFETY: caller contract.
-    Some(unsafe { CStr::from_ptr(name) }.to_bytes())
-}
-
-/// `Some(f)` as a `PFN_vkVoidFunction` for an exported entry point.
-pub fn void_fn<F: Copy>(f: F) -> vk::PFN_vkVoidFunction {
-    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<unsafe extern "system" fn()>()) };
-    // SAFETY: F is a function pointer type (checked by every caller's `const _: PFN = f`),
-    // same size as the generic one.
-    Some(unsafe { std::mem::transmute_copy::<F, unsafe extern "system" fn()>(&f) })
-}
+pub(crate) use {cname, hook_table};

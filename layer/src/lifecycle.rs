@@ -5,7 +5,7 @@ use ash::vk;
 use std::ffi::{c_char, CStr};
 
 use crate::dispatch::{self, DeviceKey, DeviceNext, DeviceState, InstanceKey, InstanceNext, InstanceState, RequirementsNext};
-use crate::table::{cast_next, name_bytes, void_fn};
+use crate::ffi::{cast_next, name_bytes, void_fn};
 use crate::{below, capture, host_import, loader, log, settings};
 
 /// Reads an optional C string of `VkApplicationInfo`.

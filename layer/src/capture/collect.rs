@@ -1,0 +1,197 @@
+//! Collection: a mapping's dirty pages (one, a range, or every mapping of a device in one pass)
+//! into dirty records, and with `VKDIRTY_GFXR_FLUSH` flushed down the chain.
+
+use super::*;
+
+impl Capture {
+    /// Collects a mapping's last dirty pages and stops tracking it (before the unmap, free or
+    /// device destruction goes down: with `VKDIRTY_GFXR_FLUSH` they are flushed while mapped).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn untrack(
+        &self,
+        dev: &DeviceState,
+        st: &State,
+        id: u64,
+        memory: u64,
+        m: &Mapping,
+        submit: u64,
+        record: bool,
+    ) {
+        let mut runs = Vec::new();
+        let gfxr = self.settings.gfxr_flush;
+        let r = match st.writer().filter(|_| record) {
+            Some(w) => {
+                let mut d = w.dirty(id, submit);
+                let r = self
+                    .guards
+                    .untrack(m.region, &mut |off: usize, bytes: &[u8]| {
+                        let at = m.offset.saturating_add(off as u64);
+                        if gfxr {
+                            runs.push((at, bytes.len() as u64));
+                        }
+                        d.push(at, bytes)
+                    });
+                d.finish();
+                r
+            }
+            None => self
+                .guards
+                .untrack(m.region, &mut |off: usize, bytes: &[u8]| {
+                    if gfxr {
+                        runs.push((m.offset.saturating_add(off as u64), bytes.len() as u64));
+                    }
+                }),
+        };
+        if let Err(e) = r {
+            log::once(
+                vkdirty::config::LogLevel::Error,
+                &format!("untracking a mapping failed: {e}"),
+            );
+        }
+        self.flush_for_gfxr(dev, memory, m, &runs);
+    }
+
+    pub(super) fn collect(
+        &self,
+        st: &State,
+        id: u64,
+        m: &Mapping,
+        range: Option<Range<usize>>,
+        submit: u64,
+        record: bool,
+    ) {
+        self.collect_runs(st, id, m, range, submit, record, None);
+    }
+
+    /// Collects a mapping (or `range` of it); the runs (allocation offsets) also go to `runs`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn collect_runs(
+        &self,
+        st: &State,
+        id: u64,
+        m: &Mapping,
+        range: Option<Range<usize>>,
+        submit: u64,
+        record: bool,
+        mut runs: Option<&mut Vec<(u64, u64)>>,
+    ) {
+        let r = match st.writer().filter(|_| record) {
+            Some(w) => {
+                let mut d = w.dirty(id, submit);
+                let mut sink = |off: usize, bytes: &[u8]| {
+                    let at = m.offset.saturating_add(off as u64);
+                    if let Some(runs) = runs.as_deref_mut() {
+                        runs.push((at, bytes.len() as u64));
+                    }
+                    d.push(at, bytes)
+                };
+                let r = match range {
+                    Some(range) => self.guards.collect_range(m.region, range, &mut sink),
+                    None => self.guards.collect(m.region, &mut sink),
+                };
+                d.finish();
+                r
+            }
+            None => {
+                let mut sink = |off: usize, bytes: &[u8]| {
+                    if let Some(runs) = runs.as_deref_mut() {
+                        runs.push((m.offset.saturating_add(off as u64), bytes.len() as u64));
+                    }
+                };
+                match range {
+                    Some(range) => self.guards.collect_range(m.region, range, &mut sink),
+                    None => self.guards.collect(m.region, &mut sink),
+                }
+            }
+        };
+        if let Err(e) = r {
+            log::once(
+                vkdirty::config::LogLevel::Error,
+                &format!("collecting dirty pages failed: {e}"),
+            );
+        }
+    }
+
+    /// Collects every mapping of `dev` (all, or only those that must be for shadows) and, with
+    /// `VKDIRTY_GFXR_FLUSH`, flushes each one's dirty pages down the chain. One pass over the
+    /// device's regions whose cost follows what was written, not the number of mappings
+    /// (`GuardManager::collect_all`); runs are mapped back to allocations through `regions`.
+    pub(super) fn collect_device(
+        &self,
+        dev: &DeviceState,
+        st: &State,
+        submit: u64,
+        record: bool,
+        all: bool,
+    ) {
+        let device = dev.handle.as_raw();
+        if !st.memories.has_mappings(device) {
+            return;
+        }
+        let gfxr = self.settings.gfxr_flush;
+        let which = |b: BackendKind| all || gfxr || must_collect(b);
+        let writer = st.writer().filter(|_| record);
+        // The runs of one region arrive together: one dirty record (and one flush down) each.
+        let mut cur: Option<(RegionRef, Option<trace::DirtyWriter<'_>>)> = None;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let r = self.guards.collect_all(
+            device,
+            &which,
+            &mut |region: RegionId, off: usize, bytes: &[u8]| {
+                if cur.as_ref().map(|c| c.0.region) != Some(region) {
+                    if let Some((prev, d)) = cur.take() {
+                        drop(d);
+                        self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
+                        runs.clear();
+                    }
+                    let Some(rr) = st.memories.region(region) else {
+                        return;
+                    };
+                    cur = Some((rr, writer.map(|w| w.dirty(rr.alloc, submit))));
+                }
+                let Some((rr, d)) = cur.as_mut() else { return };
+                let at = rr.map.offset.saturating_add(off as u64);
+                if gfxr {
+                    runs.push((at, bytes.len() as u64));
+                }
+                if let Some(d) = d {
+                    d.push(at, bytes);
+                }
+            },
+        );
+        if let Some((prev, d)) = cur.take() {
+            drop(d);
+            self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
+        }
+        if let Err(e) = r {
+            log::once(
+                vkdirty::config::LogLevel::Error,
+                &format!("collecting dirty pages failed: {e}"),
+            );
+        }
+    }
+
+    pub(super) fn flush_for_gfxr(
+        &self,
+        dev: &DeviceState,
+        memory: u64,
+        m: &Mapping,
+        runs: &[(u64, u64)],
+    ) {
+        if self.settings.gfxr_flush && !runs.is_empty() {
+            let ranges = crate::gfxr::flush_ranges(
+                runs,
+                m.offset,
+                m.size,
+                vkdirty::guard::page_size() as u64,
+            );
+            crate::gfxr::flush_down(dev, memory, &ranges);
+        }
+    }
+
+    /// Whether bytes collected now (outside a submit) must be recorded: capture is on, or will be
+    /// on later and needs them to reconstruct.
+    pub(super) fn records_later(&self, st: &State) -> bool {
+        st.window.records_later(self.settings)
+    }
+}
