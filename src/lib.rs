@@ -7,4 +7,5 @@ pub mod config;
 pub mod gfxr;
 pub mod guard;
 pub mod session;
+pub mod sidecar;
 pub mod trace;

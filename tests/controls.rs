@@ -337,13 +337,20 @@ impl Xvfb {
     fn start() -> Xvfb {
         let n = 800 + std::process::id() % 90;
         let display = format!(":{n}");
+        // A killed Xvfb leaves its lock file and socket behind; with the stale socket present the
+        // wait below would return before this server listens, and vkcube would fail to connect.
+        let (lock, socket) = (PathBuf::from(format!("/tmp/.X{n}-lock")), PathBuf::from(format!("/tmp/.X11-unix/X{n}")));
+        let owner = std::fs::read_to_string(&lock).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        if !owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_file(&lock);
+            let _ = std::fs::remove_file(&socket);
+        }
         let child = Command::new("Xvfb")
             .args([display.as_str(), "-screen", "0", "320x240x24", "-nolisten", "tcp"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("Xvfb (Debian package xvfb) is needed for the vkcube test");
-        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
         for _ in 0..200 {
             if socket.exists() {
                 break;

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use vkdirty::guard::BackendKind;
-use vkdirty::trace::{Event, Replay, TraceReader};
+use vkdirty::sidecar::{self, Report, Sidecar};
+use vkdirty::trace::{Event, TraceReader};
 
 /// One backend under test: its name and what differs for it.
 struct Backend {
@@ -145,148 +146,18 @@ fn output_text(o: &Output) -> String {
     )
 }
 
-/// What the sidecar says.
-struct Sidecar {
-    page_size: u64,
-    /// Every allocation record, in order: (handle, record).
-    allocs: Vec<(u64, Value)>,
-    /// submit seq -> allocation entries.
-    submits: BTreeMap<u64, Vec<Value>>,
-    total_pages: u64,
-}
-
 fn read_sidecar(path: &Path) -> Sidecar {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("sidecar {}: {e}", path.display()));
-    let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("sidecar line is JSON")).collect();
-    let header = recs.first().expect("sidecar header");
-    let end = recs.last().expect("sidecar end");
-    assert_eq!(end["kind"], "end", "the workload finished its sidecar");
-    let mut s = Sidecar {
-        page_size: header["page_size"].as_u64().unwrap(),
-        allocs: Vec::new(),
-        submits: BTreeMap::new(),
-        total_pages: end["pages"].as_u64().unwrap(),
-    };
-    for r in &recs {
-        match r["kind"].as_str() {
-            Some("alloc") => s.allocs.push((r["handle"].as_u64().unwrap(), r.clone())),
-            Some("submit") => {
-                s.submits.insert(r["seq"].as_u64().unwrap(), r["allocs"].as_array().unwrap().clone());
-            }
-            _ => {}
-        }
-    }
-    s
+    sidecar::read(path, false).unwrap_or_else(|e| panic!("sidecar {}: {e}", path.display()))
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// What the comparison found.
-struct Report {
-    submits_checked: u64,
-    allocs_checked: u64,
-    mismatches: Vec<String>,
-    /// Dirty bytes of CPU-written allocations, within their CPU ranges.
-    cpu_dirty_bytes: u64,
-    /// All dirty bytes (GPU-written allocations included).
-    all_dirty_bytes: u64,
-    wrong_backend: Vec<String>,
-}
-
-/// Walks the trace in stream order; at each submit, hashes every sidecar allocation as the
-/// trace reconstructs it and compares.
+/// The trace is whole (not truncated, ends with its End record) and, replayed in stream order,
+/// matches the sidecar at every submit (the oracle `vkdirty check-sidecar` uses).
 fn compare(trace: &Path, sc: &Sidecar, backend: Option<BackendKind>) -> Report {
     let reader = TraceReader::open(trace).unwrap_or_else(|e| panic!("open trace {}: {e}", trace.display()));
     let (events, truncation) = reader.events().unwrap_or_else(|e| panic!("read trace {}: {e}", trace.display()));
     assert!(truncation.is_none(), "trace truncated: {truncation:?}");
     assert!(matches!(events.last(), Some(Event::End(_))), "trace ends with its End record");
-
-    // Sidecar allocation records by handle, consumed in order (a freed handle may come back).
-    let mut pending: HashMap<u64, Vec<Value>> = HashMap::new();
-    for (h, r) in sc.allocs.iter().rev() {
-        pending.entry(*h).or_default().push(r.clone());
-    }
-    let mut by_handle: HashMap<u64, u64> = HashMap::new(); // handle -> trace alloc id
-    let mut cpu_range: HashMap<u64, (u64, u64)> = HashMap::new(); // alloc id -> CPU range
-    let mut replay = Replay::new();
-    let mut r = Report {
-        submits_checked: 0,
-        allocs_checked: 0,
-        mismatches: Vec::new(),
-        cpu_dirty_bytes: 0,
-        all_dirty_bytes: 0,
-        wrong_backend: Vec::new(),
-    };
-    let mut buf = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, ev) in events.iter().enumerate() {
-        replay.apply(ev, i as u64).unwrap_or_else(|e| panic!("replay of event {i}: {e}"));
-        match ev {
-            Event::Allocation(a) => {
-                by_handle.insert(a.handle, a.id);
-                if let Some(rec) = pending.get_mut(&a.handle).and_then(|v| v.pop()) {
-                    if rec["gpu_written"] != true {
-                        let cr = rec["cpu_range"].as_array().unwrap();
-                        cpu_range.insert(a.id, (cr[0].as_u64().unwrap(), cr[1].as_u64().unwrap()));
-                    }
-                }
-            }
-            Event::Map(m) if backend.is_some_and(|b| m.backend != b) => {
-                r.wrong_backend.push(format!("allocation {} mapped with {} ({})", m.alloc, m.backend, m.reason));
-            }
-            Event::Dirty(d) => {
-                let (lo, len) = cpu_range.get(&d.alloc).copied().unwrap_or((0, 0));
-                for &(o, l) in &d.runs {
-                    r.all_dirty_bytes += l;
-                    let (s, e) = (o.max(lo), (o + l).min(lo + len));
-                    r.cpu_dirty_bytes += e.saturating_sub(s);
-                }
-            }
-            Event::Submit(s) => {
-                let Some(entries) = sc.submits.get(&s.seq) else {
-                    r.mismatches.push(format!("trace submit {} is not in the sidecar", s.seq));
-                    continue;
-                };
-                r.submits_checked += 1;
-                seen.insert(s.seq);
-                for e in entries {
-                    let handle = e["handle"].as_u64().unwrap();
-                    let (off, len) = (e["offset"].as_u64().unwrap(), e["len"].as_u64().unwrap());
-                    let want = e["hash"].as_str().unwrap();
-                    r.allocs_checked += 1;
-                    let Some(&id) = by_handle.get(&handle) else {
-                        r.mismatches.push(format!("submit {}: memory {handle:#x} has no Allocation record", s.seq));
-                        continue;
-                    };
-                    buf.resize(len as usize, 0);
-                    if replay.read(id, off, &mut buf).is_none() {
-                        r.mismatches.push(format!("submit {}: allocation {id} ({handle:#x}) unreadable at {off}+{len}", s.seq));
-                        continue;
-                    }
-                    let got = format!("{:#018x}", fnv1a64(&buf));
-                    if got != want {
-                        r.mismatches.push(format!(
-                            "submit {}: allocation {id} (memory {handle:#x}, bytes {off}+{len}): trace hash {got}, sidecar {want}",
-                            s.seq
-                        ));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let missing: Vec<u64> = sc.submits.keys().copied().filter(|q| !seen.contains(q)).collect();
-    if !missing.is_empty() {
-        r.mismatches.push(format!("sidecar submits missing from the trace: {missing:?}"));
-    }
-    r
+    sidecar::check(trace, sc, backend).unwrap_or_else(|e| panic!("check trace {}: {e}", trace.display()))
 }
 
 /// A file-name tag unique per list entry (a backend may appear with different settings).
@@ -308,13 +179,13 @@ fn capture_and_check(backend: &Backend) {
     assert!(trace.exists(), "{}: no trace written (was the layer loaded?)\n{}", backend.name, output_text(&o));
     let sc = read_sidecar(&sidecar);
     let r = compare(&trace, &sc, Some(kind));
-    let app_bytes = sc.total_pages * sc.page_size;
+    let app_bytes = sc.pages * sc.page_size;
     let ratio = r.cpu_dirty_bytes as f64 / app_bytes as f64;
     eprintln!(
         "e2e {}: {} submits, {} allocation states checked; CPU-written dirty bytes {} / {} bytes of pages written = {:.3} (all dirty bytes {})",
-        test_tag(backend), r.submits_checked, r.allocs_checked, r.cpu_dirty_bytes, app_bytes, ratio, r.all_dirty_bytes
+        test_tag(backend), r.submits_checked, r.states_checked, r.cpu_dirty_bytes, app_bytes, ratio, r.all_dirty_bytes
     );
-    assert!(r.wrong_backend.is_empty(), "{}: mappings not tracked with {}:\n{}", backend.name, backend.name, r.wrong_backend.join("\n"));
+    assert!(r.wrong_backend == 0, "{}: {} mappings not tracked with {}, first ones:\n{}", backend.name, r.wrong_backend, backend.name, r.wrong_backend_examples.join("\n"));
     assert!(
         r.mismatches.is_empty(),
         "{}: {} mismatches between trace and sidecar, first ones:\n{}",
@@ -322,7 +193,7 @@ fn capture_and_check(backend: &Backend) {
         r.mismatches.len(),
         r.mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
     );
-    assert!(r.submits_checked > 0 && r.allocs_checked > 0);
+    assert!(r.submits_checked > 0 && r.states_checked > 0);
     if let Some(max) = backend.max_ratio {
         assert!(ratio <= max, "{}: trace dirty bytes {} are {ratio:.3}x the {app_bytes} bytes of the pages written (max {max})", backend.name, r.cpu_dirty_bytes);
     }
@@ -348,7 +219,7 @@ fn validation_is_clean(backend: &Backend) {
     assert!(stdout.contains("no validation message"), "{}: the messenger was not installed:\n{}", backend.name, output_text(&o));
     // The layer was really in the chain: it wrote a trace that matches.
     let r = compare(&trace, &read_sidecar(&sidecar), Some(kind));
-    assert!(r.mismatches.is_empty() && r.wrong_backend.is_empty(), "{}: {:?} {:?}", backend.name, r.mismatches, r.wrong_backend);
+    assert!(r.mismatches.is_empty() && r.wrong_backend == 0, "{}: {:?} {:?}", backend.name, r.mismatches, r.wrong_backend_examples);
     let _ = std::fs::remove_file(trace);
     let _ = std::fs::remove_file(sidecar);
 }
@@ -432,8 +303,8 @@ fn comparison_catches_a_wrong_hash() {
     let mut sc = read_sidecar(&sidecar);
     assert!(compare(&trace, &sc, Some(BackendKind::AsyncWp)).mismatches.is_empty());
     let entry = &mut sc.submits.get_mut(&3).expect("submit 3")[0];
-    let good = entry["hash"].as_str().unwrap().to_string();
-    entry["hash"] = Value::from(format!("{:#018x}", u64::from_str_radix(&good[2..], 16).unwrap() ^ 1));
+    let good = entry.3.clone();
+    entry.3 = format!("{:#018x}", u64::from_str_radix(&good[2..], 16).unwrap() ^ 1);
     let r = compare(&trace, &sc, Some(BackendKind::AsyncWp));
     assert_eq!(r.mismatches.len(), 1, "{:?}", r.mismatches);
     assert!(r.mismatches[0].starts_with("submit 3:"), "{:?}", r.mismatches);
@@ -458,7 +329,7 @@ fn auto_picks_a_backend_per_memory_type() {
     let sc = read_sidecar(&sidecar);
     let r = compare(&trace, &sc, None);
     assert!(r.mismatches.is_empty(), "auto: mismatches:\n{}", r.mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
-    assert!(r.submits_checked > 0 && r.allocs_checked > 0);
+    assert!(r.submits_checked > 0 && r.states_checked > 0);
 
     let (events, _) = TraceReader::open(&trace).expect("open trace").events().expect("read trace");
     let device = events

@@ -89,6 +89,8 @@ pub enum CliError {
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("{0}")]
+    Sidecar(#[from] vkdirty::sidecar::SidecarError),
+    #[error("{0}")]
     Msg(String),
 }
 
