@@ -261,6 +261,21 @@ pub const SETTINGS: &[SettingInfo] = &[
         ..SettingInfo::ROW
     },
     SettingInfo {
+        name: "PREDICT",
+        label: "Predict written pages",
+        default: "0",
+        doc: "`async-wp` and `host-import`: at each collection, pages likely to be written again               (written in each of the last two collections, or continuing a stream) are copied               to a snapshot and left writable, so the application's writes there take no fault;               the next collection compares them with the snapshot and reports the changed ones.               Backs off where predictions miss. See docs/design.md, \"Predicted pages\".",
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
+        name: "PREDICT_BUDGET_MIB",
+        label: "Prediction snapshot budget (MiB)",
+        ty: SettingType::Uint { max: 65536 },
+        default: "32",
+        doc: "With `PREDICT`: snapshot memory per device and backend, MiB.",
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
         name: "ALIGN_REQUIREMENTS",
         label: "Align memory requirements",
         default: "1",
@@ -438,6 +453,8 @@ pub struct Settings {
     pub shadow_reads: bool,
     pub shadow_refresh: ShadowRefresh,
     pub persistent_shadow: bool,
+    pub predict: bool,
+    pub predict_budget_mib: u64,
     pub compression: Compression,
     /// `None`: every frame.
     pub frames: Option<RangeSet>,
@@ -467,6 +484,8 @@ impl Default for Settings {
             shadow_reads: false,
             shadow_refresh: ShadowRefresh::Cached,
             persistent_shadow: false,
+            predict: false,
+            predict_budget_mib: 32,
             compression: Compression::Lz4,
             frames: None,
             submits: None,
@@ -616,6 +635,8 @@ impl Settings {
             "SHADOW_READS" => put(&mut self.shadow_reads, parse_bool(v)),
             "SHADOW_REFRESH" => put(&mut self.shadow_refresh, parse_shadow_refresh(v)),
             "PERSISTENT_SHADOW" => put(&mut self.persistent_shadow, parse_bool(v)),
+            "PREDICT" => put(&mut self.predict, parse_bool(v)),
+            "PREDICT_BUDGET_MIB" => put(&mut self.predict_budget_mib, parse_uint(v, 65536)),
             "COMPRESSION" => put(&mut self.compression, parse_compression(v)),
             "FRAMES" => put(&mut self.frames, parse_ranges(v)),
             "SUBMITS" => put(&mut self.submits, parse_ranges(v)),
@@ -651,6 +672,8 @@ impl Settings {
             "SHADOW_READS" => b(self.shadow_reads),
             "SHADOW_REFRESH" => self.shadow_refresh.name().to_string(),
             "PERSISTENT_SHADOW" => b(self.persistent_shadow),
+            "PREDICT" => b(self.predict),
+            "PREDICT_BUDGET_MIB" => self.predict_budget_mib.to_string(),
             "COMPRESSION" => match self.compression {
                 Compression::Lz4 => "lz4",
                 Compression::None => "none",

@@ -28,6 +28,7 @@ struct BatchState {
     found: Vec<(Key, Range<usize>)>,
     /// The spans are the layer's own anonymous memory (see [`wp::SpanSet::anonymous`]).
     anonymous: bool,
+    prediction: wp::Prediction,
 }
 
 struct WpRegion {
@@ -42,7 +43,7 @@ struct WpRegion {
 impl AsyncWp {
     /// Opens (once per process) and probes the userfaultfd; `kind` is what [`Backend::kind`]
     /// and the errors report.
-    pub fn new(kind: BackendKind) -> Result<AsyncWp, GuardError> {
+    pub fn new(kind: BackendKind, prediction: wp::Prediction) -> Result<AsyncWp, GuardError> {
         Ok(AsyncWp {
             kind,
             wp: wp::tracker(kind)?,
@@ -53,6 +54,7 @@ impl AsyncWp {
                 sets: HashMap::new(),
                 found: Vec::new(),
                 anonymous: kind == BackendKind::HostImport,
+                prediction,
             }),
         })
     }
@@ -74,8 +76,14 @@ impl Backend for AsyncWp {
         let key = Key { id, real: real as usize, len };
         let inserted = {
             let mut b = self.set.lock();
-            let anonymous = b.anonymous;
-            b.sets.entry(opts.group).or_insert_with(|| if anonymous { wp::SpanSet::anonymous() } else { wp::SpanSet::default() }).insert(&span, key)
+            let (anonymous, prediction) = (b.anonymous, b.prediction);
+            b.sets
+                .entry(opts.group)
+                .or_insert_with(|| {
+                    let set = if anonymous { wp::SpanSet::anonymous() } else { wp::SpanSet::default() };
+                    set.with_prediction(prediction)
+                })
+                .insert(&span, key)
         };
         if let Err(e) = inserted {
             let _ = self.wp.unregister(span);
@@ -149,6 +157,12 @@ impl AsyncWp {
             sink.run(k.id, run.start - k.real, bytes);
             stats.runs += 1;
             stats.bytes += run.len();
+        }
+        stats.predicted = scan.predicted;
+        stats.compared_changed = scan.compared_changed;
+        // The runs are consumed (copied by the sink): now the next ones may be predicted.
+        if scanned.is_ok() {
+            self.wp.predict_set(spans)?;
         }
         scanned.map(|_| stats)
     }

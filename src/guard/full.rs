@@ -74,6 +74,7 @@ fn report(
         bytes: r.len(),
         thp_pages: 0,
         scans: 0,
+        ..Default::default()
     }
 }
 

@@ -127,6 +127,11 @@ pub struct CollectStats {
     pub thp_pages: usize,
     /// `PAGEMAP_SCAN` calls made (write-protect backends).
     pub scans: usize,
+    /// Predicted pages compared with their snapshot instead of trapped (`collect_all` of the
+    /// write-protect backends with prediction on).
+    pub predicted: usize,
+    /// Of those, pages found changed and reported (counted in `pages` too).
+    pub compared_changed: usize,
 }
 
 impl std::ops::AddAssign for CollectStats {
@@ -136,6 +141,8 @@ impl std::ops::AddAssign for CollectStats {
         self.bytes += o.bytes;
         self.thp_pages += o.thp_pages;
         self.scans += o.scans;
+        self.predicted += o.predicted;
+        self.compared_changed += o.compared_changed;
     }
 }
 
@@ -394,6 +401,7 @@ pub struct GuardManager {
     backends: [once_cell::sync::OnceCell<Result<Box<dyn Backend>, String>>; 6],
     regions: RwLock<HashMap<RegionId, RegionInfo>>,
     next_id: AtomicU64,
+    prediction: wp::Prediction,
 }
 
 impl Default for GuardManager {
@@ -402,11 +410,11 @@ impl Default for GuardManager {
     }
 }
 
-fn create_backend(kind: BackendKind) -> Result<Box<dyn Backend>, GuardError> {
+fn create_backend(kind: BackendKind, prediction: wp::Prediction) -> Result<Box<dyn Backend>, GuardError> {
     match kind {
-        BackendKind::AsyncWp => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::AsyncWp)?)),
+        BackendKind::AsyncWp => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::AsyncWp, prediction)?)),
         // Imported host memory is the layer's own anonymous memory: async-WP tracks it.
-        BackendKind::HostImport => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::HostImport)?)),
+        BackendKind::HostImport => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::HostImport, prediction)?)),
         BackendKind::Shadow => Ok(Box::new(shadow::Shadow::new()?)),
         BackendKind::Full => Ok(Box::new(full::Full::new())),
         BackendKind::Assisted => Ok(Box::new(assisted::Assisted::new())),
@@ -416,10 +424,17 @@ fn create_backend(kind: BackendKind) -> Result<Box<dyn Backend>, GuardError> {
 
 impl GuardManager {
     pub fn new() -> GuardManager {
+        Self::with_prediction(wp::Prediction::default())
+    }
+
+    /// A manager whose write-protect backends (`async-wp`, `host-import`) predict written pages
+    /// as `prediction` says (see docs/design.md, "Predicted pages").
+    pub fn with_prediction(prediction: wp::Prediction) -> GuardManager {
         GuardManager {
             backends: Default::default(),
             regions: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            prediction,
         }
     }
 
@@ -429,7 +444,7 @@ impl GuardManager {
         let idx = BackendKind::ALL.iter().position(|k| *k == kind).expect("listed");
         // Keep the bare reason: the error below names the backend again.
         let create = || {
-            create_backend(kind).map_err(|e| match e {
+            create_backend(kind, self.prediction).map_err(|e| match e {
                 GuardError::Unavailable { reason, .. } => reason,
                 e => e.to_string(),
             })

@@ -41,7 +41,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// Entries in one `PAGEMAP_SCAN` output vector; the walk resumes at `walk_end` when it fills.
 const SCAN_VEC_LEN: usize = 512;
 
+mod predict;
 mod set;
+pub use predict::Prediction;
 pub use set::SpanSet;
 
 /// A span registered with [`WpTracker::register`]: the page-aligned cover of the caller's range.
@@ -69,6 +71,10 @@ pub struct ScanStats {
     pub thp_pages: usize,
     /// `PAGEMAP_SCAN` calls made (more than one when the output vector filled).
     pub ioctls: usize,
+    /// Predicted pages compared with their snapshot instead of trapped ([`SpanSet`] only).
+    pub predicted: usize,
+    /// Of those, pages found changed (counted in `pages` too).
+    pub compared_changed: usize,
 }
 
 /// The process-wide async write-protect tracker. Safe to use from any thread.

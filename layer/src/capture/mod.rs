@@ -118,7 +118,10 @@ impl Capture {
     fn new(settings: &'static Settings) -> Capture {
         Capture {
             settings,
-            guards: GuardManager::new(),
+            guards: GuardManager::with_prediction(vkdirty::guard::wp::Prediction {
+                enabled: settings.predict,
+                budget: (settings.predict_budget_mib as usize) << 20,
+            }),
             state: Mutex::new(Session::new(crate::trigger::Trigger::new(settings))),
             owner_pid: AtomicU32::new(0),
         }

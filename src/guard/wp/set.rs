@@ -11,6 +11,7 @@
 //! after re-protecting the pages walked before it (their writes would be lost), and without that
 //! flag a span whose registration the kernel dropped would silently read as clean.
 
+use super::predict::{Prediction, Predictor};
 use super::{intersect, pagemap_scan_with, take_pending, ScanStats, State, WpSpan, WpTracker};
 use crate::guard::GuardError;
 use std::collections::{BTreeMap, HashMap};
@@ -44,11 +45,13 @@ pub struct SpanSet<K> {
     runs: Vec<Range<usize>>,
     /// Use the kernel's fast path (see [`SpanSet::anonymous`]).
     fast: bool,
+    /// Write prediction ([`SpanSet::with_prediction`]).
+    predictor: Option<Predictor>,
 }
 
 impl<K: Copy + Eq + Hash> Default for SpanSet<K> {
     fn default() -> Self {
-        SpanSet { members: BTreeMap::new(), by_key: HashMap::new(), plan: Plan::default(), runs: Vec::new(), fast: false }
+        SpanSet { members: BTreeMap::new(), by_key: HashMap::new(), plan: Plan::default(), runs: Vec::new(), fast: false, predictor: None }
     }
 }
 
@@ -61,6 +64,21 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
     /// also count written huge pages.
     pub fn anonymous() -> Self {
         SpanSet { fast: true, ..Default::default() }
+    }
+
+    /// Turns write prediction on or off for this set (see [`WpTracker::predict_set`]). The
+    /// owner must then call `predict_set` after consuming each [`WpTracker::scan_set`].
+    pub fn with_prediction(mut self, p: Prediction) -> Self {
+        self.predictor = Predictor::new(p);
+        self
+    }
+
+    pub(super) fn predictor_and_ranges(&mut self) -> (Option<&mut Predictor>, &[Range<usize>]) {
+        (self.predictor.as_mut(), &self.plan.ranges)
+    }
+
+    pub(super) fn plan_current(&self, st: &State) -> bool {
+        self.plan.generation == Some(st.generation) && self.plan.fork_gen == st.fork_gen
     }
 
     /// Adds `span` under `key` (a key names one span).
@@ -150,8 +168,15 @@ impl WpTracker {
         // Pages queued for a span (after a fork every span's, or a former sharer's finding) are
         // handed over whenever the plan changes: a span that stopped sharing is coalesced from
         // now on, and only the one-by-one scan takes its queue.
+        if let Some(p) = set.predictor.as_mut() {
+            p.begin();
+        }
         if set.plan.generation != Some(st.generation) || set.plan.fork_gen != st.fork_gen {
             set.rebuild(&st);
+            // A span may be gone: its predicted pages must not be read.
+            if let Some(p) = set.predictor.as_mut() {
+                p.retain_inside(&set.plan.ranges);
+            }
             for m in set.members.values() {
                 let Some(info) = st.spans.get(&m.span) else { continue };
                 runs.clear();
@@ -180,11 +205,18 @@ impl WpTracker {
                 }
                 continue;
             }
+            if let Some(p) = set.predictor.as_mut() {
+                // After the scan re-protected the range: compare, don't trust, predicted pages.
+                p.resolve(range, &mut runs, &mut stats);
+            }
             for run in &runs {
                 SpanSet::attribute(&set.members, run, out);
             }
         }
         drop(st);
+        if let Some(p) = set.predictor.as_mut() {
+            p.end(&stats);
+        }
         {
             for start in &set.plan.shared {
                 let Some(m) = set.members.get(start) else { continue };

@@ -1,0 +1,299 @@
+//! Write prediction for a [`super::SpanSet`]: pages the next collection will probably find
+//! written are copied to a snapshot and their write protection is lifted, so the application's
+//! writes there take no fault; the next collection compares them with the snapshot instead.
+//! See docs/design.md, "Predicted pages".
+//!
+//! The invariant everything rests on: a predicted page's snapshot equals what the trace holds for
+//! it. [`WpTracker::predict_set`] copies the page, then checks (a `PAGEMAP_SCAN` that does not
+//! re-protect) that it was not written since the collection's scan re-protected it, and only then
+//! lifts the protection; a page written in that window is not predicted (it is already marked
+//! written and the next scan reports it). The next [`WpTracker::scan_set`] re-protects the page
+//! first, then compares it: a write before the re-protect changed the bytes (or left them equal
+//! to the trace), a write after it faults and is in the following scan.
+
+use super::{intersect, normalize, pagemap_scan_with, page_size, ScanStats, WpTracker};
+use crate::guard::GuardError;
+use linux_raw_sys::general as sys;
+use std::hash::Hash;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Prediction settings for the write-protect backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prediction {
+    pub enabled: bool,
+    /// Snapshot memory per span set, bytes.
+    pub budget: usize,
+}
+
+impl Default for Prediction {
+    fn default() -> Self {
+        Prediction { enabled: false, budget: 32 << 20 }
+    }
+}
+
+/// Predicted runs per set at most: a few per region of a typical frame.
+const MAX_RUNS: usize = 64;
+/// Longest back-off, in collections, after predictions that mostly missed.
+const MAX_BACKOFF: u32 = 64;
+
+pub(super) struct Predictor {
+    budget: usize,
+    /// Runs reported by the previous and the last collection (sorted, coalesced).
+    prev: Vec<Range<usize>>,
+    last: Vec<Range<usize>>,
+    /// Unprotected predicted runs and their offset in `snap`, sorted by address.
+    preds: Vec<(Range<usize>, usize)>,
+    snap: Vec<u8>,
+    backoff: u32,
+    skip: u32,
+}
+
+impl Predictor {
+    pub(super) fn new(p: Prediction) -> Option<Predictor> {
+        p.enabled.then(|| Predictor {
+            budget: p.budget,
+            prev: Vec::new(),
+            last: Vec::new(),
+            preds: Vec::new(),
+            snap: Vec::new(),
+            backoff: 0,
+            skip: 0,
+        })
+    }
+
+    /// Starts a collection.
+    pub(super) fn begin(&mut self) {
+        self.prev = std::mem::take(&mut self.last);
+    }
+
+    /// The plan changed (spans came, went or started sharing pages): keeps only the predictions
+    /// inside the new scan `ranges` (spans still in the set, sharing nothing), so a span that is
+    /// gone is never read. Pages dropped here and still registered stay unprotected, so a scan
+    /// reports them as written.
+    pub(super) fn retain_inside(&mut self, ranges: &[Range<usize>]) {
+        self.preds.retain(|(r, _)| ranges.iter().any(|g| g.start <= r.start && r.end <= g.end));
+    }
+
+    /// After `range` was scanned into `runs` (sorted, coalesced; predicted pages in it show as
+    /// written since they are unprotected): replaces the predicted pages in `runs` by those whose
+    /// bytes differ from the snapshot, and remembers the result for the next prediction.
+    pub(super) fn resolve(&mut self, range: &Range<usize>, runs: &mut Vec<Range<usize>>, stats: &mut ScanStats) {
+        let page = page_size();
+        let mut changed: Vec<Range<usize>> = Vec::new();
+        let inside: Vec<&(Range<usize>, usize)> =
+            self.preds.iter().filter(|(r, _)| r.start >= range.start && r.end <= range.end).collect();
+        if !inside.is_empty() {
+            let cut: Vec<Range<usize>> = inside.iter().map(|(r, _)| r.clone()).collect();
+            let before: usize = runs.iter().map(|r| r.len()).sum();
+            *runs = subtract(runs, &cut);
+            let after: usize = runs.iter().map(|r| r.len()).sum();
+            stats.pages -= (before - after) / page;
+            for (r, off) in inside {
+                stats.predicted += r.len() / page;
+                for (i, a) in r.clone().step_by(page).enumerate() {
+                    let snap = &self.snap[off + i * page..off + (i + 1) * page];
+                    // SAFETY: `a` is a page of a span of the set, which the caller keeps
+                    // registered and mapped while it holds the set (the track contract); the
+                    // application may write it concurrently, and any byte value is valid: a write
+                    // after the scan's re-protect faults and is in the next scan.
+                    let now = unsafe { std::slice::from_raw_parts(a as *const u8, page) };
+                    if now != snap {
+                        match changed.last_mut() {
+                            Some(l) if l.end == a => l.end = a + page,
+                            _ => changed.push(a..a + page),
+                        }
+                    }
+                }
+            }
+            let n: usize = changed.iter().map(|r| r.len() / page).sum();
+            stats.compared_changed += n;
+            stats.pages += n;
+            runs.extend(changed);
+            *runs = normalize(std::mem::take(runs));
+        }
+        self.last.extend(runs.iter().cloned());
+    }
+
+    /// Ends a collection's scan: predictions not resolved (a failed range) are dropped, and
+    /// predictions that mostly missed back off exponentially.
+    pub(super) fn end(&mut self, stats: &ScanStats) {
+        self.preds.clear();
+        self.last = normalize(std::mem::take(&mut self.last));
+        if stats.predicted > 0 {
+            if stats.compared_changed * 4 < stats.predicted {
+                self.backoff = (self.backoff * 2).clamp(1, MAX_BACKOFF);
+                self.skip = self.backoff;
+            } else {
+                self.backoff = 0;
+            }
+        }
+    }
+
+    /// The runs to predict (inside `ranges`, the set's scan ranges of non-sharing spans): hot
+    /// pages (written in both of the last two collections) and the continuation of streams (a run
+    /// that starts where one of the previous collection ended predicts as much again after it).
+    fn candidates(&mut self, ranges: &[Range<usize>]) -> Vec<Range<usize>> {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return Vec::new();
+        }
+        let mut c = intersect_sorted(&self.last, &self.prev);
+        for r in &self.last {
+            let continues = self.prev.binary_search_by_key(&r.start, |p| p.end).is_ok();
+            if continues {
+                c.push(r.end..r.end.saturating_add(r.len()));
+            }
+        }
+        let c = normalize(c);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        'all: for r in c {
+            for s in ranges.iter().filter_map(|g| intersect(g, &r)) {
+                if out.len() == MAX_RUNS {
+                    break 'all;
+                }
+                let s = s.start..s.end.min(s.start + (self.budget - bytes) / page_size() * page_size());
+                if s.is_empty() {
+                    break 'all;
+                }
+                bytes += s.len();
+                out.push(s);
+            }
+        }
+        out
+    }
+}
+
+impl WpTracker {
+    /// After a [`scan_set`](Self::scan_set) whose runs the caller has consumed (copied), and
+    /// while it still holds `set`: predicts the pages the next collection will find written,
+    /// copies them to the set's snapshot and lifts their protection (see the module
+    /// documentation). Does nothing when prediction is off or backed off.
+    pub fn predict_set<K: Copy + Eq + Hash>(&self, set: &mut super::SpanSet<K>) -> Result<(), GuardError> {
+        let (Some(p), ranges) = set.predictor_and_ranges() else { return Ok(()) };
+        let cands = p.candidates(ranges);
+        if cands.is_empty() {
+            return Ok(());
+        }
+        let st = self.read_state()?;
+        if !set.plan_current(&st) {
+            return Ok(());
+        }
+        let (Some(p), _) = set.predictor_and_ranges() else { return Ok(()) };
+        let total: usize = cands.iter().map(|r| r.len()).sum();
+        p.snap.resize(total.max(p.snap.len()), 0);
+        let mut off = 0;
+        let mut placed = Vec::with_capacity(cands.len());
+        for r in &cands {
+            // SAFETY: `r` lies inside spans of the set, registered and mapped while the caller
+            // holds it; the snapshot has room (resized above) and does not overlap them.
+            unsafe { std::ptr::copy_nonoverlapping(r.start as *const u8, p.snap.as_mut_ptr().add(off), r.len()) };
+            placed.push((r.clone(), off));
+            off += r.len();
+        }
+        // Written since the scan re-protected them (possibly while we copied): not predicted.
+        let mut written = Vec::new();
+        let mut stats = ScanStats::default();
+        for r in &cands {
+            pagemap_scan_with(&st.pagemap, r.clone(), false, false, &mut written, &mut stats)?;
+        }
+        let written = normalize(written);
+        let page = page_size();
+        for (r, off) in placed {
+            for keep in subtract(&[r.clone()], &written) {
+                let o = off + (keep.start - r.start);
+                debug_assert_eq!(o % page, 0);
+                uffd_unprotect(&st.uffd, keep.clone()).map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT(0)", source })?;
+                p.preds.push((keep, o));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `UFFDIO_WRITEPROTECT` with mode 0: writes to `r` no longer fault (and no longer mark it).
+fn uffd_unprotect(fd: &OwnedFd, r: Range<usize>) -> std::io::Result<()> {
+    loop {
+        let mut wp = sys::uffdio_writeprotect {
+            range: sys::uffdio_range { start: r.start as u64, len: r.len() as u64 },
+            mode: 0,
+        };
+        // SAFETY: UFFDIO_WRITEPROTECT reads one uffdio_writeprotect.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), linux_raw_sys::ioctl::UFFDIO_WRITEPROTECT as _, &mut wp) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(e);
+        }
+    }
+}
+
+/// `a` minus `b` (both sorted, disjoint).
+pub(super) fn subtract(a: &[Range<usize>], b: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for r in a {
+        let mut cur = r.start;
+        while j < b.len() && b[j].end <= cur {
+            j += 1;
+        }
+        let mut k = j;
+        while k < b.len() && b[k].start < r.end {
+            if b[k].start > cur {
+                out.push(cur..b[k].start);
+            }
+            cur = cur.max(b[k].end);
+            k += 1;
+        }
+        if cur < r.end {
+            out.push(cur..r.end);
+        }
+    }
+    out
+}
+
+/// Pages in both `a` and `b` (sorted, disjoint).
+fn intersect_sorted(a: &[Range<usize>], b: &[Range<usize>]) -> Vec<Range<usize>> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        if let Some(r) = intersect(&a[i], &b[j]) {
+            out.push(r);
+        }
+        if a[i].end < b[j].end {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtract_and_intersect() {
+        assert_eq!(subtract(&[0..10, 20..30], &[2..4, 8..22, 25..26]), vec![0..2, 4..8, 22..25, 26..30]);
+        assert_eq!(subtract(&[0..10], &[]), vec![0..10]);
+        assert_eq!(intersect_sorted(&[0..10, 20..30], &[5..25]), vec![5..10, 20..25]);
+    }
+
+    #[test]
+    fn streams_and_hot_pages_are_predicted_within_bounds() {
+        let p = page_size();
+        let mut pr = Predictor::new(Prediction { enabled: true, budget: 4 * p }).unwrap();
+        pr.prev = vec![0..2 * p, 10 * p..11 * p];
+        pr.last = vec![2 * p..4 * p, 10 * p..11 * p];
+        // Stream: 2..4 continues 0..2, so 4..6 is predicted; 10..11 is hot. Budget: 4 pages.
+        assert_eq!(pr.candidates(&[0..100 * p]), vec![4 * p..6 * p, 10 * p..11 * p]);
+        assert_eq!(pr.candidates(&[0..5 * p]), vec![4 * p..5 * p]);
+        let mut pr = Predictor::new(Prediction { enabled: true, budget: p }).unwrap();
+        pr.prev = vec![0..p];
+        pr.last = vec![0..p, 3 * p..4 * p];
+        assert_eq!(pr.candidates(&[0..100 * p]), vec![0..p]);
+    }
+}
