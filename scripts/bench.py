@@ -95,6 +95,9 @@ def make_configs(opts, backends):
         args = ["--flush"] if b == "assisted" else []
         note = "app flushes its writes" if b == "assisted" else ""
         cfgs.append(Config(f"vkdirty:{b}", env, args, note))
+        # Write prediction (VKDIRTY_PREDICT, off by default): side by side with the plain row.
+        if b in ("async-wp", "host-import"):
+            cfgs.append(Config(f"vkdirty:{b}+predict", dict(env, VKDIRTY_PREDICT="1"), args, "write prediction on"))
     if opts.gfxr:
         for m in GFXR_MODES:
             env = {
@@ -503,7 +506,8 @@ def config_order(name):
         return (0, 0)
     if name.startswith("vkdirty:"):
         b = name.split(":", 1)[1]
-        return (1, VKDIRTY_BACKENDS.index(b) if b in VKDIRTY_BACKENDS else 99)
+        plain, predict = b.split("+", 1)[0], "+" in b
+        return (1, (VKDIRTY_BACKENDS.index(plain) if plain in VKDIRTY_BACKENDS else 99) * 2 + predict)
     return (2, GFXR_MODES.index(name.split(":", 1)[1]) if name.split(":", 1)[1] in GFXR_MODES else 99)
 
 
