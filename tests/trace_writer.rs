@@ -150,6 +150,38 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
     }
 }
 
+/// A burst that fills the queue (the sink fell behind) must not keep the queue's worth of
+/// buffers resident once it has drained.
+#[test]
+fn buffers_of_a_burst_are_given_back_once_the_queue_drains() {
+    let sink = GateSink::default();
+    let mut o = opts(Compression::None);
+    o.queue_bytes = 1 << 20;
+    o.block_bytes = 16 << 10;
+    let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
+    let _unstick = OpenOnDrop(sink.clone());
+    w.record(&Event::Allocation(Allocation { id: 1, handle: 0, device: 0, size: 1 << 30, memory_type: 0, property_flags: 0, heap: 0 }));
+    const N: u64 = 48;
+    let producer = {
+        let w = w.clone();
+        std::thread::spawn(move || {
+            for i in 0..N {
+                let mut d = w.dirty(1, i + 1);
+                d.push(i * 16384, &[i as u8; 16384]);
+                d.finish();
+            }
+        })
+    };
+    // Many buffers in flight at once: more than the pool keeps after draining.
+    wait_until("a filled queue", || w.stats().queued_bytes >= 32 * 16384);
+    sink.open();
+    producer.join().unwrap();
+    wait_until("the queue to drain", || w.stats().queued_bytes == 0);
+    wait_until("the pool to shrink", || w.stats().pooled_buffers <= 8);
+    let totals = w.close().unwrap();
+    assert_eq!(totals.dirty_bytes, N * 16384);
+}
+
 #[test]
 fn dev_full_reports_one_error_and_stops_blocking() {
     let errors = Arc::new(AtomicUsize::new(0));

@@ -131,6 +131,8 @@ pub struct WriterStats {
     pub dropped_bytes: u64,
     /// Bytes queued or being written right now.
     pub queued_bytes: u64,
+    /// Buffers kept for reuse (a few once the queue has drained).
+    pub pooled_buffers: u64,
 }
 
 enum Job {
@@ -160,6 +162,11 @@ struct Counters {
     dropped_records: AtomicU64,
     dropped_bytes: AtomicU64,
 }
+
+/// Buffers the pool keeps once the queue is empty (steady state needs a handful).
+const POOL_KEEP: usize = 8;
+/// Freed pool memory above which the heap is trimmed, so it leaves the resident set.
+const TRIM_AFTER_BYTES: usize = 8 << 20;
 
 struct Shared {
     queue: Mutex<Queue>,
@@ -315,6 +322,7 @@ impl TraceWriter {
             dropped_records: r(&c.dropped_records),
             dropped_bytes: r(&c.dropped_bytes),
             queued_bytes: self.shared.queue.lock().bytes as u64,
+            pooled_buffers: self.shared.pool.lock().len() as u64,
         }
     }
 
@@ -351,6 +359,27 @@ impl Shared {
             if pool.len() < self.pool_max {
                 buf.clear();
                 pool.push(buf);
+            }
+        }
+    }
+
+    /// Once the queue has drained, keeps only a few buffers: a burst that filled the queue (the
+    /// disk fell behind) would otherwise keep up to `queue_bytes` resident for the rest of the run.
+    fn shrink_pool(&self) {
+        let spare: Vec<Vec<u8>> = {
+            let mut pool = self.pool.lock();
+            if pool.len() <= POOL_KEEP {
+                return;
+            }
+            pool.split_off(POOL_KEEP)
+        };
+        let freed: usize = spare.iter().map(Vec::capacity).sum();
+        drop(spare);
+        if freed >= TRIM_AFTER_BYTES {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only hands free heap memory back to the kernel; any thread may call it.
+            unsafe {
+                libc::malloc_trim(0);
             }
         }
     }
@@ -593,9 +622,15 @@ fn writer_thread(shared: Arc<Shared>, sink: Box<dyn TraceSink>, name: String, he
                 }
                 let len = payload.len();
                 shared.recycle(payload);
-                let mut q = shared.queue.lock();
-                q.bytes -= len;
-                shared.not_full.notify_all();
+                let drained = {
+                    let mut q = shared.queue.lock();
+                    q.bytes -= len;
+                    shared.not_full.notify_all();
+                    q.jobs.is_empty()
+                };
+                if drained {
+                    shared.shrink_pool();
+                }
             }
             Job::Flush => {
                 if ok() {
