@@ -76,7 +76,7 @@ pub unsafe extern "system" fn map_memory(
     if r == vk::Result::SUCCESS && !pp_data.is_null() {
         // SAFETY: on success *pp_data is the driver's mapping of this range, valid until unmap,
         // which this layer intercepts (untracking before calling down).
-        unsafe { *pp_data = capture::get().mapped(&dev, memory, offset, size, *pp_data, false) };
+        unsafe { *pp_data = capture::get().mapped(&dev, memory, offset, size, *pp_data, false, || host_import::mapping(device, memory, offset)) };
     }
     r
 }
@@ -131,7 +131,7 @@ unsafe fn map2(
         unsafe {
             let i = &*info;
             let placed = is_placed(i);
-            *pp_data = capture::get().mapped(dev, i.memory, i.offset, i.size, *pp_data, placed);
+            *pp_data = capture::get().mapped(dev, i.memory, i.offset, i.size, *pp_data, placed, || host_import::mapping(device, i.memory, i.offset));
         }
     }
     r

@@ -24,6 +24,16 @@ use crate::settings;
 mod app_import;
 mod collect;
 
+/// How a mapping of some memory relates to host-import.
+pub enum Import {
+    /// host-import is not in play for this device.
+    NotApplicable,
+    /// Our memory: the application's pointer for the mapping at the offset.
+    Imported(*mut u8),
+    /// Not imported, and why.
+    NotImported(String),
+}
+
 /// The process-wide capture state.
 pub struct Capture {
     settings: &'static Settings,
@@ -312,7 +322,8 @@ impl Capture {
     ///
     /// # Safety
     /// `real` is the pointer the driver returned for this mapping of `size` bytes (or
-    /// `VK_WHOLE_SIZE`) at `offset`; it stays mapped until [`Capture::unmapping`] or
+    /// `VK_WHOLE_SIZE`) at `offset`; `import` says whether host-import owns the memory (asked only when
+    /// the mapping is tracked); it stays mapped until [`Capture::unmapping`] or
     /// [`Capture::freeing`] for this memory has returned.
     pub unsafe fn mapped(
         &self,
@@ -322,6 +333,7 @@ impl Capture {
         size: u64,
         real: *mut std::ffi::c_void,
         placed: bool,
+        import: impl FnOnce() -> Import,
     ) -> *mut std::ffi::c_void {
         let key = (dev.handle.as_raw(), memory.as_raw());
         let mut st = self.lock();
@@ -346,9 +358,9 @@ impl Capture {
             return real;
         }
         // Memory host-import imported is the layer's own: tracked at our pointer, host-import first.
-        let import = crate::host_import::mapping(dev.handle, memory, offset);
+        let import = import();
         let real = match import {
-            crate::host_import::Mapped::Imported(p) => p.cast(),
+            Import::Imported(p) => p.cast(),
             _ => real,
         };
         let Ok(len) = usize::try_from(size) else { return real };
@@ -358,7 +370,7 @@ impl Capture {
             group: key.0,
         };
         let mut order: Vec<BackendKind> = backend_order(self.settings.backend).to_vec();
-        if matches!(import, crate::host_import::Mapped::Imported(_)) {
+        if matches!(import, Import::Imported(_)) {
             order.insert(0, BackendKind::HostImport);
         }
         if placed {
@@ -384,7 +396,7 @@ impl Capture {
                     let why: Vec<String> = refusals.iter().map(refusal_key).collect();
                     format!("{}; using {}", why.join("; "), t.backend)
                 };
-                if let crate::host_import::Mapped::NotImported(why) = &import {
+                if let Import::NotImported(why) = &import {
                     reason = format!("host-import: memory not imported ({why}); {reason}");
                 }
                 let mapping = Mapping { region: t.id, offset, size, backend: t.backend };

@@ -135,8 +135,11 @@ fn shadow_wp_refreshes_at_sync_points_and_collects_at_host_signals() {
             mem,
         );
         // SAFETY: `fake` stays mapped until after `freeing`.
-        let app =
-            unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false) } as *mut u8;
+        let app = unsafe {
+            cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || {
+                Import::NotApplicable
+            })
+        } as *mut u8;
         assert_ne!(app, fake.ptr, "{policy}: shadow-wp hands out a shadow");
         // SAFETY: in bounds of the fake mapping and of the shadow.
         let gpu = |off: usize, v: u8| unsafe { *fake.ptr.add(off) = v };
@@ -240,7 +243,11 @@ fn frame_window_records_only_inside_and_keeps_earlier_writes() {
         mem,
     );
     // SAFETY: `fake` stays mapped until after `unmapping`.
-    let p = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false) } as *mut u8;
+    let p = unsafe {
+        cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || {
+            Import::NotApplicable
+        })
+    } as *mut u8;
     assert_eq!(p, fake.ptr, "async-wp hands back the real pointer");
     let write = |pg: usize| unsafe { *p.add(pg * page + 7) = pg as u8 + 1 };
     write(0);
@@ -332,6 +339,7 @@ fn submit_window_before_a_later_range_records_unmapped_writes() {
             2 * page as u64,
             fake.ptr.cast(),
             false,
+            || Import::NotApplicable,
         )
     } as *mut u8;
     submit(&cap, &dev); // 1
@@ -363,7 +371,11 @@ fn an_unwritable_trace_leaves_the_application_untouched() {
         mem,
     );
     // SAFETY: `fake` stays mapped until after `unmapping`.
-    let p = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false) };
+    let p = unsafe {
+        cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || {
+            Import::NotApplicable
+        })
+    };
     assert_eq!(p as *mut u8, fake.ptr);
     submit(&cap, &dev);
     cap.unmapping(&dev, mem);

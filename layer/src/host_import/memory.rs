@@ -1,6 +1,7 @@
 //! The layer's own host memory and the allocations imported from it.
 
 use super::*;
+use crate::capture::Import;
 
 /// Page-aligned shared anonymous memory from the layer's arenas (`vkdirty::guard::arena`).
 /// Shared, as drivers' mapped memory is: a forked child sees the same pages (it can read and
@@ -243,37 +244,27 @@ pub fn freed(device: vk::Device, memory: vk::DeviceMemory) {
     drop(block);
 }
 
-/// How a mapping of some memory relates to host-import.
-pub enum Mapped {
-    /// host-import is not in play for this device.
-    NotApplicable,
-    /// Our memory: the application's pointer for the mapping at the offset.
-    Imported(*mut u8),
-    /// Not imported, and why.
-    NotImported(String),
-}
-
 /// The host-import side of mapping `memory` at `offset`.
-pub fn mapping(device: vk::Device, memory: vk::DeviceMemory, offset: u64) -> Mapped {
+pub fn mapping(device: vk::Device, memory: vk::DeviceMemory, offset: u64) -> Import {
     let Some(d) = state_of(device) else {
-        return Mapped::NotApplicable;
+        return Import::NotApplicable;
     };
     let Some(a) = d.active.as_ref() else {
         return d
             .off
             .clone()
-            .map_or(Mapped::NotApplicable, Mapped::NotImported);
+            .map_or(Import::NotApplicable, Import::NotImported);
     };
     let st = a.st.lock();
     if let Some(b) = st.imported.get(&memory.as_raw()) {
         return match usize::try_from(offset) {
             // SAFETY: offset is inside the block (checked), so the result is in the same mapping.
-            Ok(off) if off < b.len => Mapped::Imported(unsafe { b.ptr().add(off) }),
-            _ => Mapped::NotImported(format!("mapping offset {offset} is outside the memory")),
+            Ok(off) if off < b.len => Import::Imported(unsafe { b.ptr().add(off) }),
+            _ => Import::NotImported(format!("mapping offset {offset} is outside the memory")),
         };
     }
     match st.refused.get(&memory.as_raw()) {
-        Some(why) => Mapped::NotImported(why.clone()),
-        None => Mapped::NotImported("allocated before host-import was on".into()),
+        Some(why) => Import::NotImported(why.clone()),
+        None => Import::NotImported("allocated before host-import was on".into()),
     }
 }
