@@ -205,6 +205,11 @@ impl WpTracker {
                 let o = off + (keep.start - r.start);
                 debug_assert_eq!(o % page, 0);
                 uffd_unprotect(&st.uffd, keep.clone()).map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT(0)", source })?;
+                // On a shared mapping (host-import's arenas) the kernel leaves the entries
+                // read-only after the unprotect, so the first write would still fault (without
+                // marking anything): make them writable now, in one call. Writes no data.
+                // SAFETY: advice on page-aligned, mapped, registered pages of the set.
+                unsafe { libc::madvise(keep.start as *mut libc::c_void, keep.len(), libc::MADV_POPULATE_WRITE) };
                 p.preds.push((keep, o));
             }
         }
