@@ -50,7 +50,13 @@ impl ArenaBlock {
     /// `len` bytes (rounded up to whole pages) aligned to `align` (a power of two; at least the
     /// page size is used).
     pub fn new(len: usize, align: usize) -> io::Result<ArenaBlock> {
-        let b = Self::take(&ARENAS, len, align, true)?;
+        Self::new_in(&ARENAS, len, align)
+    }
+
+    /// [`ArenaBlock::new`] from the given arenas (tests use their own, so that blocks other
+    /// threads take meanwhile cannot change which addresses they get).
+    fn new_in(pool: &'static Mutex<Vec<Arena>>, len: usize, align: usize) -> io::Result<ArenaBlock> {
+        let b = Self::take(pool, len, align, true)?;
         // SAFETY: `b` is a range of our reservation just taken off the free list: nothing else
         // uses it.
         if unsafe { libc::mprotect(b.addr as *mut libc::c_void, b.len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
@@ -222,10 +228,11 @@ mod tests {
 
     #[test]
     fn blocks_are_adjacent_aligned_and_reused() {
+        static OWN: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
         let p = crate::guard::page_size();
-        let a = ArenaBlock::new(16 * p, p).unwrap();
-        let b = ArenaBlock::new(3 * p + 1, p).unwrap();
-        let c = ArenaBlock::new(p, 64 * 1024).unwrap();
+        let a = ArenaBlock::new_in(&OWN, 16 * p, p).unwrap();
+        let b = ArenaBlock::new_in(&OWN, 3 * p + 1, p).unwrap();
+        let c = ArenaBlock::new_in(&OWN, p, 64 * 1024).unwrap();
         assert_eq!(b.addr, a.addr + 16 * p, "allocations follow each other");
         assert_eq!(b.len, 4 * p);
         assert_eq!(c.addr % (64 * 1024), 0);
@@ -236,7 +243,7 @@ mod tests {
         }
         let (addr_b, len_b) = (b.addr, b.len);
         drop(b);
-        let d = ArenaBlock::new(2 * p, p).unwrap();
+        let d = ArenaBlock::new_in(&OWN, 2 * p, p).unwrap();
         assert_eq!(d.addr, addr_b, "a freed range is handed out again, lowest first");
         // SAFETY: inside the new block, which must read as zero.
         assert!(unsafe { std::slice::from_raw_parts(d.ptr(), d.len) }.iter().all(|&x| x == 0));
@@ -246,11 +253,12 @@ mod tests {
 
     #[test]
     fn a_large_block_gets_its_own_arena_and_goes_back_whole() {
-        let big = ArenaBlock::new(ARENA_BYTES, 4096).unwrap();
+        static OWN: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
+        let big = ArenaBlock::new_in(&OWN, ARENA_BYTES, 4096).unwrap();
         assert!(big.len() >= ARENA_BYTES);
         let addr = big.addr;
         drop(big);
-        assert!(!ARENAS.lock().iter().any(|a| addr >= a.base && addr < a.base + a.len), "empty arena unmapped");
+        assert!(!OWN.lock().iter().any(|a| addr >= a.base && addr < a.base + a.len), "empty arena unmapped");
     }
 
     fn rss_shmem_kib() -> u64 {
