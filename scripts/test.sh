@@ -17,6 +17,15 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 
+# Formatting and lints first: they fail in seconds where the tests take minutes.
+if command -v rustup >/dev/null; then
+    for c in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+    done
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
 # The end-to-end tests load the built layer and run the workload binary: build them first.
 cargo build --workspace --bins --lib
 cargo test --workspace "$@"

@@ -569,7 +569,8 @@ pub fn parse_signal(v: &str) -> Option<i32> {
         "HUP" => libc::SIGHUP,
         _ => name.parse::<i32>().ok()?,
     };
-    let reserved = [libc::SIGSEGV, libc::SIGBUS, libc::SIGKILL, libc::SIGSTOP, libc::SIGILL, libc::SIGFPE, libc::SIGABRT];
+    let reserved =
+        [libc::SIGSEGV, libc::SIGBUS, libc::SIGKILL, libc::SIGSTOP, libc::SIGILL, libc::SIGFPE, libc::SIGABRT];
     ((1..=libc::SIGRTMAX()).contains(&n) && !reserved.contains(&n)).then_some(n)
 }
 
@@ -626,6 +627,8 @@ impl Resolved {
 impl Settings {
     /// Sets the setting `name` from the text `v` (trimmed, non-empty). `Err` for a bad value or an
     /// unknown name; nothing changes then.
+    // The caller names the setting, the value and the accepted values itself: no error payload.
+    #[allow(clippy::result_unit_err)]
     pub fn apply(&mut self, name: &str, v: &str) -> Result<(), ()> {
         match name {
             "TRACE_FILE" => put(&mut self.trace_file, path(v)),
@@ -744,7 +747,7 @@ impl Settings {
             warnings.extend(bad.into_iter().map(|b| format!("{b}; {fallback}")));
             if let Some((value, from)) = found {
                 let mut d = Settings::default();
-                let is_default = info.default != "" && d.apply(info.name, info.default).is_ok() && {
+                let is_default = !info.default.is_empty() && d.apply(info.name, info.default).is_ok() && {
                     let mut x = Settings::default();
                     let _ = x.apply(info.name, &value);
                     x == d
@@ -800,12 +803,7 @@ pub fn default_trace_file_name(process: &str, pid: u32) -> String {
 /// Where the trace goes: the setting when it names a file (`{pid}` and `{process}` replaced);
 /// inside it when it is an existing directory; otherwise the default name in the working directory, or, on Android (when
 /// `android_package` is given), in `/sdcard/Android/data/<package>/files/`.
-pub fn resolve_trace_path(
-    setting: Option<&Path>,
-    process: &str,
-    pid: u32,
-    android_package: Option<&str>,
-) -> PathBuf {
+pub fn resolve_trace_path(setting: Option<&Path>, process: &str, pid: u32, android_package: Option<&str>) -> PathBuf {
     let name = default_trace_file_name(process, pid);
     match setting {
         Some(p) if p.is_dir() => p.join(name),
@@ -839,8 +837,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn map_source(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name: &str| m.get(name).cloned()
     }
 
@@ -872,15 +869,29 @@ mod tests {
     #[test]
     fn precedence_and_origins() {
         let env = map_source(&[("BACKEND", "full")]);
-        let api = MapSource::new("VK_EXT_layer_settings", [("backend".into(), "shadow".into()), ("frames".into(), "2-3".into()), ("compression".into(), "zstd".into())]);
-        let file = FileSource::parse(Path::new("/x/vk_layer_settings.txt"), "vkdirty_capture.frames = 9\nvkdirty_capture.compression = none\nvkdirty_capture.log_level = info\n");
+        let api = MapSource::new(
+            "VK_EXT_layer_settings",
+            [
+                ("backend".into(), "shadow".into()),
+                ("frames".into(), "2-3".into()),
+                ("compression".into(), "zstd".into()),
+            ],
+        );
+        let file = FileSource::parse(
+            Path::new("/x/vk_layer_settings.txt"),
+            "vkdirty_capture.frames = 9\nvkdirty_capture.compression = none\nvkdirty_capture.log_level = info\n",
+        );
         let r = Settings::resolve(&[&env, &api, &file]);
         assert_eq!(r.settings.backend, BackendChoice::Fixed(BackendKind::Full), "the environment wins");
         assert_eq!(r.settings.frames, RangeSet::parse("2-3"), "VK_EXT_layer_settings beats the file");
         assert_eq!(r.settings.compression, Compression::None, "a bad value falls through to the next source");
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
         assert!(r.warnings[0].contains("VK_EXT_layer_settings compression: bad value \"zstd\""), "{:?}", r.warnings);
-        assert!(r.warnings[0].contains("using the value of vkdirty_capture.compression in /x/vk_layer_settings.txt"), "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].contains("using the value of vkdirty_capture.compression in /x/vk_layer_settings.txt"),
+            "{:?}",
+            r.warnings
+        );
         // LOG_LEVEL=info is the default: not listed.
         let names: Vec<&str> = r.origins.iter().map(|o| o.name).collect();
         assert_eq!(names, ["BACKEND", "COMPRESSION", "FRAMES"]);
@@ -1045,7 +1056,9 @@ mod tests {
 
     #[test]
     fn host_import_follows_backend_and_setting() {
-        for (b, want) in [("auto", true), ("host-import", true), ("async-wp", false), ("shadow-wp", false), ("full", false)] {
+        for (b, want) in
+            [("auto", true), ("host-import", true), ("async-wp", false), ("shadow-wp", false), ("full", false)]
+        {
             let (s, _) = Settings::load(&map_source(&[("BACKEND", b)]));
             assert_eq!(s.imports_host_memory(), want, "{b}");
             let (s, w) = Settings::load(&map_source(&[("BACKEND", b), ("HOST_IMPORT", "0")]));
@@ -1053,7 +1066,11 @@ mod tests {
             assert!(!s.imports_host_memory(), "{b} with HOST_IMPORT=0");
             let (s, w) = Settings::load(&map_source(&[("BACKEND", b), ("HOST_IMPORT", "Strict")]));
             assert!(w.is_empty());
-            assert_eq!((s.host_import, s.imports_host_memory()), (HostImport::Strict, want), "{b} with HOST_IMPORT=strict");
+            assert_eq!(
+                (s.host_import, s.imports_host_memory()),
+                (HostImport::Strict, want),
+                "{b} with HOST_IMPORT=strict"
+            );
         }
         let (s, w) = Settings::load(&map_source(&[("HOST_IMPORT", "loose")]));
         assert_eq!((s.host_import, w.len()), (HostImport::On, 1), "an unknown value warns and keeps the default");
@@ -1120,7 +1137,8 @@ mod tests {
         let (s, w) = Settings::load(&map_source(&[]));
         assert!(w.is_empty());
         assert_eq!((s.layers_below, s.gfxr_flush, s.write_trace), (LayersBelow::Auto, false, true));
-        let (s, w) = Settings::load(&map_source(&[("LAYERS_BELOW", "Ignore"), ("GFXR_FLUSH", "1"), ("WRITE_TRACE", "off")]));
+        let (s, w) =
+            Settings::load(&map_source(&[("LAYERS_BELOW", "Ignore"), ("GFXR_FLUSH", "1"), ("WRITE_TRACE", "off")]));
         assert!(w.is_empty(), "{w:?}");
         assert_eq!((s.layers_below, s.gfxr_flush, s.write_trace), (LayersBelow::Ignore, true, false));
         let (s, w) = Settings::load(&map_source(&[("LAYERS_BELOW", "never")]));

@@ -27,10 +27,7 @@ pub enum SidecarError {
 
 impl SidecarError {
     fn io(context: impl Into<String>, source: io::Error) -> SidecarError {
-        SidecarError::Io {
-            context: context.into(),
-            source,
-        }
+        SidecarError::Io { context: context.into(), source }
     }
 }
 
@@ -47,8 +44,7 @@ pub struct Sidecar {
 }
 
 fn field<'a>(v: &'a Value, name: &str, line: usize) -> Result<&'a Value, SidecarError> {
-    v.get(name)
-        .ok_or_else(|| SidecarError::Msg(format!("sidecar line {line}: no field {name:?}")))
+    v.get(name).ok_or_else(|| SidecarError::Msg(format!("sidecar line {line}: no field {name:?}")))
 }
 
 fn num(v: &Value, name: &str, line: usize) -> Result<u64, SidecarError> {
@@ -61,16 +57,9 @@ fn num(v: &Value, name: &str, line: usize) -> Result<u64, SidecarError> {
 /// their handle; submit entries name handles, translated through the allocations live then.
 pub fn read(path: &Path, by_index: bool) -> Result<Sidecar, SidecarError> {
     let mut live: HashMap<u64, u64> = HashMap::new();
-    let f =
-        File::open(path).map_err(|e| SidecarError::io(format!("opening {}", path.display()), e))?;
-    let mut s = Sidecar {
-        page_size: 0,
-        allocs: Vec::new(),
-        submits: BTreeMap::new(),
-        pages: 0,
-        ok: false,
-        error: None,
-    };
+    let f = File::open(path).map_err(|e| SidecarError::io(format!("opening {}", path.display()), e))?;
+    let mut s =
+        Sidecar { page_size: 0, allocs: Vec::new(), submits: BTreeMap::new(), pages: 0, ok: false, error: None };
     let mut ended = false;
     for (i, line) in BufReader::new(f).lines().enumerate() {
         let n = i + 1;
@@ -78,8 +67,8 @@ pub fn read(path: &Path, by_index: bool) -> Result<Sidecar, SidecarError> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line)
-            .map_err(|e| SidecarError::Msg(format!("sidecar line {n}: not JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(&line).map_err(|e| SidecarError::Msg(format!("sidecar line {n}: not JSON: {e}")))?;
         match field(&v, "kind", n)?.as_str() {
             Some("header") => s.page_size = num(&v, "page_size", n)?,
             Some("alloc") => {
@@ -92,49 +81,34 @@ pub fn read(path: &Path, by_index: bool) -> Result<Sidecar, SidecarError> {
                 let cpu = if v.get("gpu_written") == Some(&Value::Bool(true)) {
                     None
                 } else {
-                    let r = field(&v, "cpu_range", n)?
-                        .as_array()
-                        .filter(|a| a.len() == 2);
+                    let r = field(&v, "cpu_range", n)?.as_array().filter(|a| a.len() == 2);
                     let r = r.ok_or_else(|| {
-                        SidecarError::Msg(format!(
-                            "sidecar line {n}: cpu_range is not [offset, len]"
-                        ))
+                        SidecarError::Msg(format!("sidecar line {n}: cpu_range is not [offset, len]"))
                     })?;
                     match (r[0].as_u64(), r[1].as_u64()) {
                         (Some(o), Some(l)) => Some((o, l)),
-                        _ => {
-                            return Err(SidecarError::Msg(format!(
-                                "sidecar line {n}: cpu_range is not two numbers"
-                            )))
-                        }
+                        _ => return Err(SidecarError::Msg(format!("sidecar line {n}: cpu_range is not two numbers"))),
                     }
                 };
                 s.allocs.push((handle, cpu));
             }
             Some("submit") => {
                 let seq = num(&v, "seq", n)?;
-                let list = field(&v, "allocs", n)?.as_array().ok_or_else(|| {
-                    SidecarError::Msg(format!("sidecar line {n}: allocs is not a list"))
-                })?;
+                let list = field(&v, "allocs", n)?
+                    .as_array()
+                    .ok_or_else(|| SidecarError::Msg(format!("sidecar line {n}: allocs is not a list")))?;
                 let mut entries = Vec::with_capacity(list.len());
                 for e in list {
-                    let hash = field(e, "hash", n)?.as_str().ok_or_else(|| {
-                        SidecarError::Msg(format!("sidecar line {n}: hash is not a string"))
-                    })?;
+                    let hash = field(e, "hash", n)?
+                        .as_str()
+                        .ok_or_else(|| SidecarError::Msg(format!("sidecar line {n}: hash is not a string")))?;
                     let mut handle = num(e, "handle", n)?;
                     if by_index {
                         handle = *live.get(&handle).ok_or_else(|| {
-                            SidecarError::Msg(format!(
-                                "sidecar line {n}: memory {handle:#x} has no alloc record"
-                            ))
+                            SidecarError::Msg(format!("sidecar line {n}: memory {handle:#x} has no alloc record"))
                         })?;
                     }
-                    entries.push((
-                        handle,
-                        num(e, "offset", n)?,
-                        num(e, "len", n)?,
-                        hash.to_string(),
-                    ));
+                    entries.push((handle, num(e, "offset", n)?, num(e, "len", n)?, hash.to_string()));
                 }
                 s.submits.insert(seq, entries);
             }
@@ -148,10 +122,7 @@ pub fn read(path: &Path, by_index: bool) -> Result<Sidecar, SidecarError> {
         }
     }
     if s.page_size == 0 {
-        return Err(SidecarError::Msg(format!(
-            "{}: no sidecar header",
-            path.display()
-        )));
+        return Err(SidecarError::Msg(format!("{}: no sidecar header", path.display())));
     }
     if !ended {
         return Err(SidecarError::Msg(format!(
@@ -200,23 +171,10 @@ pub struct Report {
     pub workload_error: Option<String>,
 }
 
-pub fn check(
-    trace: &Path,
-    sc: &Sidecar,
-    want: Option<BackendKind>,
-) -> Result<Report, SidecarError> {
+pub fn check(trace: &Path, sc: &Sidecar, want: Option<BackendKind>) -> Result<Report, SidecarError> {
     let gfxr = crate::gfxr::is_gfxr(trace);
-    let mut reader = if gfxr {
-        None
-    } else {
-        Some(TraceReader::open(trace)?)
-    };
-    let mut gfxr_events = if gfxr {
-        crate::gfxr::memory_events(trace)?
-    } else {
-        Vec::new()
-    }
-    .into_iter();
+    let mut reader = if gfxr { None } else { Some(TraceReader::open(trace)?) };
+    let mut gfxr_events = if gfxr { crate::gfxr::memory_events(trace)? } else { Vec::new() }.into_iter();
     let mut r = Report {
         written_page_bytes: sc.pages * sc.page_size,
         trace_bytes: std::fs::metadata(trace).map(|m| m.len()).unwrap_or(0),
@@ -257,10 +215,7 @@ pub fn check(
             Event::Session(x) => {
                 let windowed = x.settings.iter().any(|v| {
                     v.from != "default"
-                        && matches!(
-                            v.name.as_str(),
-                            "FRAMES" | "SUBMITS" | "TRIGGER_FILE" | "TRIGGER_SIGNAL"
-                        )
+                        && matches!(v.name.as_str(), "FRAMES" | "SUBMITS" | "TRIGGER_FILE" | "TRIGGER_SIGNAL")
                 });
                 inside = !windowed;
             }
@@ -278,16 +233,12 @@ pub fn check(
             }
             Event::Map(m) => {
                 *r.backends.entry(m.backend.name().to_string()).or_default() += 1;
-                *r.reasons
-                    .entry(format!("{}: {}", m.backend, m.reason))
-                    .or_default() += 1;
+                *r.reasons.entry(format!("{}: {}", m.backend, m.reason)).or_default() += 1;
                 if want.is_some_and(|w| w != m.backend) {
                     r.wrong_backend += 1;
                     if r.wrong_backend_examples.len() < 10 {
-                        r.wrong_backend_examples.push(format!(
-                            "allocation {} mapped with {} ({})",
-                            m.alloc, m.backend, m.reason
-                        ));
+                        r.wrong_backend_examples
+                            .push(format!("allocation {} mapped with {} ({})", m.alloc, m.backend, m.reason));
                     }
                 }
             }
@@ -300,8 +251,7 @@ pub fn check(
             }
             Event::Submit(s) => {
                 let Some(entries) = sc.submits.get(&s.seq) else {
-                    r.mismatches
-                        .push(format!("trace submit {} is not in the sidecar", s.seq));
+                    r.mismatches.push(format!("trace submit {} is not in the sidecar", s.seq));
                     continue;
                 };
                 r.submits_checked += 1;
@@ -309,23 +259,17 @@ pub fn check(
                 for (handle, off, len, want_hash) in entries {
                     r.states_checked += 1;
                     let Some(&id) = by_handle.get(handle) else {
-                        r.mismatches.push(format!(
-                            "submit {}: memory {handle:#x} has no Allocation record",
-                            s.seq
-                        ));
+                        r.mismatches.push(format!("submit {}: memory {handle:#x} has no Allocation record", s.seq));
                         continue;
                     };
                     let Ok(n) = usize::try_from(*len) else {
-                        r.mismatches
-                            .push(format!("submit {}: length {len} too large", s.seq));
+                        r.mismatches.push(format!("submit {}: length {len} too large", s.seq));
                         continue;
                     };
                     buf.resize(n, 0);
                     if replay.read(id, *off, &mut buf).is_none() {
-                        r.mismatches.push(format!(
-                            "submit {}: allocation {id} ({handle:#x}) unreadable at {off}+{len}",
-                            s.seq
-                        ));
+                        r.mismatches
+                            .push(format!("submit {}: allocation {id} ({handle:#x}) unreadable at {off}+{len}", s.seq));
                         continue;
                     }
                     let got = format!("{:#018x}", fnv1a64(&buf));
@@ -343,16 +287,9 @@ pub fn check(
     if let Some(t) = reader.as_ref().and_then(|r| r.truncation()) {
         r.mismatches.push(t.to_string());
     }
-    let missing: Vec<u64> = sc
-        .submits
-        .keys()
-        .copied()
-        .filter(|q| !seen.contains(q))
-        .collect();
+    let missing: Vec<u64> = sc.submits.keys().copied().filter(|q| !seen.contains(q)).collect();
     if !missing.is_empty() {
-        r.mismatches.push(format!(
-            "sidecar submits missing from the trace: {missing:?}"
-        ));
+        r.mismatches.push(format!("sidecar submits missing from the trace: {missing:?}"));
     }
     r.exact = r.mismatches.is_empty() && r.submits_checked > 0;
     Ok(r)

@@ -26,7 +26,14 @@ fn sets_loader_variables_and_propagates_the_exit_code() {
     let trace = dir.join("out.vkd");
     std::fs::write(&trace, "stale").unwrap();
     // An existing trace is not replaced without --force.
-    let out = vkdirty().args(["capture", "-o"]).arg(&trace).arg("--layer-dir").arg(&dir).args(["--", "true"]).output().unwrap();
+    let out = vkdirty()
+        .args(["capture", "-o"])
+        .arg(&trace)
+        .arg("--layer-dir")
+        .arg(&dir)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("exists; pass --force"), "{stderr}");
@@ -51,11 +58,8 @@ fn sets_loader_variables_and_propagates_the_exit_code() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "stderr: {stderr}");
-    let want = format!(
-        "{}|VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation|{}|shadow",
-        dir.display(),
-        trace.display()
-    );
+    let want =
+        format!("{}|VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation|{}|shadow", dir.display(), trace.display());
     assert_eq!(stdout.lines().next(), Some(want.as_str()));
     assert_eq!(stdout.lines().nth(1), Some("2-3|1|debug|/tmp/l.log"));
     // The stale file was removed and the app wrote none: no summary of an old trace.
@@ -142,13 +146,7 @@ fn clear_errors() {
     assert!(stderr.contains("bad value \"fast\" for BACKEND (accepted: auto, async-wp"), "{stderr}");
 
     // An application that does not exist.
-    let out = vkdirty()
-        .arg("capture")
-        .arg("--layer-dir")
-        .arg(&dir)
-        .args(["--", "/nonexistent/app"])
-        .output()
-        .unwrap();
+    let out = vkdirty().arg("capture").arg("--layer-dir").arg(&dir).args(["--", "/nonexistent/app"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("starting /nonexistent/app"), "{stderr}");
@@ -169,11 +167,7 @@ fn built_dir() -> PathBuf {
 fn captures_the_built_in_workload_and_summarises_it() {
     let _ = built_dir();
     let trace = std::env::temp_dir().join(format!("vkdirty-capture-cli-workload-{}.vkd", std::process::id()));
-    let out = vkdirty()
-        .args(["capture", "--backend", "async-wp", "-o"])
-        .arg(&trace)
-        .output()
-        .unwrap();
+    let out = vkdirty().args(["capture", "--backend", "async-wp", "-o"]).arg(&trace).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");

@@ -15,7 +15,11 @@ use vkdirty::trace::{Event, SessionSetting, TraceReader};
 fn bin_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().unwrap().to_path_buf();
     for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
-        assert!(dir.join(f).exists(), "{} missing: run `cargo build --workspace --bins --lib` first", dir.join(f).display());
+        assert!(
+            dir.join(f).exists(),
+            "{} missing: run `cargo build --workspace --bins --lib` first",
+            dir.join(f).display()
+        );
     }
     dir
 }
@@ -110,7 +114,8 @@ fn settings_only_from_vk_layer_settings_txt() {
     assert_eq!(setting(&list, "FRAMES"), ("all".into(), "default".into()));
     assert!(map_backends(&trace).iter().all(|b| b == "shadow"), "{:?}", map_backends(&trace));
     // One line names every non-default value and its source.
-    let line = text(&o).lines().find(|l| l.contains("vkdirty: info: settings: ")).map(str::to_string).expect("settings line");
+    let line =
+        text(&o).lines().find(|l| l.contains("vkdirty: info: settings: ")).map(str::to_string).expect("settings line");
     assert!(line.contains(&format!("BACKEND=shadow (vkdirty_capture.backend in {})", file.display())), "{line}");
 
     // VK_LAYER_SETTINGS_PATH (a directory) instead; the working directory's file is then not read.
@@ -122,7 +127,10 @@ fn settings_only_from_vk_layer_settings_txt() {
     c.env("VK_LAYER_SETTINGS_PATH", &other);
     run_ok(c, "workload with VK_LAYER_SETTINGS_PATH");
     let list = session_settings(&trace);
-    assert_eq!(setting(&list, "BACKEND"), ("full".into(), format!("vkdirty_capture.backend in {}", other.join("vk_layer_settings.txt").display())));
+    assert_eq!(
+        setting(&list, "BACKEND"),
+        ("full".into(), format!("vkdirty_capture.backend in {}", other.join("vk_layer_settings.txt").display()))
+    );
 
     // The per-user file vkconfig writes, when there is no other.
     std::fs::remove_file(d.join("vk_layer_settings.txt")).unwrap();
@@ -141,7 +149,14 @@ fn settings_only_from_vk_ext_layer_settings() {
     let trace = d.join("api.vkd");
     let mut c = workload(&d);
     c.arg("--layer-setting").arg(format!("trace_file={}", trace.display()));
-    c.args(["--layer-setting", "backend=shadow-wp", "--layer-setting", "submits=2-", "--layer-setting", "flush_every_submit=1"]);
+    c.args([
+        "--layer-setting",
+        "backend=shadow-wp",
+        "--layer-setting",
+        "submits=2-",
+        "--layer-setting",
+        "flush_every_submit=1",
+    ]);
     // (Not under Debian 12's validation layer: its headers, 1.3.239, predate VK_EXT_layer_settings
     // and report the struct as unknown.)
     run_ok(c, "workload with --layer-setting");
@@ -167,11 +182,22 @@ fn settings_from_the_environment_and_precedence() {
     let d = scratch("env");
     let trace = d.join("env.vkd");
     let log = d.join("layer.log");
-    std::fs::write(d.join("vk_layer_settings.txt"), "vkdirty_capture.backend = shadow\nvkdirty_capture.frames = 2-3\nvkdirty_capture.compression = none\n").unwrap();
+    std::fs::write(
+        d.join("vk_layer_settings.txt"),
+        "vkdirty_capture.backend = shadow\nvkdirty_capture.frames = 2-3\nvkdirty_capture.compression = none\n",
+    )
+    .unwrap();
     let mut c = workload(&d);
     c.env("VKDIRTY_TRACE_FILE", &trace).env("VKDIRTY_BACKEND", "full").env("VK_VKDIRTY_CAPTURE_BACKEND", "async-wp");
     c.env("VK_VKDIRTY_CAPTURE_SHADOW_REFRESH", "always").env("VKDIRTY_LOG_FILE", &log);
-    c.args(["--layer-setting", "backend=shadow-wp", "--layer-setting", "frames=1-2", "--layer-setting", "compression=lz4x"]);
+    c.args([
+        "--layer-setting",
+        "backend=shadow-wp",
+        "--layer-setting",
+        "frames=1-2",
+        "--layer-setting",
+        "compression=lz4x",
+    ]);
     let o = run_ok(c, "workload");
     let list = session_settings(&trace);
     let file = d.join("vk_layer_settings.txt");
@@ -180,7 +206,10 @@ fn settings_from_the_environment_and_precedence() {
     assert_eq!(setting(&list, "SHADOW_REFRESH"), ("always".into(), "VK_VKDIRTY_CAPTURE_SHADOW_REFRESH".into()));
     assert_eq!(setting(&list, "FRAMES"), ("1-2".into(), "VK_EXT_layer_settings frames".into()));
     // A bad value is reported and the next source is used.
-    assert_eq!(setting(&list, "COMPRESSION"), ("none".into(), format!("vkdirty_capture.compression in {}", file.display())));
+    assert_eq!(
+        setting(&list, "COMPRESSION"),
+        ("none".into(), format!("vkdirty_capture.compression in {}", file.display()))
+    );
     let out = text(&o);
     assert!(out.contains("VK_EXT_layer_settings compression: bad value \"lz4x\" (accepted: lz4, none); using the value of vkdirty_capture.compression"), "{out}");
     assert!(map_backends(&trace).iter().all(|b| b == "full"));
@@ -203,14 +232,17 @@ fn settings_from_the_environment_and_precedence() {
 #[test]
 fn tool_properties_through_the_loader_list_vkdirty() {
     let d = scratch("tools");
-    for (layers, validation) in [("VK_LAYER_VKDIRTY_capture", false), ("VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation", true)] {
+    for (layers, validation) in
+        [("VK_LAYER_VKDIRTY_capture", false), ("VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation", true)]
+    {
         let mut c = under_layer(&bin_dir().join("vkdirty-workload"), &d);
         c.env("VK_INSTANCE_LAYERS", layers).env("VKDIRTY_WRITE_TRACE", "0").arg("--list-tools");
         if validation {
             c.arg("--validation");
         }
         let o = run_ok(c, layers);
-        let first: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().expect("a tool")).unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().expect("a tool")).unwrap();
         assert_eq!(first["name"], "vkdirty", "{layers}");
         assert_eq!(first["layer"], "VK_LAYER_VKDIRTY_capture");
         assert_eq!(first["version"], env!("CARGO_PKG_VERSION"));
@@ -244,7 +276,9 @@ fn windows(ev: &[Event]) -> Vec<(Event, Option<Event>)> {
 
 /// Submits the trace holds so far (the layer flushes every submit in these tests).
 fn submits_so_far(t: &Path) -> usize {
-    TraceReader::open(t).ok().map_or(0, |r| r.filter_map(Result::ok).filter(|b| matches!(b.event, Some(Event::Submit(_)))).count())
+    TraceReader::open(t)
+        .ok()
+        .map_or(0, |r| r.filter_map(Result::ok).filter(|b| matches!(b.event, Some(Event::Submit(_)))).count())
 }
 
 fn wait_for_submits(t: &Path, n: usize, child: &mut std::process::Child) {
@@ -264,7 +298,16 @@ fn workload_window(name: &str, env: &[(&str, &str)], on: &dyn Fn(u32), off: &dyn
     let (trace, sidecar) = (d.join("w.vkd"), d.join("w.side"));
     let mut c = under_layer(&bin_dir().join("vkdirty-workload"), &d);
     c.env("VKDIRTY_TRACE_FILE", &trace).env("VKDIRTY_FLUSH_EVERY_SUBMIT", "1").envs(env.iter().copied());
-    c.args(["--frames", "200", "--frame-pause-ms", "10", "--scenario", "persistent,offset,gpu-write,mixed,remap", "--size", "64K"]);
+    c.args([
+        "--frames",
+        "200",
+        "--frame-pause-ms",
+        "10",
+        "--scenario",
+        "persistent,offset,gpu-write,mixed,remap",
+        "--size",
+        "64K",
+    ]);
     c.arg("--sidecar").arg(&sidecar).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     wait_for_submits(&trace, 40, &mut child);
@@ -278,7 +321,9 @@ fn workload_window(name: &str, env: &[(&str, &str)], on: &dyn Fn(u32), off: &dyn
     let ev = events(&trace);
     let w = windows(&ev);
     assert_eq!(w.len(), 1, "one window: {w:?}");
-    let (Event::CaptureStart { submit: start, .. }, Some(Event::CaptureStop { submit: stop, .. })) = &w[0] else { panic!("{w:?}") };
+    let (Event::CaptureStart { submit: start, .. }, Some(Event::CaptureStop { submit: stop, .. })) = &w[0] else {
+        panic!("{w:?}")
+    };
     assert!(*start >= 40 && stop - start >= 60, "window {start}..{stop}");
     let out = text(&o);
     assert!(out.contains(&format!("trigger: capture on at submit {start}")), "{out}");
@@ -299,12 +344,18 @@ fn workload_window(name: &str, env: &[(&str, &str)], on: &dyn Fn(u32), off: &dyn
             if (*start..*stop).contains(&x.submit) {
                 inside += 1;
             } else if x.submit <= last {
-                assert!(unmapped.contains(&x.alloc), "dirty data of persistent allocation {} at submit {} outside {start}..{stop}", x.alloc, x.submit);
+                assert!(
+                    unmapped.contains(&x.alloc),
+                    "dirty data of persistent allocation {} at submit {} outside {start}..{stop}",
+                    x.alloc,
+                    x.submit
+                );
             }
         }
     }
     assert!(inside >= (stop - start) as usize, "every captured submit has dirty data: {inside}");
-    let o = Command::new(env!("CARGO_BIN_EXE_vkdirty")).arg("check-sidecar").arg(&trace).arg(&sidecar).output().unwrap();
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_vkdirty")).arg("check-sidecar").arg(&trace).arg(&sidecar).output().unwrap();
     let report = text(&o);
     assert!(o.status.success() && report.contains("workload: ok"), "{report}");
     assert!(report.contains(&format!("exact: {} submits", stop - start)), "{report}");
@@ -371,7 +422,9 @@ impl Drop for Xvfb {
 
 /// Frames the trace holds so far.
 fn frames_so_far(t: &Path) -> u64 {
-    TraceReader::open(t).ok().map_or(0, |r| r.filter_map(Result::ok).filter(|b| matches!(b.event, Some(Event::Frame { .. }))).count() as u64)
+    TraceReader::open(t)
+        .ok()
+        .map_or(0, |r| r.filter_map(Result::ok).filter(|b| matches!(b.event, Some(Event::Frame { .. }))).count() as u64)
 }
 
 /// vkcube under Xvfb; the trigger file is created after about 200 frames (some 0.3 s to seconds,
@@ -420,7 +473,10 @@ fn trigger_file_window_is_exact_for_vkcube() {
     }
     let w = windows(&ev);
     assert_eq!(w.len(), 1, "one window: {w:?}");
-    let (Event::CaptureStart { frame: s, submit: s_sub }, Some(Event::CaptureStop { frame: e, submit: e_sub })) = &w[0] else { panic!("{w:?}") };
+    let (Event::CaptureStart { frame: s, submit: s_sub }, Some(Event::CaptureStop { frame: e, submit: e_sub })) = &w[0]
+    else {
+        panic!("{w:?}")
+    };
     let (s, e) = (*s, *e);
     // The check at the end of frame s-1 saw the file, the one at the end of frame s-2 did not.
     assert!(frame_ts[&(s - 2)] < on_after, "frame {} ended after the file appeared", s - 2);
@@ -442,13 +498,22 @@ fn trigger_file_window_is_exact_for_vkcube() {
             if (*s_sub..*e_sub).contains(&dt.submit) {
                 with_dirty.insert(dt.submit);
             } else if dt.submit <= last {
-                assert!(unmapped.contains(&dt.alloc), "dirty data of allocation {} at submit {} outside {s_sub}..{e_sub}", dt.alloc, dt.submit);
+                assert!(
+                    unmapped.contains(&dt.alloc),
+                    "dirty data of allocation {} at submit {} outside {s_sub}..{e_sub}",
+                    dt.alloc,
+                    dt.submit
+                );
             }
         }
     }
     assert_eq!(with_dirty.len() as u64, e_sub - s_sub, "every captured submit has vkcube's uniform buffer write");
     let out = text(&o);
-    assert!(out.contains(&format!("trigger: capture on from frame {s}")) && out.contains(&format!("trigger: capture off from frame {e}")), "{out}");
+    assert!(
+        out.contains(&format!("trigger: capture on from frame {s}"))
+            && out.contains(&format!("trigger: capture off from frame {e}")),
+        "{out}"
+    );
     drop(x);
     let _ = std::fs::remove_dir_all(&d);
 }

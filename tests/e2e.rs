@@ -105,10 +105,18 @@ fn ensure_built() -> &'static PathBuf {
                 .arg(target_dir)
                 .output()
                 .expect("run cargo build");
-            assert!(out.status.success(), "building the layer and the workload failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "building the layer and the workload failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
-            assert!(dir.join(f).exists(), "{} missing: build the workspace first (scripts/test.sh does)", dir.join(f).display());
+            assert!(
+                dir.join(f).exists(),
+                "{} missing: build the workspace first (scripts/test.sh does)",
+                dir.join(f).display()
+            );
         }
         dir
     })
@@ -178,7 +186,12 @@ fn capture_and_check(backend: &Backend) {
     let trace = tmp(&format!("{tag}.vkd"));
     let sidecar = tmp(&format!("{tag}.jsonl"));
     let o = run_workload(backend, &[LAYER_NAME], &trace, &["--frames", FRAMES, "--sidecar", sidecar.to_str().unwrap()]);
-    assert!(o.status.success(), "{}: the workload's own checks failed under the layer:\n{}", backend.name, output_text(&o));
+    assert!(
+        o.status.success(),
+        "{}: the workload's own checks failed under the layer:\n{}",
+        backend.name,
+        output_text(&o)
+    );
     assert!(trace.exists(), "{}: no trace written (was the layer loaded?)\n{}", backend.name, output_text(&o));
     let sc = read_sidecar(&sidecar);
     let r = compare(&trace, &sc, Some(kind));
@@ -188,7 +201,14 @@ fn capture_and_check(backend: &Backend) {
         "e2e {}: {} submits, {} allocation states checked; CPU-written dirty bytes {} / {} bytes of pages written = {:.3} (all dirty bytes {})",
         test_tag(backend), r.submits_checked, r.states_checked, r.cpu_dirty_bytes, app_bytes, ratio, r.all_dirty_bytes
     );
-    assert!(r.wrong_backend == 0, "{}: {} mappings not tracked with {}, first ones:\n{}", backend.name, r.wrong_backend, backend.name, r.wrong_backend_examples.join("\n"));
+    assert!(
+        r.wrong_backend == 0,
+        "{}: {} mappings not tracked with {}, first ones:\n{}",
+        backend.name,
+        r.wrong_backend,
+        backend.name,
+        r.wrong_backend_examples.join("\n")
+    );
     assert!(
         r.mismatches.is_empty(),
         "{}: {} mismatches between trace and sidecar, first ones:\n{}",
@@ -198,7 +218,12 @@ fn capture_and_check(backend: &Backend) {
     );
     assert!(r.submits_checked > 0 && r.states_checked > 0);
     if let Some(max) = backend.max_ratio {
-        assert!(ratio <= max, "{}: trace dirty bytes {} are {ratio:.3}x the {app_bytes} bytes of the pages written (max {max})", backend.name, r.cpu_dirty_bytes);
+        assert!(
+            ratio <= max,
+            "{}: trace dirty bytes {} are {ratio:.3}x the {app_bytes} bytes of the pages written (max {max})",
+            backend.name,
+            r.cpu_dirty_bytes
+        );
     }
     let _ = std::fs::remove_file(trace);
     let _ = std::fs::remove_file(sidecar);
@@ -217,12 +242,28 @@ fn validation_is_clean(backend: &Backend) {
         &trace,
         &["--validation", "--frames", VALIDATION_FRAMES, "--sidecar", sidecar.to_str().unwrap()],
     );
-    assert!(o.status.success(), "{}: validation messages or failed checks with the layer:\n{}", backend.name, output_text(&o));
+    assert!(
+        o.status.success(),
+        "{}: validation messages or failed checks with the layer:\n{}",
+        backend.name,
+        output_text(&o)
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("no validation message"), "{}: the messenger was not installed:\n{}", backend.name, output_text(&o));
+    assert!(
+        stdout.contains("no validation message"),
+        "{}: the messenger was not installed:\n{}",
+        backend.name,
+        output_text(&o)
+    );
     // The layer was really in the chain: it wrote a trace that matches.
     let r = compare(&trace, &read_sidecar(&sidecar), Some(kind));
-    assert!(r.mismatches.is_empty() && r.wrong_backend == 0, "{}: {:?} {:?}", backend.name, r.mismatches, r.wrong_backend_examples);
+    assert!(
+        r.mismatches.is_empty() && r.wrong_backend == 0,
+        "{}: {:?} {:?}",
+        backend.name,
+        r.mismatches,
+        r.wrong_backend_examples
+    );
     let _ = std::fs::remove_file(trace);
     let _ = std::fs::remove_file(sidecar);
 }
@@ -231,7 +272,12 @@ fn validation_is_clean(backend: &Backend) {
 /// an invalidate), the workload reads stale bytes and fails its own check.
 #[test]
 fn shadow_wp_without_refresh_reads_stale_gpu_results() {
-    let backend = Backend { name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "never")], max_ratio: None };
+    let backend = Backend {
+        name: "shadow-wp",
+        flags: &["--no-coherent-invalidate"],
+        env: &[("VKDIRTY_SHADOW_REFRESH", "never")],
+        max_ratio: None,
+    };
     let trace = tmp("stale.vkd");
     let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "2", "--scenario", "gpu-write"]);
     assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
@@ -301,7 +347,12 @@ fn comparison_catches_a_wrong_hash() {
     let backend = Backend { name: "async-wp", flags: &[], env: &[], max_ratio: None };
     let trace = tmp("checker.vkd");
     let sidecar = tmp("checker.jsonl");
-    let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "3", "--scenario", "persistent,churn", "--sidecar", sidecar.to_str().unwrap()]);
+    let o = run_workload(
+        &backend,
+        &[LAYER_NAME],
+        &trace,
+        &["--frames", "3", "--scenario", "persistent,churn", "--sidecar", sidecar.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", output_text(&o));
     let mut sc = read_sidecar(&sidecar);
     assert!(compare(&trace, &sc, Some(BackendKind::AsyncWp)).mismatches.is_empty());
@@ -324,14 +375,20 @@ fn comparison_catches_a_wrong_hash() {
 /// on NVIDIA); on lavapipe (one memory type, system memory) they default to `0:host-import`.
 #[test]
 fn auto_picks_a_backend_per_memory_type() {
-    let backend = Backend { name: "auto", flags: &["--host-types", "spread", "--memory-only"], env: &[], max_ratio: None };
+    let backend =
+        Backend { name: "auto", flags: &["--host-types", "spread", "--memory-only"], env: &[], max_ratio: None };
     let trace = tmp("auto-types.vkd");
     let sidecar = tmp("auto-types.jsonl");
-    let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", FRAMES, "--sidecar", sidecar.to_str().unwrap()]);
+    let o =
+        run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", FRAMES, "--sidecar", sidecar.to_str().unwrap()]);
     assert!(o.status.success(), "auto: the workload's own checks failed under the layer:\n{}", output_text(&o));
     let sc = read_sidecar(&sidecar);
     let r = compare(&trace, &sc, None);
-    assert!(r.mismatches.is_empty(), "auto: mismatches:\n{}", r.mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        r.mismatches.is_empty(),
+        "auto: mismatches:\n{}",
+        r.mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
     assert!(r.submits_checked > 0 && r.states_checked > 0);
 
     let (events, _) = TraceReader::open(&trace).expect("open trace").events().expect("read trace");
@@ -343,7 +400,7 @@ fn auto_picks_a_backend_per_memory_type() {
         })
         .expect("session record");
     let mut types: HashMap<u64, (u32, u32)> = HashMap::new(); // alloc id -> (memory type, flags)
-    // memory type -> (flags, backend -> (maps, a reason))
+                                                              // memory type -> (flags, backend -> (maps, a reason))
     let mut table: BTreeMap<u32, (u32, BTreeMap<String, (u64, String)>)> = BTreeMap::new();
     for e in &events {
         match e {
@@ -373,7 +430,10 @@ fn auto_picks_a_backend_per_memory_type() {
         _ => panic!("auto on {device}: set VKDIRTY_E2E_EXPECT (type:backend,...) for this device\n{report}"),
     };
     for item in expect.split(',') {
-        let (ty, b) = item.trim().split_once(':').unwrap_or_else(|| panic!("VKDIRTY_E2E_EXPECT item {item:?} is not type:backend"));
+        let (ty, b) = item
+            .trim()
+            .split_once(':')
+            .unwrap_or_else(|| panic!("VKDIRTY_E2E_EXPECT item {item:?} is not type:backend"));
         let ty: u32 = ty.parse().expect("memory type index");
         assert!(BackendKind::parse(b).is_some(), "unknown backend {b:?} in VKDIRTY_E2E_EXPECT");
         let (_, backends) = table.get(&ty).unwrap_or_else(|| panic!("no mapping of memory type {ty}\n{report}"));
@@ -398,9 +458,14 @@ fn ash_flags(raw: u32) -> Vec<&'static str> {
 #[test]
 fn report_memory_lists_types_and_external_buffer_types() {
     let dir = ensure_built();
-    let o = Command::new(dir.join("vkdirty-workload")).arg("--report-memory").env_remove("VK_INSTANCE_LAYERS").output().expect("run");
+    let o = Command::new(dir.join("vkdirty-workload"))
+        .arg("--report-memory")
+        .env_remove("VK_INSTANCE_LAYERS")
+        .output()
+        .expect("run");
     assert!(o.status.success(), "{}", output_text(&o));
-    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     let types = lines.iter().find(|v| v["kind"] == "memory_types").expect("memory_types line");
     assert!(!types["types"].as_array().expect("types array").is_empty(), "{types}");
     let buffers: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "buffer").collect();

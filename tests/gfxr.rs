@@ -38,8 +38,13 @@ fn ensure_built() -> &'static PathBuf {
             .expect("run cargo build");
         assert!(out.status.success(), "build failed:\n{}", String::from_utf8_lossy(&out.stderr));
         for tool in ["gfxrecon-replay", "vkcube", "xvfb-run"] {
-            let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success());
-            assert_eq!(found.ok(), Some(true), "{tool} is missing: scripts/test.sh installs gfxreconstruct, vulkan-tools, xvfb");
+            let found =
+                Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success());
+            assert_eq!(
+                found.ok(),
+                Some(true),
+                "{tool} is missing: scripts/test.sh installs gfxreconstruct, vulkan-tools, xvfb"
+            );
         }
         dir
     })
@@ -51,14 +56,23 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn text(o: &Output) -> String {
-    format!("status {:?}\n--- stdout\n{}--- stderr\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A command without the caller's vkdirty, gfxreconstruct and layer variables.
 fn clean(program: &Path) -> Command {
     let mut c = Command::new(program);
     for (k, _) in std::env::vars() {
-        if k.starts_with("VKDIRTY_") || k.starts_with("GFXRECON_") || k == "VK_INSTANCE_LAYERS" || k == "VK_LOADER_DEBUG" {
+        if k.starts_with("VKDIRTY_")
+            || k.starts_with("GFXRECON_")
+            || k == "VK_INSTANCE_LAYERS"
+            || k == "VK_LOADER_DEBUG"
+        {
             c.env_remove(k);
         }
     }
@@ -84,7 +98,12 @@ fn capture(name: &str, env: &[(&str, &str)], extra: &[&str]) -> (PathBuf, PathBu
 }
 
 fn check(gfxr: &Path, sidecar: &Path) -> Output {
-    clean(&ensure_built().join("vkdirty")).arg("check-sidecar").arg(gfxr).arg(sidecar).output().expect("run check-sidecar")
+    clean(&ensure_built().join("vkdirty"))
+        .arg("check-sidecar")
+        .arg(gfxr)
+        .arg(sidecar)
+        .output()
+        .expect("run check-sidecar")
 }
 
 fn replay(gfxr: &Path) -> Output {
@@ -113,7 +132,8 @@ fn workload_captures_are_exact_on_every_backend_and_replay() {
 #[test]
 fn zstd_and_uncompressed_captures_are_read_too() {
     for (kind, name) in [("ZSTD", "zstd"), ("NONE", "none")] {
-        let (gfxr, sidecar, o) = capture(&format!("compression-{name}"), &[("GFXRECON_CAPTURE_COMPRESSION_TYPE", kind)], &[]);
+        let (gfxr, sidecar, o) =
+            capture(&format!("compression-{name}"), &[("GFXRECON_CAPTURE_COMPRESSION_TYPE", kind)], &[]);
         assert!(o.status.success(), "{kind}: {}", text(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("({name} compression)")), "{kind}: {}", text(&o));
         let c = check(&gfxr, &sidecar);
@@ -149,7 +169,11 @@ fn host_import_stays_off_with_gfxreconstruct_below_unless_ignored() {
     assert!(!err.contains("host-import on "), "{err}");
     let (_, _, o) = capture("ignore", &[("VKDIRTY_LAYERS_BELOW", "ignore")], &["--backend", "auto"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("capture layer VK_LAYER_LUNARG_gfxreconstruct") && err.contains("host-import on "), "{}", text(&o));
+    assert!(
+        !err.contains("capture layer VK_LAYER_LUNARG_gfxreconstruct") && err.contains("host-import on "),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

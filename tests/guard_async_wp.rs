@@ -16,28 +16,16 @@ fn kernel_made_writes_are_reported() {
         let m = Mapping::new(mem, 8);
         m.fill(2);
         let mgr = GuardManager::new();
-        let mut s = Subject::track(
-            &mgr,
-            BackendKind::AsyncWp,
-            m.ptr,
-            m.len,
-            &format!("read() on {mem:?}"),
-        );
+        let mut s = Subject::track(&mgr, BackendKind::AsyncWp, m.ptr, m.len, &format!("read() on {mem:?}"));
         let data: Vec<u8> = (0..2 * p).map(|i| (i % 251) as u8).collect();
-        let file =
-            std::env::temp_dir().join(format!("vkdirty-read-{}-{mem:?}", std::process::id()));
+        let file = std::env::temp_dir().join(format!("vkdirty-read-{}-{mem:?}", std::process::id()));
         std::fs::write(&file, &data).unwrap();
         let f = std::fs::File::open(&file).unwrap();
         let off = p + 100;
         // SAFETY: reads 2 pages into the tracked region, inside the mapping.
         let n = unsafe { libc::read(f.as_raw_fd(), s.t.app_ptr.add(off).cast(), data.len()) };
         std::fs::remove_file(&file).unwrap();
-        assert_eq!(
-            n as usize,
-            data.len(),
-            "read(): {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(n as usize, data.len(), "read(): {}", std::io::Error::last_os_error());
         let c = s.collect();
         s.expect(&c, &[off, off + p, off + 2 * p - 1]);
         assert_eq!(&s.mirror[off..off + data.len()], &data[..]);
@@ -52,8 +40,7 @@ fn anon_huge_kb(addr: usize) -> usize {
     for line in smaps.lines() {
         if let Some((range, _)) = line.split_once(' ') {
             if let Some((a, b)) = range.split_once('-') {
-                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-                {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
                     inside = (a..b).contains(&addr);
                     continue;
                 }
@@ -79,10 +66,7 @@ fn transparent_huge_pages() {
     let m = Mapping::new(MemKind::PrivateAnon, 3 * huge / p);
     let base = (m.ptr as usize).next_multiple_of(huge) as *mut u8;
     // SAFETY: advice on a range inside the mapping.
-    assert_eq!(
-        unsafe { libc::madvise(base.cast(), huge, libc::MADV_HUGEPAGE) },
-        0
-    );
+    assert_eq!(unsafe { libc::madvise(base.cast(), huge, libc::MADV_HUGEPAGE) }, 0);
     // SAFETY: inside the mapping.
     unsafe { std::ptr::write_bytes(base, 1, huge) };
     let thp_kb = anon_huge_kb(base as usize);
@@ -99,19 +83,12 @@ fn transparent_huge_pages() {
             s.write(o, &[0x70 + round]);
         }
         let c = s.collect();
-        eprintln!(
-            "round {round}: {} pages reported, thp_pages {}",
-            c.stats.pages, c.stats.thp_pages
-        );
+        eprintln!("round {round}: {} pages reported, thp_pages {}", c.stats.pages, c.stats.thp_pages);
         s.expect(&c, &offs);
         assert_eq!(c.stats.thp_pages, 0);
         s.assert_mirror();
     }
-    assert_eq!(
-        anon_huge_kb(base as usize),
-        0,
-        "the written huge page was split"
-    );
+    assert_eq!(anon_huge_kb(base as usize), 0, "the written huge page was split");
 
     // Every page written, then collapsed into a huge page while tracked.
     // SAFETY: inside the mapping; advice on it.
@@ -129,11 +106,7 @@ fn transparent_huge_pages() {
         );
     } else {
         let c = s.collect();
-        assert_eq!(
-            (c.stats.pages, c.stats.thp_pages),
-            (huge / p, huge / p),
-            "returned whole, counted as THP"
-        );
+        assert_eq!((c.stats.pages, c.stats.thp_pages), (huge / p, huge / p), "returned whole, counted as THP");
         s.assert_mirror();
         s.write(7 * p, &[3]);
         let c = s.collect();
@@ -155,42 +128,19 @@ fn refused_region_falls_back() {
     // SAFETY: io_uring_setup writes the 120-byte params block it is given.
     let ring = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) };
     if ring < 0 {
-        eprintln!(
-            "io_uring unavailable ({}): nothing to refuse",
-            std::io::Error::last_os_error()
-        );
+        eprintln!("io_uring unavailable ({}): nothing to refuse", std::io::Error::last_os_error());
         return;
     }
     // SAFETY: maps the ring's first page (IORING_OFF_SQ_RING = 0) of the descriptor just made.
     let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            p,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            ring as i32,
-            0,
-        )
+        libc::mmap(std::ptr::null_mut(), p, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, ring as i32, 0)
     };
     assert_ne!(ptr, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
     let mgr = GuardManager::new();
     // SAFETY: the mapping stays until the end of the test, after untrack.
-    let err = unsafe {
-        mgr.track(
-            ptr.cast(),
-            p,
-            BackendKind::AsyncWp,
-            &TrackOptions::default(),
-        )
-    }
-    .unwrap_err();
+    let err = unsafe { mgr.track(ptr.cast(), p, BackendKind::AsyncWp, &TrackOptions::default()) }.unwrap_err();
     match &err {
-        GuardError::RegionRefused {
-            backend,
-            addr,
-            len,
-            reason,
-        } => {
+        GuardError::RegionRefused { backend, addr, len, reason } => {
             assert_eq!(*backend, BackendKind::AsyncWp);
             assert_eq!((*addr, *len), (ptr as usize, p));
             assert!(reason.contains("UFFDIO_REGISTER"), "{reason}");
@@ -199,21 +149,14 @@ fn refused_region_falls_back() {
     }
     eprintln!("refused as expected: {err}");
     // SAFETY: as above.
-    let (t, refusals) = unsafe {
-        mgr.track_first(
-            ptr.cast(),
-            p,
-            &[BackendKind::AsyncWp, BackendKind::Full],
-            &TrackOptions::default(),
-        )
-    }
-    .unwrap();
+    let (t, refusals) =
+        unsafe { mgr.track_first(ptr.cast(), p, &[BackendKind::AsyncWp, BackendKind::Full], &TrackOptions::default()) }
+            .unwrap();
     assert_eq!(t.backend, BackendKind::Full);
     assert_eq!(refusals.len(), 1);
     assert!(matches!(refusals[0], GuardError::RegionRefused { .. }));
     let mut bytes = 0;
-    mgr.untrack(t.id, &mut |_: usize, b: &[u8]| bytes += b.len())
-        .unwrap();
+    mgr.untrack(t.id, &mut |_: usize, b: &[u8]| bytes += b.len()).unwrap();
     assert_eq!(bytes, p);
     // A refusal leaves the backend usable for other regions.
     let m = Mapping::new(MemKind::PrivateAnon, 2);
@@ -234,14 +177,8 @@ fn host_import_is_async_wp_under_its_own_kind() {
     let p = page_size();
     let m = Mapping::new(MemKind::PrivateAnon, 4);
     let mgr = GuardManager::new();
-    assert_eq!(
-        mgr.backend(BackendKind::HostImport).unwrap().kind(),
-        BackendKind::HostImport
-    );
-    assert_eq!(
-        mgr.backend(BackendKind::AsyncWp).unwrap().kind(),
-        BackendKind::AsyncWp
-    );
+    assert_eq!(mgr.backend(BackendKind::HostImport).unwrap().kind(), BackendKind::HostImport);
+    assert_eq!(mgr.backend(BackendKind::AsyncWp).unwrap().kind(), BackendKind::AsyncWp);
     let mut s = Subject::track(&mgr, BackendKind::HostImport, m.ptr, m.len, "host-import");
     s.write(3 * p, &[1]);
     let c = s.collect();
@@ -252,8 +189,8 @@ fn host_import_is_async_wp_under_its_own_kind() {
 #[test]
 fn tracker_reports_its_features() {
     let t = wp::tracker(BackendKind::AsyncWp).unwrap();
-    let need = (linux_raw_sys::general::UFFD_FEATURE_WP_ASYNC
-        | linux_raw_sys::general::UFFD_FEATURE_WP_UNPOPULATED) as u64;
+    let need =
+        (linux_raw_sys::general::UFFD_FEATURE_WP_ASYNC | linux_raw_sys::general::UFFD_FEATURE_WP_UNPOPULATED) as u64;
     assert_eq!(t.features() & need, need);
 }
 
@@ -266,8 +203,7 @@ fn collect_racing_untrack() {
         let m = Mapping::new(MemKind::PrivateAnon, 16);
         let mgr = GuardManager::new();
         // SAFETY: the mapping outlives the tracking.
-        let t = unsafe { mgr.track(m.ptr, m.len, BackendKind::AsyncWp, &TrackOptions::default()) }
-            .unwrap();
+        let t = unsafe { mgr.track(m.ptr, m.len, BackendKind::AsyncWp, &TrackOptions::default()) }.unwrap();
         let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
         // SAFETY: inside the mapping.
         unsafe {

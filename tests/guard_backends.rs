@@ -55,11 +55,7 @@ fn untrack_then_retrack() {
 #[test]
 fn no_lost_write_under_concurrent_writers() {
     for &kind in BACKENDS {
-        let mems: &[MemKind] = if harness::exact(kind) {
-            &MEM_KINDS
-        } else {
-            &[MemKind::PrivateAnon]
-        };
+        let mems: &[MemKind] = if harness::exact(kind) { &MEM_KINDS } else { &[MemKind::PrivateAnon] };
         for &mem in mems {
             harness::concurrent_writers(kind, mem, 10_000);
         }

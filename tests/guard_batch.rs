@@ -43,7 +43,14 @@ fn track(mgr: &GuardManager, kind: BackendKind, backing: Backing, len: usize) ->
 fn anon(len: usize) -> usize {
     // SAFETY: a fresh private anonymous mapping, left mapped for the life of the test process.
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(p, libc::MAP_FAILED);
     p as usize
@@ -103,8 +110,12 @@ fn every_write_is_reported_against_its_region_with_one_scan_per_run() {
             assert_eq!(stats.scans, runs, "{kind}: scans for 64 regions in {runs} adjacent runs");
             if kind == BackendKind::ShadowWp {
                 for (i, pg) in &want {
-                    // SAFETY: inside the real memory behind the shadow.
-                    assert_eq!(unsafe { *rs[*i].backing.ptr().add(pg * p + 9) }, round + 1, "copied to the real memory");
+                    assert_eq!(
+                        // SAFETY: inside the real memory behind the shadow.
+                        unsafe { *rs[*i].backing.ptr().add(pg * p + 9) },
+                        round + 1,
+                        "copied to the real memory"
+                    );
                 }
             }
         }
@@ -145,24 +156,30 @@ fn racing_collect_and_free(kind: BackendKind, rounds: usize) {
         }
         _ => Backing::Block(ArenaBlock::new(len, p).unwrap()),
     };
-    let apply = move |mirrors: &Mutex<HashMap<RegionId, (usize, u64, Vec<u8>)>>, id: RegionId, off: usize, bytes: &[u8]| {
-        let mut m = mirrors.lock();
-        let (slot, generation, mirror) = m.get_mut(&id).expect("a run for a region that is not tracked");
-        // Every stamp in a collected run is of this region's slot and generation (or zero).
-        for w in bytes.chunks_exact(8) {
-            let v = u64::from_le_bytes(w.try_into().unwrap());
-            assert!(v == 0 || v >> 20 == stamp(*slot, *generation, 0) >> 20, "{kind}: stamp {v:#x} in slot {slot} gen {generation}");
-        }
-        mirror[off..off + bytes.len()].copy_from_slice(bytes);
-    };
+    let apply =
+        move |mirrors: &Mutex<HashMap<RegionId, (usize, u64, Vec<u8>)>>, id: RegionId, off: usize, bytes: &[u8]| {
+            let mut m = mirrors.lock();
+            let (slot, generation, mirror) = m.get_mut(&id).expect("a run for a region that is not tracked");
+            // Every stamp in a collected run is of this region's slot and generation (or zero).
+            for w in bytes.chunks_exact(8) {
+                let v = u64::from_le_bytes(w.try_into().unwrap());
+                assert!(
+                    v == 0 || v >> 20 == stamp(*slot, *generation, 0) >> 20,
+                    "{kind}: stamp {v:#x} in slot {slot} gen {generation}"
+                );
+            }
+            mirror[off..off + bytes.len()].copy_from_slice(bytes);
+        };
 
     let collector = {
         let (mgr, mirrors, stop) = (mgr.clone(), mirrors.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                mgr.collect_all(0, &|k| k == kind, &mut |id: RegionId, off: usize, bytes: &[u8]| apply(&mirrors, id, off, bytes))
-                    .unwrap();
+                mgr.collect_all(0, &|k| k == kind, &mut |id: RegionId, off: usize, bytes: &[u8]| {
+                    apply(&mirrors, id, off, bytes)
+                })
+                .unwrap();
                 n += 1;
             }
             n
@@ -206,7 +223,12 @@ fn racing_collect_and_free(kind: BackendKind, rounds: usize) {
                         // SAFETY: the region's memory, not freed yet (for shadow-wp the real memory
                         // holds everything copied back at untrack).
                         let now = unsafe { std::slice::from_raw_parts(r.backing.ptr(), len) };
-                        assert!(mirror == now, "{kind}: slot {} gen {}: collected bytes differ from memory at free", slots[i], gens[i]);
+                        assert!(
+                            mirror == now,
+                            "{kind}: slot {} gen {}: collected bytes differ from memory at free",
+                            slots[i],
+                            gens[i]
+                        );
                         drop(r);
                         gens[i] += 1;
                         let fresh = track_slot(slots[i], gens[i]);
@@ -221,7 +243,8 @@ fn racing_collect_and_free(kind: BackendKind, rounds: usize) {
     let live: Vec<Region> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     stop.store(true, Ordering::Relaxed);
     let collections = collector.join().unwrap();
-    mgr.collect_all(0, &|k| k == kind, &mut |id: RegionId, off: usize, bytes: &[u8]| apply(&mirrors, id, off, bytes)).unwrap();
+    mgr.collect_all(0, &|k| k == kind, &mut |id: RegionId, off: usize, bytes: &[u8]| apply(&mirrors, id, off, bytes))
+        .unwrap();
     for r in &live {
         let m = mirrors.lock();
         let (slot, _, mirror) = &m[&r.t.id];

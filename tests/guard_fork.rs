@@ -23,11 +23,7 @@ fn forked_child_tracks_with_its_own_descriptors() {
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // Writes before the child re-armed are unknown: everything is reported once.
             let c = s.collect();
-            assert_eq!(
-                s.pages_of(&c),
-                s.all_pages(),
-                "child: first collection reports all"
-            );
+            assert_eq!(s.pages_of(&c), s.all_pages(), "child: first collection reports all");
             s.write(5 * p + 3, &[2]);
             let c = s.collect();
             s.expect(&c, &[5 * p + 3]);
@@ -41,10 +37,7 @@ fn forked_child_tracks_with_its_own_descriptors() {
     let mut status = 0;
     // SAFETY: waits for the child forked above.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed: status {status:#x}"
-    );
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status:#x}");
     // The parent's state is untouched by the child: its own write from before the fork, plus
     // the one after.
     s.write(2 * p, &[3]);

@@ -41,7 +41,14 @@ fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec
     let base = (kind == BackendKind::AsyncWp).then(|| {
         // SAFETY: a fresh anonymous mapping, left mapped for the life of the test process.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), n * len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                n * len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         assert_ne!(p, libc::MAP_FAILED);
         p as usize
@@ -56,7 +63,8 @@ fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec
                 }
             };
             // SAFETY: the backing outlives the region (leaked mapping, or the block kept with it).
-            let t = unsafe { mgr.track(ptr, len, kind, &TrackOptions::default()) }.unwrap_or_else(|e| panic!("{kind}: track: {e}"));
+            let t = unsafe { mgr.track(ptr, len, kind, &TrackOptions::default()) }
+                .unwrap_or_else(|e| panic!("{kind}: track: {e}"));
             Region { t, len, _block: block }
         })
         .collect()
@@ -105,7 +113,8 @@ fn assert_mirrors(kind: BackendKind, rs: &[Region], mirrors: &[Vec<u8>], when: &
         let mem = unsafe { std::slice::from_raw_parts(r.ptr(), r.len) };
         if mem != &mirrors[i][..] {
             let p = page_size();
-            let bad: Vec<usize> = (0..r.len / p).filter(|&pg| mem[pg * p..(pg + 1) * p] != mirrors[i][pg * p..(pg + 1) * p]).collect();
+            let bad: Vec<usize> =
+                (0..r.len / p).filter(|&pg| mem[pg * p..(pg + 1) * p] != mirrors[i][pg * p..(pg + 1) * p]).collect();
             panic!("{kind}: {when}: region {i}: pages {bad:?} lost");
         }
     }

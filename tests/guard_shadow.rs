@@ -28,7 +28,9 @@ struct Real {
     len: usize,
 }
 
+// SAFETY: `Real` owns its mapping; tests synchronise the threads that touch it.
 unsafe impl Send for Real {}
+// SAFETY: as above.
 unsafe impl Sync for Real {}
 
 impl Real {
@@ -573,41 +575,44 @@ fn concurrent_writers(reads: bool, churn: bool) {
     let expected: Arc<Vec<AtomicU64>> = Arc::new((0..4 * lines).map(|_| AtomicU64::new(0)).collect());
     let paused = Arc::new(AtomicUsize::new(0));
     let app = t.app_ptr as usize;
-    let writers = Writers(stop.clone(), (0..4u64)
-        .map(|w| {
-            let stop = stop.clone();
-            let writes = writes.clone();
-            let (pause, paused, expected) = (pause.clone(), paused.clone(), expected.clone());
-            std::thread::spawn(move || {
-                let mut rng = Rng(0x1234_5678 + w * 7919);
-                let mut seq = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    if pause.load(Ordering::SeqCst) {
-                        paused.fetch_add(1, Ordering::SeqCst);
-                        while pause.load(Ordering::SeqCst) && !stop.load(Ordering::Relaxed) {
+    let writers = Writers(
+        stop.clone(),
+        (0..4u64)
+            .map(|w| {
+                let stop = stop.clone();
+                let writes = writes.clone();
+                let (pause, paused, expected) = (pause.clone(), paused.clone(), expected.clone());
+                std::thread::spawn(move || {
+                    let mut rng = Rng(0x1234_5678 + w * 7919);
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if pause.load(Ordering::SeqCst) {
+                            paused.fetch_add(1, Ordering::SeqCst);
+                            while pause.load(Ordering::SeqCst) && !stop.load(Ordering::Relaxed) {
+                                std::thread::yield_now();
+                            }
+                            paused.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        seq += 1;
+                        // Each writer owns 8 bytes of every 64-byte line (the last page is left out).
+                        let line = rng.below(lines);
+                        let off = line * 64 + w as usize * 8;
+                        let stamp = (w << 56) | seq;
+                        write_app(app as *mut u8, off, &stamp.to_le_bytes());
+                        expected[w as usize * lines + line].store(stamp, Ordering::Relaxed);
+                        if reads && seq % 3 == 0 {
+                            read_app(app as *const u8, rng.below(len));
+                        }
+                        writes.fetch_add(1, Ordering::Relaxed);
+                        if seq % 64 == 0 {
+                            // Leave the collector a core (2 cores, 5 threads).
                             std::thread::yield_now();
                         }
-                        paused.fetch_sub(1, Ordering::SeqCst);
                     }
-                    seq += 1;
-                    // Each writer owns 8 bytes of every 64-byte line (the last page is left out).
-                    let line = rng.below(lines);
-                    let off = line * 64 + w as usize * 8;
-                    let stamp = (w << 56) | seq;
-                    write_app(app as *mut u8, off, &stamp.to_le_bytes());
-                    expected[w as usize * lines + line].store(stamp, Ordering::Relaxed);
-                    if reads && seq % 3 == 0 {
-                        read_app(app as *const u8, rng.below(len));
-                    }
-                    writes.fetch_add(1, Ordering::Relaxed);
-                    if seq % 64 == 0 {
-                        // Leave the collector a core (2 cores, 5 threads).
-                        std::thread::yield_now();
-                    }
-                }
+                })
             })
-        })
-        .collect());
+            .collect(),
+    );
 
     // Regions tracked and untracked while the writers fault: the table changes under them.
     let churn_real = Real::new(RealKind::PrivateAnon, 4 * p);
@@ -898,7 +903,14 @@ fn child(scenario: &str) {
             // A PROT_NONE page neither we nor the application's handler own.
             // SAFETY: a fresh PROT_NONE page.
             let p = unsafe {
-                libc::mmap(std::ptr::null_mut(), page_size(), libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    page_size(),
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
             };
             assert_ne!(p, libc::MAP_FAILED);
             // SAFETY: deliberately faults.

@@ -6,7 +6,7 @@
 #[path = "common/guard.rs"]
 mod harness;
 
-use harness::{MemKind, Mapping};
+use harness::{Mapping, MemKind};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use vkdirty::config::AUTO_ORDER;
@@ -141,7 +141,7 @@ fn refresh_stays_inside_an_unaligned_region() {
     m.fill(1);
     let b = ShadowWp::new().unwrap();
     let (start, len) = (p - 3, 2 * p + 5); // starts 3 bytes before a page end, ends mid-word
-    // SAFETY: inside the mapping.
+                                           // SAFETY: inside the mapping.
     let real = unsafe { m.ptr.add(start) };
     let t = Tracked::new(&b, 1, real, len, &TrackOptions::default());
     // The GPU changes every byte of the mapping, inside and outside the region.
@@ -396,9 +396,9 @@ struct SpecialMapping {
 
 impl SpecialMapping {
     fn new() -> SpecialMapping {
-        Self::io_uring_sqes().or_else(|e| Self::perf_control_page().map_err(|f| format!("{e}; {f}"))).unwrap_or_else(|e| {
-            panic!("no mapping of the kind userfaultfd refuses can be made here: {e}")
-        })
+        Self::io_uring_sqes()
+            .or_else(|e| Self::perf_control_page().map_err(|f| format!("{e}; {f}")))
+            .unwrap_or_else(|e| panic!("no mapping of the kind userfaultfd refuses can be made here: {e}"))
     }
 
     fn map(fd: i64, len: usize, offset: i64, what: &'static str) -> Result<SpecialMapping, String> {
@@ -428,7 +428,7 @@ impl SpecialMapping {
         // struct io_uring_params is 120 bytes; zero asks for the defaults.
         let mut params = [0u8; 120];
         let entries = (4 * page_size() / 64) as u32; // 64-byte entries: 4 pages
-        // SAFETY: a valid params buffer of the size the kernel expects.
+                                                     // SAFETY: a valid params buffer of the size the kernel expects.
         let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, entries, params.as_mut_ptr()) };
         const IORING_OFF_SQES: i64 = 0x1000_0000;
         Self::map(fd, 4 * page_size(), IORING_OFF_SQES, "io_uring submission entries")
@@ -440,7 +440,7 @@ impl SpecialMapping {
         attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
         attr[4..8].copy_from_slice(&64u32.to_ne_bytes());
         attr[8..16].copy_from_slice(&9u64.to_ne_bytes()); // PERF_COUNT_SW_DUMMY
-        // SAFETY: a valid attr buffer; this thread, any CPU, no group, no flags.
+                                                          // SAFETY: a valid attr buffer; this thread, any CPU, no group, no flags.
         let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
         // Control page plus one data page; only the control page is writable.
         let mut m = Self::map(fd, 2 * page_size(), 0, "perf event control page")?;

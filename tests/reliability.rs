@@ -15,7 +15,11 @@ const LAYER_NAME: &str = "VK_LAYER_VKDIRTY_capture";
 fn bin_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().expect("binary has a directory").to_path_buf();
     for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
-        assert!(dir.join(f).exists(), "{} missing: build the workspace first (scripts/test.sh does)", dir.join(f).display());
+        assert!(
+            dir.join(f).exists(),
+            "{} missing: build the workspace first (scripts/test.sh does)",
+            dir.join(f).display()
+        );
     }
     dir
 }
@@ -99,7 +103,9 @@ fn two_processes_on_one_name_each_get_their_own_trace() {
         .enumerate()
         .map(|(i, sc)| {
             let seed = (i + 1).to_string();
-            workload(&trace, &[], &["--frames", "6", "--seed", &seed, "--sidecar", sc.to_str().unwrap()]).spawn().expect("spawn")
+            workload(&trace, &[], &["--frames", "6", "--seed", &seed, "--sidecar", sc.to_str().unwrap()])
+                .spawn()
+                .expect("spawn")
         })
         .collect();
     let outs: Vec<Output> = children.into_iter().map(|c| finish(c, 120, "a workload")).collect();
@@ -173,10 +179,9 @@ fn disk_full_mid_block_on_tmpfs() {
     // The workload's trace is ~70 MB; 3 MiB fills in the middle of the dirty data.
     let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs"]).arg(&dir).status();
     if !matches!(mounted, Ok(s) if s.success()) {
-        assert!(
-            unsafe { libc::geteuid() } != 0,
-            "running as root but mount -t tmpfs failed: {mounted:?}"
-        );
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert!(euid != 0, "running as root but mount -t tmpfs failed: {mounted:?}");
         eprintln!("skipped: not root, cannot mount a tmpfs");
         return;
     }
@@ -187,7 +192,11 @@ fn disk_full_mid_block_on_tmpfs() {
         }
     }
     let _u = Unmount(&dir);
-    let o = finish(workload(&trace, &[("VKDIRTY_COMPRESSION", "none")], &["--frames", "6"]).spawn().unwrap(), 180, "workload on a full disk");
+    let o = finish(
+        workload(&trace, &[("VKDIRTY_COMPRESSION", "none")], &["--frames", "6"]).spawn().unwrap(),
+        180,
+        "workload on a full disk",
+    );
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     let failures: Vec<&str> = err.lines().filter(|l| l.contains("writing the trace failed")).collect();
@@ -258,7 +267,10 @@ fn application_imported_host_memory_is_tracked() {
         check_exact(&trace, &sidecar);
         let (code, info) = cli(&["info", trace.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{info}");
-        let line = info.lines().find(|l| l.contains("application-imported host memory")).unwrap_or_else(|| panic!("{backend}: {info}"));
+        let line = info
+            .lines()
+            .find(|l| l.contains("application-imported host memory"))
+            .unwrap_or_else(|| panic!("{backend}: {info}"));
         assert!(line.trim_start().starts_with(&format!("{want} x1")), "{backend}: {line}");
     }
     remove(&[&trace, &sidecar]);
@@ -273,7 +285,11 @@ fn rss_after(env: &[(&str, &str)], layer: bool) -> (u64, u64) {
     }
     let o = finish(c.spawn().unwrap(), 300, "workload --rss-churn");
     assert!(o.status.success(), "{}", text(&o));
-    let line = String::from_utf8_lossy(&o.stdout).lines().find(|l| l.contains("\"rss\"")).map(str::to_string).expect("rss line");
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find(|l| l.contains("\"rss\""))
+        .map(str::to_string)
+        .expect("rss line");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     remove(&[&trace]);
     (v["after_kib"].as_u64().unwrap(), v["peak_kib"].as_u64().unwrap())
@@ -289,6 +305,9 @@ fn memory_is_given_back_after_the_application_frees_it() {
     for backend in ["auto", "host-import", "async-wp", "shadow-wp", "shadow", "assisted"] {
         let (after, _) = rss_after(&[("VKDIRTY_BACKEND", backend), ("VKDIRTY_LOG_LEVEL", "warn")], true);
         eprintln!("{backend}: {after} KiB after, {base} KiB without the layer");
-        assert!(after <= base + (8 << 10), "{backend}: {after} KiB resident after the frees, {base} KiB without the layer");
+        assert!(
+            after <= base + (8 << 10),
+            "{backend}: {after} KiB resident after the frees, {base} KiB without the layer"
+        );
     }
 }

@@ -161,7 +161,10 @@ fn parse(html: &str) -> Vec<El> {
         let mut attrs = HashMap::new();
         for a in e.attributes() {
             let a = a.unwrap();
-            attrs.insert(String::from_utf8_lossy(a.key.as_ref()).into_owned(), String::from_utf8_lossy(&a.value).into_owned());
+            attrs.insert(
+                String::from_utf8_lossy(a.key.as_ref()).into_owned(),
+                String::from_utf8_lossy(&a.value).into_owned(),
+            );
         }
         let (psvg, palloc) = stack.last().map(|s| (s.1.clone(), s.2.clone())).unwrap_or((None, None));
         let svg = if name == "svg" { attrs.get("id").cloned() } else { psvg };
@@ -198,9 +201,14 @@ fn check_report_with(trace: &Path, name: &str, columns: &str) -> (Vec<El>, Value
 
     // Totals.
     let totals = els.iter().find(|e| e.attrs.get("id").map(String::as_str) == Some("totals")).expect("totals");
-    for (attr, key) in [("data-dirty-bytes", "dirty_bytes"), ("data-dirty-pages", "dirty_pages"), ("data-submits", "submits"),
-        ("data-frames", "frames"), ("data-allocations", "allocations"), ("data-file-bytes", "file_bytes")]
-    {
+    for (attr, key) in [
+        ("data-dirty-bytes", "dirty_bytes"),
+        ("data-dirty-pages", "dirty_pages"),
+        ("data-submits", "submits"),
+        ("data-frames", "frames"),
+        ("data-allocations", "allocations"),
+        ("data-file-bytes", "file_bytes"),
+    ] {
         assert_eq!(totals.num(attr), u(&j[key]), "{name}: {attr}");
     }
 
@@ -226,7 +234,8 @@ fn check_report_with(trace: &Path, name: &str, columns: &str) -> (Vec<El>, Value
     // Heatmap: each allocation row's cells add up to its dirty pages; all cells to the total.
     let svg = els.iter().find(|e| e.attrs.get("id").map(String::as_str) == Some("heatmap-svg")).expect("heatmap");
     assert_eq!(svg.attrs["data-columns"], columns);
-    let cells: Vec<&El> = els.iter().filter(|e| e.svg.as_deref() == Some("heatmap-svg") && e.class() == "cell").collect();
+    let cells: Vec<&El> =
+        els.iter().filter(|e| e.svg.as_deref() == Some("heatmap-svg") && e.class() == "cell").collect();
     assert!(!cells.is_empty(), "{name}: heatmap has no cells");
     let mut got_pages: BTreeMap<String, u64> = BTreeMap::new();
     for c in &cells {
@@ -239,7 +248,8 @@ fn check_report_with(trace: &Path, name: &str, columns: &str) -> (Vec<El>, Value
     }
 
     // Timeline: bins add up to the dirty bytes and to every byte of the file after its header.
-    let bins: Vec<&El> = els.iter().filter(|e| e.svg.as_deref() == Some("timeline-svg") && e.class() == "bin").collect();
+    let bins: Vec<&El> =
+        els.iter().filter(|e| e.svg.as_deref() == Some("timeline-svg") && e.class() == "bin").collect();
     assert!(!bins.is_empty(), "{name}: timeline has no bins");
     assert_eq!(bins.iter().map(|b| b.num("data-dirty-bytes")).sum::<u64>(), summary_dirty);
     assert_eq!(bins.iter().map(|b| b.num("data-dirty-pages")).sum::<u64>(), summary_pages);
@@ -382,7 +392,8 @@ fn perfetto_json_is_trace_event_format_and_totals_match() {
     }
     assert_eq!(counter_bytes, u(&j["dirty_bytes"]));
     assert_eq!(slice_bytes, u(&j["dirty_bytes"]));
-    let header = u(&serde_json::from_str::<Value>(run(&["events", trace.to_str().unwrap()]).lines().next().unwrap()).unwrap()["offset"]);
+    let header = u(&serde_json::from_str::<Value>(run(&["events", trace.to_str().unwrap()]).lines().next().unwrap())
+        .unwrap()["offset"]);
     assert_eq!(slice_trace_bytes + header, u(&j["file_bytes"]));
     assert!(slices >= u(&j["submits"]), "{slices} slices for {} submits", j["submits"]);
     assert_eq!(maps, u(&j["maps"]));
@@ -443,7 +454,10 @@ fn dump_diff_lists_what_changed_between_two_submits() {
 fn bad_arguments_fail_cleanly() {
     let trace = workload_trace();
     let t = trace.to_str().unwrap();
-    let o = vkdirty().args(["dump", t, "--alloc", "999999", "--diff", "--at-submit", "1", "--against", "2"]).output().unwrap();
+    let o = vkdirty()
+        .args(["dump", t, "--alloc", "999999", "--diff", "--at-submit", "1", "--against", "2"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no allocation 999999"));
     let o = vkdirty().args(["dump", t, "--alloc", "1", "--diff", "--at-submit", "1"]).output().unwrap();
@@ -498,7 +512,8 @@ fn csv_frames_equal_info_by_submit() {
     let csv = dir().join("synth-frames.csv");
     run(&["export", trace.to_str().unwrap(), "--format", "csv", "-o", csv.to_str().unwrap()]);
     let v = info(&trace, "submit");
-    let frame_of: HashMap<u64, u64> = v["by_submit"].as_array().unwrap().iter().map(|s| (u(&s["seq"]), u(&s["frame"]))).collect();
+    let frame_of: HashMap<u64, u64> =
+        v["by_submit"].as_array().unwrap().iter().map(|s| (u(&s["seq"]), u(&s["frame"]))).collect();
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut rows = 0;
     for l in text.lines().skip(1) {
@@ -568,10 +583,16 @@ fn damaged_trace_is_salvaged_alike_by_report_and_exports() {
     let csv = dir().join("damaged.csv");
     let o = vkdirty().args(["export", b, "--format", "csv", "-o", csv.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("damaged"));
-    let sum: u64 = std::fs::read_to_string(&csv).unwrap().lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap()).sum();
+    let sum: u64 = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
     assert_eq!(sum, u(&j["dirty_bytes"]));
 
     // dump --diff across the damage still answers, with a warning when the allocation was hit.
-    let o = vkdirty().args(["dump", b, "--alloc", "9", "--diff", "--at-submit", "1", "--against", "30"]).output().unwrap();
+    let o =
+        vkdirty().args(["dump", b, "--alloc", "9", "--diff", "--at-submit", "1", "--against", "30"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -144,7 +144,10 @@ fn argument_errors_keep_clap_hints() {
     let o = vkdirty(&["dump", "x.vkd"]);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("required arguments were not provided") && err.contains("--alloc <ID>") && err.contains("Usage:"), "{err}");
+    assert!(
+        err.contains("required arguments were not provided") && err.contains("--alloc <ID>") && err.contains("Usage:"),
+        "{err}"
+    );
     // A misspelt flag gets clap's suggestion.
     let o = vkdirty(&["dump", "x.vkd", "--aloc", "1"]);
     let err = text(&o.stderr);

@@ -17,10 +17,13 @@ enum Outcome {
 
 /// Reads everything (also through `Replay` and `Summary`, which must not panic either).
 fn read(bytes: &[u8]) -> Outcome {
-    let _ = Summary::from_reader(match TraceReader::new(bytes) {
-        Ok(r) => r,
-        Err(_) => return Outcome::Error(Vec::new()),
-    }, bytes.len() as u64);
+    let _ = Summary::from_reader(
+        match TraceReader::new(bytes) {
+            Ok(r) => r,
+            Err(_) => return Outcome::Error(Vec::new()),
+        },
+        bytes.len() as u64,
+    );
     let mut r = TraceReader::new(bytes).expect("header read twice");
     let mut replay = Replay::new();
     let mut events = Vec::new();
@@ -118,7 +121,13 @@ fn unknown_block_types_are_skipped() {
     // Insert a block of type 999 after the header.
     let payload = b"from a later version";
     let crc = format::BlockHeader::compute_crc(999, 0, payload.len() as u32, payload.len() as u32, payload);
-    let h = format::BlockHeader { type_code: 999, flags: 0, stored_len: payload.len() as u32, raw_len: payload.len() as u32, crc };
+    let h = format::BlockHeader {
+        type_code: 999,
+        flags: 0,
+        stored_len: payload.len() as u32,
+        raw_len: payload.len() as u32,
+        crc,
+    };
     let mut b = bytes[..header_len].to_vec();
     b.extend_from_slice(&h.encode());
     b.extend_from_slice(payload);

@@ -150,7 +150,9 @@ fn a_fifo_never_blocks_and_is_never_written() {
     let got = promptly("opening next to a FIFO", move || open_trace_file(&p2, Existing::Next).map(|o| o.path)).unwrap();
     assert_eq!(got, numbered(&p, 2));
     let p2 = p.clone();
-    assert!(promptly("TraceWriter::create on a FIFO", move || TraceWriter::create(&p2, WriterOptions::default()).is_err()));
+    assert!(
+        promptly("TraceWriter::create on a FIFO", move || TraceWriter::create(&p2, WriterOptions::default()).is_err())
+    );
     cleanup(&[&p, &numbered(&p, 2)]);
 }
 

@@ -127,7 +127,13 @@ fn trace_of(sizes: &[u64], ops: &[Op], o: WriterOptions) -> Vec<u8> {
     let w = TraceWriter::with_sink(buf.clone(), "model", o).unwrap();
     for (i, &size) in sizes.iter().enumerate() {
         w.record(&Event::Allocation(Allocation {
-            id: 100 + i as u64, handle: 0, device: 0, size, memory_type: 0, property_flags: 0, heap: 0,
+            id: 100 + i as u64,
+            handle: 0,
+            device: 0,
+            size,
+            memory_type: 0,
+            property_flags: 0,
+            heap: 0,
         }));
     }
     let mut submit = 1;
@@ -189,11 +195,20 @@ fn large_collection_splits_at_page_boundaries() {
     let mut o = opts(Compression::Lz4);
     o.block_bytes = 3 * 4096;
     let data: Vec<u8> = (0..10 * 4096u32).map(|i| (i / 7) as u8).collect();
-    let alloc = Event::Allocation(Allocation { id: 5, handle: 0, device: 0, size: 1 << 20, memory_type: 0, property_flags: 0, heap: 0 });
+    let alloc = Event::Allocation(Allocation {
+        id: 5,
+        handle: 0,
+        device: 0,
+        size: 1 << 20,
+        memory_type: 0,
+        property_flags: 0,
+        heap: 0,
+    });
     let d = Dirty { alloc: 5, submit: 3, runs: vec![(1000, data.len() as u64)], data: data.clone() };
     let bytes = write_trace(&[alloc, Event::Dirty(d)], o);
     let events = read_all(&bytes);
-    let dirty: Vec<&Dirty> = events.iter().filter_map(|e| if let Event::Dirty(d) = e { Some(d) } else { None }).collect();
+    let dirty: Vec<&Dirty> =
+        events.iter().filter_map(|e| if let Event::Dirty(d) = e { Some(d) } else { None }).collect();
     assert!(dirty.len() >= 4, "split into {} blocks", dirty.len());
     let mut cat = Vec::new();
     for (i, d) in dirty.iter().enumerate() {
@@ -238,7 +253,15 @@ fn contiguous_pushes_merge_into_one_run() {
 
 #[test]
 fn replay_rejects_out_of_range_and_unknown_allocations() {
-    let a = Event::Allocation(Allocation { id: 1, handle: 0, device: 0, size: 100, memory_type: 0, property_flags: 0, heap: 0 });
+    let a = Event::Allocation(Allocation {
+        id: 1,
+        handle: 0,
+        device: 0,
+        size: 100,
+        memory_type: 0,
+        property_flags: 0,
+        heap: 0,
+    });
     let mut r = Replay::new();
     r.apply(&a, 0).unwrap();
     let beyond = Event::Dirty(Dirty { alloc: 1, submit: 1, runs: vec![(90, 20)], data: vec![0; 20] });

@@ -36,18 +36,24 @@ fn salvage(bytes: &[u8]) -> Salvaged {
 /// Ways to damage the block at `off` of length `len`.
 fn damage_kinds() -> Vec<(&'static str, Box<dyn Fn(&mut Vec<u8>, usize, usize)>)> {
     vec![
-        ("payload bit", Box::new(|b: &mut Vec<u8>, off, len| b[off + BLOCK_HEADER_LEN + (len - BLOCK_HEADER_LEN) / 2] ^= 0x10)),
+        (
+            "payload bit",
+            Box::new(|b: &mut Vec<u8>, off, len| b[off + BLOCK_HEADER_LEN + (len - BLOCK_HEADER_LEN) / 2] ^= 0x10),
+        ),
         ("crc byte", Box::new(|b: &mut Vec<u8>, off, _| b[off + 12] ^= 0xff)),
         ("type code", Box::new(|b: &mut Vec<u8>, off, _| b[off] ^= 0x03)),
         ("length grown", Box::new(|b: &mut Vec<u8>, off, _| b[off + 5] ^= 0x40)),
         ("length shrunk", Box::new(|b: &mut Vec<u8>, off, _| b[off + 4] ^= 0x01)),
         ("length huge", Box::new(|b: &mut Vec<u8>, off, _| b[off + 7] = 0xff)),
         ("zeroed", Box::new(|b: &mut Vec<u8>, off, len| b[off..off + len].fill(0))),
-        ("random", Box::new(|b: &mut Vec<u8>, off, len| {
-            for (i, x) in b[off..off + len].iter_mut().enumerate() {
-                *x = (i as u32).wrapping_mul(2654435761).rotate_left(7) as u8;
-            }
-        })),
+        (
+            "random",
+            Box::new(|b: &mut Vec<u8>, off, len| {
+                for (i, x) in b[off..off + len].iter_mut().enumerate() {
+                    *x = (i as u32).wrapping_mul(2654435761).rotate_left(7) as u8;
+                }
+            }),
+        ),
     ]
 }
 
@@ -82,7 +88,11 @@ fn damaged_block_corpus() {
                     assert_eq!(d.offset + d.len, b.len() as u64, "{c:?} {kind}");
                     assert!(s.truncated, "{c:?} {kind}");
                 } else {
-                    assert_eq!(d.offset + d.len, all[i + 1].0, "{c:?} block {i} {kind}: resynchronised on the next block");
+                    assert_eq!(
+                        d.offset + d.len,
+                        all[i + 1].0,
+                        "{c:?} block {i} {kind}: resynchronised on the next block"
+                    );
                     assert!(!s.truncated, "{c:?} block {i} {kind}");
                 }
                 assert!(!d.reason.is_empty());
@@ -220,7 +230,15 @@ fn cli_on_a_damaged_trace() {
 #[test]
 fn declared_sizes_are_checked() {
     let huge = vec![
-        Event::Allocation(Allocation { id: 1, handle: 1, device: 1, size: 1 << 60, memory_type: 0, property_flags: 6, heap: 0 }),
+        Event::Allocation(Allocation {
+            id: 1,
+            handle: 1,
+            device: 1,
+            size: 1 << 60,
+            memory_type: 0,
+            property_flags: 6,
+            heap: 0,
+        }),
         Event::Dirty(Dirty { alloc: 1, submit: 1, runs: vec![(0, 16)], data: vec![7; 16] }),
     ];
     let path = tmp_path("huge.vkd");
@@ -234,7 +252,15 @@ fn declared_sizes_are_checked() {
     assert!(!dump.exists());
 
     let big = vec![
-        Event::Allocation(Allocation { id: 1, handle: 1, device: 1, size: 8 << 30, memory_type: 0, property_flags: 6, heap: 0 }),
+        Event::Allocation(Allocation {
+            id: 1,
+            handle: 1,
+            device: 1,
+            size: 8 << 30,
+            memory_type: 0,
+            property_flags: 6,
+            heap: 0,
+        }),
         Event::Dirty(Dirty { alloc: 1, submit: 1, runs: vec![(5 << 30, 4096)], data: vec![9; 4096] }),
     ];
     std::fs::write(&path, write_trace(&big, opts(Compression::Lz4))).unwrap();
@@ -291,8 +317,14 @@ fn random_damage_loses_only_damaged_blocks() {
     events.pop();
     events.pop();
     for seq in 3..40u64 {
-        let data: Vec<u8> = (0..4096 + seq as usize * 7).map(|i| (i as u64 * seq).wrapping_mul(0x9e37_79b9) as u8 >> 3).collect();
-        events.push(Event::Dirty(Dirty { alloc: 2, submit: seq, runs: vec![(0, data.len().min(8192) as u64)], data: data[..data.len().min(8192)].to_vec() }));
+        let data: Vec<u8> =
+            (0..4096 + seq as usize * 7).map(|i| (i as u64 * seq).wrapping_mul(0x9e37_79b9) as u8 >> 3).collect();
+        events.push(Event::Dirty(Dirty {
+            alloc: 2,
+            submit: seq,
+            runs: vec![(0, data.len().min(8192) as u64)],
+            data: data[..data.len().min(8192)].to_vec(),
+        }));
         events.push(Event::Submit(Submit { seq, ..Submit::default() }));
     }
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -313,7 +345,9 @@ fn random_damage_loses_only_damaged_blocks() {
         for &f in &flips {
             b[f] ^= 1 << (next() % 8);
         }
-        let hit = |&(off, len, _): &(u64, u64, Option<Event>)| flips.iter().any(|&f| (f as u64) >= off && (f as u64) < off + len);
+        let hit = |&(off, len, _): &(u64, u64, Option<Event>)| {
+            flips.iter().any(|&f| (f as u64) >= off && (f as u64) < off + len)
+        };
         let want: Vec<Event> = all.iter().filter(|x| !hit(x)).filter_map(|x| x.2.clone()).collect();
         let got = salvage(&b).events;
         if got != want {

@@ -86,7 +86,15 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
     o.queue_bytes = 64 << 10;
     o.block_bytes = 16 << 10;
     let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
-    w.record(&Event::Allocation(Allocation { id: 1, handle: 0, device: 0, size: 1 << 30, memory_type: 0, property_flags: 0, heap: 0 }));
+    w.record(&Event::Allocation(Allocation {
+        id: 1,
+        handle: 0,
+        device: 0,
+        size: 1 << 30,
+        memory_type: 0,
+        property_flags: 0,
+        heap: 0,
+    }));
     const N: u64 = 200;
     let page = |i: u64| -> Vec<u8> { (0..16384u64).map(|j| (i * 31 + j / 5) as u8).collect() };
     let done = Arc::new(AtomicBool::new(false));
@@ -160,7 +168,15 @@ fn buffers_of_a_burst_are_given_back_once_the_queue_drains() {
     o.block_bytes = 16 << 10;
     let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
     let _unstick = OpenOnDrop(sink.clone());
-    w.record(&Event::Allocation(Allocation { id: 1, handle: 0, device: 0, size: 1 << 30, memory_type: 0, property_flags: 0, heap: 0 }));
+    w.record(&Event::Allocation(Allocation {
+        id: 1,
+        handle: 0,
+        device: 0,
+        size: 1 << 30,
+        memory_type: 0,
+        property_flags: 0,
+        heap: 0,
+    }));
     const N: u64 = 48;
     let producer = {
         let w = w.clone();
@@ -311,7 +327,15 @@ fn concurrent_producers() {
     const THREADS: u64 = 4;
     const ROUNDS: u64 = 50;
     for t in 0..THREADS {
-        w.record(&Event::Allocation(Allocation { id: t, handle: 0, device: 0, size: 1 << 20, memory_type: 0, property_flags: 0, heap: 0 }));
+        w.record(&Event::Allocation(Allocation {
+            id: t,
+            handle: 0,
+            device: 0,
+            size: 1 << 20,
+            memory_type: 0,
+            property_flags: 0,
+            heap: 0,
+        }));
     }
     let fill = |t: u64, r: u64| -> Vec<u8> { (0..100_000u64).map(|i| (t * 7 + r * 13 + i / 100) as u8).collect() };
     let handles: Vec<_> = (0..THREADS)

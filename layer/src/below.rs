@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(refusal(&validation, LayersBelow::Auto), None);
         let gfxr = libs(&["/usr/lib/x86_64-linux-gnu/libVkLayer_gfxreconstruct.so", "/usr/lib/libvulkan.so.1"]);
         let why = refusal(&gfxr, LayersBelow::Auto).unwrap();
-        assert!(why.contains("VK_LAYER_LUNARG_gfxreconstruct") && why.contains("libVkLayer_gfxreconstruct.so"), "{why}");
+        assert!(
+            why.contains("VK_LAYER_LUNARG_gfxreconstruct") && why.contains("libVkLayer_gfxreconstruct.so"),
+            "{why}"
+        );
         assert_eq!(refusal(&gfxr, LayersBelow::Ignore), None);
         let rdoc = libs(&["/opt/renderdoc/lib/librenderdoc.so", "/usr/lib/libvulkan.so.1"]);
         assert!(refusal(&rdoc, LayersBelow::Auto).unwrap().contains("VK_LAYER_RENDERDOC_Capture"));

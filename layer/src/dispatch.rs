@@ -211,7 +211,10 @@ pub unsafe fn dev_of<H: vk::Handle>(h: H) -> Option<Arc<DeviceState>> {
     // SAFETY: caller contract.
     let d = unsafe { device(h) };
     if d.is_none() {
-        crate::log::once(vkdirty::config::LogLevel::Error, "a call on a device this layer did not see created cannot be passed down");
+        crate::log::once(
+            vkdirty::config::LogLevel::Error,
+            "a call on a device this layer did not see created cannot be passed down",
+        );
     }
     d
 }

@@ -3,7 +3,6 @@
 //! `vkGet*ProcAddr`), the name → hook lookup used by this layer's `vkGet*ProcAddr`, and a
 //! compile-time check that each hook has exactly the prototype of its `PFN_` type.
 
-
 /// A NUL-terminated name from an identifier, checked at compile time.
 macro_rules! cname {
     ($name:ident) => {

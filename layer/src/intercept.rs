@@ -76,7 +76,10 @@ pub unsafe extern "system" fn map_memory(
     if r == vk::Result::SUCCESS && !pp_data.is_null() {
         // SAFETY: on success *pp_data is the driver's mapping of this range, valid until unmap,
         // which this layer intercepts (untracking before calling down).
-        unsafe { *pp_data = capture::get().mapped(&dev, memory, offset, size, *pp_data, false, || host_import::mapping(device, memory, offset)) };
+        unsafe {
+            *pp_data = capture::get()
+                .mapped(&dev, memory, offset, size, *pp_data, false, || host_import::mapping(device, memory, offset))
+        };
     }
     r
 }
@@ -131,7 +134,9 @@ unsafe fn map2(
         unsafe {
             let i = &*info;
             let placed = is_placed(i);
-            *pp_data = capture::get().mapped(dev, i.memory, i.offset, i.size, *pp_data, placed, || host_import::mapping(device, i.memory, i.offset));
+            *pp_data = capture::get().mapped(dev, i.memory, i.offset, i.size, *pp_data, placed, || {
+                host_import::mapping(device, i.memory, i.offset)
+            });
         }
     }
     r
@@ -184,7 +189,10 @@ unsafe fn unmap2(
 
 /// # Safety
 /// Valid `vkUnmapMemory2KHR` arguments.
-pub unsafe extern "system" fn unmap_memory2_khr(device: vk::Device, info: *const vk::MemoryUnmapInfoKHR<'_>) -> vk::Result {
+pub unsafe extern "system" fn unmap_memory2_khr(
+    device: vk::Device,
+    info: *const vk::MemoryUnmapInfoKHR<'_>,
+) -> vk::Result {
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     // SAFETY: forwarded arguments.
@@ -334,7 +342,10 @@ pub unsafe extern "system" fn queue_bind_sparse(
 
 /// # Safety
 /// Valid `vkQueuePresentKHR` arguments.
-pub unsafe extern "system" fn queue_present_khr(queue: vk::Queue, present: *const vk::PresentInfoKHR<'_>) -> vk::Result {
+pub unsafe extern "system" fn queue_present_khr(
+    queue: vk::Queue,
+    present: *const vk::PresentInfoKHR<'_>,
+) -> vk::Result {
     // SAFETY: queue is valid.
     let Some(dev) = (unsafe { dev_of(queue) }) else { return NO_NEXT };
     let Some(next) = dev.next.vkQueuePresentKHR else { return NO_NEXT };
@@ -428,7 +439,11 @@ unsafe fn wait_semaphores_with(
         // (VUID-VkSemaphoreWaitInfo-pSemaphores-parameter, -pValues-parameter).
         let (sems, vals, any) = unsafe {
             let i = &*info;
-            (slice(i.p_semaphores, i.semaphore_count), slice(i.p_values, i.semaphore_count), i.flags.contains(vk::SemaphoreWaitFlags::ANY))
+            (
+                slice(i.p_semaphores, i.semaphore_count),
+                slice(i.p_values, i.semaphore_count),
+                i.flags.contains(vk::SemaphoreWaitFlags::ANY),
+            )
         };
         let values: Vec<(u64, u64)> = sems.iter().zip(vals).map(|(s, v)| (vk::Handle::as_raw(*s), *v)).collect();
         let all = !any || values.len() == 1;
@@ -439,7 +454,11 @@ unsafe fn wait_semaphores_with(
 
 /// # Safety
 /// Valid `vkWaitSemaphores` arguments.
-pub unsafe extern "system" fn wait_semaphores(device: vk::Device, info: *const vk::SemaphoreWaitInfo<'_>, timeout: u64) -> vk::Result {
+pub unsafe extern "system" fn wait_semaphores(
+    device: vk::Device,
+    info: *const vk::SemaphoreWaitInfo<'_>,
+    timeout: u64,
+) -> vk::Result {
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     // SAFETY: forwarded arguments.
@@ -448,7 +467,11 @@ pub unsafe extern "system" fn wait_semaphores(device: vk::Device, info: *const v
 
 /// # Safety
 /// Valid `vkWaitSemaphoresKHR` arguments.
-pub unsafe extern "system" fn wait_semaphores_khr(device: vk::Device, info: *const vk::SemaphoreWaitInfo<'_>, timeout: u64) -> vk::Result {
+pub unsafe extern "system" fn wait_semaphores_khr(
+    device: vk::Device,
+    info: *const vk::SemaphoreWaitInfo<'_>,
+    timeout: u64,
+) -> vk::Result {
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     // SAFETY: forwarded arguments.
@@ -471,14 +494,19 @@ unsafe fn counter_value_with(
     if r == vk::Result::SUCCESS && !value.is_null() {
         // SAFETY: written by the call on success.
         let v = unsafe { *value };
-        capture::get().synchronized(dev, SyncPoint::Semaphores { values: &[(vk::Handle::as_raw(semaphore), v)], all: true });
+        capture::get()
+            .synchronized(dev, SyncPoint::Semaphores { values: &[(vk::Handle::as_raw(semaphore), v)], all: true });
     }
     r
 }
 
 /// # Safety
 /// Valid `vkGetSemaphoreCounterValue` arguments.
-pub unsafe extern "system" fn get_semaphore_counter_value(device: vk::Device, semaphore: vk::Semaphore, value: *mut u64) -> vk::Result {
+pub unsafe extern "system" fn get_semaphore_counter_value(
+    device: vk::Device,
+    semaphore: vk::Semaphore,
+    value: *mut u64,
+) -> vk::Result {
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     // SAFETY: forwarded arguments.
@@ -487,7 +515,11 @@ pub unsafe extern "system" fn get_semaphore_counter_value(device: vk::Device, se
 
 /// # Safety
 /// Valid `vkGetSemaphoreCounterValueKHR` arguments.
-pub unsafe extern "system" fn get_semaphore_counter_value_khr(device: vk::Device, semaphore: vk::Semaphore, value: *mut u64) -> vk::Result {
+pub unsafe extern "system" fn get_semaphore_counter_value_khr(
+    device: vk::Device,
+    semaphore: vk::Semaphore,
+    value: *mut u64,
+) -> vk::Result {
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     // SAFETY: forwarded arguments.
@@ -512,7 +544,10 @@ unsafe fn signal_semaphore_with(
 
 /// # Safety
 /// Valid `vkSignalSemaphore` arguments.
-pub unsafe extern "system" fn signal_semaphore(device: vk::Device, info: *const vk::SemaphoreSignalInfo<'_>) -> vk::Result {
+pub unsafe extern "system" fn signal_semaphore(
+    device: vk::Device,
+    info: *const vk::SemaphoreSignalInfo<'_>,
+) -> vk::Result {
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     // SAFETY: forwarded arguments.
@@ -521,7 +556,10 @@ pub unsafe extern "system" fn signal_semaphore(device: vk::Device, info: *const 
 
 /// # Safety
 /// Valid `vkSignalSemaphoreKHR` arguments.
-pub unsafe extern "system" fn signal_semaphore_khr(device: vk::Device, info: *const vk::SemaphoreSignalInfo<'_>) -> vk::Result {
+pub unsafe extern "system" fn signal_semaphore_khr(
+    device: vk::Device,
+    info: *const vk::SemaphoreSignalInfo<'_>,
+) -> vk::Result {
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     // SAFETY: forwarded arguments.

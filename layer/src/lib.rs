@@ -82,14 +82,20 @@ const _: unsafe extern "system" fn(*mut loader::VkNegotiateLayerInterface) -> vk
 
 /// # Safety
 /// `instance` is null or valid; `name` is null or NUL-terminated.
-pub(crate) unsafe extern "system" fn get_instance_proc_addr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
+pub(crate) unsafe extern "system" fn get_instance_proc_addr(
+    instance: vk::Instance,
+    name: *const c_char,
+) -> vk::PFN_vkVoidFunction {
     // SAFETY: caller contract.
     unsafe { lifecycle::instance_proc_addr(instance, name) }
 }
 
 /// # Safety
 /// `device` is null or valid; `name` is null or NUL-terminated.
-pub(crate) unsafe extern "system" fn get_device_proc_addr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
+pub(crate) unsafe extern "system" fn get_device_proc_addr(
+    device: vk::Device,
+    name: *const c_char,
+) -> vk::PFN_vkVoidFunction {
     // SAFETY: caller contract.
     unsafe { lifecycle::device_proc_addr(device, name) }
 }
@@ -148,7 +154,10 @@ unsafe fn is_self(layer_name: *const c_char) -> bool {
 ///
 /// # Safety
 /// Valid `vkEnumerateInstanceLayerProperties` arguments.
-pub(crate) unsafe extern "system" fn enumerate_instance_layer_properties(count: *mut u32, props: *mut vk::LayerProperties) -> vk::Result {
+pub(crate) unsafe extern "system" fn enumerate_instance_layer_properties(
+    count: *mut u32,
+    props: *mut vk::LayerProperties,
+) -> vk::Result {
     // SAFETY: caller contract.
     unsafe { enumerate_self(count, props) }
 }
@@ -157,7 +166,11 @@ pub(crate) unsafe extern "system" fn enumerate_instance_layer_properties(count: 
 ///
 /// # Safety
 /// `count` is valid; `props` is null or has `*count` elements.
-unsafe fn enumerate_extensions(exts: &[(&CStr, u32)], count: *mut u32, props: *mut vk::ExtensionProperties) -> vk::Result {
+unsafe fn enumerate_extensions(
+    exts: &[(&CStr, u32)],
+    count: *mut u32,
+    props: *mut vk::ExtensionProperties,
+) -> vk::Result {
     if count.is_null() {
         return vk::Result::ERROR_INITIALIZATION_FAILED;
     }
@@ -337,19 +350,39 @@ mod tests {
             let mut p = vk::LayerProperties::default();
             let mut zero = 0u32;
             assert_eq!(vkEnumerateInstanceLayerProperties(&mut zero, &mut p), vk::Result::INCOMPLETE);
-            assert_eq!(vkEnumerateDeviceLayerProperties(vk::PhysicalDevice::null(), &mut count, &mut p), vk::Result::SUCCESS);
+            assert_eq!(
+                vkEnumerateDeviceLayerProperties(vk::PhysicalDevice::null(), &mut count, &mut p),
+                vk::Result::SUCCESS
+            );
             assert_eq!(p.layer_name_as_c_str().ok(), Some(LAYER_NAME));
             let mut n = 5u32;
-            assert_eq!(vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, std::ptr::null_mut()), vk::Result::SUCCESS);
+            assert_eq!(
+                vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, std::ptr::null_mut()),
+                vk::Result::SUCCESS
+            );
             assert_eq!(n, 1);
             let mut e = [vk::ExtensionProperties::default(); 2];
             n = 2;
-            assert_eq!(vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, e.as_mut_ptr()), vk::Result::SUCCESS);
+            assert_eq!(
+                vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, e.as_mut_ptr()),
+                vk::Result::SUCCESS
+            );
             assert_eq!((n, e[0].extension_name_as_c_str().ok()), (1, Some(c"VK_EXT_layer_settings")));
             n = 0;
-            assert_eq!(vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, e.as_mut_ptr()), vk::Result::INCOMPLETE);
+            assert_eq!(
+                vkEnumerateInstanceExtensionProperties(LAYER_NAME.as_ptr(), &mut n, e.as_mut_ptr()),
+                vk::Result::INCOMPLETE
+            );
             n = 3;
-            assert_eq!(vkEnumerateDeviceExtensionProperties(vk::PhysicalDevice::null(), LAYER_NAME.as_ptr(), &mut n, e.as_mut_ptr()), vk::Result::SUCCESS);
+            assert_eq!(
+                vkEnumerateDeviceExtensionProperties(
+                    vk::PhysicalDevice::null(),
+                    LAYER_NAME.as_ptr(),
+                    &mut n,
+                    e.as_mut_ptr()
+                ),
+                vk::Result::SUCCESS
+            );
             assert_eq!((n, e[0].extension_name_as_c_str().ok()), (1, Some(c"VK_EXT_tooling_info")));
             assert_eq!(
                 vkEnumerateInstanceExtensionProperties(std::ptr::null(), &mut n, std::ptr::null_mut()),
@@ -381,10 +414,22 @@ mod tests {
             assert!(dispatch::instance_hook(n.as_bytes()).is_some(), "{n}");
         }
         for n in [
-            "vkDestroyDevice", "vkAllocateMemory", "vkFreeMemory", "vkMapMemory", "vkUnmapMemory",
-            "vkMapMemory2KHR", "vkUnmapMemory2KHR", "vkMapMemory2", "vkUnmapMemory2",
-            "vkFlushMappedMemoryRanges", "vkInvalidateMappedMemoryRanges", "vkQueueSubmit",
-            "vkQueueSubmit2", "vkQueueSubmit2KHR", "vkQueueBindSparse", "vkQueuePresentKHR",
+            "vkDestroyDevice",
+            "vkAllocateMemory",
+            "vkFreeMemory",
+            "vkMapMemory",
+            "vkUnmapMemory",
+            "vkMapMemory2KHR",
+            "vkUnmapMemory2KHR",
+            "vkMapMemory2",
+            "vkUnmapMemory2",
+            "vkFlushMappedMemoryRanges",
+            "vkInvalidateMappedMemoryRanges",
+            "vkQueueSubmit",
+            "vkQueueSubmit2",
+            "vkQueueSubmit2KHR",
+            "vkQueueBindSparse",
+            "vkQueuePresentKHR",
         ] {
             assert!(dispatch::device_hook(n.as_bytes()).is_some(), "{n}");
         }

@@ -4,7 +4,9 @@
 use ash::vk;
 use std::ffi::{c_char, CStr};
 
-use crate::dispatch::{self, DeviceKey, DeviceNext, DeviceState, InstanceKey, InstanceNext, InstanceState, RequirementsNext};
+use crate::dispatch::{
+    self, DeviceKey, DeviceNext, DeviceState, InstanceKey, InstanceNext, InstanceState, RequirementsNext,
+};
 use crate::ffi::{cast_next, name_bytes, void_fn};
 use crate::{below, capture, host_import, loader, log, settings};
 
@@ -149,7 +151,9 @@ pub unsafe extern "system" fn create_device(
     // SAFETY: physical and create_info are valid (caller contract).
     // SAFETY: physical is a valid physical device; its key is its instance's.
     let plan = match unsafe { dispatch::InstanceKey::of(physical) }.and_then(below::verdict) {
-        Some(why) if settings::get().imports_host_memory() => host_import::DevicePlan::off(format!("host-import off: {why}")),
+        Some(why) if settings::get().imports_host_memory() => {
+            host_import::DevicePlan::off(format!("host-import off: {why}"))
+        }
         // SAFETY: physical and create_info are valid (caller contract).
         _ => unsafe { host_import::plan_device(&inst, physical, create_info) },
     };
@@ -160,6 +164,7 @@ pub unsafe extern "system" fn create_device(
     // SAFETY: down is a valid create info; physical belongs to inst.
     let stripped = unsafe { crate::tooling::strip_if_unsupported(&inst, physical, down) };
     let down = stripped.as_ref().map_or(down, |(ci, _)| (ci as *const vk::DeviceCreateInfo<'static>).cast());
+    // SAFETY: the next layer's vkCreateDevice with the application's arguments and a valid create info.
     let r = unsafe { next_create(physical, down, allocator, p_device) };
     if r != vk::Result::SUCCESS {
         return r;

@@ -129,9 +129,8 @@ pub unsafe fn take_instance_link(create_info: *const vk::InstanceCreateInfo<'_>)
         return None;
     }
     // SAFETY: create_info is valid (caller contract); its pNext chain is valid.
-    let info = unsafe {
-        find_link_info((*create_info).p_next, vk::StructureType::LOADER_INSTANCE_CREATE_INFO)
-    } as *mut VkLayerInstanceCreateInfo;
+    let info = unsafe { find_link_info((*create_info).p_next, vk::StructureType::LOADER_INSTANCE_CREATE_INFO) }
+        as *mut VkLayerInstanceCreateInfo;
     if info.is_null() {
         return None;
     }
@@ -165,9 +164,8 @@ pub unsafe fn take_device_link(create_info: *const vk::DeviceCreateInfo<'_>) -> 
         return None;
     }
     // SAFETY: as in take_instance_link.
-    let info = unsafe {
-        find_link_info((*create_info).p_next, vk::StructureType::LOADER_DEVICE_CREATE_INFO)
-    } as *mut VkLayerDeviceCreateInfo;
+    let info = unsafe { find_link_info((*create_info).p_next, vk::StructureType::LOADER_DEVICE_CREATE_INFO) }
+        as *mut VkLayerDeviceCreateInfo;
     if info.is_null() {
         return None;
     }
@@ -177,10 +175,8 @@ pub unsafe fn take_device_link(create_info: *const vk::DeviceCreateInfo<'_>) -> 
         if link.is_null() {
             return None;
         }
-        let next = DeviceLink {
-            next_gipa: (*link).pfnNextGetInstanceProcAddr,
-            next_gdpa: (*link).pfnNextGetDeviceProcAddr,
-        };
+        let next =
+            DeviceLink { next_gipa: (*link).pfnNextGetInstanceProcAddr, next_gdpa: (*link).pfnNextGetDeviceProcAddr };
         (*info).u.pLayerInfo = (*link).pNext;
         Some(next)
     }

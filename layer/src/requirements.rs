@@ -109,25 +109,13 @@ mod tests {
     #[test]
     fn requirements_round_up_to_pages() {
         let page = vkdirty::guard::page_size() as u64;
-        let mut r = vk::MemoryRequirements {
-            size: 100,
-            alignment: 16,
-            memory_type_bits: 3,
-        };
+        let mut r = vk::MemoryRequirements { size: 100, alignment: 16, memory_type_bits: 3 };
         align(&mut r);
         assert_eq!((r.size, r.alignment, r.memory_type_bits), (page, page, 3));
-        let mut r = vk::MemoryRequirements {
-            size: 3 * page,
-            alignment: 4 * page,
-            memory_type_bits: 1,
-        };
+        let mut r = vk::MemoryRequirements { size: 3 * page, alignment: 4 * page, memory_type_bits: 1 };
         align(&mut r);
         assert_eq!((r.size, r.alignment), (3 * page, 4 * page));
-        let mut r = vk::MemoryRequirements {
-            size: u64::MAX,
-            alignment: 1,
-            memory_type_bits: 1,
-        };
+        let mut r = vk::MemoryRequirements { size: u64::MAX, alignment: 1, memory_type_bits: 1 };
         align(&mut r);
         assert_eq!(r.size, u64::MAX);
     }

@@ -261,8 +261,15 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let lsci = vk::LayerSettingsCreateInfoEXT { setting_count: s.len() as u32, p_settings: s.as_ptr(), ..Default::default() };
-        let ci = vk::InstanceCreateInfo { p_next: (&lsci as *const vk::LayerSettingsCreateInfoEXT<'_>).cast(), ..Default::default() };
+        let lsci = vk::LayerSettingsCreateInfoEXT {
+            setting_count: s.len() as u32,
+            p_settings: s.as_ptr(),
+            ..Default::default()
+        };
+        let ci = vk::InstanceCreateInfo {
+            p_next: (&lsci as *const vk::LayerSettingsCreateInfoEXT<'_>).cast(),
+            ..Default::default()
+        };
         // SAFETY: valid structs that outlive the call.
         let m = unsafe { api_settings(&ci) }.unwrap();
         assert_eq!(m.get("SHADOW_READS").as_deref(), Some("1"));

@@ -224,7 +224,10 @@ mod tests {
             assert_eq!(n, 3);
             let mut out = vec![vk::PhysicalDeviceToolProperties::default(); 3];
             assert_eq!(with_next(Some(two_below), phys, &mut n, out.as_mut_ptr()), vk::Result::SUCCESS);
-            assert_eq!((n, name(&out[0]), name(&out[1]), name(&out[2])), (3, "vkdirty".into(), "below0".into(), "below1".into()));
+            assert_eq!(
+                (n, name(&out[0]), name(&out[1]), name(&out[2])),
+                (3, "vkdirty".into(), "below0".into(), "below1".into())
+            );
             assert_eq!(out[0].layer_as_c_str().ok(), Some(LAYER_NAME));
             assert!(out[0].purposes.contains(vk::ToolPurposeFlags::TRACING));
             // Too small an array: INCOMPLETE, and the count says how many were written.

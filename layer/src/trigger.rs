@@ -34,7 +34,8 @@ fn install(sig: i32) -> Result<Option<String>, String> {
             return Err(std::io::Error::last_os_error().to_string());
         }
         let replaced = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
-        Ok(replaced.then(|| format!("the application's {} handler was replaced by the capture trigger", signal_name(sig))))
+        Ok(replaced
+            .then(|| format!("the application's {} handler was replaced by the capture trigger", signal_name(sig))))
     }
 }
 
@@ -66,7 +67,11 @@ impl Trigger {
                     if let Some(n) = note {
                         log::warn!("{n}");
                     }
-                    log::info!("trigger: kill -{} {} turns capture on", signal_name(sig).trim_start_matches("SIG"), std::process::id());
+                    log::info!(
+                        "trigger: kill -{} {} turns capture on",
+                        signal_name(sig).trim_start_matches("SIG"),
+                        std::process::id()
+                    );
                 }
                 Err(e) => log::error!("trigger signal {}: {e}; that trigger is off", signal_name(sig)),
             }

@@ -3,6 +3,9 @@
 //! binds, maps and submits; the validation layer must report nothing, the GPU must read what
 //! the CPU wrote into imported memory (and the CPU what the GPU wrote), and the trace must say
 //! which allocations were imported and why the others were not.
+// These tests drive the Vulkan API directly: every unsafe call is a plain Vulkan call on
+// objects the test just created, so the blocks carry no individual SAFETY lines.
+#![allow(clippy::undocumented_unsafe_blocks)]
 
 #[path = "common/trace.rs"]
 mod trace_at;
@@ -40,7 +43,11 @@ struct Run {
 /// Runs the child under our layer and the validation layer with `env`.
 fn capture(name: &str, env: &[(&str, &str)]) -> Run {
     let validation = Path::new("/usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json");
-    assert!(validation.exists(), "{} missing: install vulkan-validationlayers (scripts/test.sh does)", validation.display());
+    assert!(
+        validation.exists(),
+        "{} missing: install vulkan-validationlayers (scripts/test.sh does)",
+        validation.display()
+    );
     let dir = layer_dir();
     let trace = std::env::temp_dir().join(format!("vkdirty-hi-{name}-{}.vkd", std::process::id()));
     let _ = std::fs::remove_file(&trace);
@@ -65,7 +72,10 @@ fn capture(name: &str, env: &[(&str, &str)]) -> Run {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-    assert!(stdout.contains("HI done validation messages 0"), "child did not finish cleanly:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("HI done validation messages 0"),
+        "child did not finish cleanly:\n{stdout}\nstderr:\n{stderr}"
+    );
     let handles = stdout
         .lines()
         .filter_map(|l| l.find("HI handle ").map(|i| &l[i + 10..]))
@@ -142,7 +152,11 @@ fn host_import_backend_imports_and_explains_the_rest() {
     assert_eq!(reason, "host-import (host-import)");
     assert_not_imported(&r, "dedicated", "dedicated image allocation");
     assert_not_imported(&r, "linear", "non-importable image pending (preinitialized layout)");
-    assert_not_imported(&r, "own-external", "non-importable buffer pending (the application chose its external handle types)");
+    assert_not_imported(
+        &r,
+        "own-external",
+        "non-importable buffer pending (the application chose its external handle types)",
+    );
 
     // Exact tracking of the CPU's writes before submit 1: pages 1 and 5 of `src`.
     assert_eq!(r.dirty_pages("src", 1), BTreeSet::from([1, 5]));
@@ -178,7 +192,9 @@ fn setting_turns_it_off() {
 fn a_non_importable_image_bound_into_imported_memory_is_reported() {
     let r = capture("late", &[("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture"), ("VKDIRTY_HI_LATE", "1")]);
     assert!(
-        r.stderr.contains("an image that cannot live in imported memory (preinitialized layout) is bound to memory imported"),
+        r.stderr.contains(
+            "an image that cannot live in imported memory (preinitialized layout) is bound to memory imported"
+        ),
         "{}",
         r.stderr
     );
@@ -225,7 +241,9 @@ unsafe extern "system" fn on_message(
     if types == vk::DebugUtilsMessageTypeFlagsEXT::GENERAL && id.contains("Loader Message") {
         return vk::FALSE;
     }
-    if severity.intersects(vk::DebugUtilsMessageSeverityFlagsEXT::WARNING | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR) {
+    if severity
+        .intersects(vk::DebugUtilsMessageSeverityFlagsEXT::WARNING | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR)
+    {
         MESSAGES.fetch_add(1, Ordering::SeqCst);
         println!("HI validation: {severity:?} {msg}");
     }
@@ -255,8 +273,15 @@ impl Ctx {
             .expect("a host-visible coherent memory type")
     }
 
-    unsafe fn alloc(&self, name: &str, req: vk::MemoryRequirements, next: Option<&mut vk::MemoryDedicatedAllocateInfo<'_>>) -> vk::DeviceMemory {
-        let mut info = vk::MemoryAllocateInfo::default().allocation_size(req.size).memory_type_index(self.host_type(req.memory_type_bits));
+    unsafe fn alloc(
+        &self,
+        name: &str,
+        req: vk::MemoryRequirements,
+        next: Option<&mut vk::MemoryDedicatedAllocateInfo<'_>>,
+    ) -> vk::DeviceMemory {
+        let mut info = vk::MemoryAllocateInfo::default()
+            .allocation_size(req.size)
+            .memory_type_index(self.host_type(req.memory_type_bits));
         if let Some(n) = next {
             info = info.push_next(n);
         }
@@ -295,7 +320,10 @@ unsafe fn run_child() {
                 | vk::DebugUtilsMessageTypeFlagsEXT::PERFORMANCE,
         )
         .pfn_user_callback(Some(on_message));
-    let ici = vk::InstanceCreateInfo::default().application_info(&app).enabled_extension_names(&exts).push_next(&mut messenger);
+    let ici = vk::InstanceCreateInfo::default()
+        .application_info(&app)
+        .enabled_extension_names(&exts)
+        .push_next(&mut messenger);
     let instance = unsafe { entry.create_instance(&ici, None) }.expect("vkCreateInstance");
     let du = ash::ext::debug_utils::Instance::new(&entry, &instance);
     let m = unsafe { du.create_debug_utils_messenger(&messenger, None) }.expect("messenger");
@@ -308,13 +336,21 @@ unsafe fn run_child() {
     let ctx = Ctx { device: device.clone(), mem_props };
     let queue = unsafe { device.get_device_queue(0, 0) };
     let fence = unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }.unwrap();
-    let pool = unsafe { device.create_command_pool(
-            &vk::CommandPoolCreateInfo::default().queue_family_index(0).flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER),
+    let pool = unsafe {
+        device.create_command_pool(
+            &vk::CommandPoolCreateInfo::default()
+                .queue_family_index(0)
+                .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER),
             None,
-        ) }.unwrap();
+        )
+    }
+    .unwrap();
     let cb = unsafe {
         device.allocate_command_buffers(
-            &vk::CommandBufferAllocateInfo::default().command_pool(pool).level(vk::CommandBufferLevel::PRIMARY).command_buffer_count(1),
+            &vk::CommandBufferAllocateInfo::default()
+                .command_pool(pool)
+                .level(vk::CommandBufferLevel::PRIMARY)
+                .command_buffer_count(1),
         )
     }
     .unwrap()[0];
@@ -325,7 +361,15 @@ unsafe fn run_child() {
         let to_host = [vk::MemoryBarrier::default()
             .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
             .dst_access_mask(vk::AccessFlags::HOST_READ)];
-        device.cmd_pipeline_barrier(cb, vk::PipelineStageFlags::TRANSFER, vk::PipelineStageFlags::HOST, vk::DependencyFlags::empty(), &to_host, &[], &[]);
+        device.cmd_pipeline_barrier(
+            cb,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::PipelineStageFlags::HOST,
+            vk::DependencyFlags::empty(),
+            &to_host,
+            &[],
+            &[],
+        );
         device.end_command_buffer(cb).unwrap();
         let cbs = [cb];
         device.queue_submit(queue, &[vk::SubmitInfo::default().command_buffers(&cbs)], fence).unwrap();
@@ -375,15 +419,35 @@ unsafe fn run_child() {
         let b = [vk::MemoryBarrier::default()
             .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
             .dst_access_mask(vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE)];
-        device.cmd_pipeline_barrier(cb, vk::PipelineStageFlags::TRANSFER, vk::PipelineStageFlags::TRANSFER, vk::DependencyFlags::empty(), &b, &[], &[]);
-        device.cmd_copy_buffer(cb, dst, src, &[vk::BufferCopy { src_offset: 0, dst_offset: 12 * page, size: 2 * page }]);
+        device.cmd_pipeline_barrier(
+            cb,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::DependencyFlags::empty(),
+            &b,
+            &[],
+            &[],
+        );
+        device.cmd_copy_buffer(
+            cb,
+            dst,
+            src,
+            &[vk::BufferCopy { src_offset: 0, dst_offset: 12 * page, size: 2 * page }],
+        );
         device.cmd_fill_buffer(cb, src, 10 * page, page, 0xabab_abab);
     }); // submit 1
-    // The GPU read what the CPU wrote, and the CPU reads what the GPU wrote, through our memory.
+        // The GPU read what the CPU wrote, and the CPU reads what the GPU wrote, through our memory.
     unsafe {
-        assert_eq!(std::slice::from_raw_parts(p.add(12 * page as usize + 7), 3), &[0x11, 0x12, 0x13], "GPU copy of CPU bytes");
+        assert_eq!(
+            std::slice::from_raw_parts(p.add(12 * page as usize + 7), 3),
+            &[0x11, 0x12, 0x13],
+            "GPU copy of CPU bytes"
+        );
         assert!(std::slice::from_raw_parts(p.add(13 * page as usize), page as usize).iter().all(|&b| b == 0x55));
-        assert!(std::slice::from_raw_parts(p.add(10 * page as usize), page as usize).iter().all(|&b| b == 0xab), "GPU fill");
+        assert!(
+            std::slice::from_raw_parts(p.add(10 * page as usize), page as usize).iter().all(|&b| b == 0xab),
+            "GPU fill"
+        );
     }
 
     if api10.is_none() {
@@ -392,7 +456,12 @@ unsafe fn run_child() {
             .size(size)
             .usage(vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST);
         let mut r2 = vk::MemoryRequirements2::default();
-        unsafe { device.get_device_buffer_memory_requirements(&vk::DeviceBufferMemoryRequirements::default().create_info(&ci), &mut r2) };
+        unsafe {
+            device.get_device_buffer_memory_requirements(
+                &vk::DeviceBufferMemoryRequirements::default().create_info(&ci),
+                &mut r2,
+            )
+        };
         assert_eq!(
             (r2.memory_requirements.size, r2.memory_requirements.alignment, r2.memory_requirements.memory_type_bits),
             (req.size, req.alignment, req.memory_type_bits)
@@ -412,8 +481,16 @@ unsafe fn run_child() {
         let img = unsafe { device.create_image(&ici, None) }.unwrap();
         let ireq = unsafe { device.get_image_memory_requirements(img) };
         let mut r2 = vk::MemoryRequirements2::default();
-        unsafe { device.get_device_image_memory_requirements(&vk::DeviceImageMemoryRequirements::default().create_info(&ici), &mut r2) };
-        assert_eq!((r2.memory_requirements.size, r2.memory_requirements.memory_type_bits), (ireq.size, ireq.memory_type_bits));
+        unsafe {
+            device.get_device_image_memory_requirements(
+                &vk::DeviceImageMemoryRequirements::default().create_info(&ici),
+                &mut r2,
+            )
+        };
+        assert_eq!(
+            (r2.memory_requirements.size, r2.memory_requirements.memory_type_bits),
+            (ireq.size, ireq.memory_type_bits)
+        );
         let img_mem = unsafe { ctx.alloc("image-mem", ireq, None) };
         unsafe { device.bind_image_memory(img, img_mem, 0) }.unwrap();
         // A dedicated allocation: a host-pointer import cannot be dedicated.
@@ -424,13 +501,17 @@ unsafe fn run_child() {
         unsafe { device.bind_image_memory(img2, ded_mem, 0) }.unwrap();
         // A linear, preinitialized image (cannot be external): memory allocated for it while it
         // waits is not imported; the CPU writes its texels.
-        let lci = ici.tiling(vk::ImageTiling::LINEAR).usage(vk::ImageUsageFlags::TRANSFER_SRC).initial_layout(vk::ImageLayout::PREINITIALIZED);
+        let lci = ici
+            .tiling(vk::ImageTiling::LINEAR)
+            .usage(vk::ImageUsageFlags::TRANSFER_SRC)
+            .initial_layout(vk::ImageLayout::PREINITIALIZED);
         let lin = unsafe { device.create_image(&lci, None) }.unwrap();
         let lreq = unsafe { device.get_image_memory_requirements(lin) };
         let lin_mem = unsafe { ctx.alloc("linear", lreq, None) };
         unsafe { device.bind_image_memory(lin, lin_mem, 0) }.unwrap();
         // A buffer with the application's own external handle types, likewise.
-        let mut own = vk::ExternalMemoryBufferCreateInfo::default().handle_types(vk::ExternalMemoryHandleTypeFlags::OPAQUE_FD);
+        let mut own =
+            vk::ExternalMemoryBufferCreateInfo::default().handle_types(vk::ExternalMemoryHandleTypeFlags::OPAQUE_FD);
         let ob = unsafe { ctx.buffer(page, Some(&mut own)) };
         let oreq = unsafe { device.get_buffer_memory_requirements(ob) };
         let own_mem = unsafe { ctx.alloc("own-external", oreq, None) };
@@ -457,7 +538,8 @@ unsafe fn run_child() {
                 device.unmap_memory(mem);
             }
         }
-        let lp = unsafe { device.map_memory(lin_mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }.unwrap() as *mut u8;
+        let lp =
+            unsafe { device.map_memory(lin_mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }.unwrap() as *mut u8;
         unsafe { std::ptr::write_bytes(lp, 0x77, 4) };
         run(&|_| {}); // submit 2
         unsafe {

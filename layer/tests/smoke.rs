@@ -1,6 +1,9 @@
 //! The layer under the real Vulkan loader on lavapipe: a small ash program (this test binary,
 //! re-run as a child process) is captured through `VK_ADD_LAYER_PATH` + `VK_INSTANCE_LAYERS`, and
 //! the trace is checked record by record.
+// These tests drive the Vulkan API directly: every unsafe call is a plain Vulkan call on
+// objects the test just created, so the blocks carry no individual SAFETY lines.
+#![allow(clippy::undocumented_unsafe_blocks)]
 
 #[path = "common/trace.rs"]
 mod trace_at;
@@ -9,8 +12,8 @@ use ash::vk;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vkdirty::guard::BackendKind;
 use trace_at::{dirty_bytes, dirty_pages};
+use vkdirty::guard::BackendKind;
 use vkdirty::trace::{Event, TraceReader};
 
 const CHILD_ENV: &str = "VKDIRTY_SMOKE_CHILD";
@@ -116,11 +119,8 @@ fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String
 /// instead of hanging it).
 fn output_within(mut cmd: Command, limit: std::time::Duration) -> std::process::Output {
     use std::io::Read;
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run child");
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("run child");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -275,7 +275,8 @@ fn capture_shadow_wp() {
 
 #[test]
 fn auto_takes_shadow_wp_where_async_wp_refuses() {
-    let (r, events, out) = capture("auto-refused", &[("VKDIRTY_TEST_REFUSE", "async-wp"), ("VKDIRTY_HOST_IMPORT", "0")]);
+    let (r, events, out) =
+        capture("auto-refused", &[("VKDIRTY_TEST_REFUSE", "async-wp"), ("VKDIRTY_HOST_IMPORT", "0")]);
     check_trace(BackendKind::ShadowWp, &r, &events, true);
     let why = "async-wp refused a mapping: refused for testing (VKDIRTY_TEST_REFUSE)";
     for e in &events {
@@ -359,12 +360,12 @@ fn several_instances_devices_and_threads() {
 
 #[test]
 fn validation_layer_beside_it_reports_nothing() {
-    for layers in [
-        "VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation",
-        "VK_LAYER_KHRONOS_validation:VK_LAYER_VKDIRTY_capture",
-    ] {
+    for layers in
+        ["VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation", "VK_LAYER_KHRONOS_validation:VK_LAYER_VKDIRTY_capture"]
+    {
         for backend in [BackendKind::AsyncWp, BackendKind::HostImport] {
-            let (r, events, out) = capture("validation", &[("VK_INSTANCE_LAYERS", layers), ("VKDIRTY_BACKEND", backend.name())]);
+            let (r, events, out) =
+                capture("validation", &[("VK_INSTANCE_LAYERS", layers), ("VKDIRTY_BACKEND", backend.name())]);
             assert!(!out.contains("Validation Error") && !out.contains("VUID-"), "{layers} {backend}:\n{out}");
             check_trace(backend, &r, &events, true);
         }
@@ -372,7 +373,10 @@ fn validation_layer_beside_it_reports_nothing() {
     // The check sees a message when there is one.
     let (_, _, out) = capture(
         "validation-provoked",
-        &[("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation"), ("VKDIRTY_SMOKE_PROVOKE", "1")],
+        &[
+            ("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation"),
+            ("VKDIRTY_SMOKE_PROVOKE", "1"),
+        ],
     );
     assert!(out.contains("VUID-vkUnmapMemory-memory-00689"), "{out}");
 }
@@ -467,12 +471,14 @@ fn present_ends_frames_and_frame_ranges_select_submits() {
 /// synchronisation point, and its own writes elsewhere in the mapping survive.
 #[test]
 fn gpu_writes_are_visible_after_host_synchronisation() {
-    let want: Vec<String> =
-        ["fence", "queue-idle", "device-idle", "fence-status"].iter().enumerate().map(|(i, w)| {
-            format!("{w} {:#x} {:#x}", 0x11u8, 0xA0 + i as u32)
-        }).collect();
+    let want: Vec<String> = ["fence", "queue-idle", "device-idle", "fence-status"]
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("{w} {:#x} {:#x}", 0x11u8, 0xA0 + i as u32))
+        .collect();
     for backend in ["async-wp", "shadow-wp", "shadow", "full"] {
-        let (r, events, out) = capture(&format!("gpu-write-{backend}"), &[("VKDIRTY_SMOKE_GPU_WRITE", "1"), ("VKDIRTY_BACKEND", backend)]);
+        let (r, events, out) =
+            capture(&format!("gpu-write-{backend}"), &[("VKDIRTY_SMOKE_GPU_WRITE", "1"), ("VKDIRTY_BACKEND", backend)]);
         assert_eq!(r.reads, want, "{backend}:\n{out}");
         assert!(matches!(events.last(), Some(Event::End(_))));
     }
@@ -641,7 +647,10 @@ unsafe fn run_child() {
         let mut r2 = vk::MemoryRequirements2::default();
         device.get_buffer_memory_requirements2(&vk::BufferMemoryRequirementsInfo2::default().buffer(buf), &mut r2);
         let mut r3 = vk::MemoryRequirements2::default();
-        device.get_device_buffer_memory_requirements(&vk::DeviceBufferMemoryRequirements::default().create_info(&bci), &mut r3);
+        device.get_device_buffer_memory_requirements(
+            &vk::DeviceBufferMemoryRequirements::default().create_info(&bci),
+            &mut r3,
+        );
         for (api, r) in [("1", r1), ("2", r2.memory_requirements), ("device", r3.memory_requirements)] {
             println!("SMOKE req {api} {} {}", r.size, r.alignment);
         }
@@ -711,14 +720,16 @@ unsafe fn run_child_multi() {
     }
     let mut devs = Vec::new();
     for d in 0..2 {
-        let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }
-            .expect("vkCreateInstance");
+        let instance =
+            unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }
+                .expect("vkCreateInstance");
         let pd = unsafe { instance.enumerate_physical_devices() }.expect("devices")[0];
         let ty = host_coherent_type(&unsafe { instance.get_physical_device_memory_properties(pd) });
         let prio = [1.0f32];
         let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(0).queue_priorities(&prio)];
-        let device = unsafe { instance.create_device(pd, &vk::DeviceCreateInfo::default().queue_create_infos(&qci), None) }
-            .expect("vkCreateDevice");
+        let device =
+            unsafe { instance.create_device(pd, &vk::DeviceCreateInfo::default().queue_create_infos(&qci), None) }
+                .expect("vkCreateDevice");
         let queue = unsafe { device.get_device_queue(0, 0) };
         let fence = unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }.unwrap();
         let info = vk::MemoryAllocateInfo::default().allocation_size(4 * page as u64).memory_type_index(ty);
@@ -807,10 +818,9 @@ unsafe fn run_child_present() {
     let instance = unsafe { entry.create_instance(&ici, None) }.expect("vkCreateInstance");
     let xlib = ash::khr::xlib_surface::Instance::new(&entry, &instance);
     let surface_fn = ash::khr::surface::Instance::new(&entry, &instance);
-    let surface = unsafe {
-        xlib.create_xlib_surface(&vk::XlibSurfaceCreateInfoKHR::default().dpy(dpy.cast()).window(win), None)
-    }
-    .expect("vkCreateXlibSurfaceKHR");
+    let surface =
+        unsafe { xlib.create_xlib_surface(&vk::XlibSurfaceCreateInfoKHR::default().dpy(dpy.cast()).window(win), None) }
+            .expect("vkCreateXlibSurfaceKHR");
     let pd = unsafe { instance.enumerate_physical_devices() }.expect("devices")[0];
     assert!(unsafe { surface_fn.get_physical_device_surface_support(pd, 0, surface) }.unwrap());
     let ty = host_coherent_type(&unsafe { instance.get_physical_device_memory_properties(pd) });
@@ -823,10 +833,18 @@ unsafe fn run_child_present() {
     let caps = unsafe { surface_fn.get_physical_device_surface_capabilities(pd, surface) }.unwrap();
     let format = unsafe { surface_fn.get_physical_device_surface_formats(pd, surface) }.unwrap()[0];
     let swapchain_fn = ash::khr::swapchain::Device::new(&instance, &device);
-    let extent = if caps.current_extent.width == u32::MAX { vk::Extent2D { width: 64, height: 64 } } else { caps.current_extent };
+    let extent = if caps.current_extent.width == u32::MAX {
+        vk::Extent2D { width: 64, height: 64 }
+    } else {
+        caps.current_extent
+    };
     let sci = vk::SwapchainCreateInfoKHR::default()
         .surface(surface)
-        .min_image_count(caps.min_image_count.max(2).min(if caps.max_image_count == 0 { u32::MAX } else { caps.max_image_count }))
+        .min_image_count(caps.min_image_count.max(2).min(if caps.max_image_count == 0 {
+            u32::MAX
+        } else {
+            caps.max_image_count
+        }))
         .image_format(format.format)
         .image_color_space(format.color_space)
         .image_extent(extent)
@@ -847,7 +865,8 @@ unsafe fn run_child_present() {
         unsafe {
             std::ptr::write_bytes(ptr.add(f * page), f as u8 + 1, 8);
             device.queue_submit(queue, &[vk::SubmitInfo::default()], vk::Fence::null()).unwrap();
-            let (index, _) = swapchain_fn.acquire_next_image(swapchain, u64::MAX, vk::Semaphore::null(), fence).expect("acquire");
+            let (index, _) =
+                swapchain_fn.acquire_next_image(swapchain, u64::MAX, vk::Semaphore::null(), fence).expect("acquire");
             device.wait_for_fences(&[fence], true, u64::MAX).unwrap();
             device.reset_fences(&[fence]).unwrap();
             let chains = [swapchain];
@@ -875,24 +894,29 @@ unsafe fn run_child_gpu_write() {
     println!("SMOKE page {page}");
     let entry = unsafe { ash::Entry::load() }.expect("load libvulkan");
     let app = vk::ApplicationInfo::default().application_name(c"vkdirty-smoke").api_version(vk::API_VERSION_1_1);
-    let instance = unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }.unwrap();
+    let instance =
+        unsafe { entry.create_instance(&vk::InstanceCreateInfo::default().application_info(&app), None) }.unwrap();
     let pd = unsafe { instance.enumerate_physical_devices() }.unwrap()[0];
     let mem_props = unsafe { instance.get_physical_device_memory_properties(pd) };
     let prio = [1.0f32];
     let qci = [vk::DeviceQueueCreateInfo::default().queue_family_index(0).queue_priorities(&prio)];
-    let device = unsafe { instance.create_device(pd, &vk::DeviceCreateInfo::default().queue_create_infos(&qci), None) }.unwrap();
+    let device =
+        unsafe { instance.create_device(pd, &vk::DeviceCreateInfo::default().queue_create_infos(&qci), None) }.unwrap();
     let queue = unsafe { device.get_device_queue(0, 0) };
     unsafe {
         let buf = device
-            .create_buffer(&vk::BufferCreateInfo::default().size(4 * page).usage(vk::BufferUsageFlags::TRANSFER_DST), None)
+            .create_buffer(
+                &vk::BufferCreateInfo::default().size(4 * page).usage(vk::BufferUsageFlags::TRANSFER_DST),
+                None,
+            )
             .unwrap();
         let req = device.get_buffer_memory_requirements(buf);
         let ty = (0..mem_props.memory_type_count)
             .find(|&i| {
                 req.memory_type_bits & (1 << i) != 0
-                    && mem_props.memory_types[i as usize].property_flags.contains(
-                        vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
-                    )
+                    && mem_props.memory_types[i as usize]
+                        .property_flags
+                        .contains(vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT)
             })
             .expect("host-visible coherent type for the buffer");
         let mem = device
@@ -902,9 +926,8 @@ unsafe fn run_child_gpu_write() {
         device.bind_buffer_memory(buf, mem, 0).unwrap();
         let p = device.map_memory(mem, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()).unwrap() as *mut u8;
         std::ptr::write_bytes(p, 0x11, page as usize);
-        let pool = device
-            .create_command_pool(&vk::CommandPoolCreateInfo::default().queue_family_index(0), None)
-            .unwrap();
+        let pool =
+            device.create_command_pool(&vk::CommandPoolCreateInfo::default().queue_family_index(0), None).unwrap();
         let cb = device
             .allocate_command_buffers(
                 &vk::CommandBufferAllocateInfo::default().command_pool(pool).command_buffer_count(1),
@@ -923,9 +946,11 @@ unsafe fn run_child_gpu_write() {
                 "fence" => device.wait_for_fences(&[fence], true, u64::MAX).unwrap(),
                 "queue-idle" => device.queue_wait_idle(queue).unwrap(),
                 "device-idle" => device.device_wait_idle().unwrap(),
-                _ => while !device.get_fence_status(fence).unwrap() {
-                    std::thread::yield_now();
-                },
+                _ => {
+                    while !device.get_fence_status(fence).unwrap() {
+                        std::thread::yield_now();
+                    }
+                }
             }
             // Read right after this way of waiting (no other wait in between).
             println!("SMOKE read {how} {:#x} {:#x}", *p, *p.add(2 * page as usize) as u32);

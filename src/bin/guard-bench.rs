@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use vkdirty::guard::{page_size, wp, BackendKind, GuardManager, TrackOptions};
 
 #[derive(Parser)]
-#[command(
-    about = "Page-guard engine benchmark (write + collection cost against copy and trap floors)"
-)]
+#[command(about = "Page-guard engine benchmark (write + collection cost against copy and trap floors)")]
 struct Args {
     /// Short run: 1 and 64 MiB, fewer repetitions.
     #[arg(long)]
@@ -43,10 +41,7 @@ struct Stopwatch {
 static WALL_CLOCK: AtomicBool = AtomicBool::new(false);
 
 fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid clock id and out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -54,10 +49,7 @@ fn thread_cpu_time() -> Duration {
 
 impl Stopwatch {
     fn start() -> Stopwatch {
-        Stopwatch {
-            cpu: thread_cpu_time(),
-            wall: Instant::now(),
-        }
+        Stopwatch { cpu: thread_cpu_time(), wall: Instant::now() }
     }
 
     fn elapsed(&self) -> Duration {
@@ -94,12 +86,7 @@ impl Mem {
                 0,
             )
         };
-        assert_ne!(
-            p,
-            libc::MAP_FAILED,
-            "mmap {len}: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap {len}: {}", std::io::Error::last_os_error());
         // SAFETY: the mapping just made; populate it like driver memory is.
         unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, len) };
         Mem { ptr: p.cast(), len }
@@ -155,8 +142,7 @@ fn write_share(job: &Job, me: usize) -> Duration {
         if let (Some(mgr), Some((_, id))) = (mgr, job.declare) {
             // SAFETY: the manager outlives every write phase (see `Writers::run`).
             let mgr = unsafe { &*mgr };
-            mgr.flushed(vkdirty::guard::RegionId(id), page * p..(page + 1) * p)
-                .unwrap();
+            mgr.flushed(vkdirty::guard::RegionId(id), page * p..(page + 1) * p).unwrap();
         }
     }
     t0.elapsed()
@@ -181,8 +167,7 @@ impl Writers {
             let job = self.job.lock().clone();
             if me < job.threads {
                 let d = write_share(&job, me);
-                self.helper_ns
-                    .fetch_max(d.as_nanos() as u64, Ordering::AcqRel);
+                self.helper_ns.fetch_max(d.as_nanos() as u64, Ordering::AcqRel);
                 self.done.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -339,20 +324,13 @@ fn main() {
             let regions: Vec<Mem> = backends.iter().map(|_| Mem::new(len)).collect();
             let floor_mem = Mem::new(len);
             let dst = Mem::new(len);
-            let floor_span = tracker
-                .register(floor_mem.ptr as usize, len, BackendKind::AsyncWp)
-                .expect("register floor");
+            let floor_span =
+                tracker.register(floor_mem.ptr as usize, len, BackendKind::AsyncWp).expect("register floor");
             for &frac in &fracs {
                 for pattern in [Pattern::Sequential, Pattern::Random] {
                     let dirty = std::sync::Arc::new(dirty_pages(pages, frac, pattern, &mut rng));
                     for threads in [1usize, 2] {
-                        let cfg = Config {
-                            mib,
-                            frac,
-                            pattern,
-                            threads,
-                            dirty: dirty.clone(),
-                        };
+                        let cfg = Config { mib, frac, pattern, threads, dirty: dirty.clone() };
                         measure(
                             &cfg,
                             &mgr,
@@ -382,20 +360,12 @@ fn exceeds_map_count(kind: BackendKind, cfg: &Config, pages: usize) -> bool {
     if kind != BackendKind::Shadow || cfg.pattern == Pattern::Sequential {
         return false;
     }
-    let max: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65530);
-    let in_use = std::fs::read_to_string("/proc/self/maps")
-        .map(|s| s.lines().count())
-        .unwrap_or(0);
+    let max: usize =
+        std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65530);
+    let in_use = std::fs::read_to_string("/proc/self/maps").map(|s| s.lines().count()).unwrap_or(0);
     // Peak while writing d of n pages in random order: max over k <= d of 2k(1 - k/n).
     let (d, n) = (cfg.dirty.len() as f64, pages as f64);
-    let peak = if d <= n / 2.0 {
-        2.0 * d * (1.0 - d / n)
-    } else {
-        n / 2.0
-    };
+    let peak = if d <= n / 2.0 { 2.0 * d * (1.0 - d / n) } else { n / 2.0 };
     peak > 0.8 * max.saturating_sub(in_use) as f64
 }
 
@@ -425,10 +395,7 @@ fn measure(
     let helpers = cfg.threads - 1;
     let runs = runs_of(&cfg.dirty);
     let mut scratch = Vec::new();
-    let skip: Vec<bool> = backends
-        .iter()
-        .map(|&k| exceeds_map_count(k, cfg, regions[0].len / page_size()))
-        .collect();
+    let skip: Vec<bool> = backends.iter().map(|&k| exceeds_map_count(k, cfg, regions[0].len / page_size())).collect();
     let tracked: Vec<_> = backends
         .iter()
         .zip(regions)
@@ -436,8 +403,7 @@ fn measure(
         .map(|((&kind, region), &skip)| {
             (!skip).then(|| {
                 // SAFETY: `region` outlives the tracking (untracked at the end of this function).
-                unsafe { mgr.track(region.ptr, region.len, kind, &TrackOptions::default()) }
-                    .expect("track")
+                unsafe { mgr.track(region.ptr, region.len, kind, &TrackOptions::default()) }.expect("track")
             })
         })
         .collect();
@@ -454,22 +420,14 @@ fn measure(
         // Floors: bare async-WP faults, one scan of the span, a memcpy of the dirty bytes.
         let w = writers.run(job(floor_mem.ptr, None), helpers);
         let t = Stopwatch::start();
-        let st = tracker
-            .scan(floor_span, floor_span.pages(), &mut scratch)
-            .unwrap();
+        let st = tracker.scan(floor_span, floor_span.pages(), &mut scratch).unwrap();
         let s = t.elapsed();
-        assert_eq!(
-            st.pages,
-            cfg.dirty.len(),
-            "bare async-WP must see every dirty page"
-        );
+        assert_eq!(st.pages, cfg.dirty.len(), "bare async-WP must see every dirty page");
         let t = Stopwatch::start();
         let mut at = 0;
         for r in &runs {
             // SAFETY: source inside the floor mapping, destination inside dst (region-sized).
-            unsafe {
-                std::ptr::copy_nonoverlapping(floor_mem.ptr.add(r.start), dst.ptr.add(at), r.len())
-            };
+            unsafe { std::ptr::copy_nonoverlapping(floor_mem.ptr.add(r.start), dst.ptr.add(at), r.len()) };
             at += r.len();
         }
         let c = t.elapsed();
@@ -480,8 +438,7 @@ fn measure(
         }
         for ((&kind, t), row) in backends.iter().zip(&tracked).zip(&mut rows) {
             let Some(t) = t else { continue };
-            let declare = (kind == BackendKind::Assisted)
-                .then_some((mgr as *const GuardManager as usize, t.id.0));
+            let declare = (kind == BackendKind::Assisted).then_some((mgr as *const GuardManager as usize, t.id.0));
             let w = writers.run(job(t.app_ptr, declare), helpers);
             let mut at = 0;
             let mut sink = |_: usize, b: &[u8]| {
@@ -535,15 +492,8 @@ fn measure(
             total / copy_floor,
             total / trap_floor,
         );
-        if matches!(
-            kind,
-            BackendKind::AsyncWp | BackendKind::Shadow | BackendKind::ShadowWp
-        ) && row.reported != n
-        {
-            eprintln!(
-                "warning: {kind} reported {} pages, {n} written",
-                row.reported
-            );
+        if matches!(kind, BackendKind::AsyncWp | BackendKind::Shadow | BackendKind::ShadowWp) && row.reported != n {
+            eprintln!("warning: {kind} reported {} pages, {n} written", row.reported);
         }
     }
 }

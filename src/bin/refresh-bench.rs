@@ -71,6 +71,9 @@ impl Mem {
         m
     }
 
+    // `Mem` owns a raw mapping, not Rust data: the slice aliases nothing `&self` guards, and
+    // each caller drops it before taking another.
+    #[allow(clippy::mut_from_ref)]
     fn words(&self) -> &mut [u64] {
         // SAFETY: the mapping is page-aligned and `len` bytes long; only this thread uses it.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.cast(), self.len / 8) }
@@ -128,7 +131,8 @@ fn lazy_minor_faults(clock: &Clock, real: &Mem, reps: usize) -> Result<(Duration
     }
     // SAFETY: the syscall returned a descriptor we own.
     let uffd = unsafe { OwnedFd::from_raw_fd(uffd as i32) };
-    let mut api = sys::uffdio_api { api: sys::UFFD_API as u64, features: sys::UFFD_FEATURE_MINOR_SHMEM as u64, ioctls: 0 };
+    let mut api =
+        sys::uffdio_api { api: sys::UFFD_API as u64, features: sys::UFFD_FEATURE_MINOR_SHMEM as u64, ioctls: 0 };
     // SAFETY: UFFDIO_API reads and writes one uffdio_api.
     if unsafe { libc::ioctl(uffd.as_raw_fd(), linux_raw_sys::ioctl::UFFDIO_API as _, &mut api) } != 0 {
         return Err(format!("UFFDIO_API(MINOR_SHMEM): {}", std::io::Error::last_os_error()));
@@ -161,7 +165,9 @@ fn lazy_minor_faults(clock: &Clock, real: &Mem, reps: usize) -> Result<(Duration
                 // SAFETY: uffd_msg is plain data; read fills it.
                 let mut msg: sys::uffd_msg = unsafe { std::mem::zeroed() };
                 // SAFETY: reading one message into `msg`.
-                let n = unsafe { libc::read(fd, (&mut msg as *mut sys::uffd_msg).cast(), std::mem::size_of::<sys::uffd_msg>()) };
+                let n = unsafe {
+                    libc::read(fd, (&mut msg as *mut sys::uffd_msg).cast(), std::mem::size_of::<sys::uffd_msg>())
+                };
                 if n != std::mem::size_of::<sys::uffd_msg>() as isize || msg.event != sys::UFFD_EVENT_PAGEFAULT as u8 {
                     continue;
                 }
@@ -170,8 +176,14 @@ fn lazy_minor_faults(clock: &Clock, real: &Mem, reps: usize) -> Result<(Duration
                 let off = addr - app_base;
                 // SAFETY: refresh the page from the real memory through the layer view (both
                 // mappings are `len` bytes; `off` is a page inside them).
-                unsafe { std::ptr::copy_nonoverlapping((real_base + off) as *const u8, (layer_base + off) as *mut u8, page) };
-                let mut cont = sys::uffdio_continue { range: sys::uffdio_range { start: addr as u64, len: page as u64 }, mode: 0, mapped: 0 };
+                unsafe {
+                    std::ptr::copy_nonoverlapping((real_base + off) as *const u8, (layer_base + off) as *mut u8, page)
+                };
+                let mut cont = sys::uffdio_continue {
+                    range: sys::uffdio_range { start: addr as u64, len: page as u64 },
+                    mode: 0,
+                    mapped: 0,
+                };
                 // SAFETY: UFFDIO_CONTINUE reads and writes one uffdio_continue for our range.
                 unsafe { libc::ioctl(fd, linux_raw_sys::ioctl::UFFDIO_CONTINUE as _, &mut cont) };
             }
@@ -229,37 +241,53 @@ fn main() {
             std::hint::black_box(unsafe { libc::memcmp(real.ptr.cast(), scratch.ptr.cast(), len) });
         });
         let mut seed = 10;
-        t("refresh, GPU rewrote every byte", &mut || {
-            seed += 1;
-            real.fill(seed);
-        }, &mut || {
-            b.refresh(id, 0..len).unwrap();
-        });
-        t("refresh, GPU wrote one word a page", &mut || {
-            seed += 1;
-            for w in real.words().iter_mut().step_by(page / 8) {
-                *w ^= seed;
-            }
-        }, &mut || {
-            b.refresh(id, 0..len).unwrap();
-        });
+        t(
+            "refresh, GPU rewrote every byte",
+            &mut || {
+                seed += 1;
+                real.fill(seed);
+            },
+            &mut || {
+                b.refresh(id, 0..len).unwrap();
+            },
+        );
+        t(
+            "refresh, GPU wrote one word a page",
+            &mut || {
+                seed += 1;
+                for w in real.words().iter_mut().step_by(page / 8) {
+                    *w ^= seed;
+                }
+            },
+            &mut || {
+                b.refresh(id, 0..len).unwrap();
+            },
+        );
         t("refresh, nothing new", &mut || {}, &mut || {
             b.refresh(id, 0..len).unwrap();
         });
-        t("refresh, application wrote every page (scan only)", &mut || {
-            b.collect(id, None, &mut |_: usize, _: &[u8]| {}).unwrap();
-            for p in (0..len).step_by(page) {
-                // SAFETY: inside the application view.
-                unsafe { std::ptr::write_volatile(app.add(p), 1) };
-            }
-        }, &mut || {
-            b.refresh(id, 0..len).unwrap();
-        });
+        t(
+            "refresh, application wrote every page (scan only)",
+            &mut || {
+                b.collect(id, None, &mut |_: usize, _: &[u8]| {}).unwrap();
+                for p in (0..len).step_by(page) {
+                    // SAFETY: inside the application view.
+                    unsafe { std::ptr::write_volatile(app.add(p), 1) };
+                }
+            },
+            &mut || {
+                b.refresh(id, 0..len).unwrap();
+            },
+        );
         b.untrack(id, &mut |_: usize, _: &[u8]| {}).unwrap();
         match lazy_minor_faults(&clock, &real, reps) {
             Ok((zap, touch)) => {
                 rows.push(Row { case: "lazy: zap the view at the sync point", mib, total: zap });
-                rows.push(Row { case: "lazy: first read of each page (minor fault + copy + CONTINUE)", mib, total: touch });
+                rows.push(Row {
+                    case: "lazy: first read of each page (minor fault + copy + CONTINUE)",
+                    mib,
+                    total: touch,
+                });
             }
             Err(e) => notes.push(format!("lazy minor-fault alternative not measured at {mib} MiB: {e}")),
         }

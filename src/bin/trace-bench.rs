@@ -125,7 +125,14 @@ struct WriterRun {
 }
 
 /// Pushes `total` bytes through a writer; with `pace_mbps`, at most that input rate.
-fn writer_rate(src: &[u8], total: usize, c: Compression, adaptive: bool, pace_mbps: Option<f64>, out: &str) -> WriterRun {
+fn writer_rate(
+    src: &[u8],
+    total: usize,
+    c: Compression,
+    adaptive: bool,
+    pace_mbps: Option<f64>,
+    out: &str,
+) -> WriterRun {
     let opts = WriterOptions { compression: c, adaptive, page_size: PAGE as u32, ..WriterOptions::default() };
     let w = TraceWriter::create(out, opts).expect("create trace");
     let t = Instant::now();
@@ -186,7 +193,11 @@ fn main() {
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -225,7 +236,8 @@ fn main() {
     };
     for (name, src) in &kinds {
         let flat = pick((0..reps).map(|_| writer_rate(src, total, Compression::Lz4, true, None, &out)).collect());
-        let paced = pick((0..reps).map(|_| writer_rate(src, total, Compression::Lz4, true, Some(1000.0), &out)).collect());
+        let paced =
+            pick((0..reps).map(|_| writer_rate(src, total, Compression::Lz4, true, Some(1000.0), &out)).collect());
         let none = pick((0..reps).map(|_| writer_rate(src, total, Compression::None, true, None, &out)).collect());
         println!(
             "| {name} | {:.0} | {:.2} | {:.0}% | {:.0} | {} | {:.2} | {:.0}% | {:.0} |",

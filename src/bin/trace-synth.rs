@@ -33,13 +33,14 @@ fn main() -> ExitCode {
         eprintln!("usage: trace-synth OUT [--mib N] [--allocs A] [--pages-per-submit P]");
         return ExitCode::from(2);
     };
-    let (mib, allocs, pps) = match (arg(&args, "--mib", 1024), arg(&args, "--allocs", 2000), arg(&args, "--pages-per-submit", 8)) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b.max(1), c.max(1)),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            eprintln!("trace-synth: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (mib, allocs, pps) =
+        match (arg(&args, "--mib", 1024), arg(&args, "--allocs", 2000), arg(&args, "--pages-per-submit", 8)) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b.max(1), c.max(1)),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                eprintln!("trace-synth: {e}");
+                return ExitCode::from(2);
+            }
+        };
     const PAGE: u64 = 4096;
     const ALLOC_PAGES: u64 = 256;
     let opts = WriterOptions { page_size: PAGE as u32, ..WriterOptions::default() };
@@ -50,7 +51,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    w.record(&Event::Session(Session { app_name: "trace-synth".into(), process_name: "trace-synth".into(), ..Session::default() }));
+    w.record(&Event::Session(Session {
+        app_name: "trace-synth".into(),
+        process_name: "trace-synth".into(),
+        ..Session::default()
+    }));
     for id in 1..=allocs {
         w.record(&Event::Allocation(Allocation {
             id,
@@ -85,7 +90,12 @@ fn main() -> ExitCode {
             w.record(&Event::Dirty(Dirty { alloc, submit: seq, runs: vec![(off, PAGE)], data: page.clone() }));
             written += PAGE;
         }
-        w.record(&Event::Submit(Submit { seq, timestamp_ns: seq * 1_000_000, command_buffers: 1, ..Submit::default() }));
+        w.record(&Event::Submit(Submit {
+            seq,
+            timestamp_ns: seq * 1_000_000,
+            command_buffers: 1,
+            ..Submit::default()
+        }));
         if seq % 4 == 0 {
             w.record(&Event::Frame { frame, last_submit: seq, timestamp_ns: seq * 1_000_000 + 500_000 });
             frame += 1;
@@ -93,7 +103,10 @@ fn main() -> ExitCode {
     }
     match w.close() {
         Ok(t) => {
-            println!("{out}: {} submits, {} frames, {} allocations, {} dirty bytes", t.submits, t.frames, allocs, t.dirty_bytes);
+            println!(
+                "{out}: {} submits, {} frames, {} allocations, {} dirty bytes",
+                t.submits, t.frames, allocs, t.dirty_bytes
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -45,9 +45,10 @@ pub fn is_below(order: &[String], layer: &str, above: &str) -> Result<(), String
 /// Whether a line of the application's stderr is the loader's debug output.
 fn loader_line(l: &str) -> bool {
     let t = l.trim_start();
-    t.starts_with("LAYER:") || t.split_once(" | ").is_some_and(|(lvl, rest)| {
-        lvl.chars().all(|c| c.is_ascii_uppercase()) && rest.trim_start().starts_with("LAYER:")
-    })
+    t.starts_with("LAYER:")
+        || t.split_once(" | ").is_some_and(|(lvl, rest)| {
+            lvl.chars().all(|c| c.is_ascii_uppercase()) && rest.trim_start().starts_with("LAYER:")
+        })
 }
 
 /// Sets gfxreconstruct's and vkdirty's variables on `cmd`, runs it, checks the layer order and
@@ -145,7 +146,10 @@ INFO | LAYER:     Insert instance layer \"VK_LAYER_MESA_device_select\" (libVkLa
     #[test]
     fn the_loader_log_gives_the_order() {
         let order = inserted_layers(LOG);
-        assert_eq!(order, ["VK_LAYER_LUNARG_gfxreconstruct", "VK_LAYER_VKDIRTY_capture", "VK_LAYER_MESA_device_select"]);
+        assert_eq!(
+            order,
+            ["VK_LAYER_LUNARG_gfxreconstruct", "VK_LAYER_VKDIRTY_capture", "VK_LAYER_MESA_device_select"]
+        );
         assert!(is_below(&order, GFXR_LAYER, "VK_LAYER_VKDIRTY_capture").is_ok());
         let rev: Vec<String> = order.iter().rev().cloned().collect();
         assert!(is_below(&rev, GFXR_LAYER, "VK_LAYER_VKDIRTY_capture").unwrap_err().contains("loaded above"));

@@ -51,7 +51,13 @@ impl Run for Args {
         } else {
             out(|w| {
                 let verdict = if r.exact { "exact" } else { "NOT exact" };
-                writeln!(w, "{verdict}: {} submits, {} allocation states checked, {} mismatches", r.submits_checked, r.states_checked, r.mismatches.len())?;
+                writeln!(
+                    w,
+                    "{verdict}: {} submits, {} allocation states checked, {} mismatches",
+                    r.submits_checked,
+                    r.states_checked,
+                    r.mismatches.len()
+                )?;
                 if r.submits_outside_window > 0 {
                     writeln!(w, "  {} submits outside the capture window not checked", r.submits_outside_window)?;
                 }

@@ -72,7 +72,10 @@ pub(super) fn check_submit(file: &Path, flag: &str, n: u64, last: u64) -> Result
         1 => "submit 1 only".to_string(),
         k => format!("submits 1 to {k}"),
     };
-    Err(CliError::Msg(format!("{}: {flag} {n} is past the last submit; the trace has {has} (0 is before the first)", file.display())))
+    Err(CliError::Msg(format!(
+        "{}: {flag} {n} is past the last submit; the trace has {has} (0 is before the first)",
+        file.display()
+    )))
 }
 
 /// `ids 1-4, 7` (ranges of consecutive ids), or `no allocations`.
@@ -87,7 +90,8 @@ pub(super) fn id_list(ids: impl Iterator<Item = u64>) -> String {
     if runs.is_empty() {
         return "no allocations".into();
     }
-    let parts: Vec<String> = runs.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+    let parts: Vec<String> =
+        runs.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
     format!("allocation ids {}", parts.join(", "))
 }
 
@@ -144,13 +148,19 @@ impl Run for Args {
                 i.intact_through
             );
             if !self.allow_damage {
-                return Err(CliError::Msg(format!("{name}: {msg} (use --at-submit {} or --allow-damage)", i.intact_through)));
+                return Err(CliError::Msg(format!(
+                    "{name}: {msg} (use --at-submit {} or --allow-damage)",
+                    i.intact_through
+                )));
             }
             warn(msg);
         }
         let others = checker.impacts().len() - affecting.len();
         if others > 0 {
-            warn(format_args!("{name}: {others} damaged range(s) elsewhere do not affect allocation {} at this submit", self.alloc));
+            warn(format_args!(
+                "{name}: {others} damaged range(s) elsewhere do not affect allocation {} at this submit",
+                self.alloc
+            ));
         }
         if let Some(t) = r.truncation() {
             warn(t);

@@ -56,7 +56,14 @@ trait Sink {
         Ok(())
     }
     /// Submit `seq` was recorded (`ts` None: dirty data after the last submit record).
-    fn submit(&mut self, seq: u64, frame: u64, ts: Option<u64>, dirty: &[Pending], trace_bytes: u64) -> std::io::Result<()>;
+    fn submit(
+        &mut self,
+        seq: u64,
+        frame: u64,
+        ts: Option<u64>,
+        dirty: &[Pending],
+        trace_bytes: u64,
+    ) -> std::io::Result<()>;
     fn other(&mut self, _ev: &Event) -> std::io::Result<()> {
         Ok(())
     }
@@ -135,7 +142,14 @@ impl<W: Write> Sink for Perfetto<W> {
         Ok(())
     }
 
-    fn submit(&mut self, seq: u64, frame: u64, ts: Option<u64>, dirty: &[Pending], trace_bytes: u64) -> std::io::Result<()> {
+    fn submit(
+        &mut self,
+        seq: u64,
+        frame: u64,
+        ts: Option<u64>,
+        dirty: &[Pending],
+        trace_bytes: u64,
+    ) -> std::io::Result<()> {
         let ns = ts.unwrap_or(self.last_ts).max(self.last_ts);
         self.close_slice(ns)?;
         self.last_ts = ns;
@@ -163,7 +177,8 @@ impl<W: Write> Sink for Perfetto<W> {
             self.emit(&v)?;
             self.nonzero.push(a);
         }
-        let name = if ts.is_some() { format!("submit {seq}") } else { format!("after submit {}", seq.saturating_sub(1)) };
+        let name =
+            if ts.is_some() { format!("submit {seq}") } else { format!("after submit {}", seq.saturating_sub(1)) };
         self.open = Some(json!({
             "ph": "X", "name": name, "cat": "submit", "pid": PID, "tid": TID_SUBMITS, "ts": t, "dur": 0,
             "args": {"submit": seq, "frame": frame, "dirty_pages": pages, "dirty_bytes": bytes, "trace_bytes": trace_bytes},

@@ -22,7 +22,14 @@ impl Run for Args {
             out(|w| writeln!(w, "{v}"))?;
         } else {
             out(|w| {
-                writeln!(w, "{}: {} bytes, {} blocks, compression {}", self.capture.display(), s.file_bytes, s.blocks, s.compression)?;
+                writeln!(
+                    w,
+                    "{}: {} bytes, {} blocks, compression {}",
+                    self.capture.display(),
+                    s.file_bytes,
+                    s.blocks,
+                    s.compression
+                )?;
                 writeln!(w, "calls: {} ({} submits, {} vkFlushMappedMemoryRanges)", s.calls, s.submits, s.flush_calls)?;
                 writeln!(w, "fill-memory commands: {} holding {} bytes", s.fill_commands, s.fill_bytes)
             })?;

@@ -54,7 +54,9 @@ impl Run for Args {
 impl Args {
     /// `Summary::from_file` with a progress bar.
     fn summary(&self) -> Result<Summary, CliError> {
-        let len = std::fs::metadata(&self.file).map_err(|e| CliError::io(format!("cannot open {}", self.file.display()), e))?.len();
+        let len = std::fs::metadata(&self.file)
+            .map_err(|e| CliError::io(format!("cannot open {}", self.file.display()), e))?
+            .len();
         // Salvaging: damaged ranges and inconsistent records are skipped and listed.
         let mut r = TraceReader::open(&self.file)?.salvage(true);
         let mut b = SummaryBuilder::new(r.header(), len);
@@ -132,14 +134,27 @@ fn render(name: &str, s: &Summary) -> String {
             x.process, x.pid, x.app, x.engine, x.device, x.vendor_id, x.device_id, x.api_version
         );
         if !x.settings.is_empty() {
-            let set: Vec<String> =
-                x.settings.iter().filter(|v| v.from != "default").map(|v| format!("{}={} ({})", v.name, v.value, v.from)).collect();
-            let _ = writeln!(o, "settings     {}", if set.is_empty() { "all defaults".to_string() } else { set.join(", ") });
+            let set: Vec<String> = x
+                .settings
+                .iter()
+                .filter(|v| v.from != "default")
+                .map(|v| format!("{}={} ({})", v.name, v.value, v.from))
+                .collect();
+            let _ = writeln!(
+                o,
+                "settings     {}",
+                if set.is_empty() { "all defaults".to_string() } else { set.join(", ") }
+            );
         }
     }
     let _ = writeln!(o, "allocations  {} ({} total)", s.allocations, human_bytes(s.allocated_bytes));
     let backends: Vec<String> = s.backends.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let _ = writeln!(o, "maps         {} ({})", s.maps, if backends.is_empty() { "none".into() } else { backends.join(", ") });
+    let _ = writeln!(
+        o,
+        "maps         {} ({})",
+        s.maps,
+        if backends.is_empty() { "none".into() } else { backends.join(", ") }
+    );
     for r in &s.backend_reasons {
         let reason = if r.reason.is_empty() { String::new() } else { format!(": {}", r.reason) };
         let _ = writeln!(o, "               {} x{}{}", r.backend, r.maps, reason);
@@ -193,7 +208,11 @@ fn render(name: &str, s: &Summary) -> String {
             human_bytes(d.len),
             d.reason,
             d.intact_through_submit,
-            if ids.is_empty() { String::new() } else { format!(", then allocations {} may miss writes", ids.join(", ")) }
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(", then allocations {} may miss writes", ids.join(", "))
+            }
         );
     }
     for p in &s.problems {

@@ -136,7 +136,20 @@ fn table(head: &[&str], rows: &[Vec<String>]) -> String {
 pub fn render(st: &Stats, by: By) -> String {
     match by {
         By::Allocation => {
-            let head = ["alloc", "size", "type", "heap", "flags", "maps", "dirty pages", "dirty bytes", "first", "last", "share", "backend"];
+            let head = [
+                "alloc",
+                "size",
+                "type",
+                "heap",
+                "flags",
+                "maps",
+                "dirty pages",
+                "dirty bytes",
+                "first",
+                "last",
+                "share",
+                "backend",
+            ];
             let rows: Vec<Vec<String>> = st
                 .allocations
                 .iter()

@@ -16,7 +16,8 @@ pub struct Args {
 /// "allocations 1, 3 may miss writes after submit 41" for one damaged range.
 pub fn impact_line(i: &vkdirty::trace::Impact) -> String {
     let ids: Vec<String> = i.allocations.iter().map(|a| a.to_string()).collect();
-    let after = if i.intact_through == 0 { "from the start".to_string() } else { format!("after submit {}", i.intact_through) };
+    let after =
+        if i.intact_through == 0 { "from the start".to_string() } else { format!("after submit {}", i.intact_through) };
     if ids.is_empty() {
         format!("no live host-visible allocation affected; everything up to submit {} intact", i.intact_through)
     } else {
@@ -71,7 +72,12 @@ impl Run for Args {
             ));
         }
         if let Some(p) = problems.first() {
-            parts.push(format!("{} inconsistent record{} (first at byte {})", problems.len(), if problems.len() > 1 { "s" } else { "" }, p.offset));
+            parts.push(format!(
+                "{} inconsistent record{} (first at byte {})",
+                problems.len(),
+                if problems.len() > 1 { "s" } else { "" },
+                p.offset
+            ));
         }
         if let Some(t) = r.truncation() {
             parts.push(format!("truncated at byte {}", t.offset));

@@ -318,7 +318,8 @@ mod tests {
             for st in group["settings"].as_array().unwrap() {
                 let key = st["key"].as_str().unwrap();
                 let name = key.to_ascii_uppercase();
-                let info = crate::config::setting(&name).unwrap_or_else(|| panic!("manifest setting {key} not in the table"));
+                let info =
+                    crate::config::setting(&name).unwrap_or_else(|| panic!("manifest setting {key} not in the table"));
                 assert!(st["label"].is_string() && st["description"].is_string(), "{key}");
                 assert_eq!(st["env"], format!("VKDIRTY_{name}"));
                 let ty = st["type"].as_str().unwrap();
@@ -330,7 +331,8 @@ mod tests {
                         assert!(matches!(info.ty, SettingType::Bool));
                     }
                     "ENUM" => {
-                        let keys: Vec<&str> = st["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+                        let keys: Vec<&str> =
+                            st["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
                         assert!(keys.contains(&default.as_str().unwrap()), "{key}: default not among {keys:?}");
                         let SettingType::Enum(vals) = info.ty else { panic!("{key} is not an enum in the table") };
                         assert_eq!(keys, vals.iter().map(|v| v.key).collect::<Vec<_>>());

@@ -211,15 +211,23 @@ mod tests {
         for d in [&a, &cwd, &user] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let env_of = |pairs: Vec<(&'static str, String)>| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        let env_of = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
         let home_s = home.to_string_lossy().into_owned();
         let a_s = a.to_string_lossy().into_owned();
         // Nothing there yet.
         assert_eq!(FileSource::find(&env_of(vec![("HOME", home_s.clone())]), Some(&cwd)), None);
         std::fs::write(user.join("vk_layer_settings.txt"), "").unwrap();
-        assert_eq!(FileSource::find(&env_of(vec![("HOME", home_s.clone())]), Some(&cwd)), Some(user.join("vk_layer_settings.txt")));
+        assert_eq!(
+            FileSource::find(&env_of(vec![("HOME", home_s.clone())]), Some(&cwd)),
+            Some(user.join("vk_layer_settings.txt"))
+        );
         std::fs::write(cwd.join("vk_layer_settings.txt"), "").unwrap();
-        assert_eq!(FileSource::find(&env_of(vec![("HOME", home_s.clone())]), Some(&cwd)), Some(cwd.join("vk_layer_settings.txt")));
+        assert_eq!(
+            FileSource::find(&env_of(vec![("HOME", home_s.clone())]), Some(&cwd)),
+            Some(cwd.join("vk_layer_settings.txt"))
+        );
         std::fs::write(a.join("vk_layer_settings.txt"), "").unwrap();
         let env = env_of(vec![("HOME", home_s.clone()), ("VK_LAYER_SETTINGS_PATH", a_s.clone())]);
         assert_eq!(FileSource::find(&env, Some(&cwd)), Some(a.join("vk_layer_settings.txt")));

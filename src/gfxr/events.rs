@@ -80,16 +80,26 @@ pub fn memory_events(path: &Path) -> Result<Vec<Event>, GfxrError> {
                     m.1 = Some(offset);
                 }
             }
-            Block::Call { id: call::QUEUE_SUBMIT | call::QUEUE_SUBMIT2 | call::QUEUE_SUBMIT2_KHR | call::QUEUE_BIND_SPARSE, .. } => {
+            Block::Call {
+                id: call::QUEUE_SUBMIT | call::QUEUE_SUBMIT2 | call::QUEUE_SUBMIT2_KHR | call::QUEUE_BIND_SPARSE,
+                ..
+            } => {
                 seq += 1;
                 out.push(Event::Submit(Submit { seq, ..Submit::default() }));
             }
             Block::Fill { memory, offset, data } => {
                 let Some(&(_, Some(map_offset))) = memories.get(&memory) else {
-                    return Err(corrupt(format!("fill-memory command for memory {memory}, which is not allocated and mapped")));
+                    return Err(corrupt(format!(
+                        "fill-memory command for memory {memory}, which is not allocated and mapped"
+                    )));
                 };
                 let at = map_offset.saturating_add(offset);
-                out.push(Event::Dirty(Dirty { alloc: memory, submit: seq + 1, runs: vec![(at, data.len() as u64)], data }));
+                out.push(Event::Dirty(Dirty {
+                    alloc: memory,
+                    submit: seq + 1,
+                    runs: vec![(at, data.len() as u64)],
+                    data,
+                }));
             }
             _ => {}
         }

@@ -43,7 +43,11 @@ pub mod call {
 #[derive(Debug, thiserror::Error)]
 pub enum GfxrError {
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("not a gfxreconstruct capture (no GFXR signature)")]
     BadMagic,
     #[error("corrupt capture at byte {offset}: {msg}")]
@@ -109,8 +113,15 @@ pub fn is_gfxr(path: &Path) -> bool {
 
 impl GfxrReader {
     pub fn open(path: &Path) -> Result<GfxrReader, GfxrError> {
-        let f = File::open(path).map_err(|e| GfxrError::Io { context: format!("opening {}", path.display()), source: e })?;
-        let mut r = GfxrReader { r: BufReader::with_capacity(1 << 20, f), major: 0, minor: 0, compression: Compression::None, offset: 0 };
+        let f = File::open(path)
+            .map_err(|e| GfxrError::Io { context: format!("opening {}", path.display()), source: e })?;
+        let mut r = GfxrReader {
+            r: BufReader::with_capacity(1 << 20, f),
+            major: 0,
+            minor: 0,
+            compression: Compression::None,
+            offset: 0,
+        };
         let mut h = [0u8; 16];
         if !r.fill(&mut h)? {
             return Err(GfxrError::BadMagic);
@@ -211,7 +222,10 @@ impl GfxrReader {
         let compressed = block_type & COMPRESSED_BIT != 0;
         let short = |need: usize| -> Result<(), GfxrError> {
             if body.len() < need {
-                Err(GfxrError::Corrupt { offset: start, msg: format!("block of type {block_type:#x} has {} bytes, needs {need}", body.len()) })
+                Err(GfxrError::Corrupt {
+                    offset: start,
+                    msg: format!("block of type {block_type:#x} has {} bytes, needs {need}", body.len()),
+                })
             } else {
                 Ok(())
             }
@@ -280,7 +294,10 @@ pub fn summarize(path: &Path) -> Result<Summary, GfxrError> {
         match b {
             Block::Call { id, .. } => {
                 s.calls += 1;
-                if matches!(id, call::QUEUE_SUBMIT | call::QUEUE_SUBMIT2 | call::QUEUE_SUBMIT2_KHR | call::QUEUE_BIND_SPARSE) {
+                if matches!(
+                    id,
+                    call::QUEUE_SUBMIT | call::QUEUE_SUBMIT2 | call::QUEUE_SUBMIT2_KHR | call::QUEUE_BIND_SPARSE
+                ) {
                     s.submits += 1;
                 }
                 if id == call::FLUSH_MAPPED_MEMORY_RANGES {

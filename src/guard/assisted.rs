@@ -29,9 +29,7 @@ impl Default for Assisted {
 
 impl Assisted {
     pub fn new() -> Assisted {
-        Assisted {
-            regions: RegionTable::default(),
-        }
+        Assisted { regions: RegionTable::default() }
     }
 }
 
@@ -48,15 +46,7 @@ impl Backend for Assisted {
         _opts: &TrackOptions,
     ) -> Result<*mut u8, GuardError> {
         check_region(BackendKind::Assisted, real, len)?;
-        self.regions.insert(
-            id,
-            Declared {
-                real: real as usize,
-                len,
-                pending: Vec::new(),
-                compact_at: COMPACT_MIN,
-            },
-        );
+        self.regions.insert(id, Declared { real: real as usize, len, pending: Vec::new(), compact_at: COMPACT_MIN });
         Ok(real)
     }
 
@@ -85,8 +75,7 @@ impl Backend for Assisted {
     }
 
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
-        self.regions
-            .remove(id, |mut d| Ok(report(&mut d, None, sink)))
+        self.regions.remove(id, |mut d| Ok(report(&mut d, None, sink)))
     }
 }
 
@@ -112,10 +101,7 @@ fn report(d: &mut Declared, range: Option<Range<usize>>, sink: &mut dyn DirtySin
     d.pending = keep;
     d.compact_at = (2 * d.pending.len()).max(COMPACT_MIN);
     let runs = normalize(take);
-    let mut stats = CollectStats {
-        pages: pages_touched(d.real, &runs),
-        ..Default::default()
-    };
+    let mut stats = CollectStats { pages: pages_touched(d.real, &runs), ..Default::default() };
     for r in &runs {
         // SAFETY: `r` lies inside the tracked region, mapped and readable until untrack returns
         // (the track contract; we hold the region's lock). Concurrent writes only change values.

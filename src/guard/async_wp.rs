@@ -89,16 +89,7 @@ impl Backend for AsyncWp {
             let _ = self.wp.unregister(span);
             return Err(e);
         }
-        self.regions.insert(
-            id,
-            WpRegion {
-                group: opts.group,
-                real: real as usize,
-                len,
-                span,
-                runs: Vec::new(),
-            },
-        );
+        self.regions.insert(id, WpRegion { group: opts.group, real: real as usize, len, span, runs: Vec::new() });
         Ok(real)
     }
 
@@ -108,8 +99,7 @@ impl Backend for AsyncWp {
         range: Option<Range<usize>>,
         sink: &mut dyn DirtySink,
     ) -> Result<CollectStats, GuardError> {
-        self.regions
-            .with(id, |r| collect_region(self.wp, r, range, sink))
+        self.regions.with(id, |r| collect_region(self.wp, r, range, sink))
     }
 
     fn collect_all(&self, group: u64, sink: &mut dyn RegionSink) -> Option<Result<CollectStats, GuardError>> {
@@ -146,7 +136,8 @@ impl AsyncWp {
         // On an error the runs found elsewhere are still delivered (their pages were re-armed).
         let scanned = self.wp.scan_set(spans, found);
         let scan = scanned.as_ref().copied().unwrap_or_default();
-        let mut stats = CollectStats { pages: scan.pages, thp_pages: scan.thp_pages, scans: scan.ioctls, ..Default::default() };
+        let mut stats =
+            CollectStats { pages: scan.pages, thp_pages: scan.thp_pages, scans: scan.ioctls, ..Default::default() };
         for (k, run) in found.iter() {
             let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) else { continue };
             // SAFETY: `run` lies inside a tracked region; untrack takes this lock before the

@@ -15,9 +15,7 @@ impl Default for Full {
 
 impl Full {
     pub fn new() -> Full {
-        Full {
-            regions: RegionTable::default(),
-        }
+        Full { regions: RegionTable::default() }
     }
 }
 
@@ -44,22 +42,15 @@ impl Backend for Full {
         range: Option<Range<usize>>,
         sink: &mut dyn DirtySink,
     ) -> Result<CollectStats, GuardError> {
-        self.regions
-            .with(id, |&mut (real, len)| Ok(report(real, len, range, sink)))
+        self.regions.with(id, |&mut (real, len)| Ok(report(real, len, range, sink)))
     }
 
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
-        self.regions
-            .remove(id, |(real, len)| Ok(report(real, len, None, sink)))
+        self.regions.remove(id, |(real, len)| Ok(report(real, len, None, sink)))
     }
 }
 
-fn report(
-    real: usize,
-    len: usize,
-    range: Option<Range<usize>>,
-    sink: &mut dyn DirtySink,
-) -> CollectStats {
+fn report(real: usize, len: usize, range: Option<Range<usize>>, sink: &mut dyn DirtySink) -> CollectStats {
     let r = clip_range(range, len);
     if r.is_empty() {
         return CollectStats::default();

@@ -159,7 +159,11 @@ pub enum GuardError {
     #[error("unknown region {0:?}")]
     UnknownRegion(RegionId),
     #[error("{op}: {source}")]
-    Os { op: &'static str, #[source] source: std::io::Error },
+    Os {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl GuardError {
@@ -193,14 +197,25 @@ unsafe impl Sync for DualView {}
 impl DualView {
     /// `app_prot`: the application view's protection; `own_dontfork`: leave the backend's view
     /// out of a forked child.
-    fn new(name: &std::ffi::CStr, span: usize, app_prot: libc::c_int, own_dontfork: bool) -> Result<DualView, GuardError> {
+    fn new(
+        name: &std::ffi::CStr,
+        span: usize,
+        app_prot: libc::c_int,
+        own_dontfork: bool,
+    ) -> Result<DualView, GuardError> {
         Self::with_place(name, span, app_prot, own_dontfork, None)
     }
 
     /// [`new`](Self::new) with the application view placed in an arena of address space, next to
     /// the other views placed there, so a collection scans a run of them with one call.
-    fn new_placed(name: &std::ffi::CStr, span: usize, app_prot: libc::c_int, own_dontfork: bool) -> Result<DualView, GuardError> {
-        let place = arena::ArenaBlock::place(span).map_err(|source| GuardError::Os { op: "reserve shadow view", source })?;
+    fn new_placed(
+        name: &std::ffi::CStr,
+        span: usize,
+        app_prot: libc::c_int,
+        own_dontfork: bool,
+    ) -> Result<DualView, GuardError> {
+        let place =
+            arena::ArenaBlock::place(span).map_err(|source| GuardError::Os { op: "reserve shadow view", source })?;
         Self::with_place(name, span, app_prot, own_dontfork, Some(place))
     }
 
@@ -225,8 +240,10 @@ impl DualView {
         // SAFETY: `fd` was just created and is owned here; OwnedFd closes it on every path (the
         // mappings keep the file alive).
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let size = libc::off_t::try_from(span)
-            .map_err(|_| GuardError::Os { op: "ftruncate shadow", source: std::io::Error::from_raw_os_error(libc::EFBIG) })?;
+        let size = libc::off_t::try_from(span).map_err(|_| GuardError::Os {
+            op: "ftruncate shadow",
+            source: std::io::Error::from_raw_os_error(libc::EFBIG),
+        })?;
         // SAFETY: our memfd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
             return Err(GuardError::os("ftruncate shadow"));
@@ -310,8 +327,8 @@ pub mod wp;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One backend. Implementations are shared by every region tracked with them and must be safe
 /// to call from any thread; calls for different regions may run concurrently. [`GuardManager`]
@@ -325,13 +342,8 @@ pub trait Backend: Send + Sync {
     /// # Safety
     /// `real..real + len` is mapped readable and writable and stays mapped until `untrack`
     /// for `id` has returned.
-    unsafe fn track(
-        &self,
-        id: RegionId,
-        real: *mut u8,
-        len: usize,
-        opts: &TrackOptions,
-    ) -> Result<*mut u8, GuardError>;
+    unsafe fn track(&self, id: RegionId, real: *mut u8, len: usize, opts: &TrackOptions)
+        -> Result<*mut u8, GuardError>;
 
     /// Reports the pages written since the last collection, restricted to `range` (region
     /// offsets; the whole region when `None`), re-arms them, then copies their bytes (for shadow
@@ -470,7 +482,9 @@ impl GuardManager {
         let id = RegionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         // SAFETY: forwarded caller contract.
         let app_ptr = unsafe { backend.track(id, real, len, opts)? };
-        self.regions.write().insert(id, RegionInfo { backend: kind, group: opts.group, live: Arc::new(Mutex::new(true)) });
+        self.regions
+            .write()
+            .insert(id, RegionInfo { backend: kind, group: opts.group, live: Arc::new(Mutex::new(true)) });
         Ok(Tracked { id, app_ptr, backend: kind })
     }
 
@@ -558,7 +572,12 @@ impl GuardManager {
     }
 
     /// `collect_all` for a backend without a batch collection: one `collect` per region.
-    fn collect_each(&self, group: u64, kind: BackendKind, sink: &mut dyn RegionSink) -> Result<CollectStats, GuardError> {
+    fn collect_each(
+        &self,
+        group: u64,
+        kind: BackendKind,
+        sink: &mut dyn RegionSink,
+    ) -> Result<CollectStats, GuardError> {
         let ids: Vec<RegionId> = self
             .regions
             .read()
@@ -635,11 +654,7 @@ impl<T> RegionTable<T> {
     }
 
     /// Removes the region and runs `f` on its state, after any call in progress on it.
-    pub(crate) fn remove<R>(
-        &self,
-        id: RegionId,
-        f: impl FnOnce(T) -> Result<R, GuardError>,
-    ) -> Result<R, GuardError> {
+    pub(crate) fn remove<R>(&self, id: RegionId, f: impl FnOnce(T) -> Result<R, GuardError>) -> Result<R, GuardError> {
         let cell = self.map.write().remove(&id).ok_or(GuardError::UnknownRegion(id))?;
         let state = cell.lock().take().ok_or(GuardError::UnknownRegion(id))?;
         f(state)

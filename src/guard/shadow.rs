@@ -241,11 +241,7 @@ impl Guarded {
         let page = page_size();
         // SAFETY: the pages lie inside our application view.
         unsafe {
-            libc::mprotect(
-                self.map.view.app.add(first * page) as *mut libc::c_void,
-                (end - first) * page,
-                prot,
-            ) == 0
+            libc::mprotect(self.map.view.app.add(first * page) as *mut libc::c_void, (end - first) * page, prot) == 0
         }
     }
 
@@ -254,9 +250,7 @@ impl Guarded {
         let (off, n) = self.clip(first, end);
         // SAFETY: the real region is mapped while tracked (track contract); the engine view is
         // ours and read-write; the ranges are clipped to the region.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.real.add(off - self.head), self.map.view.own.add(off), n)
-        }
+        unsafe { std::ptr::copy_nonoverlapping(self.real.add(off - self.head), self.map.view.own.add(off), n) }
     }
 
     /// Copies the shadow bytes of pages `first..end` to the real memory; returns the region
@@ -264,9 +258,7 @@ impl Guarded {
     fn copy_back(&self, first: usize, end: usize) -> (usize, usize) {
         let (off, n) = self.clip(first, end);
         // SAFETY: as in `refresh`, in the other direction.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.map.view.own.add(off), self.real.add(off - self.head), n)
-        }
+        unsafe { std::ptr::copy_nonoverlapping(self.map.view.own.add(off), self.real.add(off - self.head), n) }
         (off - self.head, n)
     }
 
@@ -656,10 +648,7 @@ fn esr_access(reserved: &[u8]) -> Option<Access> {
 ///
 /// # Safety
 /// None; kept `unsafe` for symmetry with the other targets.
-#[cfg(not(any(
-    all(target_arch = "x86_64", target_os = "linux"),
-    all(target_arch = "aarch64", target_os = "linux")
-)))]
+#[cfg(not(any(all(target_arch = "x86_64", target_os = "linux"), all(target_arch = "aarch64", target_os = "linux"))))]
 unsafe fn fault_access(_ctx: *mut libc::c_void) -> Option<Access> {
     Some(Access::Unknown)
 }
@@ -704,7 +693,8 @@ pub fn restore_handler() {
 fn install_handler() -> Result<(), GuardError> {
     let r = (|| {
         let _serialised = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-        let ours = on_sigsegv as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as libc::sighandler_t;
+        let ours =
+            on_sigsegv as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as libc::sighandler_t;
         // SAFETY: sigaction with valid pointers; a slot is written before PREV_AT points at it
         // and before our handler (which reads it) is installed over the action it holds.
         unsafe {
@@ -737,9 +727,8 @@ fn install_handler() -> Result<(), GuardError> {
                 REINSTALLS.fetch_add(1, Ordering::Relaxed);
             }
             let mut act = MaybeUninit::<libc::sigaction>::zeroed().assume_init();
-            act.sa_sigaction = on_sigsegv
-                as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
-                as libc::sighandler_t;
+            act.sa_sigaction =
+                on_sigsegv as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as libc::sighandler_t;
             act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
             // Nothing may interrupt the handler while it holds a page lock.
             libc::sigfillset(&mut act.sa_mask);
@@ -837,8 +826,7 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
             libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
         }
         if prev.sa_flags & libc::SA_SIGINFO != 0 {
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                std::mem::transmute(h);
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = std::mem::transmute(h);
             f(sig, info, ctx);
         } else {
             let f: extern "C" fn(libc::c_int) = std::mem::transmute(h);

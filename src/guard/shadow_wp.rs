@@ -151,10 +151,9 @@ impl Region {
     }
 
     fn span(&self) -> Result<&WpSpan, GuardError> {
-        self.span.as_ref().ok_or(GuardError::Os {
-            op: "shadow-wp",
-            source: std::io::Error::other("region is not registered"),
-        })
+        self.span
+            .as_ref()
+            .ok_or(GuardError::Os { op: "shadow-wp", source: std::io::Error::other("region is not registered") })
     }
 
     fn collect(
@@ -293,7 +292,13 @@ impl Region {
         // memcmp is opaque to the compiler, so concurrent writers cannot make this a Rust data
         // race; a stale answer only means a stretch is examined (or skipped) needlessly, or a
         // GPU write that raced the refresh waits for the next one.
-        unsafe { libc::memcmp(self.layer_of(r.start) as *const libc::c_void, self.real_of(r.start) as *const libc::c_void, r.len()) == 0 }
+        unsafe {
+            libc::memcmp(
+                self.layer_of(r.start) as *const libc::c_void,
+                self.real_of(r.start) as *const libc::c_void,
+                r.len(),
+            ) == 0
+        }
     }
 
     /// The word-by-word comparison of `b` (chunk boundaries are 8-byte aligned, so a word never
@@ -577,7 +582,8 @@ impl ShadowWp {
         // On an error the runs found elsewhere are still delivered (their pages were re-armed).
         let scanned = self.wp.scan_set(spans, found);
         let scan = scanned.as_ref().copied().unwrap_or_default();
-        let mut stats = CollectStats { pages: scan.pages, thp_pages: scan.thp_pages, scans: scan.ioctls, ..Default::default() };
+        let mut stats =
+            CollectStats { pages: scan.pages, thp_pages: scan.thp_pages, scans: scan.ioctls, ..Default::default() };
         let mut runs: Vec<Range<usize>> = Vec::new();
         let mut i = 0;
         while i < found.len() {

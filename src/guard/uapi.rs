@@ -28,11 +28,7 @@ mod tests {
         assert_eq!(PAGEMAP_SCAN, 0xc060_6610);
         // Cross-check the encoder on an ioctl linux-raw-sys does define.
         assert_eq!(
-            ioc_readwrite(
-                0xaa,
-                0x3f,
-                std::mem::size_of::<linux_raw_sys::general::uffdio_api>()
-            ),
+            ioc_readwrite(0xaa, 0x3f, std::mem::size_of::<linux_raw_sys::general::uffdio_api>()),
             linux_raw_sys::ioctl::UFFDIO_API
         );
     }

@@ -107,14 +107,10 @@ struct SpanInfo {
 /// The process-wide tracker, opened and probed on first use. A failure (no `WP_ASYNC`,
 /// userfaultfd refused) is remembered and returned as [`GuardError::Unavailable`] for `kind`.
 pub fn tracker(kind: BackendKind) -> Result<&'static WpTracker, GuardError> {
-    static TRACKER: once_cell::sync::OnceCell<Result<WpTracker, String>> =
-        once_cell::sync::OnceCell::new();
+    static TRACKER: once_cell::sync::OnceCell<Result<WpTracker, String>> = once_cell::sync::OnceCell::new();
     match TRACKER.get_or_init(WpTracker::open) {
         Ok(t) => Ok(t),
-        Err(reason) => Err(GuardError::Unavailable {
-            backend: kind,
-            reason: reason.clone(),
-        }),
+        Err(reason) => Err(GuardError::Unavailable { backend: kind, reason: reason.clone() }),
     }
 }
 
@@ -153,25 +149,17 @@ impl WpTracker {
     ///
     /// Fails with [`GuardError::RegionRefused`] (reason included) when the kernel refuses the
     /// range, e.g. `EINVAL` on a driver's `VM_PFNMAP`/`VM_IO` mapping or a disk file mapping.
-    pub fn register(
-        &self,
-        addr: usize,
-        len: usize,
-        kind: BackendKind,
-    ) -> Result<WpSpan, GuardError> {
+    pub fn register(&self, addr: usize, len: usize, kind: BackendKind) -> Result<WpSpan, GuardError> {
         let refused = |reason: String| GuardError::refused(kind, addr, len, reason);
         if len == 0 {
             return Err(refused("empty range".into()));
         }
-        let end = addr
-            .checked_add(len)
-            .ok_or_else(|| refused("range wraps".into()))?;
+        let end = addr.checked_add(len).ok_or_else(|| refused("range wraps".into()))?;
         let pages = page_floor(addr)..page_ceil(end);
         let mut st = self.write_state()?;
         // Registering pages that are already ours is a no-op for the kernel; it validates every
         // VMA of the range before changing any, so a refusal leaves nothing half-registered.
-        uffd_register(&st.uffd, pages.clone())
-            .map_err(|e| refused(format!("UFFDIO_REGISTER(WP): {e}")))?;
+        uffd_register(&st.uffd, pages.clone()).map_err(|e| refused(format!("UFFDIO_REGISTER(WP): {e}")))?;
         let id = st.next_span;
         st.next_span += 1;
         st.generation += 1;
@@ -185,38 +173,23 @@ impl WpTracker {
                 for g in gone {
                     let _ = uffd_unregister(&st.uffd, g);
                 }
-                return Err(GuardError::Os {
-                    op: "UFFDIO_WRITEPROTECT",
-                    source: e,
-                });
+                return Err(GuardError::Os { op: "UFFDIO_WRITEPROTECT", source: e });
             }
         }
         // Pages shared with other spans keep their written state for those spans: hand it over
         // to them now (the scan re-protects), so this span starts clean too.
-        let sharers: Vec<u64> = st
-            .spans
-            .iter()
-            .filter(|(_, s)| overlaps(&s.pages, &pages))
-            .map(|(&sid, _)| sid)
-            .collect();
-        st.spans.insert(
-            id,
-            SpanInfo {
-                pages: pages.clone(),
-                sharers: sharers.clone(),
-                pending: Mutex::new(Vec::new()),
-            },
-        );
+        let sharers: Vec<u64> =
+            st.spans.iter().filter(|(_, s)| overlaps(&s.pages, &pages)).map(|(&sid, _)| sid).collect();
+        st.spans
+            .insert(id, SpanInfo { pages: pages.clone(), sharers: sharers.clone(), pending: Mutex::new(Vec::new()) });
         for &sid in &sharers {
             st.spans.get_mut(&sid).expect("listed").sharers.push(id);
         }
         if !sharers.is_empty() {
             let mut found = Vec::new();
             let mut stats = ScanStats::default();
-            let shared: Vec<Range<usize>> = sharers
-                .iter()
-                .filter_map(|sid| intersect(&st.spans[sid].pages, &pages))
-                .collect();
+            let shared: Vec<Range<usize>> =
+                sharers.iter().filter_map(|sid| intersect(&st.spans[sid].pages, &pages)).collect();
             for r in normalize(shared) {
                 pagemap_scan(&st.pagemap, r, true, &mut found, &mut stats)?;
             }
@@ -315,10 +288,7 @@ impl WpTracker {
         let mut first_err = None;
         for r in st.users.remove(span.pages.clone()) {
             if let Err(e) = uffd_unregister(&st.uffd, r) {
-                first_err.get_or_insert(GuardError::Os {
-                    op: "UFFDIO_UNREGISTER",
-                    source: e,
-                });
+                first_err.get_or_insert(GuardError::Os { op: "UFFDIO_UNREGISTER", source: e });
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -354,33 +324,21 @@ fn stale_id(id: u64, pages: &Range<usize>) -> GuardError {
 fn stale_span(span: &WpSpan) -> GuardError {
     GuardError::Os {
         op: "wp span",
-        source: io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("span {:#x?} not registered", span.pages),
-        ),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("span {:#x?} not registered", span.pages)),
     }
 }
 
 /// In a forked child: own descriptors, every span registered and armed again, and every page
 /// queued as written once.
 fn reopen_after_fork(st: &mut State, features: u64) -> Result<(), GuardError> {
-    let uffd = open_uffd_with(features).map_err(|e| GuardError::Os {
-        op: "userfaultfd after fork",
-        source: io::Error::other(e),
-    })?;
-    let pagemap = open_pagemap().map_err(|source| GuardError::Os {
-        op: "open pagemap after fork",
-        source,
-    })?;
+    let uffd = open_uffd_with(features)
+        .map_err(|e| GuardError::Os { op: "userfaultfd after fork", source: io::Error::other(e) })?;
+    let pagemap = open_pagemap().map_err(|source| GuardError::Os { op: "open pagemap after fork", source })?;
     for r in st.users.registered() {
-        uffd_register(&uffd, r.clone()).map_err(|source| GuardError::Os {
-            op: "UFFDIO_REGISTER after fork",
-            source,
-        })?;
-        uffd_writeprotect(&uffd, r).map_err(|source| GuardError::Os {
-            op: "UFFDIO_WRITEPROTECT after fork",
-            source,
-        })?;
+        uffd_register(&uffd, r.clone())
+            .map_err(|source| GuardError::Os { op: "UFFDIO_REGISTER after fork", source })?;
+        uffd_writeprotect(&uffd, r)
+            .map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT after fork", source })?;
     }
     for s in st.spans.values() {
         *s.pending.lock() = vec![s.pages.clone()];
@@ -408,12 +366,7 @@ fn fan_out(st: &State, from: u64, found: &[Range<usize>]) {
 }
 
 /// Moves the span's pending ranges inside `range` into `out` (kept sorted and coalesced).
-fn take_pending(
-    info: &SpanInfo,
-    range: &Range<usize>,
-    out: &mut Vec<Range<usize>>,
-    stats: &mut ScanStats,
-) {
+fn take_pending(info: &SpanInfo, range: &Range<usize>, out: &mut Vec<Range<usize>>, stats: &mut ScanStats) {
     let mut pending = info.pending.lock();
     if pending.is_empty() {
         return;
@@ -469,11 +422,7 @@ fn pagemap_scan_with(
     out: &mut Vec<Range<usize>>,
     stats: &mut ScanStats,
 ) -> Result<(), GuardError> {
-    let mut vec = [sys::page_region {
-        start: 0,
-        end: 0,
-        categories: 0,
-    }; SCAN_VEC_LEN];
+    let mut vec = [sys::page_region { start: 0, end: 0, categories: 0 }; SCAN_VEC_LEN];
     let mut start = range.start as u64;
     let end = range.end as u64;
     while start < end {
@@ -507,10 +456,7 @@ fn pagemap_scan_with(
             if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return Err(GuardError::Os {
-                op: "PAGEMAP_SCAN",
-                source: e,
-            });
+            return Err(GuardError::Os { op: "PAGEMAP_SCAN", source: e });
         }
         stats.ioctls += 1;
         for r in &vec[..n as usize] {
@@ -585,11 +531,7 @@ fn new_uffd() -> Result<OwnedFd, String> {
     }
     let sys_err = io::Error::last_os_error();
     // Where the syscall is filtered, /dev/userfaultfd may still be allowed.
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/userfaultfd")
-    {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/userfaultfd") {
         Ok(dev) => {
             const USERFAULTFD_IOC_NEW: u32 = (sys::USERFAULTFD_IOC) << 8; // _IO(0xAA, 0x00)
                                                                           // SAFETY: USERFAULTFD_IOC_NEW takes the flags word by value.
@@ -598,31 +540,16 @@ fn new_uffd() -> Result<OwnedFd, String> {
                 // SAFETY: the ioctl just returned this descriptor; nothing else owns it.
                 return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
             }
-            Err(format!(
-                "userfaultfd refused ({sys_err}); /dev/userfaultfd refused ({})",
-                io::Error::last_os_error()
-            ))
+            Err(format!("userfaultfd refused ({sys_err}); /dev/userfaultfd refused ({})", io::Error::last_os_error()))
         }
-        Err(e) => Err(format!(
-            "userfaultfd refused ({sys_err}); /dev/userfaultfd: {e}"
-        )),
+        Err(e) => Err(format!("userfaultfd refused ({sys_err}); /dev/userfaultfd: {e}")),
     }
 }
 
 fn uffd_api(fd: &OwnedFd, features: u64) -> io::Result<u64> {
-    let mut api = sys::uffdio_api {
-        api: sys::UFFD_API as u64,
-        features,
-        ioctls: 0,
-    };
+    let mut api = sys::uffdio_api { api: sys::UFFD_API as u64, features, ioctls: 0 };
     // SAFETY: UFFDIO_API reads and writes one uffdio_api.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            linux_raw_sys::ioctl::UFFDIO_API as _,
-            &mut api,
-        )
-    };
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), linux_raw_sys::ioctl::UFFDIO_API as _, &mut api) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -631,22 +558,13 @@ fn uffd_api(fd: &OwnedFd, features: u64) -> io::Result<u64> {
 
 fn uffd_register(fd: &OwnedFd, r: Range<usize>) -> io::Result<()> {
     let mut reg = sys::uffdio_register {
-        range: sys::uffdio_range {
-            start: r.start as u64,
-            len: r.len() as u64,
-        },
+        range: sys::uffdio_range { start: r.start as u64, len: r.len() as u64 },
         mode: sys::UFFDIO_REGISTER_MODE_WP as u64,
         ioctls: 0,
     };
     // SAFETY: UFFDIO_REGISTER reads and writes one uffdio_register; the kernel validates the
     // range.
-    let rc = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            linux_raw_sys::ioctl::UFFDIO_REGISTER as _,
-            &mut reg,
-        )
-    };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), linux_raw_sys::ioctl::UFFDIO_REGISTER as _, &mut reg) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -654,18 +572,9 @@ fn uffd_register(fd: &OwnedFd, r: Range<usize>) -> io::Result<()> {
 }
 
 fn uffd_unregister(fd: &OwnedFd, r: Range<usize>) -> io::Result<()> {
-    let range = sys::uffdio_range {
-        start: r.start as u64,
-        len: r.len() as u64,
-    };
+    let range = sys::uffdio_range { start: r.start as u64, len: r.len() as u64 };
     // SAFETY: UFFDIO_UNREGISTER reads one uffdio_range.
-    let rc = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            linux_raw_sys::ioctl::UFFDIO_UNREGISTER as _,
-            &range,
-        )
-    };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), linux_raw_sys::ioctl::UFFDIO_UNREGISTER as _, &range) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -675,20 +584,11 @@ fn uffd_unregister(fd: &OwnedFd, r: Range<usize>) -> io::Result<()> {
 fn uffd_writeprotect(fd: &OwnedFd, r: Range<usize>) -> io::Result<()> {
     loop {
         let mut wp = sys::uffdio_writeprotect {
-            range: sys::uffdio_range {
-                start: r.start as u64,
-                len: r.len() as u64,
-            },
+            range: sys::uffdio_range { start: r.start as u64, len: r.len() as u64 },
             mode: uapi::UFFDIO_WRITEPROTECT_MODE_WP,
         };
         // SAFETY: UFFDIO_WRITEPROTECT reads one uffdio_writeprotect.
-        let rc = unsafe {
-            libc::ioctl(
-                fd.as_raw_fd(),
-                linux_raw_sys::ioctl::UFFDIO_WRITEPROTECT as _,
-                &mut wp,
-            )
-        };
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), linux_raw_sys::ioctl::UFFDIO_WRITEPROTECT as _, &mut wp) };
         if rc == 0 {
             return Ok(());
         }
@@ -805,10 +705,7 @@ mod tests {
         assert_eq!(u.add(0x1000..0x4000), vec![0x1000..0x4000]);
         assert_eq!(u.add(0x3000..0x6000), vec![0x4000..0x6000]);
         assert_eq!(u.add(0x0000..0x8000), vec![0x0000..0x1000, 0x6000..0x8000]);
-        assert_eq!(
-            u.remove(0x0000..0x8000),
-            vec![0x0000..0x1000, 0x6000..0x8000]
-        );
+        assert_eq!(u.remove(0x0000..0x8000), vec![0x0000..0x1000, 0x6000..0x8000]);
         assert_eq!(u.remove(0x1000..0x4000), vec![0x1000..0x3000]);
         assert_eq!(u.registered(), vec![0x3000..0x6000]);
         assert_eq!(u.remove(0x3000..0x6000), vec![0x3000..0x6000]);
@@ -817,9 +714,6 @@ mod tests {
 
     #[test]
     fn normalize_merges_touching_ranges() {
-        assert_eq!(
-            normalize(vec![5..7, 0..2, 2..3, 6..9, 4..4]),
-            vec![0..3, 5..9]
-        );
+        assert_eq!(normalize(vec![5..7, 0..2, 2..3, 6..9, 4..4]), vec![0..3, 5..9]);
     }
 }

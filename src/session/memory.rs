@@ -60,11 +60,7 @@ pub fn must_collect(b: BackendKind) -> bool {
 pub fn clip(m: &Mapping, offset: u64, size: u64) -> Option<(Range<usize>, (u64, u64))> {
     let map_end = m.offset.saturating_add(m.size);
     let start = offset.max(m.offset);
-    let end = if size == WHOLE_SIZE {
-        map_end
-    } else {
-        offset.saturating_add(size).min(map_end)
-    };
+    let end = if size == WHOLE_SIZE { map_end } else { offset.saturating_add(size).min(map_end) };
     if start >= end {
         return None;
     }
@@ -92,16 +88,7 @@ impl Memories {
     pub fn allocate(&mut self, key: (u64, u64), size: u64, cached: bool) -> u64 {
         self.next_alloc += 1;
         let id = self.next_alloc;
-        self.memories.insert(
-            key,
-            Memory {
-                id,
-                size,
-                cached,
-                mapping: None,
-                app_import: false,
-            },
-        );
+        self.memories.insert(key, Memory { id, size, cached, mapping: None, app_import: false });
         id
     }
 
@@ -119,20 +106,10 @@ impl Memories {
         m.app_import |= app_import;
         let (id, cached) = (m.id, m.cached);
         self.mapped.entry(key.0).or_default().insert(id, key.1);
-        self.regions.insert(
-            mapping.region,
-            RegionRef {
-                region: mapping.region,
-                alloc: id,
-                memory: key.1,
-                map: mapping,
-            },
-        );
+        self.regions
+            .insert(mapping.region, RegionRef { region: mapping.region, alloc: id, memory: key.1, map: mapping });
         if must_collect(mapping.backend) {
-            self.shadows
-                .entry(key.0)
-                .or_default()
-                .insert(mapping.region, (len, cached));
+            self.shadows.entry(key.0).or_default().insert(mapping.region, (len, cached));
         }
     }
 
@@ -145,11 +122,7 @@ impl Memories {
             map.remove(&alloc);
         }
         self.forget_region(key.0, mapping.region);
-        Some(Untracked {
-            alloc,
-            memory: key.1,
-            mapping,
-        })
+        Some(Untracked { alloc, memory: key.1, mapping })
     }
 
     fn forget_region(&mut self, device: u64, region: RegionId) {
@@ -169,17 +142,10 @@ impl Memories {
         let mapped = self.mapped.remove(&device).unwrap_or_default();
         let mut untracked = Vec::new();
         for (_, mem) in mapped {
-            let taken = self
-                .memories
-                .get_mut(&(device, mem))
-                .and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
+            let taken = self.memories.get_mut(&(device, mem)).and_then(|m| m.mapping.take().map(|mp| (m.id, mp)));
             if let Some((alloc, mapping)) = taken {
                 self.forget_region(device, mapping.region);
-                untracked.push(Untracked {
-                    alloc,
-                    memory: mem,
-                    mapping,
-                });
+                untracked.push(Untracked { alloc, memory: mem, mapping });
             }
         }
         self.shadows.remove(&device);
@@ -208,10 +174,7 @@ impl Memories {
         let Some(sh) = self.shadows.get(&device) else {
             return Vec::new();
         };
-        sh.iter()
-            .filter(|(_, &(_, cached))| refresh(cached))
-            .map(|(&r, &(len, _))| (r, len))
-            .collect()
+        sh.iter().filter(|(_, &(_, cached))| refresh(cached)).map(|(&r, &(len, _))| (r, len)).collect()
     }
 }
 
@@ -220,30 +183,16 @@ mod tests {
     use super::*;
 
     fn mapping(region: u64, offset: u64, size: u64, backend: BackendKind) -> Mapping {
-        Mapping {
-            region: RegionId(region),
-            offset,
-            size,
-            backend,
-        }
+        Mapping { region: RegionId(region), offset, size, backend }
     }
 
     #[test]
     fn flush_ranges_clip_to_the_mapping() {
         let m = mapping(1, 0x1000, 0x3000, BackendKind::AsyncWp);
-        assert_eq!(
-            clip(&m, 0x1000, 0x3000),
-            Some((0..0x3000, (0x1000, 0x3000)))
-        );
-        assert_eq!(
-            clip(&m, 0x2000, WHOLE_SIZE),
-            Some((0x1000..0x3000, (0x2000, 0x2000)))
-        );
+        assert_eq!(clip(&m, 0x1000, 0x3000), Some((0..0x3000, (0x1000, 0x3000))));
+        assert_eq!(clip(&m, 0x2000, WHOLE_SIZE), Some((0x1000..0x3000, (0x2000, 0x2000))));
         assert_eq!(clip(&m, 0, 0x1800), Some((0..0x800, (0x1000, 0x800))));
-        assert_eq!(
-            clip(&m, 0x3800, 0x10000),
-            Some((0x2800..0x3000, (0x3800, 0x800)))
-        );
+        assert_eq!(clip(&m, 0x3800, 0x10000), Some((0x2800..0x3000, (0x3800, 0x800))));
         assert_eq!(clip(&m, 0x4000, 0x100), None);
         assert_eq!(clip(&m, 0, 0x1000), None);
         assert_eq!(clip(&m, u64::MAX - 1, u64::MAX - 1), None);
@@ -252,12 +201,7 @@ mod tests {
     #[test]
     fn only_shadow_backends_must_collect_at_every_submit() {
         assert!(must_collect(BackendKind::Shadow) && must_collect(BackendKind::ShadowWp));
-        for b in [
-            BackendKind::AsyncWp,
-            BackendKind::Full,
-            BackendKind::Assisted,
-            BackendKind::HostImport,
-        ] {
+        for b in [BackendKind::AsyncWp, BackendKind::Full, BackendKind::Assisted, BackendKind::HostImport] {
             assert!(!must_collect(b), "{b}");
         }
     }
@@ -275,21 +219,11 @@ mod tests {
         m.map((1, 10), ma, 4096, false);
         m.map((1, 11), mb, 4096, false);
         assert!(m.has_mappings(1) && !m.has_mappings(2));
-        assert_eq!(
-            m.region(RegionId(101)).map(|r| (r.alloc, r.memory)),
-            Some((2, 11))
-        );
+        assert_eq!(m.region(RegionId(101)).map(|r| (r.alloc, r.memory)), Some((2, 11)));
         // Only the shadow is refreshed at sync points, and only when the policy selects it.
         assert_eq!(m.shadows(1, |_| true), vec![(RegionId(101), 4096)]);
         assert_eq!(m.shadows(1, |cached| !cached), vec![]);
-        assert_eq!(
-            m.unmap((1, 11)),
-            Some(Untracked {
-                alloc: 2,
-                memory: 11,
-                mapping: mb
-            })
-        );
+        assert_eq!(m.unmap((1, 11)), Some(Untracked { alloc: 2, memory: 11, mapping: mb }));
         assert_eq!(m.unmap((1, 11)), None, "unmapped twice");
         assert!(m.region(RegionId(101)).is_none() && m.shadows(1, |_| true).is_empty());
         assert_eq!(m.free((1, 11)).map(|x| x.id), Some(2));
@@ -304,9 +238,7 @@ mod tests {
         let mut m = Memories::default();
         m.allocate((1, 10), 4096, false);
         m.map((1, 10), mapping(5, 0, 4096, BackendKind::Full), 4096, true);
-        assert!(m
-            .get((1, 10))
-            .is_some_and(|x| x.app_import && x.mapping.is_some()));
+        assert!(m.get((1, 10)).is_some_and(|x| x.app_import && x.mapping.is_some()));
     }
 
     #[test]
@@ -320,14 +252,7 @@ mod tests {
         m.map((1, 10), m1, 4096, false);
         m.map((2, 10), m2, 4096, false);
         let (untracked, ids) = m.device_destroyed(1);
-        assert_eq!(
-            untracked,
-            vec![Untracked {
-                alloc: 1,
-                memory: 10,
-                mapping: m1
-            }]
-        );
+        assert_eq!(untracked, vec![Untracked { alloc: 1, memory: 10, mapping: m1 }]);
         assert_eq!(ids, vec![1, 2]);
         assert!(m.get((1, 11)).is_none() && m.region(RegionId(7)).is_none());
         assert!(m.has_mappings(2) && m.region(RegionId(8)).is_some());

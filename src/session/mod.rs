@@ -118,10 +118,7 @@ mod tests {
     fn a_second_trace_never_replaces_the_first() {
         let mut t = TraceSlot::default();
         assert!(!t.is_open() && !t.is_closed() && t.writer().is_none());
-        assert!(matches!(
-            t.opening(Existing::Overwrite),
-            Existing::Overwrite
-        ));
+        assert!(matches!(t.opening(Existing::Overwrite), Existing::Overwrite));
         t.off();
         assert!(t.is_closed() && t.close().is_none());
         assert!(matches!(t.opening(Existing::Overwrite), Existing::Next));
@@ -129,19 +126,13 @@ mod tests {
 
     #[test]
     fn closing_an_open_trace_gives_its_totals_once() {
-        let path =
-            std::env::temp_dir().join(format!("vkdirty-session-unit-{}.vkd", std::process::id()));
+        let path = std::env::temp_dir().join(format!("vkdirty-session-unit-{}.vkd", std::process::id()));
         let file = std::fs::File::create(&path).unwrap();
-        let w = TraceWriter::with_sink(file, path.display().to_string(), WriterOptions::default())
-            .unwrap();
+        let w = TraceWriter::with_sink(file, path.display().to_string(), WriterOptions::default()).unwrap();
         let mut t = TraceSlot::default();
         t.opened(w);
         assert!(t.is_open());
-        t.writer().unwrap().record(&Event::Frame {
-            frame: 1,
-            last_submit: 0,
-            timestamp_ns: 0,
-        });
+        t.writer().unwrap().record(&Event::Frame { frame: 1, last_submit: 0, timestamp_ns: 0 });
         let totals = t.close().unwrap().unwrap();
         assert_eq!(totals.frames, 1);
         assert!(t.is_closed() && t.writer().is_none() && t.close().is_none());

@@ -44,8 +44,7 @@ impl SyncFilter {
             if self.seen_fences.len() + fences.len() > LIMIT {
                 self.seen_fences.clear();
             }
-            self.seen_fences
-                .extend(fences.iter().copied().filter(|&f| f != 0));
+            self.seen_fences.extend(fences.iter().copied().filter(|&f| f != 0));
         }
         need
     }
@@ -53,9 +52,7 @@ impl SyncFilter {
     /// `vkWaitSemaphores` succeeded (`all`: every semaphore reached its value) or
     /// `vkGetSemaphoreCounterValue` returned a value (one pair, `all`). Whether to refresh.
     pub fn semaphores(&mut self, values: &[(u64, u64)], all: bool) -> bool {
-        let need = values
-            .iter()
-            .any(|(s, v)| self.semaphores.get(s).map_or(true, |seen| v > seen));
+        let need = values.iter().any(|(s, v)| self.semaphores.get(s).map_or(true, |seen| v > seen));
         if all {
             if self.semaphores.len() + values.len() > LIMIT {
                 self.semaphores.clear();
@@ -107,10 +104,7 @@ mod tests {
         assert!(!f.semaphores(&[(3, 4)], true));
         assert!(f.semaphores(&[(3, 6)], true));
         assert!(f.semaphores(&[(3, 9), (4, 1)], false));
-        assert!(
-            f.semaphores(&[(3, 9)], true),
-            "a wait for any did not record 9"
-        );
+        assert!(f.semaphores(&[(3, 9)], true), "a wait for any did not record 9");
         assert!(f.semaphores(&[(3, 9), (4, 1)], true));
         assert!(!f.semaphores(&[(4, 1)], true));
     }
@@ -137,11 +131,7 @@ mod tests {
             f.semaphores(&[(i, 1)], true);
             f.submitted(1, i, 0);
         }
-        assert!(
-            f.seen_fences.len() <= LIMIT
-                && f.semaphores.len() <= LIMIT
-                && f.busy_queues.len() <= LIMIT
-        );
+        assert!(f.seen_fences.len() <= LIMIT && f.semaphores.len() <= LIMIT && f.busy_queues.len() <= LIMIT);
         // Forgotten entries only cost a refresh.
         assert!(f.fences(&[1], true));
     }

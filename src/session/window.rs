@@ -66,13 +66,7 @@ pub struct Window<T> {
 
 impl<T: Trigger> Window<T> {
     pub fn new(trigger: Option<T>) -> Window<T> {
-        Window {
-            seq: 0,
-            frame: 0,
-            active: false,
-            trigger,
-            presented: false,
-        }
+        Window { seq: 0, frame: 0, active: false, trigger, presented: false }
     }
 
     /// The sequence number the next submit gets (what is collected now is recorded for it).
@@ -122,21 +116,10 @@ impl<T: Trigger> Window<T> {
                 t.consumed();
             }
         }
-        let mark = (self.windowed(s) && active != self.active).then_some(if active {
-            Mark::Start
-        } else {
-            Mark::Stop
-        });
+        let mark = (self.windowed(s) && active != self.active).then_some(if active { Mark::Start } else { Mark::Stop });
         self.active = active;
         let record = active || s.captures_later(frame, seq);
-        SubmitStep {
-            seq,
-            frame,
-            active,
-            record,
-            mark,
-            trigger_changed,
-        }
+        SubmitStep { seq, frame, active, record, mark, trigger_changed }
     }
 
     /// A present: the current frame ends.
@@ -156,11 +139,7 @@ impl<T: Trigger> Window<T> {
                 trigger_changed = Some(on);
             }
         }
-        PresentStep {
-            frame,
-            last_submit: self.seq,
-            trigger_changed,
-        }
+        PresentStep { frame, last_submit: self.seq, trigger_changed }
     }
 }
 
@@ -210,10 +189,7 @@ mod tests {
     }
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let (s, warnings) = Settings::load(&move |n: &str| m.get(n).cloned());
         assert!(warnings.is_empty(), "{warnings:?}");
         s
@@ -229,24 +205,10 @@ mod tests {
             let step = w.submit(&s);
             assert_eq!(
                 step,
-                SubmitStep {
-                    seq,
-                    frame: 1,
-                    active: true,
-                    record: true,
-                    mark: None,
-                    trigger_changed: None
-                }
+                SubmitStep { seq, frame: 1, active: true, record: true, mark: None, trigger_changed: None }
             );
         }
-        assert_eq!(
-            w.present(),
-            PresentStep {
-                frame: 1,
-                last_submit: 3,
-                trigger_changed: None
-            }
-        );
+        assert_eq!(w.present(), PresentStep { frame: 1, last_submit: 3, trigger_changed: None });
         assert_eq!(w.submit(&s).frame, 2);
         assert!(!w.outside(&s) && w.records_later(&s));
     }
@@ -260,10 +222,8 @@ mod tests {
             steps.push(w.submit(&s));
             w.present();
         }
-        let got: Vec<(u64, bool, bool, Option<Mark>)> = steps
-            .iter()
-            .map(|s| (s.frame, s.active, s.record, s.mark))
-            .collect();
+        let got: Vec<(u64, bool, bool, Option<Mark>)> =
+            steps.iter().map(|s| (s.frame, s.active, s.record, s.mark)).collect();
         assert_eq!(
             got,
             vec![
@@ -287,10 +247,7 @@ mod tests {
         let c = w.submit(&s);
         assert_eq!((c.seq, c.active, c.mark), (3, true, Some(Mark::Start)));
         let d = w.submit(&s);
-        assert_eq!(
-            (d.active, d.record, d.mark),
-            (false, false, Some(Mark::Stop))
-        );
+        assert_eq!((d.active, d.record, d.mark), (false, false, Some(Mark::Stop)));
     }
 
     #[test]
@@ -301,23 +258,12 @@ mod tests {
         assert!(!w.submit(&s).active);
         w.trigger.as_mut().unwrap().want = true;
         let on = w.submit(&s);
-        assert_eq!(
-            (on.active, on.mark, on.trigger_changed),
-            (true, Some(Mark::Start), Some(true))
-        );
-        assert_eq!(
-            w.trigger.as_ref().unwrap().consumed,
-            1,
-            "a submit of the window before any present"
-        );
+        assert_eq!((on.active, on.mark, on.trigger_changed), (true, Some(Mark::Start), Some(true)));
+        assert_eq!(w.trigger.as_ref().unwrap().consumed, 1, "a submit of the window before any present");
         // After a present the trigger is read per frame, not per submit.
         let p = w.present();
         assert_eq!((p.frame, p.trigger_changed), (1, None));
-        assert_eq!(
-            w.trigger.as_ref().unwrap().consumed,
-            2,
-            "the frame that ended was in the window"
-        );
+        assert_eq!(w.trigger.as_ref().unwrap().consumed, 2, "the frame that ended was in the window");
         w.trigger.as_mut().unwrap().want = false;
         assert!(w.submit(&s).active, "still on until the next present");
         let p = w.present();

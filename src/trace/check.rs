@@ -67,8 +67,7 @@ impl Checker {
 
     /// A damaged range, found just before the next block.
     pub fn damaged(&mut self, d: &Damage) {
-        let allocations =
-            self.allocs.iter().filter(|(_, a)| a.live && a.host_visible).map(|(&id, _)| id).collect();
+        let allocations = self.allocs.iter().filter(|(_, a)| a.live && a.host_visible).map(|(&id, _)| id).collect();
         self.impacts.push(Impact { damage: d.clone(), intact_through: self.last_submit, allocations });
     }
 
@@ -89,7 +88,11 @@ impl Checker {
                     self.allocs.insert(id, Alloc { size: u64::MAX, host_visible: true, live: true });
                     return true;
                 }
-                return self.problem(offset, Some(id), format!("{what} for allocation {id}, which has no allocation record"));
+                return self.problem(
+                    offset,
+                    Some(id),
+                    format!("{what} for allocation {id}, which has no allocation record"),
+                );
             }
         };
         match off.checked_add(len) {

@@ -143,9 +143,7 @@ pub fn open_trace_file(path: &Path, existing: Existing) -> Result<Opened, TraceE
         Ok(f) => (f, path.to_path_buf(), None),
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(TraceError::io(ctx(path), e)),
         Err(e) => match existing {
-            Existing::Refuse => {
-                return Err(TraceError::io(format!("{} (VKDIRTY_TRACE_EXISTS=refuse)", ctx(path)), e))
-            }
+            Existing::Refuse => return Err(TraceError::io(format!("{} (VKDIRTY_TRACE_EXISTS=refuse)", ctx(path)), e)),
             Existing::Overwrite => {
                 if let Some(why) = overwrite_refusal(path) {
                     return Err(TraceError::io(

@@ -400,7 +400,11 @@ impl<'a> Cursor<'a> {
         if self.b.len() - self.pos < n {
             return Err(TraceError::corrupt(
                 self.base,
-                format!("payload too short: need {n} bytes at payload offset {}, {} left", self.pos, self.b.len() - self.pos),
+                format!(
+                    "payload too short: need {n} bytes at payload offset {}, {} left",
+                    self.pos,
+                    self.b.len() - self.pos
+                ),
             ));
         }
         let s = &self.b[self.pos..self.pos + n];
@@ -561,7 +565,11 @@ mod tests {
         let s = Session {
             pid: 1,
             process_name: "p".into(),
-            settings: vec![SessionSetting { name: "BACKEND".into(), value: "full".into(), from: "VKDIRTY_BACKEND".into() }],
+            settings: vec![SessionSetting {
+                name: "BACKEND".into(),
+                value: "full".into(),
+                from: "VKDIRTY_BACKEND".into(),
+            }],
             ..Session::default()
         };
         let mut with = Vec::new();
@@ -571,7 +579,10 @@ mod tests {
         let mut old = Vec::new();
         encode_payload(&Event::Session(Session { settings: Vec::new(), ..s.clone() }), &mut old);
         old.truncate(old.len() - 4);
-        assert_eq!(decode_payload(BlockType::Session, &old, 0).unwrap(), Event::Session(Session { settings: Vec::new(), ..s }));
+        assert_eq!(
+            decode_payload(BlockType::Session, &old, 0).unwrap(),
+            Event::Session(Session { settings: Vec::new(), ..s })
+        );
         // A count the payload cannot hold is an error, not an allocation.
         let mut bad = old.clone();
         bad.extend_from_slice(&u32::MAX.to_le_bytes());

@@ -19,9 +19,9 @@ pub mod stats;
 pub mod summary;
 pub mod writer;
 
+pub use check::{Checker, Impact, Problem};
 pub use file::{open_trace_file, Existing, Opened};
 pub use format::{BlockType, Compression, FileHeader};
-pub use check::{Checker, Impact, Problem};
 pub use reader::{Block, Damage, TraceReader, Truncation};
 pub use replay::Replay;
 pub use summary::Summary;
@@ -31,7 +31,11 @@ pub use writer::{DirtyWriter, TraceSink, TraceWriter, WriterOptions, WriterStats
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("not a vkdirty trace (bad magic)")]
     BadMagic,
     #[error("unsupported trace format version {found} (this build reads version {supported})")]
@@ -150,14 +154,31 @@ pub enum Event {
     Session(Session),
     Allocation(Allocation),
     Map(Map),
-    Unmap { alloc: u64 },
-    Free { alloc: u64 },
-    Flush { alloc: u64, ranges: Vec<(u64, u64)> },
+    Unmap {
+        alloc: u64,
+    },
+    Free {
+        alloc: u64,
+    },
+    Flush {
+        alloc: u64,
+        ranges: Vec<(u64, u64)>,
+    },
     Dirty(Dirty),
     Submit(Submit),
     /// `vkQueuePresentKHR`: frame `frame` ended after submit `last_submit`.
-    Frame { frame: u64, last_submit: u64, timestamp_ns: u64 },
-    CaptureStart { frame: u64, submit: u64 },
-    CaptureStop { frame: u64, submit: u64 },
+    Frame {
+        frame: u64,
+        last_submit: u64,
+        timestamp_ns: u64,
+    },
+    CaptureStart {
+        frame: u64,
+        submit: u64,
+    },
+    CaptureStop {
+        frame: u64,
+        submit: u64,
+    },
     End(Totals),
 }

@@ -292,7 +292,9 @@ impl StatsBuilder {
                     let name = m.backend.name();
                     match a.backends.iter_mut().find(|x| x.backend == name && x.reason == m.reason) {
                         Some(x) => x.maps += 1,
-                        None => a.backends.push(AllocBackend { backend: name.into(), reason: m.reason.clone(), maps: 1 }),
+                        None => {
+                            a.backends.push(AllocBackend { backend: name.into(), reason: m.reason.clone(), maps: 1 })
+                        }
                     }
                 }
             }
@@ -432,9 +434,8 @@ impl Stats {
     /// file offset reached.
     pub fn from_file(path: impl AsRef<Path>, mut progress: impl FnMut(u64)) -> Result<Stats, TraceError> {
         let path = path.as_ref();
-        let file_bytes = std::fs::metadata(path)
-            .map_err(|e| TraceError::io(format!("cannot open {}", path.display()), e))?
-            .len();
+        let file_bytes =
+            std::fs::metadata(path).map_err(|e| TraceError::io(format!("cannot open {}", path.display()), e))?.len();
         let mut r = TraceReader::open(path)?.salvage(true);
         let mut b = StatsBuilder::new(&r, file_bytes);
         let mut checker = Checker::new();

@@ -124,9 +124,8 @@ fn api_version(v: u32) -> String {
 impl Summary {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Summary, TraceError> {
         let path = path.as_ref();
-        let file_bytes = std::fs::metadata(path)
-            .map_err(|e| TraceError::io(format!("cannot open {}", path.display()), e))?
-            .len();
+        let file_bytes =
+            std::fs::metadata(path).map_err(|e| TraceError::io(format!("cannot open {}", path.display()), e))?.len();
         Summary::from_reader(TraceReader::open(path)?, file_bytes)
     }
 
@@ -254,13 +253,9 @@ impl SummaryBuilder {
             dirty_bytes: Dist::of(self.per_submit.values().map(|v| v.0).collect()),
             dirty_pages: Dist::of(self.per_submit.values().map(|v| v.1).collect()),
         };
-        s.compression_ratio =
-            if s.stored_bytes == 0 { 1.0 } else { s.payload_bytes as f64 / s.stored_bytes as f64 };
-        s.backend_reasons = self
-            .reasons
-            .into_iter()
-            .map(|((backend, reason), maps)| BackendReason { backend, reason, maps })
-            .collect();
+        s.compression_ratio = if s.stored_bytes == 0 { 1.0 } else { s.payload_bytes as f64 / s.stored_bytes as f64 };
+        s.backend_reasons =
+            self.reasons.into_iter().map(|((backend, reason), maps)| BackendReason { backend, reason, maps }).collect();
         if let Some(t) = r.truncation() {
             s.truncated = true;
             s.truncation = Some(t.to_string());

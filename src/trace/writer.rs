@@ -31,8 +31,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::file::{open_trace_file, Existing};
 use super::format::{
-    count_pages, encode_payload, BlockHeader, BlockType, Compression, FileHeader, DIRTY_PREFIX_LEN,
-    FLAG_LZ4, MAX_PAYLOAD, RUN_LEN,
+    count_pages, encode_payload, BlockHeader, BlockType, Compression, FileHeader, DIRTY_PREFIX_LEN, FLAG_LZ4,
+    MAX_PAYLOAD, RUN_LEN,
 };
 use super::{Event, Totals, TraceError};
 
@@ -202,7 +202,11 @@ impl TraceWriter {
     }
 
     /// Starts a writer on any sink; `name` appears in the error message.
-    pub fn with_sink<S: TraceSink>(sink: S, name: impl Into<String>, mut opts: WriterOptions) -> Result<TraceWriter, TraceError> {
+    pub fn with_sink<S: TraceSink>(
+        sink: S,
+        name: impl Into<String>,
+        mut opts: WriterOptions,
+    ) -> Result<TraceWriter, TraceError> {
         opts.page_size = opts.page_size.max(1);
         let ps = opts.page_size as usize;
         // Whole pages per block, at least two, within what readers accept.
@@ -598,7 +602,8 @@ fn writer_thread(shared: Arc<Shared>, sink: Box<dyn TraceSink>, name: String, he
             Job::Block { ty, payload, dirty_bytes, pages } => {
                 if ok() {
                     let mut compression = shared.opts.compression;
-                    if compression == Compression::Lz4 && shared.opts.adaptive && backlog > shared.opts.queue_bytes / 2 {
+                    if compression == Compression::Lz4 && shared.opts.adaptive && backlog > shared.opts.queue_bytes / 2
+                    {
                         compression = Compression::None;
                         c.raw_behind.fetch_add(1, Ordering::Relaxed);
                     }

@@ -6,18 +6,11 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use vkdirty::guard::{
-    page_size, BackendKind, CollectStats, GuardManager, RegionId, TrackOptions, Tracked,
-};
+use vkdirty::guard::{page_size, BackendKind, CollectStats, GuardManager, RegionId, TrackOptions, Tracked};
 
 /// The backends this build creates, checked by every generic test.
-pub const BACKENDS: &[BackendKind] = &[
-    BackendKind::AsyncWp,
-    BackendKind::ShadowWp,
-    BackendKind::Full,
-    BackendKind::Assisted,
-    BackendKind::Shadow,
-];
+pub const BACKENDS: &[BackendKind] =
+    &[BackendKind::AsyncWp, BackendKind::ShadowWp, BackendKind::Full, BackendKind::Assisted, BackendKind::Shadow];
 
 /// What a backend reports at a collection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,28 +76,12 @@ impl Mapping {
                 }
                 MemKind::DevZero => {
                     let fd = libc::open(c"/dev/zero".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-                    assert!(
-                        fd >= 0,
-                        "open /dev/zero: {}",
-                        std::io::Error::last_os_error()
-                    );
+                    assert!(fd >= 0, "open /dev/zero: {}", std::io::Error::last_os_error());
                     (libc::MAP_SHARED, fd)
                 }
             };
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd,
-                0,
-            );
-            assert_ne!(
-                p,
-                libc::MAP_FAILED,
-                "mmap {kind:?}: {}",
-                std::io::Error::last_os_error()
-            );
+            let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0);
+            assert_ne!(p, libc::MAP_FAILED, "mmap {kind:?}: {}", std::io::Error::last_os_error());
             if fd >= 0 {
                 libc::close(fd);
             }
@@ -147,28 +124,14 @@ pub struct Subject<'a> {
 }
 
 impl<'a> Subject<'a> {
-    pub fn track(
-        mgr: &'a GuardManager,
-        kind: BackendKind,
-        real: *mut u8,
-        len: usize,
-        ctx: &str,
-    ) -> Subject<'a> {
+    pub fn track(mgr: &'a GuardManager, kind: BackendKind, real: *mut u8, len: usize, ctx: &str) -> Subject<'a> {
         // SAFETY: test mappings outlive the subject and are untracked before they are dropped.
         let t = unsafe { mgr.track(real, len, kind, &TrackOptions::default()) }
             .unwrap_or_else(|e| panic!("{ctx}: track: {e}"));
         assert_eq!(t.backend, kind);
         // SAFETY: `real..real+len` is mapped.
         let mirror = unsafe { std::slice::from_raw_parts(real, len) }.to_vec();
-        Subject {
-            mgr,
-            kind,
-            t,
-            real,
-            len,
-            mirror,
-            ctx: format!("{ctx} [{kind}]"),
-        }
+        Subject { mgr, kind, t, real, len, mirror, ctx: format!("{ctx} [{kind}]") }
     }
 
     pub fn id(&self) -> RegionId {
@@ -179,9 +142,7 @@ impl<'a> Subject<'a> {
     pub fn write(&self, off: usize, bytes: &[u8]) {
         assert!(off + bytes.len() <= self.len);
         // SAFETY: in bounds of the tracked region, through the pointer the application uses.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.t.app_ptr.add(off), bytes.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.t.app_ptr.add(off), bytes.len()) };
         self.mgr.flushed(self.id(), off..off + bytes.len()).unwrap();
     }
 
@@ -211,10 +172,7 @@ impl<'a> Subject<'a> {
         let view = (self.t.app_ptr != self.real).then(|| self.app_view().to_vec());
         let mut c = Collected::default();
         let mut sink = |off: usize, b: &[u8]| c.runs.push((off, b.to_vec()));
-        c.stats = self
-            .mgr
-            .untrack(self.id(), &mut sink)
-            .unwrap_or_else(|e| panic!("{}: untrack: {e}", self.ctx));
+        c.stats = self.mgr.untrack(self.id(), &mut sink).unwrap_or_else(|e| panic!("{}: untrack: {e}", self.ctx));
         self.check_and_apply(&c);
         self.assert_same("memory", self.real_bytes());
         if let Some(v) = view {
@@ -230,30 +188,15 @@ impl<'a> Subject<'a> {
         let mut bytes = 0;
         for (i, (off, b)) in c.runs.iter().enumerate() {
             assert!(!b.is_empty(), "{}: empty run", self.ctx);
-            assert!(
-                off + b.len() <= self.len,
-                "{}: run {off}+{} outside region of {}",
-                self.ctx,
-                b.len(),
-                self.len
-            );
-            assert!(
-                i == 0 || *off >= prev_end,
-                "{}: runs out of order or overlapping",
-                self.ctx
-            );
+            assert!(off + b.len() <= self.len, "{}: run {off}+{} outside region of {}", self.ctx, b.len(), self.len);
+            assert!(i == 0 || *off >= prev_end, "{}: runs out of order or overlapping", self.ctx);
             prev_end = off + b.len();
             bytes += b.len();
             self.mirror[*off..off + b.len()].copy_from_slice(b);
         }
         assert_eq!(c.stats.runs, c.runs.len(), "{}: stats.runs", self.ctx);
         assert_eq!(c.stats.bytes, bytes, "{}: stats.bytes", self.ctx);
-        assert_eq!(
-            c.stats.pages,
-            self.pages_of(c).len(),
-            "{}: stats.pages",
-            self.ctx
-        );
+        assert_eq!(c.stats.pages, self.pages_of(c).len(), "{}: stats.pages", self.ctx);
     }
 
     /// Absolute page numbers of the region.
@@ -269,9 +212,7 @@ impl<'a> Subject<'a> {
 
     /// Absolute page numbers of region offsets.
     pub fn pages_at(&self, offs: &[usize]) -> BTreeSet<usize> {
-        offs.iter()
-            .map(|o| (self.real as usize + o) / page_size())
-            .collect()
+        offs.iter().map(|o| (self.real as usize + o) / page_size()).collect()
     }
 
     /// What this backend must report after the harness wrote (and declared) at `offs`.
@@ -280,12 +221,7 @@ impl<'a> Subject<'a> {
             Reports::Everything => self.all_pages(),
             Reports::WrittenPages | Reports::Declared | Reports::OwnWrites => self.pages_at(offs),
         };
-        assert_eq!(
-            self.pages_of(c),
-            want,
-            "{}: reported pages (written at offsets {offs:?})",
-            self.ctx
-        );
+        assert_eq!(self.pages_of(c), want, "{}: reported pages (written at offsets {offs:?})", self.ctx);
     }
 
     /// The mirror, built from collections only, equals the real memory byte for byte and (for
@@ -311,10 +247,7 @@ impl<'a> Subject<'a> {
 
     fn assert_same(&self, what: &str, bytes: &[u8]) {
         if let Some(i) = (0..self.len).find(|&i| bytes[i] != self.mirror[i]) {
-            panic!(
-                "{}: mirror differs from {what} at offset {i} ({} != {})",
-                self.ctx, self.mirror[i], bytes[i]
-            );
+            panic!("{}: mirror differs from {what} at offset {i} ({} != {})", self.ctx, self.mirror[i], bytes[i]);
         }
     }
 }
@@ -327,10 +260,7 @@ fn ctx(mem: MemKind, what: &str) -> String {
 fn pages_from(base: *mut u8, c: &Collected) -> BTreeSet<usize> {
     let p = page_size();
     let base = base as usize;
-    c.runs
-        .iter()
-        .flat_map(|(off, b)| (base + off) / p..(base + off + b.len()).div_ceil(p))
-        .collect()
+    c.runs.iter().flat_map(|(off, b)| (base + off) / p..(base + off + b.len()).div_ceil(p)).collect()
 }
 
 /// Reported set == written set, on fresh and on populated memory; a rescan reports nothing new.
@@ -342,31 +272,14 @@ pub fn exact_set(kind: BackendKind, mem: MemKind) {
             m.fill(7);
         }
         let mgr = GuardManager::new();
-        let mut s = Subject::track(
-            &mgr,
-            kind,
-            m.ptr,
-            m.len,
-            &ctx(mem, &format!("exact_set populated={populated}")),
-        );
-        let offs = [
-            0,
-            3 * p + 17,
-            4 * p,
-            5 * p + p - 1,
-            9 * p + 100,
-            15 * p + 4000,
-        ];
+        let mut s = Subject::track(&mgr, kind, m.ptr, m.len, &ctx(mem, &format!("exact_set populated={populated}")));
+        let offs = [0, 3 * p + 17, 4 * p, 5 * p + p - 1, 9 * p + 100, 15 * p + 4000];
         for (i, &o) in offs.iter().enumerate() {
             s.write(o, &[0xA0 + i as u8]);
         }
         let c = s.collect();
         s.expect(&c, &offs);
-        assert_eq!(
-            c.stats.thp_pages, 0,
-            "{}: THP on memory that has none",
-            s.ctx
-        );
+        assert_eq!(c.stats.thp_pages, 0, "{}: THP on memory that has none", s.ctx);
         let again = s.collect();
         s.expect(&again, &[]);
         s.assert_mirror();
@@ -438,26 +351,11 @@ pub fn unaligned_region(kind: BackendKind, mem: MemKind) {
     let c = s.collect();
     s.expect(&c, &offs);
     if reports(kind) != Reports::Declared {
-        assert_eq!(
-            c.runs.first().map(|r| r.0),
-            Some(0),
-            "{}: first run starts at the region",
-            s.ctx
-        );
+        assert_eq!(c.runs.first().map(|r| r.0), Some(0), "{}: first run starts at the region", s.ctx);
         let last = c.runs.last().unwrap();
-        assert_eq!(
-            last.0 + last.1.len(),
-            len,
-            "{}: last run ends at the region's end",
-            s.ctx
-        );
+        assert_eq!(last.0 + last.1.len(), len, "{}: last run ends at the region's end", s.ctx);
         if exact(kind) {
-            assert_eq!(
-                c.runs[0].1.len(),
-                p - start,
-                "{}: first run clipped to the region",
-                s.ctx
-            );
+            assert_eq!(c.runs[0].1.len(), p - start, "{}: first run clipped to the region", s.ctx);
         }
     }
     // A range collection that ends inside a written page loses nothing.
@@ -465,22 +363,13 @@ pub fn unaligned_region(kind: BackendKind, mem: MemKind) {
     s.write(4 * p + 300, &[8]);
     let c = s.collect_range(Some(0..2 * p + 5));
     if exact(kind) {
-        assert!(
-            s.pages_of(&c).is_empty() || s.pages_of(&c) == s.pages_at(&[2 * p + 10]),
-            "{}",
-            s.ctx
-        );
+        assert!(s.pages_of(&c).is_empty() || s.pages_of(&c) == s.pages_at(&[2 * p + 10]), "{}", s.ctx);
     }
     let rest = s.collect();
     let mut seen = s.pages_of(&c);
     seen.extend(s.pages_of(&rest));
     if reports(kind) != Reports::Everything {
-        assert_eq!(
-            seen,
-            s.pages_at(&[2 * p + 10, 4 * p + 300]),
-            "{}: range then whole",
-            s.ctx
-        );
+        assert_eq!(seen, s.pages_at(&[2 * p + 10, 4 * p + 300]), "{}: range then whole", s.ctx);
     }
     s.assert_mirror();
     s.untrack();
@@ -496,10 +385,7 @@ pub fn range_collection(kind: BackendKind, mem: MemKind) {
     s.write(5 * p + 1, &[2]);
     let c = s.collect_range(Some(0..3 * p));
     match reports(kind) {
-        Reports::Everything => assert_eq!(
-            s.pages_of(&c),
-            (0..3).map(|i| m.ptr as usize / p + i).collect()
-        ),
+        Reports::Everything => assert_eq!(s.pages_of(&c), (0..3).map(|i| m.ptr as usize / p + i).collect()),
         _ => assert_eq!(s.pages_of(&c), s.pages_at(&[p + 1]), "{}", s.ctx),
     }
     let c = s.collect();
@@ -540,12 +426,7 @@ pub fn shared_page(kind: BackendKind, mem: MemKind) {
     let ca = a.collect();
     a.expect(&ca, &[a_off(2 * p + 20)]);
     match reports(kind) {
-        Reports::WrittenPages => assert_eq!(
-            b.pages_of(&cb),
-            b.pages_at(&[0]),
-            "{}: B sees page 2 written",
-            b.ctx
-        ),
+        Reports::WrittenPages => assert_eq!(b.pages_of(&cb), b.pages_at(&[0]), "{}: B sees page 2 written", b.ctx),
         Reports::OwnWrites => {
             assert!(cb.runs.is_empty(), "{}: B's own pointer wrote nothing", b.ctx)
         }
@@ -558,12 +439,9 @@ pub fn shared_page(kind: BackendKind, mem: MemKind) {
     let cb = b.collect();
     b.expect(&cb, &[b_off(2 * p + 70)]);
     match reports(kind) {
-        Reports::WrittenPages => assert_eq!(
-            a.pages_of(&ca),
-            a.pages_at(&[a_off(2 * p)]),
-            "{}: A sees page 2 written by B",
-            a.ctx
-        ),
+        Reports::WrittenPages => {
+            assert_eq!(a.pages_of(&ca), a.pages_at(&[a_off(2 * p)]), "{}: A sees page 2 written by B", a.ctx)
+        }
         Reports::OwnWrites => {
             assert!(ca.runs.is_empty(), "{}: A's own pointer wrote nothing", a.ctx)
         }
@@ -602,16 +480,9 @@ pub fn untrack_retrack(kind: BackendKind, mem: MemKind) {
     let pages = pages_from(m.ptr, &out);
     match reports(kind) {
         Reports::Everything => assert_eq!(pages.len(), 8),
-        _ => assert_eq!(
-            pages,
-            [1usize, 2].iter().map(|i| m.ptr as usize / p + i).collect(),
-            "{name}"
-        ),
+        _ => assert_eq!(pages, [1usize, 2].iter().map(|i| m.ptr as usize / p + i).collect(), "{name}"),
     }
-    assert!(matches!(
-        mgr.collect(id, &mut |_: usize, _: &[u8]| ()),
-        Err(vkdirty::guard::GuardError::UnknownRegion(_))
-    ));
+    assert!(matches!(mgr.collect(id, &mut |_: usize, _: &[u8]| ()), Err(vkdirty::guard::GuardError::UnknownRegion(_))));
     // SAFETY: inside the mapping, now untracked.
     unsafe { *m.ptr.add(3 * p) = 3 };
     let mut s = Subject::track(&mgr, kind, m.ptr, m.len, &format!("{name} again"));
@@ -659,8 +530,7 @@ pub fn concurrent_writers(kind: BackendKind, mem: MemKind, collections: usize) {
             let (stop, started, written, mgr) = (&stop, &started, &written, &mgr);
             sc.spawn(move || {
                 let app = app;
-                let mut rng =
-                    0x9E37_79B9_7F4A_7C15u64 ^ (w + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
                 let mut seq = 0u64;
                 started.fetch_add(1, Ordering::Relaxed);
                 while !stop.load(Ordering::Relaxed) {
@@ -679,9 +549,7 @@ pub fn concurrent_writers(kind: BackendKind, mem: MemKind, collections: usize) {
                         unsafe { AtomicU64::from_ptr(dst.cast()) }.store(stamp, Ordering::Relaxed);
                     } else {
                         // SAFETY: in bounds.
-                        unsafe {
-                            std::ptr::write_volatile(dst.cast::<[u8; 8]>(), stamp.to_le_bytes())
-                        };
+                        unsafe { std::ptr::write_volatile(dst.cast::<[u8; 8]>(), stamp.to_le_bytes()) };
                     }
                     if declare {
                         mgr.flushed(id, off..off + 8).unwrap();
@@ -701,17 +569,13 @@ pub fn concurrent_writers(kind: BackendKind, mem: MemKind, collections: usize) {
         let t0 = std::time::Instant::now();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut n = 0;
-        while n < collections
-            || (written.load(Ordering::Relaxed) < 50_000 && std::time::Instant::now() < deadline)
-        {
+        while n < collections || (written.load(Ordering::Relaxed) < 50_000 && std::time::Instant::now() < deadline) {
             reported_pages += s.collect().stats.pages;
             n += 1;
             // Let the writers make progress between collections (2 cores, 5 threads).
             let seen = written.load(Ordering::Relaxed);
             let wait = std::time::Instant::now();
-            while written.load(Ordering::Relaxed) == seen
-                && wait.elapsed() < std::time::Duration::from_micros(50)
-            {
+            while written.load(Ordering::Relaxed) == seen && wait.elapsed() < std::time::Duration::from_micros(50) {
                 std::hint::spin_loop();
             }
         }
@@ -726,13 +590,7 @@ pub fn concurrent_writers(kind: BackendKind, mem: MemKind, collections: usize) {
     s.collect();
     let ctx = s.ctx.clone();
     s.assert_mirror();
-    assert!(
-        written.load(Ordering::Relaxed) > 0,
-        "{ctx}: writers made no writes"
-    );
-    assert!(
-        reported_pages > 0,
-        "{ctx}: nothing reported while writers ran"
-    );
+    assert!(written.load(Ordering::Relaxed) > 0, "{ctx}: writers made no writes");
+    assert!(reported_pages > 0, "{ctx}: nothing reported while writers ran");
     s.untrack();
 }

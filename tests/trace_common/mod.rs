@@ -74,7 +74,13 @@ pub fn dirty() -> impl Strategy<Value = Dirty> {
                 off += gap;
                 runs.push((off, len as u64));
                 // Mix compressible and incompressible bytes.
-                data.extend((0..len).map(|i| if seed % 2 == 0 { seed } else { (i as u8).wrapping_mul(seed) ^ (i >> 3) as u8 }));
+                data.extend((0..len).map(|i| {
+                    if seed % 2 == 0 {
+                        seed
+                    } else {
+                        (i as u8).wrapping_mul(seed) ^ (i >> 3) as u8
+                    }
+                }));
                 off += len as u64;
             }
             Dirty { alloc, submit, runs, data }
@@ -84,8 +90,16 @@ pub fn dirty() -> impl Strategy<Value = Dirty> {
 
 pub fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        (any::<u32>(), small_string(), small_string(), small_string(), small_string(), any::<[u32; 4]>(), proptest::collection::vec((small_string(), small_string(), small_string()), 0..4)).prop_map(
-            |(pid, p, a, e, d, n, st)| Event::Session(Session {
+        (
+            any::<u32>(),
+            small_string(),
+            small_string(),
+            small_string(),
+            small_string(),
+            any::<[u32; 4]>(),
+            proptest::collection::vec((small_string(), small_string(), small_string()), 0..4)
+        )
+            .prop_map(|(pid, p, a, e, d, n, st)| Event::Session(Session {
                 pid,
                 process_name: p,
                 app_name: a,
@@ -96,8 +110,7 @@ pub fn event() -> impl Strategy<Value = Event> {
                 driver_version: n[2],
                 api_version: n[3],
                 settings: st.into_iter().map(|(name, value, from)| SessionSetting { name, value, from }).collect(),
-            })
-        ),
+            })),
         (any::<[u64; 4]>(), any::<[u32; 3]>()).prop_map(|(a, b)| Event::Allocation(Allocation {
             id: a[0],
             handle: a[1],
@@ -158,19 +171,67 @@ pub fn sample_events() -> Vec<Event> {
                 SessionSetting { name: "FRAMES".into(), value: "all".into(), from: "default".into() },
             ],
         }),
-        Event::Allocation(Allocation { id: 1, handle: 0xabc, device: 7, size: 3 * 4096, memory_type: 1, property_flags: 6, heap: 0 }),
-        Event::Allocation(Allocation { id: 2, handle: 0xdef, device: 7, size: 8192, memory_type: 2, property_flags: 14, heap: 0 }),
-        Event::Map(Map { alloc: 1, offset: 0, size: 3 * 4096, app_ptr: 0x7000_0000, backend: BackendKind::AsyncWp, reason: String::new() }),
-        Event::Map(Map { alloc: 2, offset: 0, size: 8192, app_ptr: 0x7100_0000, backend: BackendKind::Shadow, reason: "async-wp refused".into() }),
+        Event::Allocation(Allocation {
+            id: 1,
+            handle: 0xabc,
+            device: 7,
+            size: 3 * 4096,
+            memory_type: 1,
+            property_flags: 6,
+            heap: 0,
+        }),
+        Event::Allocation(Allocation {
+            id: 2,
+            handle: 0xdef,
+            device: 7,
+            size: 8192,
+            memory_type: 2,
+            property_flags: 14,
+            heap: 0,
+        }),
+        Event::Map(Map {
+            alloc: 1,
+            offset: 0,
+            size: 3 * 4096,
+            app_ptr: 0x7000_0000,
+            backend: BackendKind::AsyncWp,
+            reason: String::new(),
+        }),
+        Event::Map(Map {
+            alloc: 2,
+            offset: 0,
+            size: 8192,
+            app_ptr: 0x7100_0000,
+            backend: BackendKind::Shadow,
+            reason: "async-wp refused".into(),
+        }),
         Event::CaptureStart { frame: 0, submit: 1 },
     ];
     v.push(Event::Dirty(Dirty { alloc: 1, submit: 1, runs: vec![(0, 4096)], data: vec![0x11; 4096] }));
     let noise: Vec<u8> = (0..512u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     v.push(Event::Dirty(Dirty { alloc: 2, submit: 1, runs: vec![(100, 512)], data: noise }));
-    v.push(Event::Submit(Submit { device: 7, queue: 9, seq: 1, timestamp_ns: 1000, command_buffers: 1, waits: 0, signals: 1, kind: 0 }));
+    v.push(Event::Submit(Submit {
+        device: 7,
+        queue: 9,
+        seq: 1,
+        timestamp_ns: 1000,
+        command_buffers: 1,
+        waits: 0,
+        signals: 1,
+        kind: 0,
+    }));
     v.push(Event::Flush { alloc: 1, ranges: vec![(4096, 4096)] });
     v.push(Event::Dirty(Dirty { alloc: 1, submit: 2, runs: vec![(4096, 100), (8192, 50)], data: vec![0x22; 150] }));
-    v.push(Event::Submit(Submit { device: 7, queue: 9, seq: 2, timestamp_ns: 2000, command_buffers: 2, waits: 1, signals: 1, kind: 1 }));
+    v.push(Event::Submit(Submit {
+        device: 7,
+        queue: 9,
+        seq: 2,
+        timestamp_ns: 2000,
+        command_buffers: 2,
+        waits: 1,
+        signals: 1,
+        kind: 1,
+    }));
     v.push(Event::Frame { frame: 1, last_submit: 2, timestamp_ns: 2500 });
     v.push(Event::CaptureStop { frame: 1, submit: 2 });
     v.push(Event::Unmap { alloc: 1 });

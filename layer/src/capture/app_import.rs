@@ -29,7 +29,14 @@ pub(super) fn host_pointer(info: &vk::MemoryAllocateInfo<'_>) -> Option<*mut std
 
 impl Capture {
     /// Tracks an application import of `size` bytes at `ptr` as allocation `id` (state locked).
-    pub(super) fn track_app_import(&self, st: &mut State, key: (u64, u64), id: u64, ptr: *mut std::ffi::c_void, size: u64) {
+    pub(super) fn track_app_import(
+        &self,
+        st: &mut State,
+        key: (u64, u64),
+        id: u64,
+        ptr: *mut std::ffi::c_void,
+        size: u64,
+    ) {
         if st.writer().is_none() && !self.settings.gfxr_flush {
             return;
         }
@@ -59,7 +66,14 @@ impl Capture {
                 let mapping = Mapping { region: t.id, offset: 0, size, backend: t.backend };
                 st.memories.map(key, mapping, len, true);
                 if let Some(w) = st.writer() {
-                    w.record(&Event::Map(trace::Map { alloc: id, offset: 0, size, app_ptr: ptr as u64, backend: t.backend, reason }));
+                    w.record(&Event::Map(trace::Map {
+                        alloc: id,
+                        offset: 0,
+                        size,
+                        app_ptr: ptr as u64,
+                        backend: t.backend,
+                        reason,
+                    }));
                 }
             }
             Err(refusals) => {

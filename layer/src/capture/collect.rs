@@ -22,31 +22,24 @@ impl Capture {
         let r = match st.writer().filter(|_| record) {
             Some(w) => {
                 let mut d = w.dirty(id, submit);
-                let r = self
-                    .guards
-                    .untrack(m.region, &mut |off: usize, bytes: &[u8]| {
-                        let at = m.offset.saturating_add(off as u64);
-                        if gfxr {
-                            runs.push((at, bytes.len() as u64));
-                        }
-                        d.push(at, bytes)
-                    });
+                let r = self.guards.untrack(m.region, &mut |off: usize, bytes: &[u8]| {
+                    let at = m.offset.saturating_add(off as u64);
+                    if gfxr {
+                        runs.push((at, bytes.len() as u64));
+                    }
+                    d.push(at, bytes)
+                });
                 d.finish();
                 r
             }
-            None => self
-                .guards
-                .untrack(m.region, &mut |off: usize, bytes: &[u8]| {
-                    if gfxr {
-                        runs.push((m.offset.saturating_add(off as u64), bytes.len() as u64));
-                    }
-                }),
+            None => self.guards.untrack(m.region, &mut |off: usize, bytes: &[u8]| {
+                if gfxr {
+                    runs.push((m.offset.saturating_add(off as u64), bytes.len() as u64));
+                }
+            }),
         };
         if let Err(e) = r {
-            log::once(
-                vkdirty::config::LogLevel::Error,
-                &format!("untracking a mapping failed: {e}"),
-            );
+            log::once(vkdirty::config::LogLevel::Error, &format!("untracking a mapping failed: {e}"));
         }
         self.flush_for_gfxr(dev, memory, m, &runs);
     }
@@ -105,10 +98,7 @@ impl Capture {
             }
         };
         if let Err(e) = r {
-            log::once(
-                vkdirty::config::LogLevel::Error,
-                &format!("collecting dirty pages failed: {e}"),
-            );
+            log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
         }
     }
 
@@ -116,14 +106,7 @@ impl Capture {
     /// `VKDIRTY_GFXR_FLUSH`, flushes each one's dirty pages down the chain. One pass over the
     /// device's regions whose cost follows what was written, not the number of mappings
     /// (`GuardManager::collect_all`); runs are mapped back to allocations through `regions`.
-    pub(super) fn collect_device(
-        &self,
-        dev: &DeviceState,
-        st: &State,
-        submit: u64,
-        record: bool,
-        all: bool,
-    ) {
+    pub(super) fn collect_device(&self, dev: &DeviceState, st: &State, submit: u64, record: bool, all: bool) {
         let device = dev.handle.as_raw();
         if !st.memories.has_mappings(device) {
             return;
@@ -134,57 +117,39 @@ impl Capture {
         // The runs of one region arrive together: one dirty record (and one flush down) each.
         let mut cur: Option<(RegionRef, Option<trace::DirtyWriter<'_>>)> = None;
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        let r = self.guards.collect_all(
-            device,
-            &which,
-            &mut |region: RegionId, off: usize, bytes: &[u8]| {
-                if cur.as_ref().map(|c| c.0.region) != Some(region) {
-                    if let Some((prev, d)) = cur.take() {
-                        drop(d);
-                        self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
-                        runs.clear();
-                    }
-                    let Some(rr) = st.memories.region(region) else {
-                        return;
-                    };
-                    cur = Some((rr, writer.map(|w| w.dirty(rr.alloc, submit))));
+        let r = self.guards.collect_all(device, &which, &mut |region: RegionId, off: usize, bytes: &[u8]| {
+            if cur.as_ref().map(|c| c.0.region) != Some(region) {
+                if let Some((prev, d)) = cur.take() {
+                    drop(d);
+                    self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
+                    runs.clear();
                 }
-                let Some((rr, d)) = cur.as_mut() else { return };
-                let at = rr.map.offset.saturating_add(off as u64);
-                if gfxr {
-                    runs.push((at, bytes.len() as u64));
-                }
-                if let Some(d) = d {
-                    d.push(at, bytes);
-                }
-            },
-        );
+                let Some(rr) = st.memories.region(region) else {
+                    return;
+                };
+                cur = Some((rr, writer.map(|w| w.dirty(rr.alloc, submit))));
+            }
+            let Some((rr, d)) = cur.as_mut() else { return };
+            let at = rr.map.offset.saturating_add(off as u64);
+            if gfxr {
+                runs.push((at, bytes.len() as u64));
+            }
+            if let Some(d) = d {
+                d.push(at, bytes);
+            }
+        });
         if let Some((prev, d)) = cur.take() {
             drop(d);
             self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
         }
         if let Err(e) = r {
-            log::once(
-                vkdirty::config::LogLevel::Error,
-                &format!("collecting dirty pages failed: {e}"),
-            );
+            log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
         }
     }
 
-    pub(super) fn flush_for_gfxr(
-        &self,
-        dev: &DeviceState,
-        memory: u64,
-        m: &Mapping,
-        runs: &[(u64, u64)],
-    ) {
+    pub(super) fn flush_for_gfxr(&self, dev: &DeviceState, memory: u64, m: &Mapping, runs: &[(u64, u64)]) {
         if self.settings.gfxr_flush && !runs.is_empty() {
-            let ranges = crate::gfxr::flush_ranges(
-                runs,
-                m.offset,
-                m.size,
-                vkdirty::guard::page_size() as u64,
-            );
+            let ranges = crate::gfxr::flush_ranges(runs, m.offset, m.size, vkdirty::guard::page_size() as u64);
             crate::gfxr::flush_down(dev, memory, &ranges);
         }
     }

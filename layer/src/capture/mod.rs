@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vkdirty::config::{self, BackendChoice, Settings, ShadowRefresh};
-use vkdirty::session::{self, must_collect, Mapping, Mark, RegionRef, Session};
 use vkdirty::guard::{BackendKind, GuardError, GuardManager, RegionId, TrackOptions};
+use vkdirty::session::{self, must_collect, Mapping, Mark, RegionRef, Session};
 use vkdirty::trace::{self, Event, TraceWriter, WriterOptions};
 
 use crate::dispatch::DeviceState;
@@ -65,9 +65,15 @@ pub struct SubmitInfo {
 /// mappings are refreshed from the real memory (`VKDIRTY_SHADOW_REFRESH`).
 pub enum SyncPoint<'a> {
     /// `vkWaitForFences` (`all`: waitAll) or `vkGetFenceStatus` (one fence, `all`).
-    Fences { fences: &'a [u64], all: bool },
+    Fences {
+        fences: &'a [u64],
+        all: bool,
+    },
     /// `vkWaitSemaphores` (`all`: not `WAIT_ANY`) or `vkGetSemaphoreCounterValue` (one, `all`).
-    Semaphores { values: &'a [(u64, u64)], all: bool },
+    Semaphores {
+        values: &'a [(u64, u64)],
+        all: bool,
+    },
     QueueIdle(u64),
     DeviceIdle,
 }
@@ -341,7 +347,10 @@ impl Capture {
             return real;
         }
         let Some(mem) = st.memories.get(key) else {
-            log::once(vkdirty::config::LogLevel::Warn, "a mapping of memory allocated before the layer saw it is not captured");
+            log::once(
+                vkdirty::config::LogLevel::Warn,
+                "a mapping of memory allocated before the layer saw it is not captured",
+            );
             return real;
         };
         if mem.app_import {

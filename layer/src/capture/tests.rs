@@ -7,20 +7,14 @@ use std::path::{Path, PathBuf};
 use vkdirty::trace::TraceReader;
 
 fn leak_settings(pairs: &[(&str, &str)], trace: &Path) -> &'static Settings {
-    let mut m: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     m.insert("TRACE_FILE".into(), trace.display().to_string());
     let (s, warnings) = Settings::load(&move |n: &str| m.get(n).cloned());
     assert!(warnings.is_empty(), "{warnings:?}");
     Box::leak(Box::new(s))
 }
 
-unsafe extern "system" fn no_gdpa(
-    _: vk::Device,
-    _: *const std::ffi::c_char,
-) -> vk::PFN_vkVoidFunction {
+unsafe extern "system" fn no_gdpa(_: vk::Device, _: *const std::ffi::c_char) -> vk::PFN_vkVoidFunction {
     None
 }
 
@@ -30,10 +24,7 @@ fn fake_device(raw: u64) -> DeviceState {
         next_gdpa: no_gdpa,
         next: DeviceNext::load(|_| None),
         req: RequirementsNext::load(|_| None),
-        memory_types: vec![(
-            vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT,
-            0,
-        )],
+        memory_types: vec![(vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT, 0)],
     }
 }
 
@@ -70,10 +61,7 @@ impl Drop for FakeMapping {
 }
 
 fn temp_trace(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "vkdirty-capture-unit-{name}-{}.vkd",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("vkdirty-capture-unit-{name}-{}.vkd", std::process::id()))
 }
 
 fn read_events(path: &Path) -> Vec<Event> {
@@ -102,13 +90,7 @@ fn submit(cap: &Capture, dev: &DeviceState) {
     cap.submitting(
         dev,
         vk::Queue::from_raw(0x99),
-        SubmitInfo {
-            kind: 0,
-            command_buffers: 1,
-            waits: 0,
-            signals: 0,
-            fence: 0,
-        },
+        SubmitInfo { kind: 0, command_buffers: 1, waits: 0, signals: 0, fence: 0 },
     );
 }
 
@@ -120,92 +102,41 @@ fn shadow_wp_refreshes_at_sync_points_and_collects_at_host_signals() {
     let page = vkdirty::guard::page_size();
     for (i, policy) in ["never", "cached", "always"].into_iter().enumerate() {
         let trace = temp_trace(&format!("sync-{policy}"));
-        let cap = Capture::new(leak_settings(
-            &[("BACKEND", "shadow-wp"), ("SHADOW_REFRESH", policy)],
-            &trace,
-        ));
+        let cap = Capture::new(leak_settings(&[("BACKEND", "shadow-wp"), ("SHADOW_REFRESH", policy)], &trace));
         // Memory type 0 of the fake device is HOST_COHERENT, not HOST_CACHED.
         let dev = fake_device(0x3000 + i as u64);
         cap.device_created(&vk::PhysicalDeviceProperties::default());
         let mem = vk::DeviceMemory::from_raw(0x30);
         let fake = FakeMapping::new(4);
-        cap.allocated(
-            &dev,
-            &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64),
-            mem,
-        );
+        cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
         // SAFETY: `fake` stays mapped until after `freeing`.
-        let app = unsafe {
-            cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || {
-                Import::NotApplicable
-            })
-        } as *mut u8;
+        let app = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || Import::NotApplicable) }
+            as *mut u8;
         assert_ne!(app, fake.ptr, "{policy}: shadow-wp hands out a shadow");
         // SAFETY: in bounds of the fake mapping and of the shadow.
         let gpu = |off: usize, v: u8| unsafe { *fake.ptr.add(off) = v };
+        // SAFETY: as above.
         let real = |off: usize| unsafe { *fake.ptr.add(off) };
+        // SAFETY: as above.
         let seen = |off: usize| unsafe { std::ptr::read_volatile(app.add(off)) };
         cap.submitting(
             &dev,
             vk::Queue::from_raw(0x99),
-            SubmitInfo {
-                kind: 0,
-                command_buffers: 1,
-                waits: 0,
-                signals: 0,
-                fence: 7,
-            },
+            SubmitInfo { kind: 0, command_buffers: 1, waits: 0, signals: 0, fence: 7 },
         );
         gpu(page + 1, 0x11);
-        cap.synchronized(
-            &dev,
-            SyncPoint::Fences {
-                fences: &[7],
-                all: true,
-            },
-        );
-        assert_eq!(
-            seen(page + 1),
-            if policy == "always" { 0x11 } else { 0 },
-            "{policy}: fence wait"
-        );
+        cap.synchronized(&dev, SyncPoint::Fences { fences: &[7], all: true });
+        assert_eq!(seen(page + 1), if policy == "always" { 0x11 } else { 0 }, "{policy}: fence wait");
         // Polling the same fence again shows nothing new: no refresh.
         gpu(page + 2, 0x22);
-        cap.synchronized(
-            &dev,
-            SyncPoint::Fences {
-                fences: &[7],
-                all: true,
-            },
-        );
-        assert_eq!(
-            seen(page + 2),
-            0,
-            "{policy}: second poll of a signalled fence"
-        );
-        cap.synchronized(
-            &dev,
-            SyncPoint::Semaphores {
-                values: &[(5, 1)],
-                all: true,
-            },
-        );
-        assert_eq!(
-            seen(page + 2),
-            if policy == "always" { 0x22 } else { 0 },
-            "{policy}: timeline value"
-        );
-        let whole = [vk::MappedMemoryRange::default()
-            .memory(mem)
-            .offset(0)
-            .size(vk::WHOLE_SIZE)];
+        cap.synchronized(&dev, SyncPoint::Fences { fences: &[7], all: true });
+        assert_eq!(seen(page + 2), 0, "{policy}: second poll of a signalled fence");
+        cap.synchronized(&dev, SyncPoint::Semaphores { values: &[(5, 1)], all: true });
+        assert_eq!(seen(page + 2), if policy == "always" { 0x22 } else { 0 }, "{policy}: timeline value");
+        let whole = [vk::MappedMemoryRange::default().memory(mem).offset(0).size(vk::WHOLE_SIZE)];
         cap.invalidated(&dev, &whole);
         let want = if policy == "never" { 0 } else { 0x22 };
-        assert_eq!(
-            (seen(page + 1) == 0x11, seen(page + 2)),
-            (policy != "never", want),
-            "{policy}: invalidate"
-        );
+        assert_eq!((seen(page + 1) == 0x11, seen(page + 2)), (policy != "never", want), "{policy}: invalidate");
         // The application writes; a host signal puts it into the real memory before the GPU
         // can run work that waited for the signal.
         // SAFETY: in bounds of the shadow.
@@ -217,38 +148,25 @@ fn shadow_wp_refreshes_at_sync_points_and_collects_at_host_signals() {
         cap.last_instance_destroyed();
         drop(fake);
         let ev = read_events(&trace);
-        assert_eq!(
-            dirty_pages(&ev, 2),
-            BTreeSet::from([2]),
-            "{policy}: recorded for the next submit"
-        );
+        assert_eq!(dirty_pages(&ev, 2), BTreeSet::from([2]), "{policy}: recorded for the next submit");
     }
 }
 
 #[test]
 fn frame_window_records_only_inside_and_keeps_earlier_writes() {
     let trace = temp_trace("window");
-    let cap = Capture::new(leak_settings(
-        &[("BACKEND", "async-wp"), ("FRAMES", "2-3")],
-        &trace,
-    ));
+    let cap = Capture::new(leak_settings(&[("BACKEND", "async-wp"), ("FRAMES", "2-3")], &trace));
     let dev = fake_device(0x1000);
     let page = vkdirty::guard::page_size();
     cap.device_created(&vk::PhysicalDeviceProperties::default());
     let mem = vk::DeviceMemory::from_raw(0x10);
     let fake = FakeMapping::new(8);
-    cap.allocated(
-        &dev,
-        &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64),
-        mem,
-    );
+    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
     // SAFETY: `fake` stays mapped until after `unmapping`.
-    let p = unsafe {
-        cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || {
-            Import::NotApplicable
-        })
-    } as *mut u8;
+    let p = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || Import::NotApplicable) }
+        as *mut u8;
     assert_eq!(p, fake.ptr, "async-wp hands back the real pointer");
+    // SAFETY: the pages written are inside the fake mapping.
     let write = |pg: usize| unsafe { *p.add(pg * page + 7) = pg as u8 + 1 };
     write(0);
     submit(&cap, &dev); // 1, frame 1: outside
@@ -273,41 +191,19 @@ fn frame_window_records_only_inside_and_keeps_earlier_writes() {
     assert_eq!(dirty_pages(&ev, 2), BTreeSet::from([0, 1]));
     assert_eq!(dirty_pages(&ev, 3), BTreeSet::from([2]));
     assert!(dirty_pages(&ev, 4).is_empty());
-    assert!(
-        dirty_pages(&ev, 5).is_empty(),
-        "nothing recorded after the last window"
-    );
-    let marks: Vec<&Event> = ev
-        .iter()
-        .filter(|e| matches!(e, Event::CaptureStart { .. } | Event::CaptureStop { .. }))
-        .collect();
-    assert_eq!(
-        marks,
-        vec![
-            &Event::CaptureStart {
-                frame: 2,
-                submit: 2
-            },
-            &Event::CaptureStop {
-                frame: 4,
-                submit: 4
-            }
-        ]
-    );
+    assert!(dirty_pages(&ev, 5).is_empty(), "nothing recorded after the last window");
+    let marks: Vec<&Event> =
+        ev.iter().filter(|e| matches!(e, Event::CaptureStart { .. } | Event::CaptureStop { .. })).collect();
+    assert_eq!(marks, vec![&Event::CaptureStart { frame: 2, submit: 2 }, &Event::CaptureStop { frame: 4, submit: 4 }]);
     let frames: Vec<(u64, u64)> = ev
         .iter()
         .filter_map(|e| match e {
-            Event::Frame {
-                frame, last_submit, ..
-            } => Some((*frame, *last_submit)),
+            Event::Frame { frame, last_submit, .. } => Some((*frame, *last_submit)),
             _ => None,
         })
         .collect();
     assert_eq!(frames, vec![(1, 1), (2, 2), (3, 3)]);
-    assert_eq!(
-        ev.iter().filter(|e| matches!(e, Event::Submit(_))).count(),
-        4
-    );
+    assert_eq!(ev.iter().filter(|e| matches!(e, Event::Submit(_))).count(), 4);
     assert!(ev.iter().any(|e| matches!(e, Event::Unmap { .. })));
     assert!(ev.iter().any(|e| matches!(e, Event::Free { .. })));
 }
@@ -315,32 +211,17 @@ fn frame_window_records_only_inside_and_keeps_earlier_writes() {
 #[test]
 fn submit_window_before_a_later_range_records_unmapped_writes() {
     let trace = temp_trace("submits");
-    let cap = Capture::new(leak_settings(
-        &[("BACKEND", "async-wp"), ("SUBMITS", "3")],
-        &trace,
-    ));
+    let cap = Capture::new(leak_settings(&[("BACKEND", "async-wp"), ("SUBMITS", "3")], &trace));
     let dev = fake_device(0x2000);
     let page = vkdirty::guard::page_size();
     cap.device_created(&vk::PhysicalDeviceProperties::default());
     let mem = vk::DeviceMemory::from_raw(0x20);
     let fake = FakeMapping::new(4);
-    cap.allocated(
-        &dev,
-        &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64),
-        mem,
-    );
+    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
     // Mapped at page 1: region offsets become allocation offsets + 1 page.
     // SAFETY: `fake` stays mapped until after `unmapping`.
     let p = unsafe {
-        cap.mapped(
-            &dev,
-            mem,
-            page as u64,
-            2 * page as u64,
-            fake.ptr.cast(),
-            false,
-            || Import::NotApplicable,
-        )
+        cap.mapped(&dev, mem, page as u64, 2 * page as u64, fake.ptr.cast(), false, || Import::NotApplicable)
     } as *mut u8;
     submit(&cap, &dev); // 1
                         // SAFETY: inside the mapping.
@@ -357,25 +238,14 @@ fn submit_window_before_a_later_range_records_unmapped_writes() {
 
 #[test]
 fn an_unwritable_trace_leaves_the_application_untouched() {
-    let cap = Capture::new(leak_settings(
-        &[("BACKEND", "async-wp")],
-        Path::new("/nonexistent/dir/t.vkd"),
-    ));
+    let cap = Capture::new(leak_settings(&[("BACKEND", "async-wp")], Path::new("/nonexistent/dir/t.vkd")));
     let dev = fake_device(0x3000);
     cap.device_created(&vk::PhysicalDeviceProperties::default());
     let mem = vk::DeviceMemory::from_raw(0x30);
     let fake = FakeMapping::new(2);
-    cap.allocated(
-        &dev,
-        &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64),
-        mem,
-    );
+    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
     // SAFETY: `fake` stays mapped until after `unmapping`.
-    let p = unsafe {
-        cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || {
-            Import::NotApplicable
-        })
-    };
+    let p = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || Import::NotApplicable) };
     assert_eq!(p as *mut u8, fake.ptr);
     submit(&cap, &dev);
     cap.unmapping(&dev, mem);

@@ -41,11 +41,7 @@ pub unsafe fn allocate(
     p_memory: *mut vk::DeviceMemory,
 ) -> vk::Result {
     let d = state_of(device);
-    let Some(a) = d
-        .as_ref()
-        .and_then(|d| d.active.as_ref())
-        .filter(|_| !info.is_null() && !p_memory.is_null())
-    else {
+    let Some(a) = d.as_ref().and_then(|d| d.active.as_ref()).filter(|_| !info.is_null() && !p_memory.is_null()) else {
         // SAFETY: the application's arguments, passed down.
         return unsafe { next(device, info, allocator, p_memory) };
     };
@@ -58,8 +54,8 @@ pub unsafe fn allocate(
             return unsafe { next(device, info, allocator, p_memory) };
         }
         Decision::Refuse(why) => why,
-        // SAFETY: as above.
         Decision::Import(len, drop_dedicated) => {
+            // SAFETY: as above.
             match unsafe { a.import(next, device, ai, len, drop_dedicated, allocator, p_memory) } {
                 Ok(r) => return r,
                 Err(why) => why,
@@ -99,9 +95,7 @@ impl Active {
             return Decision::Refuse(why);
         }
         if self.importable_bits & (1 << ty) == 0 {
-            return Decision::Refuse(format!(
-                "the driver imports no host memory into memory type {ty}"
-            ));
+            return Decision::Refuse(format!("the driver imports no host memory into memory type {ty}"));
         }
         // SAFETY: caller contract.
         let drop_dedicated = match unsafe { plan_chain(ai.p_next) } {
@@ -128,25 +122,12 @@ impl Active {
     /// Whether a dedicated allocation for `buffer` may be an import without the dedicated
     /// structure: the buffer can be bound to imported memory and the driver does not require
     /// dedicated memory for it (preferring it is a hint).
-    pub(super) fn dedicated_buffer_importable(
-        &self,
-        buffer: vk::Buffer,
-    ) -> Result<(), &'static str> {
-        if let Some(&why) = self
-            .st
-            .lock()
-            .non_importable
-            .get(&Resource::Buffer(buffer.as_raw()))
-        {
+    pub(super) fn dedicated_buffer_importable(&self, buffer: vk::Buffer) -> Result<(), &'static str> {
+        if let Some(&why) = self.st.lock().non_importable.get(&Resource::Buffer(buffer.as_raw())) {
             return Err(why);
         }
-        let f = self
-            .requirements2
-            .ok_or("no vkGetBufferMemoryRequirements2")?;
-        let info = vk::BufferMemoryRequirementsInfo2 {
-            buffer,
-            ..Default::default()
-        };
+        let f = self.requirements2.ok_or("no vkGetBufferMemoryRequirements2")?;
+        let info = vk::BufferMemoryRequirementsInfo2 { buffer, ..Default::default() };
         let mut ded = vk::MemoryDedicatedRequirements::default();
         let mut req = vk::MemoryRequirements2 {
             p_next: &mut ded as *mut vk::MemoryDedicatedRequirements<'_> as *mut c_void,
@@ -178,33 +159,18 @@ impl Active {
     ) -> Result<vk::Result, String> {
         let ty = ai.memory_type_index;
         let block = HostBlock::new(len as usize, self.align as usize).map_err(|e| {
-            log::once(
-                LogLevel::Warn,
-                &format!("host-import: no anonymous memory for an allocation: {e}"),
-            );
+            log::once(LogLevel::Warn, &format!("host-import: no anonymous memory for an allocation: {e}"));
             format!("mmap failed: {e}")
         })?;
         // SAFETY: valid device with the extension; the block is aligned and mapped.
         match unsafe { host_pointer_bits(device, self.host_pointer_props, block.ptr()) } {
             Ok(bits) if bits & (1 << ty) != 0 => {}
-            Ok(bits) => {
-                return Err(format!(
-                    "the driver imports host memory into types {bits:#x}, not type {ty}"
-                ))
-            }
+            Ok(bits) => return Err(format!("the driver imports host memory into types {bits:#x}, not type {ty}")),
             Err(r) => return Err(format!("vkGetMemoryHostPointerPropertiesEXT: {r:?}")),
         }
         // SAFETY: `decide` found a chain CopiedChain can copy when it drops the structure.
-        let mut copied = if drop_dedicated {
-            unsafe { CopiedChain::copy(ai.p_next) }
-        } else {
-            CopiedChain::default()
-        };
-        let rest = if drop_dedicated {
-            copied.link()
-        } else {
-            ai.p_next
-        };
+        let mut copied = if drop_dedicated { unsafe { CopiedChain::copy(ai.p_next) } } else { CopiedChain::default() };
+        let rest = if drop_dedicated { copied.link() } else { ai.p_next };
         let import = vk::ImportMemoryHostPointerInfoEXT {
             p_next: rest,
             handle_type: HOST_ALLOCATION,
@@ -250,10 +216,7 @@ pub fn mapping(device: vk::Device, memory: vk::DeviceMemory, offset: u64) -> Imp
         return Import::NotApplicable;
     };
     let Some(a) = d.active.as_ref() else {
-        return d
-            .off
-            .clone()
-            .map_or(Import::NotApplicable, Import::NotImported);
+        return d.off.clone().map_or(Import::NotApplicable, Import::NotImported);
     };
     let st = a.st.lock();
     if let Some(b) = st.imported.get(&memory.as_raw()) {

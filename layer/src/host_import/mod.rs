@@ -189,7 +189,7 @@ impl PhysFns {
     /// Core names on a 1.1 instance, the KHR names where the application enabled them.
     fn load(inst: &InstanceState, info: InstanceInfo) -> Result<PhysFns, String> {
         let core = vk::api_version_major(info.api) > 1 || vk::api_version_minor(info.api) >= 1;
-        if !core && !(info.props2_khr && info.caps_khr) {
+        if !(core || info.props2_khr && info.caps_khr) {
             return Err("the instance is Vulkan 1.0 without VK_KHR_get_physical_device_properties2 and \
                         VK_KHR_external_memory_capabilities"
                 .into());
@@ -447,7 +447,8 @@ unsafe fn setup(
     // SAFETY: caller contract: a valid chain.
     let group = unsafe { chain_find(ci.p_next, vk::StructureType::DEVICE_GROUP_DEVICE_CREATE_INFO) };
     // SAFETY: the sType says which struct this is.
-    if !group.is_null() && unsafe { (*(group as *const vk::DeviceGroupDeviceCreateInfo<'_>)).physical_device_count } > 1 {
+    if !group.is_null() && unsafe { (*(group as *const vk::DeviceGroupDeviceCreateInfo<'_>)).physical_device_count } > 1
+    {
         return Err(fail("a device group of several physical devices".into()));
     }
     capture::get().backend_available(BackendKind::HostImport).map_err(fail)?;
@@ -467,7 +468,10 @@ unsafe fn setup(
     let page = vkdirty::guard::page_size() as u64;
     let align = host.min_imported_host_pointer_alignment.max(page);
     if !align.is_power_of_two() || align > (1 << 30) {
-        return Err(fail(format!("unusable minImportedHostPointerAlignment {}", host.min_imported_host_pointer_alignment)));
+        return Err(fail(format!(
+            "unusable minImportedHostPointerAlignment {}",
+            host.min_imported_host_pointer_alignment
+        )));
     }
     let mut mp = vk::PhysicalDeviceMemoryProperties::default();
     if let Some(f) = inst.next.vkGetPhysicalDeviceMemoryProperties {
@@ -544,7 +548,8 @@ pub unsafe fn device_created(
         }
         Ok(s) => match next.vkGetMemoryHostPointerPropertiesEXT {
             None => {
-                let why = format!("host-import off on {}: vkGetMemoryHostPointerPropertiesEXT is missing", s.device_name);
+                let why =
+                    format!("host-import off on {}: vkGetMemoryHostPointerPropertiesEXT is missing", s.device_name);
                 log::write(level_for_off(), &why);
                 (None, Some(why))
             }
@@ -563,8 +568,11 @@ pub unsafe fn device_created(
                 );
                 // Never a type that is imported itself (on devices without video memory).
                 let may_hide = hideable_types(&s.types, settings::get().host_import) & !eligible;
-                let requirements2 =
-                    if s.api_1_1 { next.vkGetBufferMemoryRequirements2 } else { next.vkGetBufferMemoryRequirements2KHR };
+                let requirements2 = if s.api_1_1 {
+                    next.vkGetBufferMemoryRequirements2
+                } else {
+                    next.vkGetBufferMemoryRequirements2KHR
+                };
                 let a = Active {
                     device,
                     physical,

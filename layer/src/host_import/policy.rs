@@ -15,11 +15,7 @@ pub fn eligible_types(types: &[vk::MemoryPropertyFlags], no_video_memory: bool) 
 }
 
 /// Why memory of type `ty` (flags `f`) is not imported; `None` when it may be.
-pub(super) fn type_refusal(
-    f: vk::MemoryPropertyFlags,
-    ty: u32,
-    no_video_memory: bool,
-) -> Option<String> {
+pub(super) fn type_refusal(f: vk::MemoryPropertyFlags, ty: u32, no_video_memory: bool) -> Option<String> {
     use vk::MemoryPropertyFlags as M;
     if !f.contains(M::HOST_VISIBLE) {
         return Some(format!("memory type {ty} is not host-visible"));
@@ -35,10 +31,7 @@ pub(super) fn type_refusal(
 
 /// Whether the device has no memory of its own: every heap is system memory.
 pub fn has_no_video_memory(t: vk::PhysicalDeviceType) -> bool {
-    matches!(
-        t,
-        vk::PhysicalDeviceType::CPU | vk::PhysicalDeviceType::INTEGRATED_GPU
-    )
+    matches!(t, vk::PhysicalDeviceType::CPU | vk::PhysicalDeviceType::INTEGRATED_GPU)
 }
 
 /// What an allocation's `pNext` chain means for a host-pointer import.
@@ -77,15 +70,11 @@ pub unsafe fn plan_chain(mut p: *const c_void) -> ChainPlan {
                     dedicated_buffer = Some(d.buffer);
                 }
             }
-            S::DEDICATED_ALLOCATION_MEMORY_ALLOCATE_INFO_NV => {
-                return ChainPlan::Refuse("dedicated allocation (NV)")
-            }
+            S::DEDICATED_ALLOCATION_MEMORY_ALLOCATE_INFO_NV => return ChainPlan::Refuse("dedicated allocation (NV)"),
             S::EXPORT_MEMORY_ALLOCATE_INFO
             | S::EXPORT_MEMORY_ALLOCATE_INFO_NV
             | S::EXPORT_MEMORY_WIN32_HANDLE_INFO_KHR
-            | S::EXPORT_MEMORY_WIN32_HANDLE_INFO_NV => {
-                return ChainPlan::Refuse("the application exports it")
-            }
+            | S::EXPORT_MEMORY_WIN32_HANDLE_INFO_NV => return ChainPlan::Refuse("the application exports it"),
             S::IMPORT_MEMORY_HOST_POINTER_INFO_EXT
             | S::IMPORT_MEMORY_FD_INFO_KHR
             | S::IMPORT_MEMORY_WIN32_HANDLE_INFO_KHR
@@ -94,9 +83,7 @@ pub unsafe fn plan_chain(mut p: *const c_void) -> ChainPlan {
             | S::IMPORT_MEMORY_ZIRCON_HANDLE_INFO_FUCHSIA
             | S::IMPORT_MEMORY_BUFFER_COLLECTION_FUCHSIA
             | S::IMPORT_METAL_BUFFER_INFO_EXT
-            | S::IMPORT_SCREEN_BUFFER_INFO_QNX => {
-                return ChainPlan::Refuse("the application imports it")
-            }
+            | S::IMPORT_SCREEN_BUFFER_INFO_QNX => return ChainPlan::Refuse("the application imports it"),
             S::MEMORY_OPAQUE_CAPTURE_ADDRESS_ALLOCATE_INFO => {
                 // SAFETY: as above.
                 let c = unsafe { &*(p as *const vk::MemoryOpaqueCaptureAddressAllocateInfo<'_>) };
@@ -108,9 +95,7 @@ pub unsafe fn plan_chain(mut p: *const c_void) -> ChainPlan {
             S::MEMORY_ALLOCATE_FLAGS_INFO => {
                 // SAFETY: as above.
                 let f = unsafe { &*(p as *const vk::MemoryAllocateFlagsInfo<'_>) };
-                if f.flags
-                    .contains(vk::MemoryAllocateFlags::DEVICE_ADDRESS_CAPTURE_REPLAY)
-                {
+                if f.flags.contains(vk::MemoryAllocateFlags::DEVICE_ADDRESS_CAPTURE_REPLAY) {
                     return ChainPlan::Refuse("device address capture/replay");
                 }
             }
@@ -154,8 +139,7 @@ impl CopiedChain {
                         c.priority = Some(*(p as *const vk::MemoryPriorityAllocateInfoEXT<'static>))
                     }
                     S::MEMORY_OPAQUE_CAPTURE_ADDRESS_ALLOCATE_INFO => {
-                        c.capture =
-                            Some(*(p as *const vk::MemoryOpaqueCaptureAddressAllocateInfo<'static>))
+                        c.capture = Some(*(p as *const vk::MemoryOpaqueCaptureAddressAllocateInfo<'static>))
                     }
                     _ => {}
                 }
@@ -229,12 +213,7 @@ pub fn hideable_types(types: &[vk::MemoryPropertyFlags], policy: HostImport) -> 
         return 0;
     }
     let both = M::DEVICE_LOCAL | M::HOST_VISIBLE;
-    types
-        .iter()
-        .take(32)
-        .enumerate()
-        .filter(|(_, f)| f.contains(both))
-        .fold(0, |bits, (i, _)| bits | 1 << i)
+    types.iter().take(32).enumerate().filter(|(_, f)| f.contains(both)).fold(0, |bits, (i, _)| bits | 1 << i)
 }
 
 /// Whether external memory properties allow binding to imported host memory.

@@ -32,8 +32,7 @@ impl Active {
             u64::from(ci.usage.as_raw())
         } else {
             // SAFETY: the sType says which struct this is.
-            u2.usage =
-                unsafe { (*(usage2 as *const vk::BufferUsageFlags2CreateInfoKHR<'_>)).usage };
+            u2.usage = unsafe { (*(usage2 as *const vk::BufferUsageFlags2CreateInfoKHR<'_>)).usage };
             u2.usage.as_raw()
         };
         let key = (ci.flags.as_raw(), usage);
@@ -61,20 +60,12 @@ impl Active {
             let mut eci = *ci;
             eci.p_next = &ext as *const vk::ExternalMemoryBufferCreateInfo<'_> as *const c_void;
             // SAFETY: the application's valid create info, and the same with a valid struct added.
-            let (plain, external) =
-                unsafe { (self.buffer_bits(next, ci), self.buffer_bits(next, &eci)) };
+            let (plain, external) = unsafe { (self.buffer_bits(next, ci), self.buffer_bits(next, &eci)) };
             let (Some(plain), Some(external)) = (plain, external) else {
                 // Not remembered: a trial buffer could not be made this time.
                 return Err("no trial buffer");
             };
-            keeps_types(
-                "buffers",
-                usage,
-                ci.flags.as_raw(),
-                plain,
-                external,
-                self.may_hide,
-            )
+            keeps_types("buffers", usage, ci.flags.as_raw(), plain, external, self.may_hide)
         } else {
             Err("the driver cannot bind it to host memory")
         };
@@ -86,16 +77,9 @@ impl Active {
     ///
     /// # Safety
     /// `ci` is a valid `VkBufferCreateInfo` for this device.
-    pub(super) unsafe fn buffer_bits(
-        &self,
-        next: &ImportNext,
-        ci: &vk::BufferCreateInfo<'_>,
-    ) -> Option<u32> {
-        let (create, destroy, reqs) = (
-            next.vkCreateBuffer?,
-            next.vkDestroyBuffer?,
-            next.vkGetBufferMemoryRequirements?,
-        );
+    pub(super) unsafe fn buffer_bits(&self, next: &ImportNext, ci: &vk::BufferCreateInfo<'_>) -> Option<u32> {
+        let (create, destroy, reqs) =
+            (next.vkCreateBuffer?, next.vkDestroyBuffer?, next.vkGetBufferMemoryRequirements?);
         let mut b = vk::Buffer::null();
         let mut r = vk::MemoryRequirements::default();
         // SAFETY: caller contract; the trial buffer is this function's own.
@@ -119,10 +103,7 @@ impl Active {
         ci: &vk::ImageCreateInfo<'_>,
     ) -> Result<(), &'static str> {
         use vk::StructureType as S;
-        for s in [
-            S::EXTERNAL_MEMORY_IMAGE_CREATE_INFO,
-            S::EXTERNAL_MEMORY_IMAGE_CREATE_INFO_NV,
-        ] {
+        for s in [S::EXTERNAL_MEMORY_IMAGE_CREATE_INFO, S::EXTERNAL_MEMORY_IMAGE_CREATE_INFO_NV] {
             // SAFETY: caller contract.
             if !unsafe { chain_find(ci.p_next, s) }.is_null() {
                 return Err("the application chose its external handle types");
@@ -140,26 +121,18 @@ impl Active {
             return Err("DRM format modifier tiling");
         }
         // Per-plane requirements; and a replayed descriptor belongs to one image.
-        if ci.flags.intersects(
-            vk::ImageCreateFlags::DISJOINT
-                | vk::ImageCreateFlags::DESCRIPTOR_BUFFER_CAPTURE_REPLAY_EXT,
-        ) {
+        if ci
+            .flags
+            .intersects(vk::ImageCreateFlags::DISJOINT | vk::ImageCreateFlags::DESCRIPTOR_BUFFER_CAPTURE_REPLAY_EXT)
+        {
             return Err("disjoint planes or capture/replay");
         }
-        let key = (
-            ci.format.as_raw(),
-            ci.image_type.as_raw(),
-            ci.tiling.as_raw(),
-            ci.usage.as_raw(),
-            ci.flags.as_raw(),
-        );
+        let key =
+            (ci.format.as_raw(), ci.image_type.as_raw(), ci.tiling.as_raw(), ci.usage.as_raw(), ci.flags.as_raw());
         if let Some(&verdict) = self.st.lock().image_ok.get(&key) {
             return verdict;
         }
-        let ext = vk::PhysicalDeviceExternalImageFormatInfo {
-            handle_type: HOST_ALLOCATION,
-            ..Default::default()
-        };
+        let ext = vk::PhysicalDeviceExternalImageFormatInfo { handle_type: HOST_ALLOCATION, ..Default::default() };
         let q = vk::PhysicalDeviceImageFormatInfo2 {
             p_next: &ext as *const vk::PhysicalDeviceExternalImageFormatInfo<'_> as *const c_void,
             format: ci.format,
@@ -176,8 +149,7 @@ impl Active {
         };
         // SAFETY: valid physical device; the chains live across the call.
         let r = unsafe { (self.phys.image_format2)(self.physical, &q, &mut out) };
-        let verdict = if r == vk::Result::SUCCESS && importable(&eprops.external_memory_properties)
-        {
+        let verdict = if r == vk::Result::SUCCESS && importable(&eprops.external_memory_properties) {
             let ext = vk::ExternalMemoryImageCreateInfo {
                 p_next: ci.p_next,
                 handle_types: HOST_ALLOCATION,
@@ -186,19 +158,11 @@ impl Active {
             let mut eci = *ci;
             eci.p_next = &ext as *const vk::ExternalMemoryImageCreateInfo<'_> as *const c_void;
             // SAFETY: the application's valid create info, and the same with a valid struct added.
-            let (plain, external) =
-                unsafe { (self.image_bits(next, ci), self.image_bits(next, &eci)) };
+            let (plain, external) = unsafe { (self.image_bits(next, ci), self.image_bits(next, &eci)) };
             let (Some(plain), Some(external)) = (plain, external) else {
                 return Err("no trial image");
             };
-            keeps_types(
-                "images",
-                u64::from(ci.usage.as_raw()),
-                ci.flags.as_raw(),
-                plain,
-                external,
-                self.may_hide,
-            )
+            keeps_types("images", u64::from(ci.usage.as_raw()), ci.flags.as_raw(), plain, external, self.may_hide)
         } else {
             Err("the driver cannot bind it to host memory")
         };
@@ -210,16 +174,8 @@ impl Active {
     ///
     /// # Safety
     /// `ci` is a valid `VkImageCreateInfo` for this device, not disjoint.
-    pub(super) unsafe fn image_bits(
-        &self,
-        next: &ImportNext,
-        ci: &vk::ImageCreateInfo<'_>,
-    ) -> Option<u32> {
-        let (create, destroy, reqs) = (
-            next.vkCreateImage?,
-            next.vkDestroyImage?,
-            next.vkGetImageMemoryRequirements?,
-        );
+    pub(super) unsafe fn image_bits(&self, next: &ImportNext, ci: &vk::ImageCreateInfo<'_>) -> Option<u32> {
+        let (create, destroy, reqs) = (next.vkCreateImage?, next.vkDestroyImage?, next.vkGetImageMemoryRequirements?);
         let mut i = vk::Image::null();
         let mut r = vk::MemoryRequirements::default();
         // SAFETY: caller contract; the trial image is this function's own.
@@ -268,12 +224,19 @@ impl Active {
 
 /// The device's host-import state and the next function, for a hook.
 macro_rules! hooked {
+    ($device:expr, $field:ident) => {{
+        let Some(d) = state_of($device) else {
+            log::once(LogLevel::Error, "a call on a device this layer did not see created cannot be passed down");
+            return;
+        };
+        let Some(next) = d.next.$field else {
+            return;
+        };
+        (d, next)
+    }};
     ($device:expr, $field:ident, $missing:expr) => {{
         let Some(d) = state_of($device) else {
-            log::once(
-                LogLevel::Error,
-                "a call on a device this layer did not see created cannot be passed down",
-            );
+            log::once(LogLevel::Error, "a call on a device this layer did not see created cannot be passed down");
             return $missing;
         };
         let Some(next) = d.next.$field else {
@@ -292,11 +255,7 @@ pub(super) unsafe extern "system" fn create_buffer(
     p_buffer: *mut vk::Buffer,
 ) -> vk::Result {
     let (d, next) = hooked!(device, vkCreateBuffer, NO_NEXT);
-    let Some(a) = d
-        .active
-        .as_ref()
-        .filter(|_| !info.is_null() && !p_buffer.is_null())
-    else {
+    let Some(a) = d.active.as_ref().filter(|_| !info.is_null() && !p_buffer.is_null()) else {
         // SAFETY: the application's arguments, passed down.
         return unsafe { next(device, info, allocator, p_buffer) };
     };
@@ -343,11 +302,7 @@ pub(super) unsafe extern "system" fn create_image(
     p_image: *mut vk::Image,
 ) -> vk::Result {
     let (d, next) = hooked!(device, vkCreateImage, NO_NEXT);
-    let Some(a) = d
-        .active
-        .as_ref()
-        .filter(|_| !info.is_null() && !p_image.is_null())
-    else {
+    let Some(a) = d.active.as_ref().filter(|_| !info.is_null() && !p_image.is_null()) else {
         // SAFETY: the application's arguments, passed down.
         return unsafe { next(device, info, allocator, p_image) };
     };
@@ -396,7 +351,7 @@ pub(super) unsafe extern "system" fn destroy_buffer(
     buffer: vk::Buffer,
     allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    let (d, next) = hooked!(device, vkDestroyBuffer, ());
+    let (d, next) = hooked!(device, vkDestroyBuffer);
     if let Some(a) = &d.active {
         a.destroyed(Resource::Buffer(buffer.as_raw()));
     }
@@ -411,7 +366,7 @@ pub(super) unsafe extern "system" fn destroy_image(
     image: vk::Image,
     allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    let (d, next) = hooked!(device, vkDestroyImage, ());
+    let (d, next) = hooked!(device, vkDestroyImage);
     if let Some(a) = &d.active {
         a.destroyed(Resource::Image(image.as_raw()));
     }

@@ -62,7 +62,9 @@ impl clap::Args for SettingFlags {
                 .value_parser(move |v: &str| Settings::check(name, v).map(|()| v.trim().to_string()));
             arg = match info.ty {
                 // `--flush-every-submit` alone turns it on; `--flush-every-submit=0` off.
-                SettingType::Bool => arg.num_args(0..=1).require_equals(true).default_missing_value("1").value_name("BOOL"),
+                SettingType::Bool => {
+                    arg.num_args(0..=1).require_equals(true).default_missing_value("1").value_name("BOOL")
+                }
                 SettingType::Enum(_) => arg.value_name("VALUE"),
                 SettingType::Ranges => arg.value_name("RANGES"),
                 SettingType::Uint { .. } => arg.value_name("N"),
@@ -124,14 +126,26 @@ mod tests {
             let has = cmd.get_arguments().any(|a| a.get_long() == Some(info.flag_name().as_str()));
             assert_eq!(has, info.flag, "--{}", info.flag_name());
         }
-        for f in ["frames", "submits", "compression", "flush-every-submit", "log-level", "log-file", "trigger-file", "trigger-signal", "trigger-frames"] {
+        for f in [
+            "frames",
+            "submits",
+            "compression",
+            "flush-every-submit",
+            "log-level",
+            "log-file",
+            "trigger-file",
+            "trigger-signal",
+            "trigger-frames",
+        ] {
             assert!(cmd.get_arguments().any(|a| a.get_long() == Some(f)), "--{f}");
         }
     }
 
     #[test]
     fn values_are_checked_and_collected() {
-        let f = parse(&["--frames", "10-20", "--flush-every-submit", "--compression", "none", "--set", "shadow-reads=on"]).unwrap();
+        let f =
+            parse(&["--frames", "10-20", "--flush-every-submit", "--compression", "none", "--set", "shadow-reads=on"])
+                .unwrap();
         assert_eq!(f.get("FRAMES"), Some("10-20"));
         assert_eq!(f.get("FLUSH_EVERY_SUBMIT"), Some("1"));
         assert_eq!(f.get("COMPRESSION"), Some("none"));

@@ -89,7 +89,8 @@ mod tests {
         let path = dir.join("t.vkd");
         let mut f = Follower::new(path.clone());
         assert_eq!(f.poll(), Counts::default(), "no file yet");
-        let w = TraceWriter::create(&path, WriterOptions { flush_every_submit: true, ..WriterOptions::default() }).unwrap();
+        let w =
+            TraceWriter::create(&path, WriterOptions { flush_every_submit: true, ..WriterOptions::default() }).unwrap();
         for seq in 1..=5 {
             w.record(&Event::Submit(Submit { seq, ..Submit::default() }));
             if seq % 2 == 0 {

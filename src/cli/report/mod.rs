@@ -174,7 +174,9 @@ fn session(o: &mut String, name: &str, st: &Stats) {
         st.captures
             .iter()
             .map(|c| {
-                let stop = c.stop_submit.map_or("the end".into(), |x| format!("submit {x} (frame {})", c.stop_frame.unwrap_or(0)));
+                let stop = c
+                    .stop_submit
+                    .map_or("the end".into(), |x| format!("submit {x} (frame {})", c.stop_frame.unwrap_or(0)));
                 format!("submit {} (frame {}) to {stop}", c.start_submit, c.start_frame)
             })
             .collect::<Vec<_>>()
@@ -314,11 +316,16 @@ fn page(name: &str, st: &Stats, v: &view::View) -> String {
         human_bytes(st.summary.file_bytes)
     );
     let unit = v.columns.name();
-    let binning = if v.width == 1 { format!("one column per {unit}") } else { format!("one column per {} {unit}s", v.width) };
+    let binning =
+        if v.width == 1 { format!("one column per {unit}") } else { format!("one column per {} {unit}s", v.width) };
     let _ = write!(
         o,
         r#"<section id="heatmap"><h2>Dirty pages by allocation and {unit}</h2><p class="note">Rows: allocations with dirty data (id, size, memory type, backend; hover for details{}). Columns: {binning}. {}</p>{}</section>"#,
-        if v.rows.iter().any(|r| r.alloc.is_none()) { format!("; the {} with the most data, the rest summed in the last row, whose colours stop at the top of the scale", view::MAX_ROWS - 1) } else { String::new() },
+        if v.rows.iter().any(|r| r.alloc.is_none()) {
+            format!("; the {} with the most data, the rest summed in the last row, whose colours stop at the top of the scale", view::MAX_ROWS - 1)
+        } else {
+            String::new()
+        },
         match v.frame_ends.len() {
             0 => String::new(),
             n if n > 120 => format!(" Dashed lines: frame ends (one in {}).", n.div_ceil(120)),

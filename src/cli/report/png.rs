@@ -65,7 +65,10 @@ fn draw(buf: &mut [u8], w: u32, h: u32, st: &Stats, v: &View, text: bool) -> Res
                 .map_err(e)?;
         }
         if text {
-            let style = font.clone().color(&BLACK).pos(text_anchor::Pos::new(text_anchor::HPos::Right, text_anchor::VPos::Center));
+            let style = font
+                .clone()
+                .color(&BLACK)
+                .pos(text_anchor::Pos::new(text_anchor::HPos::Right, text_anchor::VPos::Center));
             root.draw(&Text::new(row.label.clone(), (LABEL_W as i32 - 6, y + ROW_H as i32 / 2), style)).map_err(e)?;
         }
     }
@@ -77,8 +80,7 @@ fn draw(buf: &mut [u8], w: u32, h: u32, st: &Stats, v: &View, text: bool) -> Res
         }
         let x = x_of(v.pos(last + 1));
         if x <= (LABEL_W + PLOT_W) as i32 {
-            root.draw(&PathElement::new(vec![(x, TOP as i32 - 4), (x, bottom)], RGBColor(214, 39, 40)))
-                .map_err(e)?;
+            root.draw(&PathElement::new(vec![(x, TOP as i32 - 4), (x, bottom)], RGBColor(214, 39, 40))).map_err(e)?;
         }
     }
     // Colour legend.
@@ -108,7 +110,8 @@ fn draw(buf: &mut [u8], w: u32, h: u32, st: &Stats, v: &View, text: bool) -> Res
         root.draw(&Text::new(legend, (LABEL_W as i32 + 208, ly - 1), font.clone())).map_err(e)?;
         root.draw(&Text::new(format!("{unit} {first}"), (LABEL_W as i32, bottom + 6), font.clone())).map_err(e)?;
         let end = format!("{unit} {last}");
-        let style = font.clone().color(&BLACK).pos(text_anchor::Pos::new(text_anchor::HPos::Right, text_anchor::VPos::Top));
+        let style =
+            font.clone().color(&BLACK).pos(text_anchor::Pos::new(text_anchor::HPos::Right, text_anchor::VPos::Top));
         root.draw(&Text::new(end, ((LABEL_W + PLOT_W) as i32, bottom + 6), style)).map_err(e)?;
     }
     root.present().map_err(e)?;

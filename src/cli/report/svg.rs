@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use vkdirty::trace::stats::Stats;
 
-use super::view::{colour, scale, View};
 use super::esc;
+use super::view::{colour, scale, View};
 use crate::cli::human_bytes;
 
 const LABEL_W: f64 = 300.0;
@@ -33,7 +33,11 @@ pub fn heatmap(v: &View) -> String {
         v.width,
         v.columns.name()
     );
-    let _ = write!(o, r##"<rect x="{LABEL_W}" y="{TOP}" width="{PLOT_W}" height="{}" fill="#f2f2f2"/>"##, v.rows.len() as f64 * ROW_H);
+    let _ = write!(
+        o,
+        r##"<rect x="{LABEL_W}" y="{TOP}" width="{PLOT_W}" height="{}" fill="#f2f2f2"/>"##,
+        v.rows.len() as f64 * ROW_H
+    );
     for (r, row) in v.rows.iter().enumerate() {
         let y = TOP + r as f64 * ROW_H;
         let id = row.alloc.map_or("other".to_string(), |a| a.to_string());
@@ -71,7 +75,11 @@ pub fn heatmap(v: &View) -> String {
     let ly = bottom + 30.0;
     for k in 0..100 {
         let (cr, cg, cb) = colour(k as f64 / 99.0);
-        let _ = write!(o, r##"<rect x="{}" y="{ly}" width="2.2" height="10" fill="#{cr:02x}{cg:02x}{cb:02x}"/>"##, lx + k as f64 * 2.0);
+        let _ = write!(
+            o,
+            r##"<rect x="{}" y="{ly}" width="2.2" height="10" fill="#{cr:02x}{cg:02x}{cb:02x}"/>"##,
+            lx + k as f64 * 2.0
+        );
     }
     let _ = write!(
         o,
@@ -123,13 +131,8 @@ fn axis(o: &mut String, v: &View, y: f64) {
         );
         s += step;
     }
-    let _ = write!(
-        o,
-        r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-        LABEL_W + PLOT_W,
-        y + 28.0,
-        v.columns.name()
-    );
+    let _ =
+        write!(o, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LABEL_W + PLOT_W, y + 28.0, v.columns.name());
 }
 
 pub fn timeline(st: &Stats, v: &View) -> String {
@@ -197,7 +200,11 @@ pub fn timeline(st: &Stats, v: &View) -> String {
         );
         let _ = write!(line, "{:.2},{:.2} ", x + cw / 2.0, y_of(b.trace_bytes));
     }
-    let _ = write!(o, r##"<polyline class="trace-bytes" points="{}" fill="none" stroke="#ff7f0e" stroke-width="1.5"/>"##, line.trim_end());
+    let _ = write!(
+        o,
+        r##"<polyline class="trace-bytes" points="{}" fill="none" stroke="#ff7f0e" stroke-width="1.5"/>"##,
+        line.trim_end()
+    );
     frame_lines(&mut o, v, TOP, TOP + ph);
     axis(&mut o, v, TOP + ph);
     let _ = write!(

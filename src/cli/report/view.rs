@@ -98,7 +98,8 @@ impl View {
             })
             .collect();
         // Dirty data of allocations with no allocation record (damaged or cut traces).
-        let orphans: Vec<u64> = h.rows.keys().copied().filter(|id| !st.allocations.iter().any(|a| a.id == *id)).collect();
+        let orphans: Vec<u64> =
+            h.rows.keys().copied().filter(|id| !st.allocations.iter().any(|a| a.id == *id)).collect();
         if !rest.is_empty() || !orphans.is_empty() {
             let mut cells = vec![(0u64, 0u64); nbins];
             for id in rest.iter().map(|a| a.id).chain(orphans.iter().copied()) {

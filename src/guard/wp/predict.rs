@@ -11,7 +11,7 @@
 //! first, then compares it: a write before the re-protect changed the bytes (or left them equal
 //! to the trace), a write after it faults and is in the following scan.
 
-use super::{intersect, normalize, pagemap_scan_with, page_size, ScanStats, WpTracker};
+use super::{intersect, normalize, page_size, pagemap_scan_with, ScanStats, WpTracker};
 use crate::guard::GuardError;
 use linux_raw_sys::general as sys;
 use std::hash::Hash;
@@ -201,10 +201,11 @@ impl WpTracker {
         let written = normalize(written);
         let page = page_size();
         for (r, off) in placed {
-            for keep in subtract(&[r.clone()], &written) {
+            for keep in subtract(std::slice::from_ref(&r), &written) {
                 let o = off + (keep.start - r.start);
                 debug_assert_eq!(o % page, 0);
-                uffd_unprotect(&st.uffd, keep.clone()).map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT(0)", source })?;
+                uffd_unprotect(&st.uffd, keep.clone())
+                    .map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT(0)", source })?;
                 // On a shared mapping (host-import's arenas) the kernel leaves the entries
                 // read-only after the unprotect, so the first write would still fault (without
                 // marking anything): make them writable now, in one call. Writes no data.
@@ -277,6 +278,8 @@ fn intersect_sorted(a: &[Range<usize>], b: &[Range<usize>]) -> Vec<Range<usize>>
 }
 
 #[cfg(test)]
+// Run lists of one run are the point of several cases.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

@@ -51,7 +51,14 @@ pub struct SpanSet<K> {
 
 impl<K: Copy + Eq + Hash> Default for SpanSet<K> {
     fn default() -> Self {
-        SpanSet { members: BTreeMap::new(), by_key: HashMap::new(), plan: Plan::default(), runs: Vec::new(), fast: false, predictor: None }
+        SpanSet {
+            members: BTreeMap::new(),
+            by_key: HashMap::new(),
+            plan: Plan::default(),
+            runs: Vec::new(),
+            fast: false,
+            predictor: None,
+        }
     }
 }
 

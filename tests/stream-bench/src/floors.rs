@@ -176,7 +176,8 @@ pub fn measure(
     let mut floors = Floors { frames, write_ms: write_s, copy_ms: summarize(&copy), ..Default::default() };
     if probe.is_some() && !scan.is_empty() {
         // Per frame: the extra cost of writing protected pages (faults) + scan + copy.
-        let per: Vec<f64> = (0..scan.len()).map(|i| (wp_write[i] - write_s.median).max(0.0) + scan[i] + wp_copy[i]).collect();
+        let per: Vec<f64> =
+            (0..scan.len()).map(|i| (wp_write[i] - write_s.median).max(0.0) + scan[i] + wp_copy[i]).collect();
         let fault: Vec<f64> = wp_write.iter().map(|w| (w - write_s.median).max(0.0)).collect();
         let pages = planner.pages_per_frame() as f64;
         floors.trap_ms = Some(summarize(&per));

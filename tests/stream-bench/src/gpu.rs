@@ -159,7 +159,8 @@ impl Gpu {
     fn open_device(
         instance: &ash::Instance,
         opts: &GpuOptions,
-    ) -> Result<(ash::Device, u32, vk::PhysicalDeviceMemoryProperties, DeviceInfo, vk::PhysicalDevice, u32), GpuError> {
+    ) -> Result<(ash::Device, u32, vk::PhysicalDeviceMemoryProperties, DeviceInfo, vk::PhysicalDevice, u32), GpuError>
+    {
         // SAFETY: instance is valid.
         let pds = unsafe { instance.enumerate_physical_devices() }.ctx("vkEnumeratePhysicalDevices")?;
         if pds.is_empty() {
@@ -222,7 +223,9 @@ impl Gpu {
                     && req.memory_type_bits & (1 << t) != 0
                     && types[t as usize].property_flags.contains(hv);
                 if !ok {
-                    return Err(GpuError::Setup(format!("memory type {t} is not host-visible coherent and usable for the buffer")));
+                    return Err(GpuError::Setup(format!(
+                        "memory type {t} is not host-visible coherent and usable for the buffer"
+                    )));
                 }
                 t
             }
@@ -231,7 +234,11 @@ impl Gpu {
                 .filter(|&i| req.memory_type_bits & (1 << i) != 0 && types[i as usize].property_flags.contains(hv))
                 .min_by_key(|&i| {
                     let f = types[i as usize].property_flags;
-                    (f.contains(vk::MemoryPropertyFlags::DEVICE_LOCAL), f.contains(vk::MemoryPropertyFlags::HOST_CACHED), i)
+                    (
+                        f.contains(vk::MemoryPropertyFlags::DEVICE_LOCAL),
+                        f.contains(vk::MemoryPropertyFlags::HOST_CACHED),
+                        i,
+                    )
                 })
                 .ok_or_else(|| GpuError::Setup("no host-visible coherent memory type".into()))?,
         };
@@ -257,7 +264,10 @@ impl Gpu {
             // is host-visible and not mapped.
             unsafe {
                 d.bind_buffer_memory(buffer, e.memory, 0).ctx("vkBindBufferMemory(extra)")?;
-                e.mapped = d.map_memory(e.memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()).ctx("vkMapMemory(extra)")?.cast();
+                e.mapped = d
+                    .map_memory(e.memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty())
+                    .ctx("vkMapMemory(extra)")?
+                    .cast();
             }
         }
 
@@ -323,7 +333,9 @@ impl Gpu {
         if self.flush {
             let ranges: Vec<vk::MappedMemoryRange> = plan
                 .iter()
-                .map(|r| vk::MappedMemoryRange::default().memory(self.src_mem).offset(r.start as u64).size(r.len() as u64))
+                .map(|r| {
+                    vk::MappedMemoryRange::default().memory(self.src_mem).offset(r.start as u64).size(r.len() as u64)
+                })
                 .collect();
             // SAFETY: the memory is mapped; ranges are page-aligned and inside the allocation.
             unsafe { self.device.flush_mapped_memory_ranges(&ranges) }.ctx("vkFlushMappedMemoryRanges")?;
@@ -373,8 +385,8 @@ impl Gpu {
 
     /// The initial upload: the whole buffer written once (not timed).
     pub fn initial_fill(&mut self, value: u8) -> Result<(), GpuError> {
-        let whole = [0..self.size as usize];
-        self.frame(&whole, value)
+        let whole = 0..self.size as usize;
+        self.frame(std::slice::from_ref(&whole), value)
     }
 }
 

@@ -23,13 +23,7 @@ pub fn summarize(samples: &[f64]) -> Summary {
     s.sort_by(f64::total_cmp);
     let n = s.len();
     let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
-    Summary {
-        median,
-        p99: rank(&s, 0.99),
-        mean: s.iter().sum::<f64>() / n as f64,
-        min: s[0],
-        max: s[n - 1],
-    }
+    Summary { median, p99: rank(&s, 0.99), mean: s.iter().sum::<f64>() / n as f64, min: s[0], max: s[n - 1] }
 }
 
 #[cfg(test)]

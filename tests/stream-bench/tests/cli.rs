@@ -13,12 +13,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn run_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin())
-        .arg("run")
-        .args(args)
-        .env_remove("VK_INSTANCE_LAYERS")
-        .output()
-        .expect("spawn bench");
+    let out = Command::new(bin()).arg("run").args(args).env_remove("VK_INSTANCE_LAYERS").output().expect("spawn bench");
     assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let line = text.lines().find(|l| l.starts_with('{')).expect("a JSON line");
@@ -29,8 +24,18 @@ fn run_json(args: &[&str]) -> serde_json::Value {
 fn run_reports_what_it_wrote() {
     for (pattern, mode) in [("random", "persistent"), ("ring", "map-every-frame"), ("full", "persistent")] {
         let v = run_json(&[
-            "--size-mib", "2", "--fraction", "10", "--pattern", pattern, "--mode", mode, "--frames", "7",
-            "--warmup", "2",
+            "--size-mib",
+            "2",
+            "--fraction",
+            "10",
+            "--pattern",
+            pattern,
+            "--mode",
+            mode,
+            "--frames",
+            "7",
+            "--warmup",
+            "2",
         ]);
         let page = v["page_size"].as_u64().unwrap();
         let span = 2u64 << 20;

@@ -202,7 +202,13 @@ impl<'a> World<'a> {
         self.args.seed.wrapping_mul(0x1_0000_0001).wrapping_add(self.seed_counter)
     }
 
-    fn new_alloc(&mut self, scenario: &'static str, b: Behaviour, size: u64, noncoherent: bool) -> Result<HostAlloc, VkError> {
+    fn new_alloc(
+        &mut self,
+        scenario: &'static str,
+        b: Behaviour,
+        size: u64,
+        noncoherent: bool,
+    ) -> Result<HostAlloc, VkError> {
         let buf = self.host_buffer(size, noncoherent)?;
         let coherent = self.vk.type_flags(buf.memory_type).contains(vk::MemoryPropertyFlags::HOST_COHERENT);
         let seed = self.next_seed();
@@ -239,7 +245,14 @@ impl<'a> World<'a> {
         let page = mem::page_size();
         let s = args.size.next_multiple_of(page as u64).max(2 * page as u64);
         let frame = Frame::new(vk)?;
-        let placeholder = Buffer { buffer: vk::Buffer::null(), memory: vk::DeviceMemory::null(), size: 0, alloc_size: 0, memory_type: 0, alloc_index: 0 };
+        let placeholder = Buffer {
+            buffer: vk::Buffer::null(),
+            memory: vk::DeviceMemory::null(),
+            size: 0,
+            alloc_size: 0,
+            memory_type: 0,
+            alloc_index: 0,
+        };
         let mut w = World {
             vk,
             args,
@@ -314,9 +327,30 @@ impl<'a> World<'a> {
             dl_size += gpu_size / 2;
         }
         let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
-        w.dl = vk.buffer(dl_size, usage, vk::MemoryPropertyFlags::DEVICE_LOCAL, vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::HOST_VISIBLE)
-            .or_else(|_| vk.buffer(dl_size, usage, vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::empty()))?;
-        w.readback = vk.buffer(rb_size, usage, vk::MemoryPropertyFlags::HOST_VISIBLE, vk::MemoryPropertyFlags::HOST_CACHED, vk::MemoryPropertyFlags::empty())?;
+        w.dl = vk
+            .buffer(
+                dl_size,
+                usage,
+                vk::MemoryPropertyFlags::DEVICE_LOCAL,
+                vk::MemoryPropertyFlags::empty(),
+                vk::MemoryPropertyFlags::HOST_VISIBLE,
+            )
+            .or_else(|_| {
+                vk.buffer(
+                    dl_size,
+                    usage,
+                    vk::MemoryPropertyFlags::empty(),
+                    vk::MemoryPropertyFlags::empty(),
+                    vk::MemoryPropertyFlags::empty(),
+                )
+            })?;
+        w.readback = vk.buffer(
+            rb_size,
+            usage,
+            vk::MemoryPropertyFlags::HOST_VISIBLE,
+            vk::MemoryPropertyFlags::HOST_CACHED,
+            vk::MemoryPropertyFlags::empty(),
+        )?;
         w.rb_ptr = vk.map(w.readback.memory, 0, vk::WHOLE_SIZE)?;
         let rb = w.readback;
         w.record_gpu_alloc("readback", &rb);
@@ -526,7 +560,9 @@ impl<'a> World<'a> {
         if let Some(i) = self.allocs.iter().position(|a| a.behaviour == Behaviour::Churn && a.age >= 2) {
             let a = self.allocs.remove(i);
             vk.free(&a.buf);
-            self.sidecar.record(json!({ "kind": "free", "handle": vk::Handle::as_raw(a.buf.memory), "after_submit": self.seq }));
+            self.sidecar.record(
+                json!({ "kind": "free", "handle": vk::Handle::as_raw(a.buf.memory), "after_submit": self.seq }),
+            );
         }
         Ok(())
     }
@@ -550,7 +586,12 @@ impl<'a> World<'a> {
             // SAFETY: the read-back buffer is mapped whole and the submit writing it completed.
             let got = unsafe { std::slice::from_raw_parts(self.rb_ptr.add((a.slot + o) as usize), l as usize) };
             let want = &a.mirror[o as usize..(o + l) as usize];
-            compare(&format!("{} allocation {:#x}: GPU read-back of {o}+{l}", a.scenario, vk::Handle::as_raw(a.buf.memory)), f, want, got)?;
+            compare(
+                &format!("{} allocation {:#x}: GPU read-back of {o}+{l}", a.scenario, vk::Handle::as_raw(a.buf.memory)),
+                f,
+                want,
+                got,
+            )?;
         }
         for a in &self.allocs {
             if a.behaviour != Behaviour::Mixed {
@@ -559,20 +600,38 @@ impl<'a> World<'a> {
             let m = a.map.expect("mixed is persistently mapped");
             let (o, l) = a.cpu_range;
             let start = o + l;
-            self.invalidate(a.buf.memory_type, &[vk::MappedMemoryRange::default().memory(a.buf.memory).offset(start).size(vk::WHOLE_SIZE)])?;
+            self.invalidate(
+                a.buf.memory_type,
+                &[vk::MappedMemoryRange::default().memory(a.buf.memory).offset(start).size(vk::WHOLE_SIZE)],
+            )?;
             let n = (a.buf.size - start) as usize;
             // SAFETY: mapped whole; the GPU's fill completed.
             let got = unsafe { std::slice::from_raw_parts(m.ptr.add(start as usize), n) };
             let want = pattern(Self::fill_value(seq, 2), n);
-            compare(&format!("mixed allocation {:#x}: GPU-filled half", vk::Handle::as_raw(a.buf.memory)), f, &want, got)?;
+            compare(
+                &format!("mixed allocation {:#x}: GPU-filled half", vk::Handle::as_raw(a.buf.memory)),
+                f,
+                &want,
+                got,
+            )?;
         }
         if let Some(g) = &self.gpu {
             self.invalidate(g.buf.memory_type, &whole(g.buf.memory))?;
             let half = (g.buf.size / 2) as usize;
             // SAFETY: mapped whole; the GPU's writes completed.
             let got = unsafe { std::slice::from_raw_parts(g.ptr, g.buf.size as usize) };
-            compare("gpu-write: vkCmdFillBuffer into host-visible memory", f, &pattern(Self::fill_value(seq, 3), half), &got[..half])?;
-            compare("gpu-write: copy into host-visible memory", f, &pattern(Self::fill_value(seq, 1), g.buf.size as usize - half), &got[half..])?;
+            compare(
+                "gpu-write: vkCmdFillBuffer into host-visible memory",
+                f,
+                &pattern(Self::fill_value(seq, 3), half),
+                &got[..half],
+            )?;
+            compare(
+                "gpu-write: copy into host-visible memory",
+                f,
+                &pattern(Self::fill_value(seq, 1), g.buf.size as usize - half),
+                &got[half..],
+            )?;
         }
         Ok(())
     }
@@ -609,7 +668,11 @@ impl<'a> World<'a> {
         if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
             Ok(())
         } else if libc::WIFSIGNALED(status) {
-            Err(Failure::Check(format!("fork: the child writing {} mapping(s) died of signal {}", maps.len(), libc::WTERMSIG(status))))
+            Err(Failure::Check(format!(
+                "fork: the child writing {} mapping(s) died of signal {}",
+                maps.len(),
+                libc::WTERMSIG(status)
+            )))
         } else {
             Err(Failure::Check(format!("fork: the child exited with status {status:#x}")))
         }
@@ -658,7 +721,11 @@ fn compare(what: &str, frame: u32, want: &[u8], got: &[u8]) -> Result<(), Failur
 fn run(args: &Args) -> ExitCode {
     for s in &args.scenario {
         if s != "all" && !SCENARIOS.contains(&s.as_str()) && !EXTRA_SCENARIOS.contains(&s.as_str()) {
-            eprintln!("vkdirty-workload: unknown scenario {s:?}; known: all, {}, {}", SCENARIOS.join(", "), EXTRA_SCENARIOS.join(", "));
+            eprintln!(
+                "vkdirty-workload: unknown scenario {s:?}; known: all, {}, {}",
+                SCENARIOS.join(", "),
+                EXTRA_SCENARIOS.join(", ")
+            );
             return ExitCode::from(2);
         }
     }

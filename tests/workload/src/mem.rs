@@ -125,7 +125,14 @@ pub struct HostAlloc {
 }
 
 impl HostAlloc {
-    pub fn new(scenario: &'static str, behaviour: Behaviour, buf: Buffer, coherent: bool, flushes: bool, seed: u64) -> HostAlloc {
+    pub fn new(
+        scenario: &'static str,
+        behaviour: Behaviour,
+        buf: Buffer,
+        coherent: bool,
+        flushes: bool,
+        seed: u64,
+    ) -> HostAlloc {
         HostAlloc {
             scenario,
             behaviour,
@@ -146,6 +153,8 @@ impl HostAlloc {
         }
     }
 
+    /// The allocation's size (what mappings span), not the buffer's.
+    #[allow(clippy::misnamed_getters)]
     pub fn size(&self) -> u64 {
         self.buf.alloc_size
     }
@@ -342,9 +351,18 @@ mod tests {
 
     #[test]
     fn rng_is_deterministic() {
-        let a: Vec<u64> = { let mut r = Rng::new(3); (0..4).map(|_| r.next()).collect() };
-        let b: Vec<u64> = { let mut r = Rng::new(3); (0..4).map(|_| r.next()).collect() };
-        let c: Vec<u64> = { let mut r = Rng::new(4); (0..4).map(|_| r.next()).collect() };
+        let a: Vec<u64> = {
+            let mut r = Rng::new(3);
+            (0..4).map(|_| r.next()).collect()
+        };
+        let b: Vec<u64> = {
+            let mut r = Rng::new(3);
+            (0..4).map(|_| r.next()).collect()
+        };
+        let c: Vec<u64> = {
+            let mut r = Rng::new(4);
+            (0..4).map(|_| r.next()).collect()
+        };
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

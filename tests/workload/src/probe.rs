@@ -12,7 +12,9 @@ const HOST: vk::ExternalMemoryHandleTypeFlags = vk::ExternalMemoryHandleTypeFlag
 pub fn report(v: &Vk) -> Result<(), VkError> {
     let e = |what: &str, r: vk::Result| VkError(format!("{what}: {r:?}"));
     // SAFETY: a valid instance.
-    let pdev = *unsafe { v.instance.enumerate_physical_devices() }.map_err(|r| e("vkEnumeratePhysicalDevices", r))?.first()
+    let pdev = *unsafe { v.instance.enumerate_physical_devices() }
+        .map_err(|r| e("vkEnumeratePhysicalDevices", r))?
+        .first()
         .ok_or_else(|| VkError("no physical device".into()))?;
     let types: Vec<_> = (0..v.mem_props.memory_type_count as usize)
         .map(|i| {
@@ -22,7 +24,8 @@ pub fn report(v: &Vk) -> Result<(), VkError> {
         .collect();
     println!("{}", json!({"kind": "memory_types", "device": v.device_name, "types": types}));
     // SAFETY: as above.
-    let exts = unsafe { v.instance.enumerate_device_extension_properties(pdev) }.map_err(|r| e("vkEnumerateDeviceExtensionProperties", r))?;
+    let exts = unsafe { v.instance.enumerate_device_extension_properties(pdev) }
+        .map_err(|r| e("vkEnumerateDeviceExtensionProperties", r))?;
     let name = ash::ext::external_memory_host::NAME;
     if !exts.iter().any(|x| x.extension_name_as_c_str() == Ok(name)) {
         println!("{}", json!({"kind": "external_memory_host", "supported": false}));
@@ -99,15 +102,21 @@ pub fn list_tools(v: &Vk) -> Result<(), VkError> {
     let tools: Vec<serde_json::Value> = if v.api >= vk::API_VERSION_1_3 {
         // SAFETY: a valid physical device of this 1.3 instance; the two-call idiom.
         unsafe {
-            let n = v.instance.get_physical_device_tool_properties_len(v.pdev).map_err(|r| e("vkGetPhysicalDeviceToolProperties", r))?;
+            let n = v
+                .instance
+                .get_physical_device_tool_properties_len(v.pdev)
+                .map_err(|r| e("vkGetPhysicalDeviceToolProperties", r))?;
             let mut out = vec![vk::PhysicalDeviceToolProperties::default(); n];
-            v.instance.get_physical_device_tool_properties(v.pdev, &mut out).map_err(|r| e("vkGetPhysicalDeviceToolProperties", r))?;
+            v.instance
+                .get_physical_device_tool_properties(v.pdev, &mut out)
+                .map_err(|r| e("vkGetPhysicalDeviceToolProperties", r))?;
             out.iter().map(tool_json).collect()
         }
     } else {
         let ext = ash::ext::tooling_info::Instance::new(&v.entry, &v.instance);
         // SAFETY: as above; the entry point comes from the instance.
-        let out = unsafe { ext.get_physical_device_tool_properties(v.pdev) }.map_err(|r| e("vkGetPhysicalDeviceToolPropertiesEXT", r))?;
+        let out = unsafe { ext.get_physical_device_tool_properties(v.pdev) }
+            .map_err(|r| e("vkGetPhysicalDeviceToolPropertiesEXT", r))?;
         out.iter().map(tool_json).collect()
     };
     for t in tools {

@@ -19,7 +19,8 @@ fn rss_kib() -> u64 {
 pub fn churn(vk: &Vk, n: usize, rounds: usize) -> Result<(), VkError> {
     let size = 64 << 10;
     let coherent = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
-    let ty = *vk.memory_types_with(!0, coherent).first().ok_or_else(|| VkError("no host-visible coherent type".into()))?;
+    let ty =
+        *vk.memory_types_with(!0, coherent).first().ok_or_else(|| VkError("no host-visible coherent type".into()))?;
     let frame = Frame::new(vk)?;
     let before = rss_kib();
     let mut peak = before;
@@ -47,6 +48,9 @@ pub fn churn(vk: &Vk, n: usize, rounds: usize) -> Result<(), VkError> {
     }
     frame.destroy(vk);
     let after = rss_kib();
-    println!("{}", json!({"kind": "rss", "allocations": n, "rounds": rounds, "bytes_each": size, "before_kib": before, "peak_kib": peak, "after_kib": after}));
+    println!(
+        "{}",
+        json!({"kind": "rss", "allocations": n, "rounds": rounds, "bytes_each": size, "before_kib": before, "peak_kib": peak, "after_kib": after})
+    );
     Ok(())
 }

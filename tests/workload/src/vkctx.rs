@@ -20,8 +20,7 @@ unsafe extern "system" fn debug_callback(
     data: *const vk::DebugUtilsMessengerCallbackDataEXT<'_>,
     _user: *mut c_void,
 ) -> vk::Bool32 {
-    let counted = vk::DebugUtilsMessageSeverityFlagsEXT::WARNING
-        | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR;
+    let counted = vk::DebugUtilsMessageSeverityFlagsEXT::WARNING | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR;
     if severity.intersects(counted) {
         // SAFETY: the loader passes a valid callback-data struct whose strings are
         // NUL-terminated or null for the duration of the call.
@@ -97,8 +96,7 @@ impl Vk {
     /// `VK_EXT_layer_settings` strings in `vkCreateInstance`'s pNext chain.
     pub fn new(validation: bool, host_import: bool, layer_settings: &[(String, String)]) -> Result<Vk, VkError> {
         // SAFETY: loading libvulkan.so.1 runs its initialisers; it is the system loader.
-        let entry = unsafe { ash::Entry::load() }
-            .map_err(|e| VkError(format!("cannot load libvulkan.so.1: {e}")))?;
+        let entry = unsafe { ash::Entry::load() }.map_err(|e| VkError(format!("cannot load libvulkan.so.1: {e}")))?;
 
         // SAFETY: plain loader queries with no handles.
         let api = unsafe { entry.try_enumerate_instance_version() }
@@ -146,8 +144,7 @@ impl Vk {
         let mut lsci = vk::LayerSettingsCreateInfoEXT::default().settings(&settings);
         let mut messenger_info = vk::DebugUtilsMessengerCreateInfoEXT::default()
             .message_severity(
-                vk::DebugUtilsMessageSeverityFlagsEXT::WARNING
-                    | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR,
+                vk::DebugUtilsMessageSeverityFlagsEXT::WARNING | vk::DebugUtilsMessageSeverityFlagsEXT::ERROR,
             )
             .message_type(
                 vk::DebugUtilsMessageTypeFlagsEXT::GENERAL
@@ -181,8 +178,8 @@ impl Vk {
         };
 
         // SAFETY: valid instance.
-        let pdevs = unsafe { instance.enumerate_physical_devices() }
-            .map_err(|e| err("vkEnumeratePhysicalDevices", e))?;
+        let pdevs =
+            unsafe { instance.enumerate_physical_devices() }.map_err(|e| err("vkEnumeratePhysicalDevices", e))?;
         let pdev = *pdevs.first().ok_or_else(|| VkError("no Vulkan physical device".into()))?;
         // SAFETY: pdev comes from this instance.
         let (props, mem_props, families) = unsafe {
@@ -270,7 +267,11 @@ impl Vk {
         types
             .iter()
             .enumerate()
-            .find(|(i, t)| ok(*i, t.property_flags) && t.property_flags.contains(preferred) && !t.property_flags.intersects(avoided))
+            .find(|(i, t)| {
+                ok(*i, t.property_flags)
+                    && t.property_flags.contains(preferred)
+                    && !t.property_flags.intersects(avoided)
+            })
             .or_else(|| types.iter().enumerate().find(|(i, t)| ok(*i, t.property_flags)))
             .map(|(i, _)| i as u32)
     }
@@ -337,7 +338,14 @@ impl Vk {
         let mai = vk::MemoryAllocateInfo::default().allocation_size(size).memory_type_index(ty);
         // SAFETY: valid device and allocate info.
         let memory = unsafe { self.device.allocate_memory(&mai, None) }.map_err(|e| err("vkAllocateMemory", e))?;
-        Ok(Buffer { buffer: vk::Buffer::null(), memory, size, alloc_size: size, memory_type: ty, alloc_index: self.count_allocation() })
+        Ok(Buffer {
+            buffer: vk::Buffer::null(),
+            memory,
+            size,
+            alloc_size: size,
+            memory_type: ty,
+            alloc_index: self.count_allocation(),
+        })
     }
 
     /// The `import` scenario: `size` bytes of the application's own anonymous memory imported
@@ -345,11 +353,19 @@ impl Vk {
     /// buffer bound. Returns the buffer and the application's pointer (never passed to
     /// vkMapMemory; the pages are never unmapped).
     pub fn imported_buffer(&self, size: u64) -> Result<(Buffer, *mut u8), VkError> {
-        let (ext, align) = self.host_ext.as_ref().ok_or_else(|| VkError("VK_EXT_external_memory_host is not offered".into()))?;
+        let (ext, align) =
+            self.host_ext.as_ref().ok_or_else(|| VkError("VK_EXT_external_memory_host is not offered".into()))?;
         let size = size.next_multiple_of(*align);
         // SAFETY: a fresh private anonymous mapping, kept for the life of the process.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), size as usize + *align as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize + *align as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(VkError(format!("mmap: {}", std::io::Error::last_os_error())));
@@ -364,14 +380,23 @@ impl Vk {
         let d = &self.device;
         let mut ext_info = vk::ExternalMemoryBufferCreateInfo::default().handle_types(ht);
         let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
-        let bci = vk::BufferCreateInfo::default().size(size).usage(usage).sharing_mode(vk::SharingMode::EXCLUSIVE).push_next(&mut ext_info);
+        let bci = vk::BufferCreateInfo::default()
+            .size(size)
+            .usage(usage)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE)
+            .push_next(&mut ext_info);
         // SAFETY: valid device; the create info lives across the call.
         let buffer = unsafe { d.create_buffer(&bci, None) }.map_err(|e| err("vkCreateBuffer (external)", e))?;
         // SAFETY: buffer belongs to this device.
         let req = unsafe { d.get_buffer_memory_requirements(buffer) };
         let coherent = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
         let ty = self
-            .memory_type(req.memory_type_bits & hpp.memory_type_bits, coherent, vk::MemoryPropertyFlags::empty(), vk::MemoryPropertyFlags::empty())
+            .memory_type(
+                req.memory_type_bits & hpp.memory_type_bits,
+                coherent,
+                vk::MemoryPropertyFlags::empty(),
+                vk::MemoryPropertyFlags::empty(),
+            )
             .ok_or_else(|| VkError("no host-visible coherent memory type can import host memory".into()))?;
         let mut import = vk::ImportMemoryHostPointerInfoEXT::default().handle_type(ht).host_pointer(ptr.cast());
         let mai = vk::MemoryAllocateInfo::default().allocation_size(size).memory_type_index(ty).push_next(&mut import);
@@ -509,7 +534,8 @@ impl Frame {
         } else {
             (vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE)
         };
-        let mb = [vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::TRANSFER_WRITE).dst_access_mask(dst_access)];
+        let mb =
+            [vk::MemoryBarrier::default().src_access_mask(vk::AccessFlags::TRANSFER_WRITE).dst_access_mask(dst_access)];
         // SAFETY: recording.
         unsafe {
             vk.device.cmd_pipeline_barrier(

@@ -24,7 +24,12 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn read_sidecar(path: &PathBuf) -> Vec<Value> {
@@ -136,7 +141,8 @@ fn sidecar_is_deterministic_per_seed() {
 #[test]
 fn flush_mode_single_thread_and_odd_size_pass() {
     let sc = tmp("flush.jsonl");
-    let o = run(&["--flush", "--threads", "1", "--size", "5000", "--frames", "8", "--sidecar", sc.to_str().unwrap()], &[]);
+    let o =
+        run(&["--flush", "--threads", "1", "--size", "5000", "--frames", "8", "--sidecar", sc.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", text(&o));
     check_sidecar(&read_sidecar(&sc), 8);
     let _ = std::fs::remove_file(sc);
