@@ -224,16 +224,10 @@ impl Active {
 
 /// The device's host-import state and the next function, for a hook.
 macro_rules! hooked {
-    ($device:expr, $field:ident) => {{
-        let Some(d) = state_of($device) else {
-            log::once(LogLevel::Error, "a call on a device this layer did not see created cannot be passed down");
-            return;
-        };
-        let Some(next) = d.next.$field else {
-            return;
-        };
-        (d, next)
-    }};
+    // Hooks that return nothing.
+    ($device:expr, $field:ident) => {
+        hooked!($device, $field, ())
+    };
     ($device:expr, $field:ident, $missing:expr) => {{
         let Some(d) = state_of($device) else {
             log::once(LogLevel::Error, "a call on a device this layer did not see created cannot be passed down");
