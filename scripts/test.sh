@@ -4,10 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-# xvfb: the layer smoke test presents frames to an X11 window (vkQueuePresentKHR).
+# xvfb (and xauth, which xvfb-run needs): the layer smoke test presents frames to an X11 window.
 # gfxreconstruct, vulkan-tools (vkcube): tests/gfxr.rs captures and replays with both layers;
 # tests/report_cli.rs reports a vkcube trace.
-for pkg in libvulkan1 mesa-vulkan-drivers vulkan-validationlayers xvfb gfxreconstruct vulkan-tools; do
+for pkg in libvulkan1 mesa-vulkan-drivers vulkan-validationlayers xvfb xauth gfxreconstruct vulkan-tools; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
