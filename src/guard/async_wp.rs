@@ -136,8 +136,7 @@ impl AsyncWp {
         // On an error the runs found elsewhere are still delivered (their pages were re-armed).
         let scanned = self.wp.scan_set(spans, found);
         let scan = scanned.as_ref().copied().unwrap_or_default();
-        let mut stats =
-            CollectStats { pages: scan.pages, thp_pages: scan.thp_pages, scans: scan.ioctls, ..Default::default() };
+        let mut stats = CollectStats::from(scan);
         for (k, run) in found.iter() {
             let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) else { continue };
             // SAFETY: `run` lies inside a tracked region; untrack takes this lock before the
@@ -149,8 +148,6 @@ impl AsyncWp {
             stats.runs += 1;
             stats.bytes += run.len();
         }
-        stats.predicted = scan.predicted;
-        stats.compared_changed = scan.compared_changed;
         // The runs are consumed (copied by the sink): now the next ones may be predicted.
         if scanned.is_ok() {
             self.wp.predict_set(spans)?;

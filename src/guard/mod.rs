@@ -134,6 +134,20 @@ pub struct CollectStats {
     pub compared_changed: usize,
 }
 
+/// What one scan of a set found, before any run is handed to a sink (`runs`, `bytes` stay 0).
+impl From<wp::ScanStats> for CollectStats {
+    fn from(s: wp::ScanStats) -> Self {
+        CollectStats {
+            pages: s.pages,
+            thp_pages: s.thp_pages,
+            scans: s.ioctls,
+            predicted: s.predicted,
+            compared_changed: s.compared_changed,
+            ..Default::default()
+        }
+    }
+}
+
 impl std::ops::AddAssign for CollectStats {
     fn add_assign(&mut self, o: Self) {
         self.pages += o.pages;

@@ -582,8 +582,7 @@ impl ShadowWp {
         // On an error the runs found elsewhere are still delivered (their pages were re-armed).
         let scanned = self.wp.scan_set(spans, found);
         let scan = scanned.as_ref().copied().unwrap_or_default();
-        let mut stats =
-            CollectStats { pages: scan.pages, thp_pages: scan.thp_pages, scans: scan.ioctls, ..Default::default() };
+        let mut stats = CollectStats::from(scan);
         let mut runs: Vec<Range<usize>> = Vec::new();
         let mut i = 0;
         while i < found.len() {
