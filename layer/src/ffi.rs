@@ -43,6 +43,20 @@ pub unsafe fn chain_find(mut p: *const c_void, s: vk::StructureType) -> *const c
     std::ptr::null()
 }
 
+/// The strings of a `(pointer, count)` name list (extension names); null entries are skipped.
+///
+/// # Safety
+/// `names` is null or has `n` pointers, each null or NUL-terminated, outliving the result.
+pub unsafe fn c_names<'a>(names: *const *const std::ffi::c_char, n: u32) -> Vec<&'a CStr> {
+    // SAFETY: caller contract.
+    unsafe { slice(names, n) }
+        .iter()
+        .filter(|p| !p.is_null())
+        // SAFETY: caller contract.
+        .map(|&p| unsafe { CStr::from_ptr(p) })
+        .collect()
+}
+
 /// Reads a C string name as bytes; `None` for a null pointer.
 ///
 /// # Safety

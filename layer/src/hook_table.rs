@@ -1,7 +1,12 @@
-//! The hook table: one list of `name: PFN type => hook`. From it, [`hook_table!`] generates the
-//! "next" dispatch table (one `Option<PFN>` per entry, resolved through the next layer's
-//! `vkGet*ProcAddr`), the name → hook lookup used by this layer's `vkGet*ProcAddr`, and a
-//! compile-time check that each hook has exactly the prototype of its `PFN_` type.
+//! The two macros of the entry-point tables. An entry is `name: PFN type`, or `name | alias: PFN
+//! type` for a Vulkan core name and its extension alias (`vkQueueSubmit2 | vkQueueSubmit2KHR`).
+//! - [`next_table!`] (registry side, `next.rs`): the next layer's entry points, resolved through
+//!   its `vkGet*ProcAddr` when an instance or device is created. An aliased entry keeps both
+//!   names' functions ([`Aliased`]), so a call goes down under the name the application used.
+//! - [`hook_table!`] (entry side, `entry/table.rs`): the name → hook lookup of this layer's
+//!   `vkGet*ProcAddr`, with a compile-time check that each hook has exactly the prototype of its
+//!   `PFN_` type. An aliased entry names one hook, generic over `const ALIAS: bool`: `false`
+//!   answers the core name, `true` the alias.
 
 /// A NUL-terminated name from an identifier, checked at compile time.
 macro_rules! cname {
@@ -15,47 +20,102 @@ macro_rules! cname {
     };
 }
 
-/// Generates a next-dispatch struct and the hook lookup.
-///
-/// `hooks`: intercepted entry points; `calls`: entry points the layer only calls down to.
-macro_rules! hook_table {
+/// The next layer's functions of a core name and its alias.
+#[derive(Clone, Copy)]
+pub struct Aliased<F> {
+    pub core: Option<F>,
+    pub alias: Option<F>,
+}
+
+impl<F: Copy> Aliased<F> {
+    /// The function of the name the application called: the core name, or (`alias`) the alias.
+    pub fn get(&self, alias: bool) -> Option<F> {
+        if alias {
+            self.alias
+        } else {
+            self.core
+        }
+    }
+}
+
+/// The slot type of one next-table entry.
+macro_rules! next_slot {
+    ($pfn:ident) => { Option<ash::vk::$pfn> };
+    ($pfn:ident, $alias:ident) => { $crate::hook_table::Aliased<ash::vk::$pfn> };
+}
+
+/// Resolves one next-table entry through `$get`.
+macro_rules! next_load {
+    ($get:ident, $pfn:ident, $name:ident) => {
+        $crate::ffi::cast_next!($get($crate::hook_table::cname!($name)), ash::vk::$pfn)
+    };
+    ($get:ident, $pfn:ident, $name:ident, $alias:ident) => {
+        $crate::hook_table::Aliased {
+            core: $crate::ffi::cast_next!($get($crate::hook_table::cname!($name)), ash::vk::$pfn),
+            alias: $crate::ffi::cast_next!($get($crate::hook_table::cname!($alias)), ash::vk::$pfn),
+        }
+    };
+}
+
+/// Generates a next-dispatch struct: one slot per entry, named after its (core) name.
+macro_rules! next_table {
     (
         $(#[$meta:meta])*
-        pub struct $Table:ident, lookup $lookup:ident {
-            hooks { $( $name:ident : $pfn:ident => $hook:path ),* $(,)? }
-            calls { $( $cname:ident : $cpfn:ident ),* $(,)? }
-        }
+        pub struct $Table:ident { $( $name:ident $(| $alias:ident)? : $pfn:ident ),* $(,)? }
     ) => {
         $(#[$meta])*
         // Some entries exist only for the lookup (the layer obtains vkCreate* through the link).
         #[allow(non_snake_case, dead_code)]
         pub struct $Table {
-            $( pub $name: Option<ash::vk::$pfn>, )*
-            $( pub $cname: Option<ash::vk::$cpfn>, )*
+            $( pub $name: $crate::hook_table::next_slot!($pfn $(, $alias)?), )*
         }
 
         impl $Table {
             /// Resolves every entry through `get` (the next layer's `vkGet*ProcAddr`).
             pub fn load(mut get: impl FnMut(&::std::ffi::CStr) -> ash::vk::PFN_vkVoidFunction) -> Self {
-                $Table {
-                    $( $name: $crate::ffi::cast_next!(get($crate::hook_table::cname!($name)), ash::vk::$pfn), )*
-                    $( $cname: $crate::ffi::cast_next!(get($crate::hook_table::cname!($cname)), ash::vk::$cpfn), )*
-                }
+                $Table { $( $name: $crate::hook_table::next_load!(get, $pfn, $name $(, $alias)?), )* }
             }
         }
+    };
+}
 
-        // Each hook has exactly the prototype of its entry point.
-        $( const _: ash::vk::$pfn = $hook; )*
+/// One entry of a hook lookup: returns the hook from the enclosing function when `$n` names it.
+macro_rules! hook_entry {
+    ($n:ident, $pfn:ident, [$($hook:tt)*], $name:ident) => {
+        const _: ash::vk::$pfn = $($hook)*;
+        if $n == stringify!($name).as_bytes() {
+            return $crate::ffi::void_fn::<ash::vk::$pfn>($($hook)*);
+        }
+    };
+    ($n:ident, $pfn:ident, [$($hook:tt)*], $name:ident, $alias:ident) => {
+        const _: ash::vk::$pfn = $($hook)*::<false>;
+        const _: ash::vk::$pfn = $($hook)*::<true>;
+        if $n == stringify!($name).as_bytes() {
+            return $crate::ffi::void_fn::<ash::vk::$pfn>($($hook)*::<false>);
+        }
+        if $n == stringify!($alias).as_bytes() {
+            return $crate::ffi::void_fn::<ash::vk::$pfn>($($hook)*::<true>);
+        }
+    };
+}
 
-        /// This layer's hook for `name`, if it intercepts that entry point.
+/// Generates a name → hook lookup. Entries come in groups, each answered only while its
+/// condition holds (a setting that turns a concern off leaves its entry points to the layers
+/// below).
+macro_rules! hook_table {
+    (
+        $(#[$meta:meta])*
+        pub fn $lookup:ident {
+            $( when ($gate:expr) {
+                $( $name:ident $(| $alias:ident)? : $pfn:ident => $($hook:ident)::+ ),* $(,)?
+            } )*
+        }
+    ) => {
+        $(#[$meta])*
         pub fn $lookup(name: &[u8]) -> ash::vk::PFN_vkVoidFunction {
             $(
-                if name == stringify!($name).as_bytes() {
-                    // SAFETY: a function pointer cast to the generic PFN_vkVoidFunction, which
-                    // the caller casts back to the prototype of `name` before calling it.
-                    return Some(unsafe {
-                        ::std::mem::transmute::<ash::vk::$pfn, unsafe extern "system" fn()>($hook)
-                    });
+                if $gate {
+                    $( $crate::hook_table::hook_entry!(name, $pfn, [$($hook)::+], $name $(, $alias)?); )*
                 }
             )*
             None
@@ -63,4 +123,4 @@ macro_rules! hook_table {
     };
 }
 
-pub(crate) use {cname, hook_table};
+pub(crate) use {cname, hook_entry, hook_table, next_load, next_slot, next_table};

@@ -2,54 +2,38 @@
 //!
 //! Exported entry points: `vkNegotiateLoaderLayerInterfaceVersion` (interface version 2),
 //! `vkGetInstanceProcAddr`, `vkGetDeviceProcAddr`, and the introspection functions Android's
-//! loader uses instead of the manifest. Everything else is reached through the hook table in
-//! [`dispatch`]. A panic aborts (the workspace profiles set `panic = "abort"`), so the code avoids
+//! loader uses instead of the manifest. Everything else is reached through the entry-point table
+//! in `entry/table.rs`. A panic aborts (the workspace profiles set `panic = "abort"`), so the code avoids
 //! panicking paths: a panic must never unwind into the loader's C frames.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)]
 
+// Imports flow one way (checked by tests/module_graph.rs): the crate root and `entry` → `hooks`
+// → `capture`, `host_import`, `gfxr`, ... → `dispatch` (the registry) → `next`, `ffi`, `log`.
 mod below;
 mod capture;
 mod dispatch;
+mod entry;
 mod ffi;
 mod gfxr;
 mod hook_table;
+mod hooks;
 mod host_import;
-mod intercept;
-mod lifecycle;
 mod loader;
 mod log;
-mod requirements;
+mod next;
 mod settings;
 mod tooling;
 mod trigger;
 
 use ash::vk;
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 
-use ffi::void_fn;
-
-pub const LAYER_NAME: &CStr = c"VK_LAYER_VKDIRTY_capture";
-const LAYER_DESCRIPTION: &CStr = c"vkdirty: captures the memory the CPU writes, dirty pages only";
-const _: () = assert!(LAYER_NAME.to_bytes().len() == vkdirty::config::LAYER_NAME.len());
-
-/// Entry points answered the same for every instance (and for a null one).
-fn global_entry(name: &[u8]) -> Option<vk::PFN_vkVoidFunction> {
-    Some(match name {
-        b"vkGetInstanceProcAddr" => void_fn::<vk::PFN_vkGetInstanceProcAddr>(get_instance_proc_addr),
-        b"vkGetDeviceProcAddr" => void_fn::<vk::PFN_vkGetDeviceProcAddr>(get_device_proc_addr),
-        b"vkEnumerateInstanceLayerProperties" => {
-            void_fn::<vk::PFN_vkEnumerateInstanceLayerProperties>(enumerate_instance_layer_properties)
-        }
-        b"vkEnumerateInstanceExtensionProperties" => {
-            void_fn::<vk::PFN_vkEnumerateInstanceExtensionProperties>(enumerate_instance_extension_properties)
-        }
-        b"vkEnumerateDeviceLayerProperties" => {
-            void_fn::<vk::PFN_vkEnumerateDeviceLayerProperties>(enumerate_device_layer_properties)
-        }
-        _ => return None,
-    })
-}
+use entry::introspection::{
+    enumerate_device_extension_properties, enumerate_device_layer_properties, enumerate_instance_extension_properties,
+    enumerate_instance_layer_properties,
+};
+use entry::{get_device_proc_addr, get_instance_proc_addr};
 
 /// LLP_LAYER_4, LLP_LAYER_5: negotiates interface version 2 and hands over the entry points.
 ///
@@ -79,188 +63,6 @@ pub unsafe extern "system" fn vkNegotiateLoaderLayerInterfaceVersion(
 }
 const _: unsafe extern "system" fn(*mut loader::VkNegotiateLayerInterface) -> vk::Result =
     vkNegotiateLoaderLayerInterfaceVersion;
-
-/// # Safety
-/// `instance` is null or valid; `name` is null or NUL-terminated.
-pub(crate) unsafe extern "system" fn get_instance_proc_addr(
-    instance: vk::Instance,
-    name: *const c_char,
-) -> vk::PFN_vkVoidFunction {
-    // SAFETY: caller contract.
-    unsafe { lifecycle::instance_proc_addr(instance, name) }
-}
-
-/// # Safety
-/// `device` is null or valid; `name` is null or NUL-terminated.
-pub(crate) unsafe extern "system" fn get_device_proc_addr(
-    device: vk::Device,
-    name: *const c_char,
-) -> vk::PFN_vkVoidFunction {
-    // SAFETY: caller contract.
-    unsafe { lifecycle::device_proc_addr(device, name) }
-}
-
-fn layer_properties() -> vk::LayerProperties {
-    let mut p = vk::LayerProperties {
-        spec_version: {
-            let (major, minor, patch) = vkdirty::config::docs::API_VERSION;
-            vk::make_api_version(0, major, minor, patch)
-        },
-        implementation_version: vkdirty::config::docs::IMPLEMENTATION_VERSION,
-        ..Default::default()
-    };
-    for (d, s) in p.layer_name.iter_mut().zip(LAYER_NAME.to_bytes()) {
-        *d = *s as c_char;
-    }
-    for (d, s) in p.description.iter_mut().zip(LAYER_DESCRIPTION.to_bytes()) {
-        *d = *s as c_char;
-    }
-    p
-}
-
-/// Writes this layer's one property record with the Vulkan two-call idiom.
-///
-/// # Safety
-/// `count` is valid; `props` is null or has `*count` elements.
-unsafe fn enumerate_self(count: *mut u32, props: *mut vk::LayerProperties) -> vk::Result {
-    if count.is_null() {
-        return vk::Result::ERROR_INITIALIZATION_FAILED;
-    }
-    // SAFETY: caller contract.
-    unsafe {
-        if props.is_null() {
-            *count = 1;
-            return vk::Result::SUCCESS;
-        }
-        if *count < 1 {
-            return vk::Result::INCOMPLETE;
-        }
-        *props = layer_properties();
-        *count = 1;
-    }
-    vk::Result::SUCCESS
-}
-
-/// Whether `layer_name` names this layer.
-///
-/// # Safety
-/// `layer_name` is null or NUL-terminated.
-unsafe fn is_self(layer_name: *const c_char) -> bool {
-    // SAFETY: caller contract.
-    !layer_name.is_null() && unsafe { CStr::from_ptr(layer_name) } == LAYER_NAME
-}
-
-/// Android introspection: this layer.
-///
-/// # Safety
-/// Valid `vkEnumerateInstanceLayerProperties` arguments.
-pub(crate) unsafe extern "system" fn enumerate_instance_layer_properties(
-    count: *mut u32,
-    props: *mut vk::LayerProperties,
-) -> vk::Result {
-    // SAFETY: caller contract.
-    unsafe { enumerate_self(count, props) }
-}
-
-/// Writes `exts` with the Vulkan two-call idiom.
-///
-/// # Safety
-/// `count` is valid; `props` is null or has `*count` elements.
-unsafe fn enumerate_extensions(
-    exts: &[(&CStr, u32)],
-    count: *mut u32,
-    props: *mut vk::ExtensionProperties,
-) -> vk::Result {
-    if count.is_null() {
-        return vk::Result::ERROR_INITIALIZATION_FAILED;
-    }
-    // SAFETY: caller contract.
-    unsafe {
-        if props.is_null() {
-            *count = exts.len() as u32;
-            return vk::Result::SUCCESS;
-        }
-        let n = (*count as usize).min(exts.len());
-        for (i, (name, spec)) in exts.iter().take(n).enumerate() {
-            let mut e = vk::ExtensionProperties { spec_version: *spec, ..Default::default() };
-            for (d, s) in e.extension_name.iter_mut().zip(name.to_bytes()) {
-                *d = *s as c_char;
-            }
-            *props.add(i) = e;
-        }
-        *count = n as u32;
-        if n < exts.len() {
-            vk::Result::INCOMPLETE
-        } else {
-            vk::Result::SUCCESS
-        }
-    }
-}
-
-/// The instance extensions this layer provides (as in its manifest).
-const INSTANCE_EXTENSIONS: &[(&CStr, u32)] =
-    &[(c"VK_EXT_layer_settings", vkdirty::config::docs::LAYER_SETTINGS_SPEC_VERSION)];
-/// The device extensions this layer provides (as in its manifest).
-const DEVICE_EXTENSIONS: &[(&CStr, u32)] = &[(tooling::EXTENSION, vkdirty::config::docs::TOOLING_INFO_SPEC_VERSION)];
-
-/// LLP_LAYER_15: this layer's instance extensions; any other layer name is not ours.
-///
-/// # Safety
-/// Valid `vkEnumerateInstanceExtensionProperties` arguments.
-pub(crate) unsafe extern "system" fn enumerate_instance_extension_properties(
-    layer_name: *const c_char,
-    count: *mut u32,
-    props: *mut vk::ExtensionProperties,
-) -> vk::Result {
-    // SAFETY: caller contract.
-    if unsafe { is_self(layer_name) } {
-        // SAFETY: caller contract.
-        return unsafe { enumerate_extensions(INSTANCE_EXTENSIONS, count, props) };
-    }
-    vk::Result::ERROR_LAYER_NOT_PRESENT
-}
-
-/// Android introspection: this layer, so Android puts it in the device chain too.
-///
-/// # Safety
-/// Valid `vkEnumerateDeviceLayerProperties` arguments.
-pub(crate) unsafe extern "system" fn enumerate_device_layer_properties(
-    _physical: vk::PhysicalDevice,
-    count: *mut u32,
-    props: *mut vk::LayerProperties,
-) -> vk::Result {
-    // SAFETY: caller contract.
-    unsafe { enumerate_self(count, props) }
-}
-
-/// LLP_LAYER_16: this layer's device extensions; other queries go down the chain.
-///
-/// # Safety
-/// Valid `vkEnumerateDeviceExtensionProperties` arguments.
-pub(crate) unsafe extern "system" fn enumerate_device_extension_properties(
-    physical: vk::PhysicalDevice,
-    layer_name: *const c_char,
-    count: *mut u32,
-    props: *mut vk::ExtensionProperties,
-) -> vk::Result {
-    // SAFETY: caller contract.
-    if unsafe { is_self(layer_name) } {
-        // SAFETY: caller contract.
-        return unsafe { enumerate_extensions(DEVICE_EXTENSIONS, count, props) };
-    }
-    if physical == vk::PhysicalDevice::null() {
-        return vk::Result::ERROR_LAYER_NOT_PRESENT;
-    }
-    // SAFETY: physical is a valid physical device.
-    let Some(inst) = (unsafe { dispatch::instance(physical) }) else {
-        return vk::Result::ERROR_INITIALIZATION_FAILED;
-    };
-    match inst.next.vkEnumerateDeviceExtensionProperties {
-        // SAFETY: the application's arguments, passed down.
-        Some(f) => unsafe { f(physical, layer_name, count, props) },
-        None => vk::Result::ERROR_INITIALIZATION_FAILED,
-    }
-}
 
 /// The exported names, for the loader (and Android's, which looks them up by name). Each forwards
 /// to a function that is not exported, and only those are handed out as pointers: an application
@@ -311,6 +113,8 @@ exports! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use entry::introspection::layer_properties;
+    use loader::LAYER_NAME;
 
     #[test]
     fn layer_properties_name_the_manifest_layer() {
@@ -411,7 +215,7 @@ mod tests {
     #[test]
     fn hook_lookup_knows_every_table_entry() {
         for n in ["vkCreateInstance", "vkDestroyInstance", "vkCreateDevice", "vkEnumerateDeviceExtensionProperties"] {
-            assert!(dispatch::instance_hook(n.as_bytes()).is_some(), "{n}");
+            assert!(entry::instance_hook(n.as_bytes()).is_some(), "{n}");
         }
         for n in [
             "vkDestroyDevice",
@@ -431,9 +235,28 @@ mod tests {
             "vkQueueBindSparse",
             "vkQueuePresentKHR",
         ] {
-            assert!(dispatch::device_hook(n.as_bytes()).is_some(), "{n}");
+            assert!(entry::device_hook(n.as_bytes()).is_some(), "{n}");
         }
-        assert!(dispatch::requirements_hook(b"vkGetDeviceImageMemoryRequirementsKHR").is_some());
-        assert!(dispatch::device_hook(b"vkCmdDraw").is_none());
+        assert!(entry::device_hook(b"vkCmdDraw").is_none());
+    }
+
+    #[test]
+    fn aliases_answer_with_their_own_hook() {
+        // One hook per alias pair, instantiated once per name: each calls down its own name.
+        for (core, alias) in [
+            ("vkQueueSubmit2", "vkQueueSubmit2KHR"),
+            ("vkMapMemory2", "vkMapMemory2KHR"),
+            ("vkUnmapMemory2", "vkUnmapMemory2KHR"),
+            ("vkWaitSemaphores", "vkWaitSemaphoresKHR"),
+            ("vkGetSemaphoreCounterValue", "vkGetSemaphoreCounterValueKHR"),
+            ("vkSignalSemaphore", "vkSignalSemaphoreKHR"),
+        ] {
+            let (c, a) = (entry::device_hook(core.as_bytes()), entry::device_hook(alias.as_bytes()));
+            assert!(c.is_some() && a.is_some(), "{core} / {alias}");
+            assert_ne!(c.map(|f| f as usize), a.map(|f| f as usize), "{core} / {alias}");
+        }
+        let tool = |n: &str| entry::instance_hook(n.as_bytes()).map(|f| f as usize);
+        assert!(tool("vkGetPhysicalDeviceToolProperties").is_some());
+        assert_ne!(tool("vkGetPhysicalDeviceToolProperties"), tool("vkGetPhysicalDeviceToolPropertiesEXT"));
     }
 }

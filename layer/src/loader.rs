@@ -3,7 +3,11 @@
 #![allow(non_snake_case, non_camel_case_types)]
 
 use ash::vk;
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CStr};
+
+/// The layer's name, as its manifest declares it.
+pub const LAYER_NAME: &CStr = c"VK_LAYER_VKDIRTY_capture";
+const _: () = assert!(LAYER_NAME.to_bytes().len() == vkdirty::config::LAYER_NAME.len());
 
 /// `VkLayerFunction`: what a `VkLayer{Instance,Device}CreateInfo` carries.
 pub const VK_LAYER_LINK_INFO: u32 = 0;

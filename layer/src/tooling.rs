@@ -5,7 +5,7 @@ use ash::vk;
 use std::ffi::{c_char, CStr};
 
 use crate::dispatch::{self, InstanceState};
-use crate::LAYER_NAME;
+use crate::loader::LAYER_NAME;
 
 pub const EXTENSION: &CStr = c"VK_EXT_tooling_info";
 
@@ -103,25 +103,15 @@ unsafe fn with_next(
 }
 
 /// # Safety
-/// Called as `vkGetPhysicalDeviceToolProperties` with valid arguments.
-pub unsafe extern "system" fn get_physical_device_tool_properties(
+/// Called as `vkGetPhysicalDeviceToolProperties` (`ALIAS`: `vkGetPhysicalDeviceToolPropertiesEXT`)
+/// with valid arguments.
+pub unsafe extern "system" fn get_physical_device_tool_properties<const ALIAS: bool>(
     physical: vk::PhysicalDevice,
     count: *mut u32,
     props: *mut vk::PhysicalDeviceToolProperties<'_>,
 ) -> vk::Result {
     // SAFETY: caller contract.
-    unsafe { tool_properties(physical, count, props, |i| i.next.vkGetPhysicalDeviceToolProperties) }
-}
-
-/// # Safety
-/// Called as `vkGetPhysicalDeviceToolPropertiesEXT` with valid arguments.
-pub unsafe extern "system" fn get_physical_device_tool_properties_ext(
-    physical: vk::PhysicalDevice,
-    count: *mut u32,
-    props: *mut vk::PhysicalDeviceToolProperties<'_>,
-) -> vk::Result {
-    // SAFETY: caller contract.
-    unsafe { tool_properties(physical, count, props, |i| i.next.vkGetPhysicalDeviceToolPropertiesEXT) }
+    unsafe { tool_properties(physical, count, props, |i| i.next.vkGetPhysicalDeviceToolProperties.get(ALIAS)) }
 }
 
 /// Whether `name` is one of the entry points this layer answers even where the layers below do

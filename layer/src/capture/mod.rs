@@ -18,21 +18,12 @@ use vkdirty::session::{self, must_collect, Mapping, Mark, RegionRef, Session};
 use vkdirty::trace::{self, Event, TraceWriter, WriterOptions};
 
 use crate::dispatch::DeviceState;
+use crate::host_import::Import;
 use crate::log;
 use crate::settings;
 
 mod app_import;
 mod collect;
-
-/// How a mapping of some memory relates to host-import.
-pub enum Import {
-    /// host-import is not in play for this device.
-    NotApplicable,
-    /// Our memory: the application's pointer for the mapping at the offset.
-    Imported(*mut u8),
-    /// Not imported, and why.
-    NotImported(String),
-}
 
 /// The process-wide capture state.
 pub struct Capture {

@@ -1,7 +1,7 @@
 //! Capture through a faked device: guard backends and the trace writer for real.
 
 use super::*;
-use crate::dispatch::{DeviceNext, RequirementsNext};
+use crate::next::DeviceNext;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use vkdirty::trace::TraceReader;
@@ -23,8 +23,8 @@ fn fake_device(raw: u64) -> DeviceState {
         handle: vk::Device::from_raw(raw),
         next_gdpa: no_gdpa,
         next: DeviceNext::load(|_| None),
-        req: RequirementsNext::load(|_| None),
         memory_types: vec![(vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT, 0)],
+        host_import: None,
     }
 }
 

@@ -1,7 +1,6 @@
 //! The layer's own host memory and the allocations imported from it.
 
 use super::*;
-use crate::capture::Import;
 
 /// Page-aligned shared anonymous memory from the layer's arenas (`vkdirty::guard::arena`).
 /// Shared, as drivers' mapped memory is: a forked child sees the same pages (it can read and
@@ -32,16 +31,17 @@ impl HostBlock {
 /// arguments.
 ///
 /// # Safety
-/// Valid `vkAllocateMemory` arguments; `next` is the next layer's `vkAllocateMemory`.
+/// Valid `vkAllocateMemory` arguments; `d` is host-import's state of `device`, `next` the next
+/// layer's `vkAllocateMemory`.
 pub unsafe fn allocate(
+    d: Option<&ImportDevice>,
     next: vk::PFN_vkAllocateMemory,
     device: vk::Device,
     info: *const vk::MemoryAllocateInfo<'_>,
     allocator: *const vk::AllocationCallbacks<'_>,
     p_memory: *mut vk::DeviceMemory,
 ) -> vk::Result {
-    let d = state_of(device);
-    let Some(a) = d.as_ref().and_then(|d| d.active.as_ref()).filter(|_| !info.is_null() && !p_memory.is_null()) else {
+    let Some(a) = d.and_then(|d| d.active.as_ref()).filter(|_| !info.is_null() && !p_memory.is_null()) else {
         // SAFETY: the application's arguments, passed down.
         return unsafe { next(device, info, allocator, p_memory) };
     };
@@ -199,8 +199,8 @@ impl Active {
 }
 
 /// `vkFreeMemory` returned: our pages go after the driver's memory.
-pub fn freed(device: vk::Device, memory: vk::DeviceMemory) {
-    let Some(d) = state_of(device) else { return };
+pub fn freed(d: Option<&ImportDevice>, memory: vk::DeviceMemory) {
+    let Some(d) = d else { return };
     let Some(a) = d.active.as_ref() else { return };
     let block = {
         let mut st = a.st.lock();
@@ -211,8 +211,8 @@ pub fn freed(device: vk::Device, memory: vk::DeviceMemory) {
 }
 
 /// The host-import side of mapping `memory` at `offset`.
-pub fn mapping(device: vk::Device, memory: vk::DeviceMemory, offset: u64) -> Import {
-    let Some(d) = state_of(device) else {
+pub fn mapping(d: Option<&ImportDevice>, memory: vk::DeviceMemory, offset: u64) -> Import {
+    let Some(d) = d else {
         return Import::NotApplicable;
     };
     let Some(a) = d.active.as_ref() else {

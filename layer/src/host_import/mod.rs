@@ -26,64 +26,18 @@
 
 use ash::vk;
 use ash::vk::Handle;
-use once_cell::sync::Lazy;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
-use std::sync::Arc;
 
-use crate::dispatch::{InstanceKey, InstanceState};
-use crate::ffi::{cast_next, chain_find, slice};
-use crate::hook_table::hook_table;
-use crate::{capture, log, settings};
+use crate::ffi::{c_names, cast_next, chain_find};
+use crate::next::{DeviceNext, InstanceNext};
+use crate::{log, settings};
 use vkdirty::config::{BackendChoice, HostImport, LogLevel};
 use vkdirty::guard::BackendKind;
 
-const HOST_ALLOCATION: vk::ExternalMemoryHandleTypeFlags = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
-const NO_NEXT: vk::Result = vk::Result::ERROR_INITIALIZATION_FAILED;
-
-hook_table! {
-    /// The next layer's entry points host-import intercepts or calls.
-    pub struct ImportNext, lookup import_hook {
-        hooks {
-            vkCreateBuffer: PFN_vkCreateBuffer => create_buffer,
-            vkDestroyBuffer: PFN_vkDestroyBuffer => destroy_buffer,
-            vkCreateImage: PFN_vkCreateImage => create_image,
-            vkDestroyImage: PFN_vkDestroyImage => destroy_image,
-            vkBindBufferMemory: PFN_vkBindBufferMemory => bind_buffer_memory,
-            vkBindImageMemory: PFN_vkBindImageMemory => bind_image_memory,
-            vkBindBufferMemory2: PFN_vkBindBufferMemory2 => bind_buffer_memory2,
-            vkBindBufferMemory2KHR: PFN_vkBindBufferMemory2 => bind_buffer_memory2_khr,
-            vkBindImageMemory2: PFN_vkBindImageMemory2 => bind_image_memory2,
-            vkBindImageMemory2KHR: PFN_vkBindImageMemory2 => bind_image_memory2_khr,
-            vkGetDeviceBufferMemoryRequirements: PFN_vkGetDeviceBufferMemoryRequirements
-                => device_buffer_requirements,
-            vkGetDeviceBufferMemoryRequirementsKHR: PFN_vkGetDeviceBufferMemoryRequirements
-                => device_buffer_requirements_khr,
-            vkGetDeviceImageMemoryRequirements: PFN_vkGetDeviceImageMemoryRequirements
-                => device_image_requirements,
-            vkGetDeviceImageMemoryRequirementsKHR: PFN_vkGetDeviceImageMemoryRequirements
-                => device_image_requirements_khr,
-        }
-        calls {
-            vkGetMemoryHostPointerPropertiesEXT: PFN_vkGetMemoryHostPointerPropertiesEXT,
-            vkGetBufferMemoryRequirements: PFN_vkGetBufferMemoryRequirements,
-            vkGetImageMemoryRequirements: PFN_vkGetImageMemoryRequirements,
-            vkGetBufferMemoryRequirements2: PFN_vkGetBufferMemoryRequirements2,
-            vkGetBufferMemoryRequirements2KHR: PFN_vkGetBufferMemoryRequirements2,
-        }
-    }
-}
-
-/// This layer's hook for `name` when host-import may be on (decided by the settings; a device
-/// where it is off passes every call straight down).
-pub fn hook(name: &[u8]) -> vk::PFN_vkVoidFunction {
-    if settings::get().imports_host_memory() {
-        import_hook(name)
-    } else {
-        None
-    }
-}
+/// The handle type of imported host memory.
+pub const HOST_ALLOCATION: vk::ExternalMemoryHandleTypeFlags = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
 
 mod memory;
 mod policy;
@@ -93,36 +47,28 @@ mod tests;
 
 pub use memory::*;
 pub use policy::*;
-use resources::*;
+
+/// How a mapping of some memory relates to host-import.
+pub enum Import {
+    /// host-import is not in play for this device.
+    NotApplicable,
+    /// Our memory: the application's pointer for the mapping at the offset.
+    Imported(*mut u8),
+    /// Not imported, and why.
+    NotImported(String),
+}
 
 // ---------------------------------------------------------------------------------------------
 // Per instance and per device state.
 
-/// What host-import needs to know of an instance.
+/// What host-import needs to know of an instance (kept on the registry's instance state).
 #[derive(Clone, Copy)]
-struct InstanceInfo {
+pub struct ImportInstance {
     api: u32,
     /// `VK_KHR_get_physical_device_properties2` is enabled (by the application or the layer).
     props2_khr: bool,
     /// `VK_KHR_external_memory_capabilities` is enabled (likewise).
     caps_khr: bool,
-}
-
-static INSTANCES: Lazy<RwLock<HashMap<InstanceKey, InstanceInfo>>> = Lazy::new(Default::default);
-
-/// # Safety
-/// `names` has `n` valid NUL-terminated strings (or is null).
-unsafe fn names<'a>(names: *const *const c_char, n: u32) -> Vec<&'a CStr> {
-    if names.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: caller contract.
-    unsafe { std::slice::from_raw_parts(names, n as usize) }
-        .iter()
-        .filter(|p| !p.is_null())
-        // SAFETY: caller contract.
-        .map(|&p| unsafe { CStr::from_ptr(p) })
-        .collect()
 }
 
 /// The instance extensions host-import's physical-device queries need on a Vulkan 1.0 instance.
@@ -145,7 +91,7 @@ pub unsafe fn instance_extensions(info: &vk::InstanceCreateInfo<'_>) -> Option<V
         return None;
     }
     // SAFETY: caller contract.
-    let have = unsafe { names(info.pp_enabled_extension_names, info.enabled_extension_count) };
+    let have = unsafe { c_names(info.pp_enabled_extension_names, info.enabled_extension_count) };
     let missing: Vec<&CStr> = INSTANCE_EXTENSIONS.into_iter().filter(|e| !have.contains(e)).collect();
     if missing.is_empty() {
         return None;
@@ -156,25 +102,21 @@ pub unsafe fn instance_extensions(info: &vk::InstanceCreateInfo<'_>) -> Option<V
 }
 
 /// `vkCreateInstance` succeeded, with `info` passed down (the application's, or the same with
-/// [`instance_extensions`]).
+/// [`instance_extensions`]): what host-import keeps of the instance.
 ///
 /// # Safety
 /// `info` is a valid `VkInstanceCreateInfo`.
-pub unsafe fn instance_created(key: InstanceKey, info: &vk::InstanceCreateInfo<'_>) {
+pub unsafe fn instance_created(info: &vk::InstanceCreateInfo<'_>) -> ImportInstance {
     // SAFETY: pApplicationInfo is null or valid.
     let api = match unsafe { info.p_application_info.as_ref() } {
         Some(ai) if ai.api_version != 0 => ai.api_version,
         _ => vk::API_VERSION_1_0,
     };
     // SAFETY: caller contract.
-    let exts = unsafe { names(info.pp_enabled_extension_names, info.enabled_extension_count) };
+    let exts = unsafe { c_names(info.pp_enabled_extension_names, info.enabled_extension_count) };
     let props2_khr = exts.contains(&ash::khr::get_physical_device_properties2::NAME);
     let caps_khr = exts.contains(&ash::khr::external_memory_capabilities::NAME);
-    INSTANCES.write().insert(key, InstanceInfo { api, props2_khr, caps_khr });
-}
-
-pub fn instance_destroyed(key: InstanceKey) {
-    INSTANCES.write().remove(&key);
+    ImportInstance { api, props2_khr, caps_khr }
 }
 
 /// The physical-device queries host-import makes.
@@ -187,7 +129,8 @@ struct PhysFns {
 
 impl PhysFns {
     /// Core names on a 1.1 instance, the KHR names where the application enabled them.
-    fn load(inst: &InstanceState, info: InstanceInfo) -> Result<PhysFns, String> {
+    fn load(inst: &Instance<'_>) -> Result<PhysFns, String> {
+        let info = inst.info;
         let core = vk::api_version_major(info.api) > 1 || vk::api_version_minor(info.api) >= 1;
         if !(core || info.props2_khr && info.caps_khr) {
             return Err("the instance is Vulkan 1.0 without VK_KHR_get_physical_device_properties2 and \
@@ -197,7 +140,7 @@ impl PhysFns {
         let get = |core_name: &CStr, khr_name: &CStr| {
             let n = if core { core_name } else { khr_name };
             // SAFETY: an instance-level name resolved for the live instance.
-            unsafe { (inst.next_gipa)(inst.handle, n.as_ptr()) }
+            unsafe { (inst.gipa)(inst.handle, n.as_ptr()) }
         };
         let properties2 = cast_next!(
             get(c"vkGetPhysicalDeviceProperties2", c"vkGetPhysicalDeviceProperties2KHR"),
@@ -222,7 +165,7 @@ impl PhysFns {
 
 /// A buffer or image, by handle value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Resource {
+pub enum Resource {
     Buffer(u64),
     Image(u64),
 }
@@ -303,7 +246,7 @@ struct ImportState {
 }
 
 /// A device where host-import is on.
-struct Active {
+pub struct Active {
     device: vk::Device,
     physical: vk::PhysicalDevice,
     /// `vkGetBufferMemoryRequirements2` (or its KHR name below Vulkan 1.1).
@@ -321,18 +264,21 @@ struct Active {
     st: Mutex<ImportState>,
 }
 
-/// Host-import's view of one device.
+/// Host-import's view of one device (kept on the registry's device state).
 pub struct ImportDevice {
-    next: ImportNext,
-    active: Option<Active>,
+    /// Set where host-import is on.
+    pub active: Option<Active>,
     /// Why host-import is off on this device.
     off: Option<String>,
 }
 
-static DEVICES: Lazy<RwLock<HashMap<u64, Arc<ImportDevice>>>> = Lazy::new(Default::default);
-
-fn state_of(device: vk::Device) -> Option<Arc<ImportDevice>> {
-    DEVICES.read().get(&device.as_raw()).cloned()
+/// What host-import's device planning reads of an instance: the registry's instance state, in
+/// pieces (host-import sits below the registry).
+pub struct Instance<'a> {
+    pub handle: vk::Instance,
+    pub gipa: vk::PFN_vkGetInstanceProcAddr,
+    pub next: &'a InstanceNext,
+    pub info: ImportInstance,
 }
 
 /// What `vkCreateDevice` is called with, and what host-import learnt before.
@@ -376,15 +322,17 @@ fn level_for_off() -> LogLevel {
 }
 
 /// Before `vkCreateDevice`: decides whether host-import can work on `physical` and which
-/// extensions to add.
+/// extensions to add. `backend_available` says whether the host-import backend works in this
+/// process.
 ///
 /// # Safety
 /// `physical` is a valid physical device of `inst`; `create_info` is the application's valid
 /// `VkDeviceCreateInfo`.
 pub unsafe fn plan_device(
-    inst: &InstanceState,
+    inst: &Instance<'_>,
     physical: vk::PhysicalDevice,
     create_info: *const vk::DeviceCreateInfo<'_>,
+    backend_available: impl FnOnce() -> Result<(), String>,
 ) -> DevicePlan {
     if !settings::get().imports_host_memory() || create_info.is_null() {
         return DevicePlan { info: None, setup: Err("off".into()) };
@@ -392,12 +340,12 @@ pub unsafe fn plan_device(
     // SAFETY: caller contract.
     let ci = unsafe { &*create_info };
     // SAFETY: caller contract.
-    match unsafe { setup(inst, physical, ci) } {
+    match unsafe { setup(inst, physical, ci, backend_available) } {
         Ok((setup, extra)) => {
             let info = (!extra.is_empty()).then(|| {
                 // SAFETY: caller contract: the application's extension names are valid.
                 let mut list: Vec<*const c_char> =
-                    unsafe { names(ci.pp_enabled_extension_names, ci.enabled_extension_count) }
+                    unsafe { c_names(ci.pp_enabled_extension_names, ci.enabled_extension_count) }
                         .iter()
                         .map(|n| n.as_ptr())
                         .collect();
@@ -420,9 +368,10 @@ pub unsafe fn plan_device(
 /// # Safety
 /// As [`plan_device`].
 unsafe fn setup(
-    inst: &InstanceState,
+    inst: &Instance<'_>,
     physical: vk::PhysicalDevice,
     ci: &vk::DeviceCreateInfo<'_>,
+    backend_available: impl FnOnce() -> Result<(), String>,
 ) -> Result<(Setup, Vec<&'static CStr>), String> {
     let mut props = vk::PhysicalDeviceProperties::default();
     if let Some(f) = inst.next.vkGetPhysicalDeviceProperties {
@@ -439,7 +388,7 @@ unsafe fn setup(
         return Err(fail("the driver does not offer VK_EXT_external_memory_host".into()));
     }
     // SAFETY: caller contract.
-    let enabled = unsafe { names(ci.pp_enabled_extension_names, ci.enabled_extension_count) };
+    let enabled = unsafe { c_names(ci.pp_enabled_extension_names, ci.enabled_extension_count) };
     if enabled.contains(&ash::ext::map_memory_placed::NAME) {
         // VK_EXT_map_memory_placed cannot place a mapping of imported host memory.
         return Err(fail("the application enabled VK_EXT_map_memory_placed".into()));
@@ -451,14 +400,8 @@ unsafe fn setup(
     {
         return Err(fail("a device group of several physical devices".into()));
     }
-    capture::get().backend_available(BackendKind::HostImport).map_err(fail)?;
-    let info = {
-        // SAFETY: physical belongs to this instance; its key is the instance's.
-        let key = unsafe { InstanceKey::of(physical) };
-        key.and_then(|k| INSTANCES.read().get(&k).copied())
-    }
-    .ok_or_else(|| fail("the instance was created before the layer".into()))?;
-    let phys = PhysFns::load(inst, info).map_err(fail)?;
+    backend_available().map_err(fail)?;
+    let phys = PhysFns::load(inst).map_err(fail)?;
 
     let mut host = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
     let mut p2 = vk::PhysicalDeviceProperties2 { p_next: &mut host as *mut _ as *mut c_void, ..Default::default() };
@@ -482,7 +425,7 @@ unsafe fn setup(
     let types = mp.memory_types[..n].iter().map(|t| t.property_flags).collect();
 
     // VK_EXT_external_memory_host needs VK_KHR_external_memory below Vulkan 1.1.
-    let api = info.api.min(props.api_version);
+    let api = inst.info.api.min(props.api_version);
     let below_1_1 = vk::api_version_major(api) == 1 && vk::api_version_minor(api) == 0;
     let mut extra = Vec::new();
     if below_1_1 && !enabled.contains(&ash::khr::external_memory::NAME) {
@@ -499,7 +442,7 @@ unsafe fn setup(
 }
 
 /// The extensions the physical device offers, from the layers below.
-fn device_extensions(inst: &InstanceState, physical: vk::PhysicalDevice) -> Result<Vec<std::ffi::CString>, String> {
+fn device_extensions(inst: &Instance<'_>, physical: vk::PhysicalDevice) -> Result<Vec<std::ffi::CString>, String> {
     let f = inst.next.vkEnumerateDeviceExtensionProperties.ok_or("no vkEnumerateDeviceExtensionProperties")?;
     for _ in 0..4 {
         let mut n = 0u32;
@@ -523,22 +466,20 @@ fn device_extensions(inst: &InstanceState, physical: vk::PhysicalDevice) -> Resu
     Err("vkEnumerateDeviceExtensionProperties kept changing its count".into())
 }
 
-/// `vkCreateDevice` succeeded with `plan`'s create info.
+/// `vkCreateDevice` succeeded with `plan`'s create info: host-import's state of the device
+/// (`None` where the settings keep host-import off).
 ///
 /// # Safety
-/// `device` is the device just created from `physical`; `gdpa` is the next layer's
-/// `vkGetDeviceProcAddr`.
+/// `device` is the device just created from `physical`; `next` its next layer's entry points.
 pub unsafe fn device_created(
     plan: DevicePlan,
     physical: vk::PhysicalDevice,
     device: vk::Device,
-    gdpa: vk::PFN_vkGetDeviceProcAddr,
-) {
+    next: &DeviceNext,
+) -> Option<ImportDevice> {
     if !settings::get().imports_host_memory() {
-        return;
+        return None;
     }
-    // SAFETY: device-level names resolved for the device just created.
-    let next = ImportNext::load(|n| unsafe { gdpa(device, n.as_ptr()) });
     let (active, off) = match plan.setup {
         Err(why) => {
             if why != "off" {
@@ -568,11 +509,8 @@ pub unsafe fn device_created(
                 );
                 // Never a type that is imported itself (on devices without video memory).
                 let may_hide = hideable_types(&s.types, settings::get().host_import) & !eligible;
-                let requirements2 = if s.api_1_1 {
-                    next.vkGetBufferMemoryRequirements2
-                } else {
-                    next.vkGetBufferMemoryRequirements2KHR
-                };
+                // The core name from Vulkan 1.1, its KHR alias below.
+                let requirements2 = next.vkGetBufferMemoryRequirements2.get(!s.api_1_1);
                 let a = Active {
                     device,
                     physical,
@@ -590,7 +528,7 @@ pub unsafe fn device_created(
             }
         },
     };
-    DEVICES.write().insert(device.as_raw(), Arc::new(ImportDevice { next, active, off }));
+    Some(ImportDevice { active, off })
 }
 
 /// The memory types the driver imports a block of our memory into (0 when it refuses).
@@ -618,9 +556,4 @@ unsafe fn host_pointer_bits(
     } else {
         Err(r)
     }
-}
-
-/// `vkDestroyDevice` returned: forgets the device and releases memory it still imported.
-pub fn device_destroyed(device: vk::Device) {
-    DEVICES.write().remove(&device.as_raw());
 }

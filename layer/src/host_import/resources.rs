@@ -1,4 +1,4 @@
-//! Buffers and images: which may live in imported memory, and the resource hooks.
+//! Buffers and images: which may live in imported memory (the hooks are in `hooks/resources.rs`).
 
 use super::*;
 
@@ -9,9 +9,9 @@ impl Active {
     ///
     /// # Safety
     /// `ci` is a valid `VkBufferCreateInfo` with a valid chain.
-    pub(super) unsafe fn buffer_importable(
+    pub unsafe fn buffer_importable(
         &self,
-        next: &ImportNext,
+        next: &DeviceNext,
         ci: &vk::BufferCreateInfo<'_>,
     ) -> Result<(), &'static str> {
         use vk::StructureType as S;
@@ -77,7 +77,7 @@ impl Active {
     ///
     /// # Safety
     /// `ci` is a valid `VkBufferCreateInfo` for this device.
-    pub(super) unsafe fn buffer_bits(&self, next: &ImportNext, ci: &vk::BufferCreateInfo<'_>) -> Option<u32> {
+    pub(super) unsafe fn buffer_bits(&self, next: &DeviceNext, ci: &vk::BufferCreateInfo<'_>) -> Option<u32> {
         let (create, destroy, reqs) =
             (next.vkCreateBuffer?, next.vkDestroyBuffer?, next.vkGetBufferMemoryRequirements?);
         let mut b = vk::Buffer::null();
@@ -97,11 +97,7 @@ impl Active {
     ///
     /// # Safety
     /// `ci` is a valid `VkImageCreateInfo` with a valid chain.
-    pub(super) unsafe fn image_importable(
-        &self,
-        next: &ImportNext,
-        ci: &vk::ImageCreateInfo<'_>,
-    ) -> Result<(), &'static str> {
+    pub unsafe fn image_importable(&self, next: &DeviceNext, ci: &vk::ImageCreateInfo<'_>) -> Result<(), &'static str> {
         use vk::StructureType as S;
         for s in [S::EXTERNAL_MEMORY_IMAGE_CREATE_INFO, S::EXTERNAL_MEMORY_IMAGE_CREATE_INFO_NV] {
             // SAFETY: caller contract.
@@ -174,7 +170,7 @@ impl Active {
     ///
     /// # Safety
     /// `ci` is a valid `VkImageCreateInfo` for this device, not disjoint.
-    pub(super) unsafe fn image_bits(&self, next: &ImportNext, ci: &vk::ImageCreateInfo<'_>) -> Option<u32> {
+    pub(super) unsafe fn image_bits(&self, next: &DeviceNext, ci: &vk::ImageCreateInfo<'_>) -> Option<u32> {
         let (create, destroy, reqs) = (next.vkCreateImage?, next.vkDestroyImage?, next.vkGetImageMemoryRequirements?);
         let mut i = vk::Image::null();
         let mut r = vk::MemoryRequirements::default();
@@ -190,14 +186,14 @@ impl Active {
     }
 
     /// A resource that cannot be bound to imported memory was created.
-    pub(super) fn non_importable(&self, r: Resource, bits: u32, why: &'static str) {
+    pub fn non_importable(&self, r: Resource, bits: u32, why: &'static str) {
         let mut st = self.st.lock();
         st.pending.add(r, bits, why);
         st.non_importable.insert(r, why);
     }
 
     /// A resource is being bound to `memory`.
-    pub(super) fn binding(&self, r: Resource, memory: vk::DeviceMemory) {
+    pub fn binding(&self, r: Resource, memory: vk::DeviceMemory) {
         let mut st = self.st.lock();
         st.pending.remove(r);
         let Some(&why) = st.non_importable.get(&r) else {
@@ -215,265 +211,9 @@ impl Active {
         }
     }
 
-    pub(super) fn destroyed(&self, r: Resource) {
+    pub fn destroyed(&self, r: Resource) {
         let mut st = self.st.lock();
         st.pending.remove(r);
         st.non_importable.remove(&r);
     }
-}
-
-/// The device's host-import state and the next function, for a hook.
-macro_rules! hooked {
-    // Hooks that return nothing.
-    ($device:expr, $field:ident) => {
-        hooked!($device, $field, ())
-    };
-    ($device:expr, $field:ident, $missing:expr) => {{
-        let Some(d) = state_of($device) else {
-            log::once(LogLevel::Error, "a call on a device this layer did not see created cannot be passed down");
-            return $missing;
-        };
-        let Some(next) = d.next.$field else {
-            return $missing;
-        };
-        (d, next)
-    }};
-}
-
-/// # Safety
-/// Valid `vkCreateBuffer` arguments.
-pub(super) unsafe extern "system" fn create_buffer(
-    device: vk::Device,
-    info: *const vk::BufferCreateInfo<'_>,
-    allocator: *const vk::AllocationCallbacks<'_>,
-    p_buffer: *mut vk::Buffer,
-) -> vk::Result {
-    let (d, next) = hooked!(device, vkCreateBuffer, NO_NEXT);
-    let Some(a) = d.active.as_ref().filter(|_| !info.is_null() && !p_buffer.is_null()) else {
-        // SAFETY: the application's arguments, passed down.
-        return unsafe { next(device, info, allocator, p_buffer) };
-    };
-    // SAFETY: checked non-null, valid by the caller contract.
-    let ci = unsafe { &*info };
-    // SAFETY: as above.
-    match unsafe { a.buffer_importable(&d.next, ci) } {
-        Ok(()) => {
-            let ext = vk::ExternalMemoryBufferCreateInfo {
-                p_next: ci.p_next,
-                handle_types: HOST_ALLOCATION,
-                ..Default::default()
-            };
-            let mut mine = *ci;
-            mine.p_next = &ext as *const vk::ExternalMemoryBufferCreateInfo<'_> as *const c_void;
-            // SAFETY: the application's arguments with a valid struct prepended to its chain.
-            unsafe { next(device, &mine, allocator, p_buffer) }
-        }
-        Err(why) => {
-            // SAFETY: the application's arguments, passed down.
-            let r = unsafe { next(device, info, allocator, p_buffer) };
-            if r == vk::Result::SUCCESS {
-                // SAFETY: valid on success.
-                let buffer = unsafe { *p_buffer };
-                let bits = d.next.vkGetBufferMemoryRequirements.map_or(!0, |f| {
-                    let mut req = vk::MemoryRequirements::default();
-                    // SAFETY: the buffer just created, a valid out-pointer.
-                    unsafe { f(device, buffer, &mut req) };
-                    req.memory_type_bits
-                });
-                a.non_importable(Resource::Buffer(buffer.as_raw()), bits, why);
-            }
-            r
-        }
-    }
-}
-
-/// # Safety
-/// Valid `vkCreateImage` arguments.
-pub(super) unsafe extern "system" fn create_image(
-    device: vk::Device,
-    info: *const vk::ImageCreateInfo<'_>,
-    allocator: *const vk::AllocationCallbacks<'_>,
-    p_image: *mut vk::Image,
-) -> vk::Result {
-    let (d, next) = hooked!(device, vkCreateImage, NO_NEXT);
-    let Some(a) = d.active.as_ref().filter(|_| !info.is_null() && !p_image.is_null()) else {
-        // SAFETY: the application's arguments, passed down.
-        return unsafe { next(device, info, allocator, p_image) };
-    };
-    // SAFETY: checked non-null, valid by the caller contract.
-    let ci = unsafe { &*info };
-    // SAFETY: as above.
-    match unsafe { a.image_importable(&d.next, ci) } {
-        Ok(()) => {
-            let ext = vk::ExternalMemoryImageCreateInfo {
-                p_next: ci.p_next,
-                handle_types: HOST_ALLOCATION,
-                ..Default::default()
-            };
-            let mut mine = *ci;
-            mine.p_next = &ext as *const vk::ExternalMemoryImageCreateInfo<'_> as *const c_void;
-            // SAFETY: the application's arguments with a valid struct prepended to its chain.
-            unsafe { next(device, &mine, allocator, p_image) }
-        }
-        Err(why) => {
-            // SAFETY: the application's arguments, passed down.
-            let r = unsafe { next(device, info, allocator, p_image) };
-            if r == vk::Result::SUCCESS {
-                // SAFETY: valid on success.
-                let image = unsafe { *p_image };
-                let bits = match d.next.vkGetImageMemoryRequirements {
-                    // Disjoint planes have per-plane requirements (VUID-vkGetImageMemoryRequirements-image-01588).
-                    Some(f) if !ci.flags.contains(vk::ImageCreateFlags::DISJOINT) => {
-                        let mut req = vk::MemoryRequirements::default();
-                        // SAFETY: the image just created, a valid out-pointer.
-                        unsafe { f(device, image, &mut req) };
-                        req.memory_type_bits
-                    }
-                    _ => !0,
-                };
-                a.non_importable(Resource::Image(image.as_raw()), bits, why);
-            }
-            r
-        }
-    }
-}
-
-/// # Safety
-/// Valid `vkDestroyBuffer` arguments.
-pub(super) unsafe extern "system" fn destroy_buffer(
-    device: vk::Device,
-    buffer: vk::Buffer,
-    allocator: *const vk::AllocationCallbacks<'_>,
-) {
-    let (d, next) = hooked!(device, vkDestroyBuffer);
-    if let Some(a) = &d.active {
-        a.destroyed(Resource::Buffer(buffer.as_raw()));
-    }
-    // SAFETY: the application's arguments, passed down.
-    unsafe { next(device, buffer, allocator) }
-}
-
-/// # Safety
-/// Valid `vkDestroyImage` arguments.
-pub(super) unsafe extern "system" fn destroy_image(
-    device: vk::Device,
-    image: vk::Image,
-    allocator: *const vk::AllocationCallbacks<'_>,
-) {
-    let (d, next) = hooked!(device, vkDestroyImage);
-    if let Some(a) = &d.active {
-        a.destroyed(Resource::Image(image.as_raw()));
-    }
-    // SAFETY: the application's arguments, passed down.
-    unsafe { next(device, image, allocator) }
-}
-
-/// # Safety
-/// Valid `vkBindBufferMemory` arguments.
-pub(super) unsafe extern "system" fn bind_buffer_memory(
-    device: vk::Device,
-    buffer: vk::Buffer,
-    memory: vk::DeviceMemory,
-    offset: vk::DeviceSize,
-) -> vk::Result {
-    let (d, next) = hooked!(device, vkBindBufferMemory, NO_NEXT);
-    if let Some(a) = &d.active {
-        a.binding(Resource::Buffer(buffer.as_raw()), memory);
-    }
-    // SAFETY: the application's arguments, passed down.
-    unsafe { next(device, buffer, memory, offset) }
-}
-
-/// # Safety
-/// Valid `vkBindImageMemory` arguments.
-pub(super) unsafe extern "system" fn bind_image_memory(
-    device: vk::Device,
-    image: vk::Image,
-    memory: vk::DeviceMemory,
-    offset: vk::DeviceSize,
-) -> vk::Result {
-    let (d, next) = hooked!(device, vkBindImageMemory, NO_NEXT);
-    if let Some(a) = &d.active {
-        a.binding(Resource::Image(image.as_raw()), memory);
-    }
-    // SAFETY: the application's arguments, passed down.
-    unsafe { next(device, image, memory, offset) }
-}
-
-macro_rules! bind2 {
-    ($( $hook:ident, $field:ident, $pfn:ty, $info:ty, $res:ident, $handle:ident; )*) => {$(
-        /// # Safety
-        /// Valid arguments of the entry point this hooks.
-        pub(super) unsafe extern "system" fn $hook(device: vk::Device, count: u32, infos: *const $info) -> vk::Result {
-            let (d, next) = hooked!(device, $field, NO_NEXT);
-            if let Some(a) = &d.active {
-                // SAFETY: `infos` has `count` elements.
-                for i in unsafe { slice(infos, count) } {
-                    a.binding(Resource::$res(i.$handle.as_raw()), i.memory);
-                }
-            }
-            // SAFETY: the application's arguments, passed down.
-            unsafe { next(device, count, infos) }
-        }
-        const _: $pfn = $hook;
-    )*};
-}
-
-bind2! {
-    bind_buffer_memory2, vkBindBufferMemory2, vk::PFN_vkBindBufferMemory2, vk::BindBufferMemoryInfo<'_>, Buffer, buffer;
-    bind_buffer_memory2_khr, vkBindBufferMemory2KHR, vk::PFN_vkBindBufferMemory2, vk::BindBufferMemoryInfo<'_>, Buffer, buffer;
-    bind_image_memory2, vkBindImageMemory2, vk::PFN_vkBindImageMemory2, vk::BindImageMemoryInfo<'_>, Image, image;
-    bind_image_memory2_khr, vkBindImageMemory2KHR, vk::PFN_vkBindImageMemory2, vk::BindImageMemoryInfo<'_>, Image, image;
-}
-
-/// Generates the `vkGetDevice*MemoryRequirements*` hooks: the requirements of the resource as
-/// host-import would create it (so what the application learns matches what it binds).
-macro_rules! device_requirements {
-    ($( $hook:ident, $field:ident, $info:ident, $create:ident, $ext:ident, $check:ident; )*) => {$(
-        /// # Safety
-        /// Valid arguments of the entry point this hooks.
-        pub(super) unsafe extern "system" fn $hook(
-            device: vk::Device,
-            info: *const vk::$info<'_>,
-            out: *mut vk::MemoryRequirements2<'_>,
-        ) {
-            let (d, next) = hooked!(device, $field, ());
-            // SAFETY: info is null or valid, with a valid create info (caller contract).
-            let ci = unsafe { info.as_ref().and_then(|i| i.p_create_info.as_ref()) };
-            let importable = match (&d.active, ci) {
-                // SAFETY: as above.
-                (Some(a), Some(ci)) => unsafe { a.$check(&d.next, ci) }.is_ok(),
-                _ => false,
-            };
-            if importable {
-                // SAFETY: checked above.
-                let (i, ci) = unsafe { (&*info, ci.unwrap_unchecked()) };
-                let ext = vk::$ext { p_next: ci.p_next, handle_types: HOST_ALLOCATION, ..Default::default() };
-                let mut mine_ci = *ci;
-                mine_ci.p_next = &ext as *const vk::$ext<'_> as *const c_void;
-                let mut mine = *i;
-                mine.p_create_info = &mine_ci;
-                // SAFETY: the application's arguments with the create info host-import uses.
-                unsafe { next(device, &mine, out) };
-            } else {
-                // SAFETY: the application's arguments, passed down.
-                unsafe { next(device, info, out) };
-            }
-            if settings::get().aligns_requirements() {
-                // SAFETY: `out` is null or valid.
-                unsafe { crate::requirements::align2(out) };
-            }
-        }
-    )*};
-}
-
-device_requirements! {
-    device_buffer_requirements, vkGetDeviceBufferMemoryRequirements, DeviceBufferMemoryRequirements,
-        BufferCreateInfo, ExternalMemoryBufferCreateInfo, buffer_importable;
-    device_buffer_requirements_khr, vkGetDeviceBufferMemoryRequirementsKHR, DeviceBufferMemoryRequirements,
-        BufferCreateInfo, ExternalMemoryBufferCreateInfo, buffer_importable;
-    device_image_requirements, vkGetDeviceImageMemoryRequirements, DeviceImageMemoryRequirements,
-        ImageCreateInfo, ExternalMemoryImageCreateInfo, image_importable;
-    device_image_requirements_khr, vkGetDeviceImageMemoryRequirementsKHR, DeviceImageMemoryRequirements,
-        ImageCreateInfo, ExternalMemoryImageCreateInfo, image_importable;
 }

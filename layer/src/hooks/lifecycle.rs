@@ -1,14 +1,14 @@
-//! Instance and device life cycle: the link-chain walk, the dispatch tables, and the
-//! `vkGet*ProcAddr` answers.
+//! Instance and device life cycle: the link-chain walk, the next layer's tables, and the
+//! registry's entries (with host-import's state).
 
 use ash::vk;
 use std::ffi::{c_char, CStr};
 
-use crate::dispatch::{
-    self, DeviceKey, DeviceNext, DeviceState, InstanceKey, InstanceNext, InstanceState, RequirementsNext,
-};
-use crate::ffi::{cast_next, name_bytes, void_fn};
+use crate::dispatch::{self, DeviceKey, DeviceState, InstanceKey, InstanceState};
+use crate::ffi::cast_next;
+use crate::next::{DeviceNext, InstanceNext};
 use crate::{below, capture, host_import, loader, log, settings};
+use vkdirty::guard::BackendKind;
 
 /// Reads an optional C string of `VkApplicationInfo`.
 ///
@@ -82,10 +82,10 @@ pub unsafe extern "system" fn create_instance(
     let next = InstanceNext::load(|n| unsafe { next_gipa(instance, n.as_ptr()) });
     // SAFETY: instance is a valid dispatchable handle.
     let Some(key) = (unsafe { InstanceKey::of(instance) }) else { return r };
-    dispatch::add_instance(key, InstanceState { handle: instance, next_gipa, next });
-    below::instance_created(key, refusal);
     // SAFETY: the create info passed down, valid.
-    unsafe { host_import::instance_created(key, mine.as_ref().unwrap_or(&*create_info)) };
+    let host_import = unsafe { host_import::instance_created(mine.as_ref().unwrap_or(&*create_info)) };
+    dispatch::add_instance(key, InstanceState { handle: instance, next_gipa, next, host_import });
+    below::instance_created(key, refusal);
 
     // SAFETY: create_info is valid; pApplicationInfo is null or valid (VUID-VkInstanceCreateInfo-pApplicationInfo-parameter).
     let (app, engine) = unsafe {
@@ -111,7 +111,6 @@ pub unsafe extern "system" fn destroy_instance(instance: vk::Instance, allocator
         return;
     };
     let left = dispatch::remove_instance(key);
-    host_import::instance_destroyed(key);
     below::instance_destroyed(key);
     if let Some(f) = st.next.vkDestroyInstance {
         // SAFETY: the application's arguments, passed down.
@@ -154,8 +153,17 @@ pub unsafe extern "system" fn create_device(
         Some(why) if settings::get().imports_host_memory() => {
             host_import::DevicePlan::off(format!("host-import off: {why}"))
         }
-        // SAFETY: physical and create_info are valid (caller contract).
-        _ => unsafe { host_import::plan_device(&inst, physical, create_info) },
+        _ => {
+            let view = host_import::Instance {
+                handle: inst.handle,
+                gipa: inst.next_gipa,
+                next: &inst.next,
+                info: inst.host_import,
+            };
+            let available = || capture::get().backend_available(BackendKind::HostImport);
+            // SAFETY: physical and create_info are valid (caller contract).
+            unsafe { host_import::plan_device(&view, physical, create_info, available) }
+        }
     };
     // LLP_LAYER_22: pDevice is passed down untouched.
     // SAFETY: the application's arguments, passed down unchanged (but for the advanced link and
@@ -174,8 +182,6 @@ pub unsafe extern "system" fn create_device(
     let next_gdpa = link.next_gdpa;
     // SAFETY: device-level names resolved for the device just created.
     let next = DeviceNext::load(|n| unsafe { next_gdpa(device, n.as_ptr()) });
-    // SAFETY: as above.
-    let req = RequirementsNext::load(|n| unsafe { next_gdpa(device, n.as_ptr()) });
 
     let mut memory_types = Vec::new();
     if let Some(f) = inst.next.vkGetPhysicalDeviceMemoryProperties {
@@ -192,9 +198,9 @@ pub unsafe extern "system" fn create_device(
     }
     // SAFETY: device is a valid dispatchable handle.
     let Some(key) = (unsafe { DeviceKey::of(device) }) else { return r };
-    dispatch::add_device(key, DeviceState { handle: device, next_gdpa, next, req, memory_types });
-    // SAFETY: the device just created from `physical`, and the next layer's vkGetDeviceProcAddr.
-    unsafe { host_import::device_created(plan, physical, device, next_gdpa) };
+    // SAFETY: the device just created from `physical`, and its next layer's entry points.
+    let host_import = unsafe { host_import::device_created(plan, physical, device, &next) };
+    dispatch::add_device(key, DeviceState { handle: device, next_gdpa, next, memory_types, host_import });
     capture::get().device_created(&props);
     r
 }
@@ -216,59 +222,6 @@ pub unsafe extern "system" fn destroy_device(device: vk::Device, allocator: *con
         // SAFETY: the application's arguments, passed down.
         unsafe { f(device, allocator) };
     }
-    host_import::device_destroyed(device);
-}
-
-/// The answer of this layer's `vkGetInstanceProcAddr`.
-///
-/// # Safety
-/// `instance` is null or valid; `name` is null or NUL-terminated.
-pub unsafe fn instance_proc_addr(instance: vk::Instance, name: *const c_char) -> vk::PFN_vkVoidFunction {
-    // SAFETY: caller contract.
-    let n = (unsafe { name_bytes(name) })?;
-    if let Some(f) = crate::global_entry(n) {
-        return f;
-    }
-    if n == b"vkCreateInstance" {
-        return dispatch::instance_hook(n);
-    }
-    // SAFETY: caller contract.
-    let Some(inst) = (unsafe { dispatch::instance(instance) }) else {
-        // LLP_LAYER_18: nothing for names this layer cannot answer.
-        return None;
-    };
-    // SAFETY: forwarded to the next layer with the same arguments.
-    let next = unsafe { (inst.next_gipa)(instance, name) };
-    // This layer provides VK_EXT_tooling_info itself.
-    if crate::tooling::always_answered(n) {
-        return dispatch::instance_hook(n);
-    }
-    // LLP_LAYER_18: a hook only where the next layer has the entry point (enabled extension).
-    next?;
-    dispatch::instance_hook(n)
-        .or_else(|| dispatch::device_hook(n))
-        .or_else(|| host_import::hook(n))
-        .or_else(|| if settings::get().aligns_requirements() { dispatch::requirements_hook(n) } else { None })
-        .or(next)
-}
-
-/// The answer of this layer's `vkGetDeviceProcAddr`.
-///
-/// # Safety
-/// `device` is null or valid; `name` is null or NUL-terminated.
-pub unsafe fn device_proc_addr(device: vk::Device, name: *const c_char) -> vk::PFN_vkVoidFunction {
-    // SAFETY: caller contract.
-    let n = (unsafe { name_bytes(name) })?;
-    if n == b"vkGetDeviceProcAddr" {
-        return void_fn::<vk::PFN_vkGetDeviceProcAddr>(crate::get_device_proc_addr);
-    }
-    // SAFETY: caller contract.
-    let dev = (unsafe { dispatch::device(device) })?;
-    // SAFETY: forwarded to the next layer with the same arguments.
-    let next = unsafe { (dev.next_gdpa)(device, name) };
-    next?;
-    dispatch::device_hook(n)
-        .or_else(|| host_import::hook(n))
-        .or_else(|| if settings::get().aligns_requirements() { dispatch::requirements_hook(n) } else { None })
-        .or(next)
+    // The memory host-import still imported goes after the driver's device.
+    drop(dev);
 }
