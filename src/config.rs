@@ -28,10 +28,11 @@ pub use sources::{
     property_key, EnvSource, FileSource, KhronosEnvSource, Layered, MapSource, PropertyReader, PropertySource,
     SettingSource,
 };
-pub use values::{BackendChoice, Compression, HostImport, LayersBelow, LogLevel, ShadowRefresh, AUTO_ORDER};
+pub use values::{BackendChoice, HostImport, LayersBelow, LogLevel, ShadowRefresh, AUTO_ORDER};
 
-use crate::guard::BackendKind;
 pub use crate::trace::file::Existing;
+/// The trace's own type: the setting names its values.
+pub use crate::trace::Compression;
 
 /// The layer's name, as in its manifest.
 pub const LAYER_NAME: &str = "VK_LAYER_VKDIRTY_capture";

@@ -177,9 +177,9 @@ fn host_import_is_async_wp_under_its_own_kind() {
     let p = page_size();
     let m = Mapping::new(MemKind::PrivateAnon, 4);
     let mgr = GuardManager::new();
-    assert_eq!(mgr.backend(BackendKind::HostImport).unwrap().kind(), BackendKind::HostImport);
+    assert_eq!(mgr.backend(BackendKind::OwnedWp).unwrap().kind(), BackendKind::OwnedWp);
     assert_eq!(mgr.backend(BackendKind::AsyncWp).unwrap().kind(), BackendKind::AsyncWp);
-    let mut s = Subject::track(&mgr, BackendKind::HostImport, m.ptr, m.len, "host-import");
+    let mut s = Subject::track(&mgr, BackendKind::OwnedWp, m.ptr, m.len, "host-import");
     s.write(3 * p, &[1]);
     let c = s.collect();
     s.expect(&c, &[3 * p]);

@@ -71,7 +71,7 @@ fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec
         .collect()
 }
 
-const KINDS: [BackendKind; 3] = [BackendKind::HostImport, BackendKind::AsyncWp, BackendKind::ShadowWp];
+const KINDS: [BackendKind; 3] = [BackendKind::OwnedWp, BackendKind::AsyncWp, BackendKind::ShadowWp];
 
 #[test]
 fn every_write_is_reported_against_its_region_with_one_scan_per_run() {

@@ -12,7 +12,7 @@ use vkdirty::guard::arena::ArenaBlock;
 use vkdirty::guard::wp::Prediction;
 use vkdirty::guard::{page_size, BackendKind, CollectStats, GuardManager, RegionId, TrackOptions, Tracked};
 
-const KINDS: [BackendKind; 2] = [BackendKind::HostImport, BackendKind::AsyncWp];
+const KINDS: [BackendKind; 2] = [BackendKind::OwnedWp, BackendKind::AsyncWp];
 
 /// The tests of this file one at a time: a registration anywhere in the process rebuilds every
 /// set's plan, which the deterministic tests' exact counts must not see.
@@ -189,7 +189,7 @@ fn racing_writers(kind: BackendKind, collections: usize) {
 
 #[test]
 fn racing_writers_lose_nothing_host_import() {
-    racing_writers(BackendKind::HostImport, 10_000);
+    racing_writers(BackendKind::OwnedWp, 10_000);
 }
 
 #[test]
@@ -267,15 +267,15 @@ fn predictions_always_right_take_no_fault_and_report_exactly() {
 fn prediction_off_predicts_nothing() {
     let _serial = SERIAL.lock();
     let mgr = GuardManager::new();
-    let rs = regions(&mgr, BackendKind::HostImport, 1, 8);
+    let rs = regions(&mgr, BackendKind::OwnedWp, 1, 8);
     let by_id: HashMap<RegionId, usize> = rs.iter().enumerate().map(|(i, r)| (r.t.id, i)).collect();
     let mut mirrors = vec![vec![0u8; rs[0].len]];
     let mut predicted = 0;
     for round in 0..10 {
         stamp(&rs[0], 0, round, round as u64 + 1);
-        predicted += collect(&mgr, BackendKind::HostImport, &by_id, &mut mirrors).0.predicted;
+        predicted += collect(&mgr, BackendKind::OwnedWp, &by_id, &mut mirrors).0.predicted;
     }
     assert_eq!(predicted, 0);
-    assert_mirrors(BackendKind::HostImport, &rs, &mirrors, "end");
+    assert_mirrors(BackendKind::OwnedWp, &rs, &mirrors, "end");
     release(&mgr, rs);
 }

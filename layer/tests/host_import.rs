@@ -130,13 +130,13 @@ impl Run {
 
 fn assert_imported(r: &Run, name: &str) {
     let (b, reason) = r.map(name);
-    assert_eq!(b, BackendKind::HostImport, "{name}: {reason}");
+    assert_eq!(b, BackendKind::OwnedWp, "{name}: {reason}");
     assert!(!reason.contains("not imported"), "{name}: {reason}");
 }
 
 fn assert_not_imported(r: &Run, name: &str, why: &str) {
     let (b, reason) = r.map(name);
-    assert_ne!(b, BackendKind::HostImport, "{name}: {reason}");
+    assert_ne!(b, BackendKind::OwnedWp, "{name}: {reason}");
     assert!(reason.starts_with(&format!("host-import: memory not imported ({why}")), "{name}: {reason}");
 }
 
@@ -182,7 +182,7 @@ fn setting_turns_it_off() {
     assert!(!r.stderr.contains("host-import on"), "{}", r.stderr);
     for name in ["src", "dedicated", "linear", "after-bind"] {
         let (b, reason) = r.map(name);
-        assert_ne!(b, BackendKind::HostImport, "{name}: {reason}");
+        assert_ne!(b, BackendKind::OwnedWp, "{name}: {reason}");
         assert!(!reason.contains("host-import"), "{name}: {reason}");
     }
     assert_eq!(r.dirty_pages("src", 1), BTreeSet::from([1, 5]));

@@ -32,7 +32,14 @@ fn layer_dir() -> PathBuf {
     // `cargo test` does not rebuild the cdylib: refuse to test a library older than its sources.
     let built = std::fs::metadata(&lib).and_then(|m| m.modified()).expect("layer mtime");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    for src in [root.join("layer/src"), root.join("src/guard"), root.join("src/trace"), root.join("src/config.rs")] {
+    for src in [
+        root.join("layer/src"),
+        root.join("src/guard"),
+        root.join("src/trace"),
+        root.join("src/config.rs"),
+        root.join("src/config"),
+        root.join("src/session"),
+    ] {
         if let Some(newer) = newer_than(&src, built) {
             panic!("{} is newer than {}; run `cargo build -p vkdirty-layer`", newer.display(), lib.display());
         }
@@ -258,7 +265,7 @@ fn capture_auto_backend() {
             _ => None,
         })
         .unwrap_or_else(|| panic!("no Map record; stderr:\n{stderr}"));
-    check_trace(backend, &r, &events, matches!(backend, BackendKind::AsyncWp | BackendKind::HostImport));
+    check_trace(backend, &r, &events, matches!(backend, BackendKind::AsyncWp | BackendKind::OwnedWp));
 }
 
 #[test]
@@ -363,7 +370,7 @@ fn validation_layer_beside_it_reports_nothing() {
     for layers in
         ["VK_LAYER_VKDIRTY_capture:VK_LAYER_KHRONOS_validation", "VK_LAYER_KHRONOS_validation:VK_LAYER_VKDIRTY_capture"]
     {
-        for backend in [BackendKind::AsyncWp, BackendKind::HostImport] {
+        for backend in [BackendKind::AsyncWp, BackendKind::OwnedWp] {
             let (r, events, out) =
                 capture("validation", &[("VK_INSTANCE_LAYERS", layers), ("VKDIRTY_BACKEND", backend.name())]);
             assert!(!out.contains("Validation Error") && !out.contains("VUID-"), "{layers} {backend}:\n{out}");

@@ -272,7 +272,7 @@ fn main() {
     let backends: Vec<BackendKind> = BackendKind::ALL
         .into_iter()
         // host-import is async-wp under another name.
-        .filter(|&k| k != BackendKind::HostImport)
+        .filter(|&k| k != BackendKind::OwnedWp)
         .filter(|k| args.backends.is_empty() || args.backends.iter().any(|b| b == k.name()))
         .filter(|&k| match mgr.backend(k) {
             Ok(_) => true,

@@ -1,6 +1,7 @@
 //! Settings: parsing, precedence, rendering back to text.
 
 use super::*;
+use crate::guard::BackendKind;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -113,11 +114,21 @@ fn every_setting_parses() {
 
 #[test]
 fn every_backend_name_is_accepted() {
-    for k in BackendKind::ALL {
-        let (s, w) = Settings::load(&map_source(&[("BACKEND", k.name())]));
+    for c in BackendChoice::ALL {
+        let (s, w) = Settings::load(&map_source(&[("BACKEND", c.name())]));
         assert!(w.is_empty());
-        assert_eq!(s.backend, BackendChoice::Fixed(k));
+        assert_eq!(s.backend, c);
     }
+    // The settings table offers exactly the choices the parser takes.
+    let SettingType::Enum(keys) = setting("BACKEND").unwrap().ty else { panic!("BACKEND is an enum") };
+    let keys: Vec<&str> = keys.iter().map(|k| k.key).collect();
+    let names: Vec<&str> = BackendChoice::ALL.iter().map(|c| c.name()).collect();
+    assert_eq!(keys, names);
+    // Every backend but the one only host-import reaches is a choice of its own.
+    for k in BackendKind::ALL {
+        assert_eq!(BackendChoice::ALL.contains(&BackendChoice::Fixed(k)), k != BackendKind::OwnedWp, "{k}");
+    }
+    assert_eq!(BackendChoice::parse("host-import"), Some(BackendChoice::HostImport));
 }
 
 #[test]
@@ -215,7 +226,12 @@ fn auto_order_starts_with_async_wp_and_ends_with_full() {
     assert_eq!(BackendChoice::Auto.order().first(), Some(&BackendKind::AsyncWp));
     assert_eq!(BackendChoice::Auto.order().last(), Some(&BackendKind::Full));
     assert_eq!(BackendChoice::Fixed(BackendKind::Shadow).order(), &[BackendKind::Shadow]);
-    assert_eq!(BackendChoice::Fixed(BackendKind::HostImport).order(), BackendChoice::Auto.order());
+    assert_eq!(BackendChoice::HostImport.order(), BackendChoice::Auto.order());
+    assert_eq!(BackendChoice::HostImport.mapping_order(true)[0], BackendKind::OwnedWp);
+    assert_eq!(BackendChoice::Auto.mapping_order(true)[1..], AUTO_ORDER);
+    assert_eq!(BackendChoice::Auto.mapping_order(false), AUTO_ORDER);
+    assert_eq!(BackendChoice::Fixed(BackendKind::Assisted).app_import_order(), &[BackendKind::Assisted]);
+    assert_eq!(BackendChoice::Auto.app_import_order(), &[BackendKind::AsyncWp, BackendKind::Full]);
 }
 
 #[test]

@@ -18,23 +18,8 @@ fn parse_host_import(v: &str) -> Option<HostImport> {
     parse_bool(v).map(|on| if on { HostImport::On } else { HostImport::Off })
 }
 
-fn parse_backend(v: &str) -> Option<BackendChoice> {
-    if v == "auto" {
-        return Some(BackendChoice::Auto);
-    }
-    BackendKind::parse(v).map(BackendChoice::Fixed)
-}
-
 fn parse_shadow_refresh(v: &str) -> Option<ShadowRefresh> {
     [ShadowRefresh::Never, ShadowRefresh::Cached, ShadowRefresh::Always].into_iter().find(|r| r.name() == v)
-}
-
-fn parse_compression(v: &str) -> Option<Compression> {
-    match v {
-        "lz4" => Some(Compression::Lz4),
-        "none" => Some(Compression::None),
-        _ => None,
-    }
 }
 
 fn parse_log_level(v: &str) -> Option<LogLevel> {
@@ -106,14 +91,14 @@ impl Settings {
         match name {
             "TRACE_FILE" => put(&mut self.trace_file, path(v)),
             "TRACE_EXISTS" => put(&mut self.trace_exists, Existing::parse(v)),
-            "BACKEND" => put(&mut self.backend, parse_backend(v)),
+            "BACKEND" => put(&mut self.backend, BackendChoice::parse(v)),
             "HOST_IMPORT" => put(&mut self.host_import, parse_host_import(v)),
             "SHADOW_READS" => put(&mut self.shadow_reads, parse_bool(v)),
             "SHADOW_REFRESH" => put(&mut self.shadow_refresh, parse_shadow_refresh(v)),
             "PERSISTENT_SHADOW" => put(&mut self.persistent_shadow, parse_bool(v)),
             "PREDICT" => put(&mut self.predict, parse_bool(v)),
             "PREDICT_BUDGET_MIB" => put(&mut self.predict_budget_mib, parse_uint(v, 65536)),
-            "COMPRESSION" => put(&mut self.compression, parse_compression(v)),
+            "COMPRESSION" => put(&mut self.compression, Compression::parse(v)),
             "FRAMES" => put(&mut self.frames, parse_ranges(v)),
             "SUBMITS" => put(&mut self.submits, parse_ranges(v)),
             "FLUSH_EVERY_SUBMIT" => put(&mut self.flush_every_submit, parse_bool(v)),
@@ -150,11 +135,7 @@ impl Settings {
             "PERSISTENT_SHADOW" => b(self.persistent_shadow),
             "PREDICT" => b(self.predict),
             "PREDICT_BUDGET_MIB" => self.predict_budget_mib.to_string(),
-            "COMPRESSION" => match self.compression {
-                Compression::Lz4 => "lz4",
-                Compression::None => "none",
-            }
-            .to_string(),
+            "COMPRESSION" => self.compression.name().to_string(),
             "FRAMES" => r(&self.frames),
             "SUBMITS" => r(&self.submits),
             "FLUSH_EVERY_SUBMIT" => b(self.flush_every_submit),

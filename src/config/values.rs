@@ -3,27 +3,56 @@
 use crate::guard::BackendKind;
 use std::fmt;
 
-/// Which backend tracks a mapping.
+/// `VKDIRTY_BACKEND`: what the user chose. Parsed here only ([`BackendChoice::parse`]); the
+/// layer asks it which backends to try for a mapping and whether to import host memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendChoice {
-    /// Per mapping, the first of [`AUTO_ORDER`] that accepts it.
+    /// Host-import where possible, then per mapping the first of [`AUTO_ORDER`] that accepts it.
     Auto,
+    /// As `auto`; a device where host memory cannot be imported is a warning, not a note.
+    HostImport,
+    /// This backend for every mapping (never [`BackendKind::OwnedWp`]: only memory the layer
+    /// owns can be tracked with it, and `host-import` chooses that).
     Fixed(BackendKind),
 }
 
-/// The order `auto` tries backends in, per mapping. `host-import` is not here: it changes how
-/// memory is allocated, so it is decided per allocation (see [`BackendChoice::imports_host_memory`])
-/// and tried first for the mappings of memory it imported. `full` never refuses a mapping, so a
-/// mapping is always tracked.
+/// The order `auto` tries backends in, per mapping. Memory the layer imported is not here: it is
+/// tracked with [`BackendKind::OwnedWp`] first (see [`BackendChoice::mapping_order`]). `full`
+/// never refuses a mapping, so a mapping is always tracked.
 pub const AUTO_ORDER: [BackendKind; 4] =
     [BackendKind::AsyncWp, BackendKind::ShadowWp, BackendKind::Shadow, BackendKind::Full];
 
 impl BackendChoice {
-    /// The backends to try, in order.
+    /// Every choice, in the order the settings table lists them.
+    pub const ALL: [BackendChoice; 7] = [
+        BackendChoice::Auto,
+        BackendChoice::Fixed(BackendKind::AsyncWp),
+        BackendChoice::Fixed(BackendKind::ShadowWp),
+        BackendChoice::Fixed(BackendKind::Shadow),
+        BackendChoice::Fixed(BackendKind::Full),
+        BackendChoice::Fixed(BackendKind::Assisted),
+        BackendChoice::HostImport,
+    ];
+
+    /// The value's text (`auto`, `host-import`, a backend's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            // The same word as the backend it tracks imported memory with.
+            BackendChoice::HostImport => BackendKind::OwnedWp.name(),
+            BackendChoice::Fixed(k) => k.name(),
+        }
+    }
+
+    pub fn parse(v: &str) -> Option<BackendChoice> {
+        BackendChoice::ALL.into_iter().find(|c| c.name() == v)
+    }
+
+    /// The backends to try, in order, for a mapping of memory the layer did not import.
     pub fn order(self) -> &'static [BackendKind] {
         match self {
             // Memory host-import could not import is tracked as auto tracks it.
-            BackendChoice::Auto | BackendChoice::Fixed(BackendKind::HostImport) => &AUTO_ORDER,
+            BackendChoice::Auto | BackendChoice::HostImport => &AUTO_ORDER,
             BackendChoice::Fixed(k) => {
                 let i = BackendKind::ALL.iter().position(|x| *x == k).unwrap_or(0);
                 std::slice::from_ref(&BackendKind::ALL[i])
@@ -31,10 +60,28 @@ impl BackendChoice {
         }
     }
 
+    /// The backends to try for a mapping; `imported`: the memory is the layer's own (host-import).
+    pub fn mapping_order(self, imported: bool) -> Vec<BackendKind> {
+        let mut order = self.order().to_vec();
+        if imported {
+            order.insert(0, BackendKind::OwnedWp);
+        }
+        order
+    }
+
+    /// The backends to try for memory the application imported from its own host pointer: it
+    /// stays mapped at one address, so no shadow.
+    pub fn app_import_order(self) -> &'static [BackendKind] {
+        match self {
+            BackendChoice::Fixed(BackendKind::Assisted) => &[BackendKind::Assisted],
+            _ => &[BackendKind::AsyncWp, BackendKind::Full],
+        }
+    }
+
     /// Whether host-visible memory is allocated by importing the layer's own anonymous memory
     /// (`VK_EXT_external_memory_host`), where the driver and the allocation allow it.
     pub fn imports_host_memory(self) -> bool {
-        matches!(self, BackendChoice::Auto | BackendChoice::Fixed(BackendKind::HostImport))
+        matches!(self, BackendChoice::Auto | BackendChoice::HostImport)
     }
 
     /// Whether a mapping may end up behind a shadow that is copied to the real memory page by
@@ -46,10 +93,7 @@ impl BackendChoice {
 
 impl fmt::Display for BackendChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BackendChoice::Auto => f.write_str("auto"),
-            BackendChoice::Fixed(k) => f.write_str(k.name()),
-        }
+        f.write_str(self.name())
     }
 }
 
@@ -83,12 +127,6 @@ impl ShadowRefresh {
             ShadowRefresh::Always => true,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Lz4,
-    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

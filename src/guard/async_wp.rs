@@ -53,7 +53,7 @@ impl AsyncWp {
             set: Mutex::new(BatchState {
                 sets: HashMap::new(),
                 found: Vec::new(),
-                anonymous: kind == BackendKind::HostImport,
+                anonymous: kind == BackendKind::OwnedWp,
                 prediction,
             }),
         })

@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-/// The backends, by the names used in configuration and in the trace.
+/// The backends. Their names are the product's, shared by the settings, the trace reports and
+/// the log: see [`BackendKind::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BackendKind {
     /// userfaultfd `WP_ASYNC` on the memory itself, collected with `PAGEMAP_SCAN`.
@@ -16,8 +17,10 @@ pub enum BackendKind {
     Shadow,
     /// Anonymous shadow tracked with async-WP (no signals).
     ShadowWp,
-    /// Host-visible memory backed by the layer's own anonymous memory (async-WP on it).
-    HostImport,
+    /// async-WP on private anonymous memory the caller owns and lends out (the layer's
+    /// host-import hands it to the driver): the scan can take its fast path, which is exact only
+    /// on such memory.
+    OwnedWp,
     /// Every page of every region at each collection.
     Full,
     /// Only ranges the caller declares flushed.
@@ -29,17 +32,21 @@ impl BackendKind {
         BackendKind::AsyncWp,
         BackendKind::Shadow,
         BackendKind::ShadowWp,
-        BackendKind::HostImport,
+        BackendKind::OwnedWp,
         BackendKind::Full,
         BackendKind::Assisted,
     ];
 
+    /// The name in settings, trace reports and log lines. `OwnedWp` is `host-import`, after what
+    /// a user chooses to get it (the layer allocating host-visible memory from memory it owns);
+    /// the name, like a trace's backend code, stays stable so that reports and scripts keep
+    /// reading old and new traces alike.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::AsyncWp => "async-wp",
             BackendKind::Shadow => "shadow",
             BackendKind::ShadowWp => "shadow-wp",
-            BackendKind::HostImport => "host-import",
+            BackendKind::OwnedWp => "host-import",
             BackendKind::Full => "full",
             BackendKind::Assisted => "assisted",
         }
@@ -47,22 +54,6 @@ impl BackendKind {
 
     pub fn parse(s: &str) -> Option<BackendKind> {
         BackendKind::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// Stable numeric code used in the trace.
-    pub fn code(self) -> u8 {
-        match self {
-            BackendKind::AsyncWp => 1,
-            BackendKind::Shadow => 2,
-            BackendKind::ShadowWp => 3,
-            BackendKind::HostImport => 4,
-            BackendKind::Full => 5,
-            BackendKind::Assisted => 6,
-        }
-    }
-
-    pub fn from_code(c: u8) -> Option<BackendKind> {
-        BackendKind::ALL.into_iter().find(|k| k.code() == c)
     }
 }
 
@@ -439,8 +430,7 @@ impl Default for GuardManager {
 fn create_backend(kind: BackendKind, prediction: wp::Prediction) -> Result<Box<dyn Backend>, GuardError> {
     match kind {
         BackendKind::AsyncWp => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::AsyncWp, prediction)?)),
-        // Imported host memory is the layer's own anonymous memory: async-WP tracks it.
-        BackendKind::HostImport => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::HostImport, prediction)?)),
+        BackendKind::OwnedWp => Ok(Box::new(async_wp::AsyncWp::new(BackendKind::OwnedWp, prediction)?)),
         BackendKind::Shadow => Ok(Box::new(shadow::Shadow::new()?)),
         BackendKind::Full => Ok(Box::new(full::Full::new())),
         BackendKind::Assisted => Ok(Box::new(assisted::Assisted::new())),

@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn only_shadow_backends_must_collect_at_every_submit() {
         assert!(must_collect(BackendKind::Shadow) && must_collect(BackendKind::ShadowWp));
-        for b in [BackendKind::AsyncWp, BackendKind::Full, BackendKind::Assisted, BackendKind::HostImport] {
+        for b in [BackendKind::AsyncWp, BackendKind::Full, BackendKind::Assisted, BackendKind::OwnedWp] {
             assert!(!must_collect(b), "{b}");
         }
     }

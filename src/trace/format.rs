@@ -281,6 +281,23 @@ pub fn count_pages(runs: &[(u64, u64)], page_size: u64, last_page: &mut Option<u
 
 // ---- payload encoding ----
 
+/// The map record's backend code. Stable: traces written by every version read alike (4, the
+/// `host-import` code, is [`BackendKind::OwnedWp`]).
+fn backend_code(k: BackendKind) -> u8 {
+    match k {
+        BackendKind::AsyncWp => 1,
+        BackendKind::Shadow => 2,
+        BackendKind::ShadowWp => 3,
+        BackendKind::OwnedWp => 4,
+        BackendKind::Full => 5,
+        BackendKind::Assisted => 6,
+    }
+}
+
+fn backend_of_code(c: u8) -> Option<BackendKind> {
+    BackendKind::ALL.into_iter().find(|k| backend_code(*k) == c)
+}
+
 fn put_u8(b: &mut Vec<u8>, v: u8) {
     b.push(v);
 }
@@ -337,7 +354,7 @@ pub fn encode_payload(ev: &Event, out: &mut Vec<u8>) {
             put_u64(out, m.offset);
             put_u64(out, m.size);
             put_u64(out, m.app_ptr);
-            put_u8(out, m.backend.code());
+            put_u8(out, backend_code(m.backend));
             put_str(out, &m.reason);
         }
         Event::Unmap { alloc } | Event::Free { alloc } => put_u64(out, *alloc),
@@ -491,7 +508,7 @@ pub fn decode_payload(ty: BlockType, p: &[u8], base: u64) -> Result<Event, Trace
             let size = c.u64()?;
             let app_ptr = c.u64()?;
             let code = c.u8()?;
-            let backend = BackendKind::from_code(code)
+            let backend = backend_of_code(code)
                 .ok_or_else(|| TraceError::corrupt(base, format!("unknown backend code {code}")))?;
             Event::Map(Map { alloc, offset, size, app_ptr, backend, reason: c.str()? })
         }
@@ -587,5 +604,32 @@ mod tests {
         let mut bad = old.clone();
         bad.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_payload(BlockType::Session, &bad, 0).is_err());
+    }
+
+    #[test]
+    fn backend_codes_are_stable() {
+        // Traces store these numbers: they may never change.
+        let pinned = [
+            (1, BackendKind::AsyncWp, "async-wp"),
+            (2, BackendKind::Shadow, "shadow"),
+            (3, BackendKind::ShadowWp, "shadow-wp"),
+            (4, BackendKind::OwnedWp, "host-import"),
+            (5, BackendKind::Full, "full"),
+            (6, BackendKind::Assisted, "assisted"),
+        ];
+        assert_eq!(pinned.len(), BackendKind::ALL.len());
+        for (code, kind, name) in pinned {
+            let m = Map { alloc: 1, offset: 2, size: 3, app_ptr: 4, backend: kind, reason: "r".into() };
+            let mut p = Vec::new();
+            encode_payload(&Event::Map(m.clone()), &mut p);
+            assert_eq!(p[32], code, "{kind:?}");
+            assert_eq!(decode_payload(BlockType::Map, &p, 0).unwrap(), Event::Map(m));
+            assert_eq!(kind.name(), name);
+        }
+        let mut p = Vec::new();
+        let m = Map { alloc: 1, offset: 2, size: 3, app_ptr: 4, backend: BackendKind::Full, reason: String::new() };
+        encode_payload(&Event::Map(m), &mut p);
+        p[32] = 7;
+        assert!(decode_payload(BlockType::Map, &p, 0).is_err(), "an unknown code is an error");
     }
 }

@@ -41,10 +41,7 @@ impl Capture {
             return;
         }
         let Ok(len) = usize::try_from(size) else { return };
-        let mut order = match self.settings.backend {
-            BackendChoice::Fixed(BackendKind::Assisted) => vec![BackendKind::Assisted],
-            _ => vec![BackendKind::AsyncWp, BackendKind::Full],
-        };
+        let mut order = self.settings.backend.app_import_order().to_vec();
         let forced = refuse_for_testing(&mut order, ptr as usize, len);
         // Collected with its device's mappings.
         let opts = TrackOptions { group: key.0, ..Default::default() };

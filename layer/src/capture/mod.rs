@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vkdirty::config::{self, BackendChoice, Settings, ShadowRefresh};
+use vkdirty::config::{self, Settings, ShadowRefresh};
 use vkdirty::guard::{BackendKind, GuardError, GuardManager, RegionId, TrackOptions};
 use vkdirty::session::{self, must_collect, Mapping, Mark, RegionRef, Session};
 use vkdirty::trace::{self, Event, TraceWriter, WriterOptions};
@@ -183,10 +183,7 @@ impl Capture {
             }
         }
         let opts = WriterOptions {
-            compression: match self.settings.compression {
-                config::Compression::Lz4 => trace::Compression::Lz4,
-                config::Compression::None => trace::Compression::None,
-            },
+            compression: self.settings.compression,
             flush_every_submit: self.settings.flush_every_submit,
             on_error: Some(Arc::new(|e: &str| {
                 log::error!("writing the trace failed, capture stopped: {e}");
@@ -369,10 +366,7 @@ impl Capture {
             persistent_key: self.settings.persistent_shadow.then_some(id),
             group: key.0,
         };
-        let mut order: Vec<BackendKind> = backend_order(self.settings.backend).to_vec();
-        if matches!(import, Import::Imported(_)) {
-            order.insert(0, BackendKind::HostImport);
-        }
+        let mut order = self.settings.backend.mapping_order(matches!(import, Import::Imported(_)));
         if placed {
             // A placed mapping must stay at the address the application chose.
             order.retain(|b| !must_collect(*b));
@@ -616,11 +610,6 @@ fn refuse_for_testing(order: &mut Vec<BackendKind>, addr: usize, len: usize) -> 
         }
     }
     forced
-}
-
-fn backend_order(choice: BackendChoice) -> &'static [BackendKind] {
-    // host-import: memory it imported is tried with it first (see `mapped`), the rest as auto.
-    choice.order()
 }
 
 fn close(st: &mut State, why: &str) {

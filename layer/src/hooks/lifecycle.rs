@@ -160,7 +160,7 @@ pub unsafe extern "system" fn create_device(
                 next: &inst.next,
                 info: inst.host_import,
             };
-            let available = || capture::get().backend_available(BackendKind::HostImport);
+            let available = || capture::get().backend_available(BackendKind::OwnedWp);
             // SAFETY: physical and create_info are valid (caller contract).
             unsafe { host_import::plan_device(&view, physical, create_info, available) }
         }

@@ -14,7 +14,7 @@
 //!   be dedicated, exported or another import: a dedicated buffer allocation is imported without
 //!   its dedicated structure (advisory unless the driver requires it, which it then falls back
 //!   for); dedicated images, exports and imports fall back to the driver's own memory.
-//! - `vkMapMemory`: the pointer into our memory, tracked with [`BackendKind::HostImport`].
+//! - `vkMapMemory`: the pointer into our memory, tracked with [`vkdirty::guard::BackendKind::OwnedWp`].
 //! - `vkFreeMemory`: the driver's memory first, then our pages.
 //!
 //! Eligible memory types are host-visible and not device-local: importing host memory into a
@@ -34,7 +34,6 @@ use crate::ffi::{c_names, cast_next, chain_find};
 use crate::next::{DeviceNext, InstanceNext};
 use crate::{log, settings};
 use vkdirty::config::{BackendChoice, HostImport, LogLevel};
-use vkdirty::guard::BackendKind;
 
 /// The handle type of imported host memory.
 pub const HOST_ALLOCATION: vk::ExternalMemoryHandleTypeFlags = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
@@ -314,7 +313,7 @@ impl DevicePlan {
 }
 
 fn level_for_off() -> LogLevel {
-    if settings::get().backend == BackendChoice::Fixed(BackendKind::HostImport) {
+    if settings::get().backend == BackendChoice::HostImport {
         LogLevel::Warn
     } else {
         LogLevel::Info
