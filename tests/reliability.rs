@@ -276,10 +276,22 @@ fn application_imported_host_memory_is_tracked() {
     remove(&[&trace, &sidecar]);
 }
 
-fn rss_after(env: &[(&str, &str)], layer: bool) -> (u64, u64) {
+/// The workload's `--rss-churn` figures (KiB): right after the frees, once settled, the peak.
+struct Rss {
+    after: u64,
+    settled: u64,
+    peak: u64,
+}
+
+fn rss_after(env: &[(&str, &str)], layer: bool, settle_kib: Option<u64>) -> Rss {
     let trace = tmp("rss.vkd");
     remove(&[&trace]);
-    let mut c = workload(&trace, env, &["--rss-churn", "4000", "--rss-rounds", "2"]);
+    let settle = settle_kib.map(|k| k.to_string());
+    let mut args = vec!["--rss-churn", "4000", "--rss-rounds", "2"];
+    if let Some(k) = &settle {
+        args.extend(["--rss-settle-kib", k]);
+    }
+    let mut c = workload(&trace, env, &args);
     if !layer {
         c.env_remove("VK_INSTANCE_LAYERS");
     }
@@ -292,22 +304,42 @@ fn rss_after(env: &[(&str, &str)], layer: bool) -> (u64, u64) {
         .expect("rss line");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     remove(&[&trace]);
-    (v["after_kib"].as_u64().unwrap(), v["peak_kib"].as_u64().unwrap())
+    let kib = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
+    Rss { after: kib("after_kib"), settled: kib("settled_kib"), peak: kib("peak_kib") }
 }
 
 /// Memory given back: 4000 allocations of 64 KiB mapped, written, collected and freed (twice),
-/// then one more submit: the layer's resident set is within 8 MiB of the run without the layer.
-/// (`full` still keeps ~300 MB here; see docs/reliability.md.)
+/// then one more submit: once the trace writer has written what it was given (the workload waits
+/// at most 10 s), the layer's resident set is within 8 MiB of the run without the layer on every
+/// backend; right after the frees it may still hold what its queue holds (bounded by the queue,
+/// 64 MiB; `full` reports every mapped byte again at each free).
 #[test]
 fn memory_is_given_back_after_the_application_frees_it() {
-    let (base, base_peak) = rss_after(&[], false);
-    assert!(base_peak > base + (200 << 10), "the churn is visible: peak {base_peak} KiB, after {base} KiB");
-    for backend in ["auto", "host-import", "async-wp", "shadow-wp", "shadow", "assisted"] {
-        let (after, _) = rss_after(&[("VKDIRTY_BACKEND", backend), ("VKDIRTY_LOG_LEVEL", "warn")], true);
-        eprintln!("{backend}: {after} KiB after, {base} KiB without the layer");
+    let base = rss_after(&[], false, None);
+    assert!(
+        base.peak > base.settled + (200 << 10),
+        "the churn is visible: peak {} KiB, after {} KiB",
+        base.peak,
+        base.settled
+    );
+    for backend in ["auto", "host-import", "async-wp", "shadow-wp", "shadow", "full", "assisted"] {
+        let env = [("VKDIRTY_BACKEND", backend), ("VKDIRTY_LOG_LEVEL", "warn")];
+        let r = rss_after(&env, true, Some(base.settled + (8 << 10)));
+        eprintln!(
+            "{backend}: {} KiB after, {} KiB settled, {} KiB without the layer",
+            r.after, r.settled, base.settled
+        );
         assert!(
-            after <= base + (8 << 10),
-            "{backend}: {after} KiB resident after the frees, {base} KiB without the layer"
+            r.settled <= base.settled + (8 << 10),
+            "{backend}: {} KiB resident after the frees, {} KiB without the layer",
+            r.settled,
+            base.settled
+        );
+        assert!(
+            r.after <= base.after + (8 << 10) + (64 << 10),
+            "{backend}: {} KiB resident right after the frees (more than the writer's queue), {} KiB without the layer",
+            r.after,
+            base.after
         );
     }
 }

@@ -83,7 +83,7 @@ impl Drop for OpenOnDrop {
 fn full_queue_makes_the_producer_wait_and_drops_nothing() {
     let sink = GateSink::default();
     let mut o = opts(Compression::Lz4);
-    o.queue_bytes = 64 << 10;
+    o.queue_bytes = 512 << 10;
     o.block_bytes = 16 << 10;
     let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
     w.record(&Event::Allocation(Allocation {
@@ -112,11 +112,13 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
     // Declared last so it is dropped first: opens the gate before `w` would wait on it.
     let _unstick = OpenOnDrop(sink.clone());
     // The writer thread is stuck in the sink; the producer must stall rather than drop or grow.
-    // Each record is one 16420-byte Dirty block: once the writer is stuck in the sink and the
-    // queue has no room for another, a correct writer accepts nothing more.
-    let cost = 16384 + 20 + 16;
+    // Each record is one Dirty block in a buffer of its own (~80 KiB with room for the runs
+    // table, counted whole): once the writer is stuck in the sink and the queue has no room for
+    // another, a correct writer accepts nothing more.
     wait_until("a full queue", || {
-        sink.blocked.load(Ordering::SeqCst) && w.stats().queued_bytes as usize + cost > 64 << 10
+        let s = w.stats();
+        let each = s.queued_bytes / (s.queued_records + 1);
+        sink.blocked.load(Ordering::SeqCst) && s.queued_records >= 2 && s.queued_bytes + each > 512 << 10
     });
     let s1 = w.stats();
     // Give a broken queue time to misbehave.
@@ -125,7 +127,8 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
     assert!(!done.load(Ordering::SeqCst), "the producer waits while the queue is full");
     assert_eq!(s.records, s1.records, "nothing accepted while the sink is stuck");
     assert!(s.stalls >= 1);
-    assert!(s.queued_bytes <= 64 << 10, "queue stays bounded: {}", s.queued_bytes);
+    assert!(s.queued_bytes <= 512 << 10, "queue stays bounded: {}", s.queued_bytes);
+    assert!(s.queued_bytes >= 2 * 16384, "the queue holds several blocks: {}", s.queued_bytes);
     assert_eq!(s.dropped_records, 0);
     // Open the gate: everything drains.
     sink.open();
@@ -155,6 +158,58 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
         let mut got = vec![0u8; 16384];
         replay.read(1, i * 16384, &mut got).unwrap();
         assert!(got == page(i), "collection {i} intact");
+    }
+}
+
+/// Small collections (a 64 KiB allocation's pages, as `full` reports at each free) queue in
+/// buffers of their own size: a stuck sink lets the queue take many of them within its bound
+/// instead of one block-sized (1 MiB) buffer each, which pinned ~1 GB for 1000 queued frees.
+#[test]
+fn small_blocks_queue_in_buffers_of_their_size() {
+    let sink = GateSink::default();
+    let mut o = opts(Compression::None);
+    o.queue_bytes = 1 << 20;
+    o.block_bytes = 1 << 20;
+    let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
+    let _unstick = OpenOnDrop(sink.clone());
+    w.record(&Event::Allocation(Allocation {
+        id: 1,
+        handle: 0,
+        device: 0,
+        size: 1 << 30,
+        memory_type: 0,
+        property_flags: 0,
+        heap: 0,
+    }));
+    const N: u64 = 200;
+    let producer = {
+        let w = w.clone();
+        std::thread::spawn(move || {
+            for i in 0..N {
+                let mut d = w.dirty(1, i + 1);
+                d.push(i * 8192, &[i as u8; 8192]);
+                d.finish();
+            }
+        })
+    };
+    wait_until("a full queue", || sink.blocked.load(Ordering::SeqCst) && w.stats().stalls >= 1);
+    let s = w.stats();
+    assert!(s.queued_bytes <= 1 << 20, "bounded: {}", s.queued_bytes);
+    assert!(s.records >= 100, "{} blocks of 8 KiB queued in 1 MiB", s.records);
+    sink.open();
+    producer.join().unwrap();
+    let totals = w.close().unwrap();
+    assert_eq!(totals.dirty_bytes, N * 8192);
+    let bytes = sink.buf.bytes();
+    let mut r = Replay::new();
+    let mut rd = TraceReader::new(&bytes[..]).unwrap();
+    while let Some(b) = rd.next_block().unwrap() {
+        r.apply(b.event.as_ref().unwrap(), b.offset).unwrap();
+    }
+    for i in 0..N {
+        let mut got = vec![0u8; 8192];
+        r.read(1, i * 8192, &mut got).unwrap();
+        assert!(got.iter().all(|&b| b == i as u8), "collection {i} intact");
     }
 }
 

@@ -69,7 +69,8 @@ pub struct WriterOptions {
     pub adaptive: bool,
     /// Hand everything queued to the OS (`write(2)`, not fsync) after each recorded Submit.
     pub flush_every_submit: bool,
-    /// Bound on bytes queued or being written; a producer waits while it is exceeded.
+    /// Bound on the memory of the blocks queued or being written (their buffers' capacity); a
+    /// producer waits while it is exceeded.
     pub queue_bytes: usize,
     /// Dirty bytes per block (larger collections are split at page boundaries).
     pub block_bytes: usize,
@@ -129,8 +130,10 @@ pub struct WriterStats {
     pub dropped_records: u64,
     /// Dirty bytes among them.
     pub dropped_bytes: u64,
-    /// Bytes queued or being written right now.
+    /// Memory of the blocks queued or being written right now (buffer capacity).
     pub queued_bytes: u64,
+    /// Records waiting in the queue (not counting the one being written).
+    pub queued_records: u64,
     /// Buffers kept for reuse (a few once the queue has drained).
     pub pooled_buffers: u64,
 }
@@ -143,7 +146,7 @@ enum Job {
 
 struct Queue {
     jobs: VecDeque<Job>,
-    /// Payload bytes queued plus the job being written.
+    /// Buffer capacity of the jobs queued plus the job being written.
     bytes: usize,
     /// Close was requested: accept nothing more.
     closed: bool,
@@ -314,6 +317,10 @@ impl TraceWriter {
     pub fn stats(&self) -> WriterStats {
         let c = &self.shared.c;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (queued_bytes, queued_records) = {
+            let q = self.shared.queue.lock();
+            (q.bytes as u64, q.jobs.len() as u64)
+        };
         WriterStats {
             records: r(&c.records),
             dirty_bytes_in: r(&c.dirty_bytes_in),
@@ -325,7 +332,8 @@ impl TraceWriter {
             stall_ns: r(&c.stall_ns),
             dropped_records: r(&c.dropped_records),
             dropped_bytes: r(&c.dropped_bytes),
-            queued_bytes: self.shared.queue.lock().bytes as u64,
+            queued_bytes,
+            queued_records,
             pooled_buffers: self.shared.pool.lock().len() as u64,
         }
     }
@@ -395,7 +403,7 @@ impl Shared {
     /// Puts a job on the queue, waiting while it is full. Returns at once once stopped.
     fn enqueue(&self, job: Job) {
         let (cost, dirty) = match &job {
-            Job::Block { payload, dirty_bytes, .. } => (payload.len(), *dirty_bytes),
+            Job::Block { payload, dirty_bytes, .. } => (payload.capacity(), *dirty_bytes),
             _ => (0, 0),
         };
         let reject = |job: Job| {
@@ -530,6 +538,14 @@ impl DirtyWriter<'_> {
             buf.extend_from_slice(&o.to_le_bytes());
             buf.extend_from_slice(&l.to_le_bytes());
         }
+        // A block far smaller than its buffer (a small allocation's pages) travels in a copy of
+        // its own size and the buffer stays in the pool: queued blocks then hold the memory the
+        // queue's bound counts, not a block-sized buffer each (1000 queued 64 KiB blocks would
+        // otherwise pin ~1 GB of buffers).
+        if buf.len() <= buf.capacity() / 8 {
+            let small = buf.as_slice().to_vec();
+            self.shared.recycle(std::mem::replace(&mut buf, small));
+        }
         let pages = self.pages;
         self.runs.clear();
         self.pages = 0;
@@ -625,7 +641,7 @@ fn writer_thread(shared: Arc<Shared>, sink: Box<dyn TraceSink>, name: String, he
                         Err(e) => fail(e),
                     }
                 }
-                let len = payload.len();
+                let len = payload.capacity();
                 shared.recycle(payload);
                 let drained = {
                     let mut q = shared.queue.lock();

@@ -94,6 +94,10 @@ struct Args {
     /// Rounds of --rss-churn.
     #[arg(long, default_value_t = 1)]
     rss_rounds: usize,
+    /// After --rss-churn, wait (at most 10 s) until the resident set is at most this many KiB
+    /// (a capture layer may still be writing what it collected) before reporting `settled_kib`.
+    #[arg(long, value_name = "KIB")]
+    rss_settle_kib: Option<u64>,
     /// Test aid: make one invalid call, to prove validation messages are caught.
     #[arg(long, hide = true)]
     provoke_validation_error: bool,
@@ -748,7 +752,7 @@ fn run(args: &Args) -> ExitCode {
         }
     };
     if let Some(n) = args.rss_churn {
-        return match rss::churn(&vk, n, args.rss_rounds.max(1)) {
+        return match rss::churn(&vk, n, args.rss_rounds.max(1), args.rss_settle_kib) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("vkdirty-workload: {e}");

@@ -1,7 +1,8 @@
 //! `--rss-churn N`: N allocations of 64 KiB of host-visible coherent memory, each mapped and
 //! every page written, one submit (so a capture layer collects them), then all freed and one
 //! more submit (as an application's next frame); prints one JSON line with the resident set
-//! (KiB) before, at the peak and after, so a test can check that a layer gives the memory back.
+//! (KiB) before, at the peak, right after and once settled (`--rss-settle-kib`, or stable for
+//! 100 ms; at most 10 s), so a test can check that a layer gives the memory back.
 
 use crate::vkctx::{Frame, Vk, VkError};
 use ash::vk;
@@ -16,7 +17,7 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-pub fn churn(vk: &Vk, n: usize, rounds: usize) -> Result<(), VkError> {
+pub fn churn(vk: &Vk, n: usize, rounds: usize, settle_kib: Option<u64>) -> Result<(), VkError> {
     let size = 64 << 10;
     let coherent = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
     let ty =
@@ -48,9 +49,23 @@ pub fn churn(vk: &Vk, n: usize, rounds: usize) -> Result<(), VkError> {
     }
     frame.destroy(vk);
     let after = rss_kib();
+    // A capture layer may still be writing what it collected (its queue is bounded): wait until
+    // the resident set is at most `settle_kib` (or, without it, stops changing for 100 ms), at
+    // most 10 s.
+    let t0 = std::time::Instant::now();
+    let mut settled = after;
+    while t0.elapsed() < std::time::Duration::from_secs(10) && settle_kib.map_or(true, |k| settled > k) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = rss_kib();
+        if settle_kib.is_none() && now == settled {
+            break;
+        }
+        settled = now;
+    }
+    let settle_ms = t0.elapsed().as_millis() as u64;
     println!(
         "{}",
-        json!({"kind": "rss", "allocations": n, "rounds": rounds, "bytes_each": size, "before_kib": before, "peak_kib": peak, "after_kib": after})
+        json!({"kind": "rss", "allocations": n, "rounds": rounds, "bytes_each": size, "before_kib": before, "peak_kib": peak, "after_kib": after, "settled_kib": settled, "settle_ms": settle_ms})
     );
     Ok(())
 }
