@@ -1,6 +1,9 @@
 //! `vkdirty capture`: the loader variables and settings it sets, exit codes, and clear errors.
 //! The last two run the built-in workload under the built layer on lavapipe.
 
+#[path = "common/run.rs"]
+mod run;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -156,11 +159,7 @@ fn clear_errors() {
 
 /// The built layer and workload beside the `vkdirty` binary (scripts/test.sh builds them first).
 fn built_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_vkdirty")).parent().unwrap().to_path_buf();
-    for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
-        assert!(dir.join(f).exists(), "{} missing: run `cargo build --workspace` first", dir.join(f).display());
-    }
-    dir
+    run::built(&[run::LAYER_FILES[0], run::LAYER_FILES[1], run::WORKLOAD])
 }
 
 #[test]

@@ -12,16 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vkdirty::trace::{Event, SessionSetting, TraceReader};
 
+#[path = "common/run.rs"]
+mod run;
+
 fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().unwrap().to_path_buf();
-    for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
-        assert!(
-            dir.join(f).exists(),
-            "{} missing: run `cargo build --workspace --bins --lib` first",
-            dir.join(f).display()
-        );
-    }
-    dir
+    run::built(&[run::LAYER_FILES[0], run::LAYER_FILES[1], run::WORKLOAD])
 }
 
 /// A fresh directory for one test.

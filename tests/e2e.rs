@@ -11,11 +11,13 @@
 //! the test binary and those files; run it there with `VKDIRTY_E2E_NO_BUILD=1
 //! VKDIRTY_E2E_BIN_DIR=DIR DIR/e2e`.
 
+#[path = "common/run.rs"]
+mod run;
+
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use vkdirty::guard::BackendKind;
 use vkdirty::sidecar::{self, Report, Sidecar};
 use vkdirty::trace::{Event, TraceReader};
@@ -74,53 +76,12 @@ backends! {
 /// Frames of the main run and of the run under the validation layer (slower).
 const FRAMES: &str = "20";
 const VALIDATION_FRAMES: &str = "5";
-const LAYER_NAME: &str = "VK_LAYER_VKDIRTY_capture";
+/// The longest a workload run may take before it counts as hung.
+const WORKLOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+use run::LAYER_NAME;
 const VALIDATION_LAYER: &str = "VK_LAYER_KHRONOS_validation";
 
-/// `target/<profile>`: where the CLI, the workload, the layer and its manifest are.
-fn bin_dir() -> PathBuf {
-    match std::env::var_os("VKDIRTY_E2E_BIN_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().expect("binary has a directory").to_path_buf(),
-    }
-}
-
-/// Builds the layer and the workload into this test's target directory and profile (a no-op
-/// when `scripts/test.sh` built the workspace already), so the test never runs stale binaries.
-fn ensure_built() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = bin_dir();
-        if std::env::var_os("VKDIRTY_E2E_NO_BUILD").is_none() {
-            let profile = match dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") => "dev".to_string(),
-                Some(p) => p.to_string(),
-                None => panic!("cannot tell the profile from {}", dir.display()),
-            };
-            let target_dir = dir.parent().expect("target directory");
-            let out = Command::new(env!("CARGO"))
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--quiet", "-p", "vkdirty-layer", "-p", "vkdirty-workload", "--profile", &profile])
-                .arg("--target-dir")
-                .arg(target_dir)
-                .output()
-                .expect("run cargo build");
-            assert!(
-                out.status.success(),
-                "building the layer and the workload failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
-            assert!(
-                dir.join(f).exists(),
-                "{} missing: build the workspace first (scripts/test.sh does)",
-                dir.join(f).display()
-            );
-        }
-        dir
-    })
-}
+use run::{bin_dir, ensure_built};
 
 fn tmp(name: &str) -> PathBuf {
     // The build's scratch directory, or the system's where the binary was carried elsewhere.
@@ -145,7 +106,7 @@ fn run_workload(backend: &Backend, layers: &[&str], trace: &Path, args: &[&str])
         .envs(backend.env.iter().copied())
         .args(backend.flags)
         .args(args);
-    c.output().expect("run vkdirty-workload")
+    run::output_within(c, WORKLOAD_LIMIT)
 }
 
 fn output_text(o: &Output) -> String {

@@ -14,29 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().expect("binary has a directory").to_path_buf()
-}
+#[path = "common/run.rs"]
+mod run;
 
-/// Builds the layer and the workload into this test's target directory (a no-op after
-/// scripts/test.sh built the workspace).
+/// The layer and the workload built (`run::ensure_built`), and the tools these tests run.
 fn ensure_built() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = bin_dir();
-        let profile = match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev".to_string(),
-            Some(p) => p.to_string(),
-            None => panic!("cannot tell the profile from {}", dir.display()),
-        };
-        let out = Command::new(env!("CARGO"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--quiet", "-p", "vkdirty-layer", "-p", "vkdirty-workload", "--profile", &profile])
-            .arg("--target-dir")
-            .arg(dir.parent().expect("target directory"))
-            .output()
-            .expect("run cargo build");
-        assert!(out.status.success(), "build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let dir = run::ensure_built().clone();
         for tool in ["gfxrecon-replay", "vkcube", "xvfb-run"] {
             let found =
                 Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success());

@@ -10,18 +10,12 @@ use std::time::{Duration, Instant};
 use vkdirty::trace::file::numbered;
 use vkdirty::trace::{Summary, TraceReader};
 
-const LAYER_NAME: &str = "VK_LAYER_VKDIRTY_capture";
+#[path = "common/run.rs"]
+mod run;
+use run::LAYER_NAME;
 
 fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_vkdirty")).parent().expect("binary has a directory").to_path_buf();
-    for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
-        assert!(
-            dir.join(f).exists(),
-            "{} missing: build the workspace first (scripts/test.sh does)",
-            dir.join(f).display()
-        );
-    }
-    dir
+    run::built(&[run::LAYER_FILES[0], run::LAYER_FILES[1], run::WORKLOAD])
 }
 
 fn tmp(name: &str) -> PathBuf {

@@ -2,6 +2,9 @@
 //! and vkcube (under Xvfb) captured under the built layer on lavapipe. Every picture and export is
 //! checked against `vkdirty info --json` of the same trace.
 
+#[path = "common/run.rs"]
+mod run;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -42,11 +45,7 @@ fn dir() -> PathBuf {
 }
 
 fn built_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_vkdirty")).parent().unwrap().to_path_buf();
-    for f in ["libVkLayer_vkdirty.so", "VkLayer_vkdirty.json", "vkdirty-workload"] {
-        assert!(dir.join(f).exists(), "{} missing: run `cargo build --workspace` first", dir.join(f).display());
-    }
-    dir
+    run::built(&[run::LAYER_FILES[0], run::LAYER_FILES[1], run::WORKLOAD])
 }
 
 /// A trace of the built-in workload (captured once per test binary).

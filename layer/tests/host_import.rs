@@ -7,31 +7,21 @@
 // objects the test just created, so the blocks carry no individual SAFETY lines.
 #![allow(clippy::undocumented_unsafe_blocks)]
 
-#[path = "common/trace.rs"]
+#[path = "../../tests/common/run.rs"]
+mod run;
+#[path = "../../tests/common/trace.rs"]
 mod trace_at;
 
 use ash::vk;
 use std::collections::BTreeSet;
 use std::ffi::c_void;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vkdirty::guard::BackendKind;
-use vkdirty::trace::{Event, TraceReader};
+use vkdirty::trace::Event;
 
 const CHILD_ENV: &str = "VKDIRTY_HI_CHILD";
 const VALIDATION: &str = "VK_LAYER_KHRONOS_validation";
-
-fn layer_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    assert!(
-        dir.join("libVkLayer_vkdirty.so").exists() && dir.join("VkLayer_vkdirty.json").exists(),
-        "the layer is not built in {}; run `cargo build -p vkdirty-layer`",
-        dir.display()
-    );
-    dir
-}
 
 struct Run {
     /// `name -> VkDeviceMemory` handle value, as the child reported them.
@@ -48,27 +38,16 @@ fn capture(name: &str, env: &[(&str, &str)]) -> Run {
         "{} missing: install vulkan-validationlayers (scripts/test.sh does)",
         validation.display()
     );
-    let dir = layer_dir();
+    let dir = run::fresh_layer();
     let trace = std::env::temp_dir().join(format!("vkdirty-hi-{name}-{}.vkd", std::process::id()));
     let _ = std::fs::remove_file(&trace);
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child", "--include-ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .env("VK_ADD_LAYER_PATH", &dir)
-        .env("VK_INSTANCE_LAYERS", format!("VK_LAYER_VKDIRTY_capture:{VALIDATION}"))
-        .env("VKDIRTY_TRACE_FILE", &trace)
-        .env("VKDIRTY_LOG_LEVEL", "info")
-        .env_remove("VK_LAYER_PATH")
-        .env_remove("VKDIRTY_BACKEND")
-        .env_remove("VKDIRTY_HOST_IMPORT");
-    let icd = Path::new("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json");
-    if icd.exists() {
-        cmd.env("VK_DRIVER_FILES", icd).env("VK_ICD_FILENAMES", icd);
-    }
+    let layers = format!("{}:{VALIDATION}", run::LAYER_NAME);
+    let mut cmd = run::self_under_layers(CHILD_ENV, &dir, &layers, &trace);
+    cmd.env_remove("VKDIRTY_BACKEND").env_remove("VKDIRTY_HOST_IMPORT");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run child");
+    let out = run::output_within(cmd, std::time::Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
@@ -84,12 +63,7 @@ fn capture(name: &str, env: &[(&str, &str)]) -> Run {
             (n.to_string(), h.trim().parse().unwrap())
         })
         .collect();
-    let (events, trunc) = TraceReader::open(&trace)
-        .unwrap_or_else(|e| panic!("trace {}: {e}\nstderr:\n{stderr}", trace.display()))
-        .events()
-        .expect("read trace");
-    assert!(trunc.is_none(), "trace truncated: {trunc:?}");
-    let _ = std::fs::remove_file(&trace);
+    let events = trace_at::take_whole(&trace, &stderr);
     Run { handles, events, stderr }
 }
 

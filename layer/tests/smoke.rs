@@ -5,62 +5,20 @@
 // objects the test just created, so the blocks carry no individual SAFETY lines.
 #![allow(clippy::undocumented_unsafe_blocks)]
 
-#[path = "common/trace.rs"]
+#[path = "../../tests/common/run.rs"]
+mod run;
+#[path = "../../tests/common/trace.rs"]
 mod trace_at;
 
 use ash::vk;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use trace_at::{dirty_bytes, dirty_pages};
 use vkdirty::guard::BackendKind;
 use vkdirty::trace::{Event, TraceReader};
 
 const CHILD_ENV: &str = "VKDIRTY_SMOKE_CHILD";
-
-/// `target/<profile>`, where the build put the layer and its manifest.
-fn layer_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    // target/<profile>/deps/smoke-<hash>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    let lib = dir.join("libVkLayer_vkdirty.so");
-    assert!(
-        lib.exists() && dir.join("VkLayer_vkdirty.json").exists(),
-        "the layer is not built in {}; run `cargo build -p vkdirty-layer`",
-        dir.display()
-    );
-    // `cargo test` does not rebuild the cdylib: refuse to test a library older than its sources.
-    let built = std::fs::metadata(&lib).and_then(|m| m.modified()).expect("layer mtime");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    for src in [
-        root.join("layer/src"),
-        root.join("src/guard"),
-        root.join("src/trace"),
-        root.join("src/config.rs"),
-        root.join("src/config"),
-        root.join("src/session"),
-    ] {
-        if let Some(newer) = newer_than(&src, built) {
-            panic!("{} is newer than {}; run `cargo build -p vkdirty-layer`", newer.display(), lib.display());
-        }
-    }
-    dir
-}
-
-/// A file under `path` modified after `t`.
-fn newer_than(path: &Path, t: std::time::SystemTime) -> Option<PathBuf> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_dir() {
-        std::fs::read_dir(path).ok()?.flatten().find_map(|e| newer_than(&e.path(), t))
-    } else {
-        (meta.modified().ok()? > t).then(|| path.to_path_buf())
-    }
-}
-
-fn lavapipe_icd() -> Option<PathBuf> {
-    let p = PathBuf::from("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json");
-    p.exists().then_some(p)
-}
 
 /// What the child did, as it reports it on stdout.
 #[derive(Debug, Default)]
@@ -76,24 +34,14 @@ struct ChildReport {
 
 /// Runs the child under the layer with `env` and returns its report and the trace's events.
 fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String) {
-    let dir = layer_dir();
+    let dir = run::fresh_layer();
     let trace = std::env::temp_dir().join(format!("vkdirty-smoke-{name}-{}.vkd", std::process::id()));
     let _ = std::fs::remove_file(&trace);
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child", "--include-ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .env("VK_ADD_LAYER_PATH", &dir)
-        .env("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture")
-        .env("VKDIRTY_TRACE_FILE", &trace)
-        .env("VKDIRTY_LOG_LEVEL", "info")
-        .env_remove("VK_LAYER_PATH");
-    if let Some(icd) = lavapipe_icd() {
-        cmd.env("VK_DRIVER_FILES", &icd).env("VK_ICD_FILENAMES", &icd);
-    }
+    let mut cmd = run::self_under_layers(CHILD_ENV, &dir, run::LAYER_NAME, &trace);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = output_within(cmd, std::time::Duration::from_secs(90));
+    let out = run::output_within(cmd, std::time::Duration::from_secs(90));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
@@ -113,47 +61,8 @@ fn capture(name: &str, env: &[(&str, &str)]) -> (ChildReport, Vec<Event>, String
         }
     }
     assert!(report.page > 0, "child did not report; stdout:\n{stdout}\nstderr:\n{stderr}");
-    let (events, trunc) = TraceReader::open(&trace)
-        .unwrap_or_else(|e| panic!("trace {}: {e}\nstderr:\n{stderr}", trace.display()))
-        .events()
-        .expect("read trace");
-    assert!(trunc.is_none(), "trace truncated: {trunc:?}");
-    let _ = std::fs::remove_file(&trace);
+    let events = trace_at::take_whole(&trace, &stderr);
     (report, events, format!("{stdout}\n{stderr}"))
-}
-
-/// Runs `cmd`, killing it if it has not finished within `limit` (a hung layer fails the test
-/// instead of hanging it).
-fn output_within(mut cmd: Command, limit: std::time::Duration) -> std::process::Output {
-    use std::io::Read;
-    let mut child =
-        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("run child");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait child") {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
-            panic!("child did not finish within {limit:?} (hung?); stderr:\n{stderr}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    std::process::Output { status, stdout: t_out.join().unwrap_or_default(), stderr: t_err.join().unwrap_or_default() }
 }
 
 /// Allocation id of the allocation the child named `name`.
@@ -513,20 +422,19 @@ fn gpu_writes_are_visible_after_host_synchronisation() {
 /// read-back check still passes.
 #[test]
 fn persistent_shadows_under_the_workload() {
-    let workload = layer_dir().join("vkdirty-workload");
-    assert!(workload.exists(), "build the workload first (cargo build --workspace)");
+    let dir = run::fresh_layer();
+    let workload = run::built(&[run::WORKLOAD]).join(run::WORKLOAD);
     for backend in ["shadow", "shadow-wp"] {
         let trace = std::env::temp_dir().join(format!("vkdirty-smoke-persistent-{backend}-{}.vkd", std::process::id()));
-        let out = Command::new(&workload)
-            .args(["--scenario", "remap,unaligned,churn,gpu-write", "--frames", "6"])
-            .env("VK_ADD_LAYER_PATH", layer_dir())
-            .env("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture")
+        let mut cmd = Command::new(&workload);
+        cmd.args(["--scenario", "remap,unaligned,churn,gpu-write", "--frames", "6"])
+            .env("VK_ADD_LAYER_PATH", &dir)
+            .env("VK_INSTANCE_LAYERS", run::LAYER_NAME)
             .env("VKDIRTY_TRACE_FILE", &trace)
             .env("VKDIRTY_BACKEND", backend)
             .env("VKDIRTY_PERSISTENT_SHADOW", "1")
-            .env_remove("VK_LAYER_PATH")
-            .output()
-            .unwrap();
+            .env_remove("VK_LAYER_PATH");
+        let out = run::output_within(cmd, std::time::Duration::from_secs(120));
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{backend}: {text}");
         let (events, _) = TraceReader::open(&trace).unwrap().events().unwrap();
@@ -543,16 +451,15 @@ fn persistent_shadows_under_the_workload() {
         assert!(matches!(events.last(), Some(Event::End(_))));
 
         // Outside a SUBMITS window a shadow's writes must still reach the real memory.
-        let out = Command::new(&workload)
-            .args(["--frames", "6"])
-            .env("VK_ADD_LAYER_PATH", layer_dir())
-            .env("VK_INSTANCE_LAYERS", "VK_LAYER_VKDIRTY_capture")
+        let mut cmd = Command::new(&workload);
+        cmd.args(["--frames", "6"])
+            .env("VK_ADD_LAYER_PATH", &dir)
+            .env("VK_INSTANCE_LAYERS", run::LAYER_NAME)
             .env("VKDIRTY_TRACE_FILE", &trace)
             .env("VKDIRTY_BACKEND", backend)
             .env("VKDIRTY_SUBMITS", "3-4")
-            .env_remove("VK_LAYER_PATH")
-            .output()
-            .unwrap();
+            .env_remove("VK_LAYER_PATH");
+        let out = run::output_within(cmd, std::time::Duration::from_secs(120));
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{backend} with a submit window: {text}");
         let (events, _) = TraceReader::open(&trace).unwrap().events().unwrap();

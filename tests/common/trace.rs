@@ -1,7 +1,20 @@
 //! Reading what a trace holds for one allocation at one submit (shared by the layer's tests).
 
 use std::collections::BTreeSet;
-use vkdirty::trace::Event;
+use std::path::Path;
+use vkdirty::trace::{Event, TraceReader};
+
+/// The events of a whole (not truncated) trace, which is then removed; `stderr` (the run's)
+/// goes into the failure message.
+pub fn take_whole(trace: &Path, stderr: &str) -> Vec<Event> {
+    let (events, trunc) = TraceReader::open(trace)
+        .unwrap_or_else(|e| panic!("trace {}: {e}\nstderr:\n{stderr}", trace.display()))
+        .events()
+        .expect("read trace");
+    assert!(trunc.is_none(), "trace truncated: {trunc:?}");
+    let _ = std::fs::remove_file(trace);
+    events
+}
 
 /// Pages (allocation page numbers) covered by the Dirty records of `alloc` for `submit`.
 pub fn dirty_pages(events: &[Event], alloc: u64, submit: u64, page: u64) -> BTreeSet<u64> {
