@@ -41,7 +41,7 @@ impl Capture {
         if let Err(e) = r {
             log::once(vkdirty::config::LogLevel::Error, &format!("untracking a mapping failed: {e}"));
         }
-        self.flush_for_gfxr(dev, memory, m, &runs);
+        self.flush_for_gfxr(dev, st, memory, m, &runs);
     }
 
     pub(super) fn collect(
@@ -121,7 +121,7 @@ impl Capture {
             if cur.as_ref().map(|c| c.0.region) != Some(region) {
                 if let Some((prev, d)) = cur.take() {
                     drop(d);
-                    self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
+                    self.flush_for_gfxr(dev, st, prev.memory, &prev.map, &runs);
                     runs.clear();
                 }
                 let Some(rr) = st.memories.region(region) else {
@@ -140,18 +140,53 @@ impl Capture {
         });
         if let Some((prev, d)) = cur.take() {
             drop(d);
-            self.flush_for_gfxr(dev, prev.memory, &prev.map, &runs);
+            self.flush_for_gfxr(dev, st, prev.memory, &prev.map, &runs);
         }
         if let Err(e) = r {
             log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
         }
     }
 
-    pub(super) fn flush_for_gfxr(&self, dev: &DeviceState, memory: u64, m: &Mapping, runs: &[(u64, u64)]) {
-        if self.settings.gfxr_flush && !runs.is_empty() {
-            let ranges = crate::gfxr::flush_ranges(runs, m.offset, m.size, vkdirty::guard::page_size() as u64);
-            crate::gfxr::flush_down(dev, memory, &ranges);
+    pub(super) fn flush_for_gfxr(&self, dev: &DeviceState, st: &State, memory: u64, m: &Mapping, runs: &[(u64, u64)]) {
+        if !self.settings.gfxr_flush || runs.is_empty() {
+            return;
         }
+        let page = vkdirty::guard::page_size() as u64;
+        let (offset, size) = match st.memories.get((dev.handle.as_raw(), memory)) {
+            // Memory the application imported is not mapped by vkdirty's tracking, and memory
+            // that is not mapped cannot be flushed.
+            Some(mem) if mem.app_import => {
+                log::once(
+                    vkdirty::config::LogLevel::Warn,
+                    "gfxreconstruct flushes: application-imported host memory is not flushed (it need not be \
+                     mapped); gfxreconstruct's capture does not hold the application's writes to it",
+                );
+                return;
+            }
+            // The range mapped below ([`Capture::range_to_map_down`]).
+            Some(mem) => crate::gfxr::chain_range(m.offset, m.size, mem.size, page),
+            // Freed with its device: no widening known; the mapping itself.
+            None => (m.offset, m.size),
+        };
+        let ranges = crate::gfxr::flush_ranges(runs, offset, size, page);
+        crate::gfxr::flush_down(dev, memory, &ranges);
+    }
+
+    /// The range to map below for the application's `vkMapMemory(offset, size)`: with
+    /// `VKDIRTY_GFXR_FLUSH`, widened to whole pages inside the allocation
+    /// ([`crate::gfxr::chain_range`]) so that every flush is aligned; otherwise unchanged.
+    pub fn range_to_map_down(&self, dev: &DeviceState, memory: vk::DeviceMemory, offset: u64, size: u64) -> (u64, u64) {
+        if !self.settings.gfxr_flush {
+            return (offset, size);
+        }
+        let alloc_size = match self.lock().memories.get((dev.handle.as_raw(), memory.as_raw())) {
+            Some(mem) if !mem.app_import && offset < mem.size => mem.size,
+            _ => return (offset, size),
+        };
+        let whole = size == vk::WHOLE_SIZE;
+        let resolved = if whole { alloc_size - offset } else { size };
+        let (o, s) = crate::gfxr::chain_range(offset, resolved, alloc_size, vkdirty::guard::page_size() as u64);
+        (o, if whole { vk::WHOLE_SIZE } else { s })
     }
 
     /// Whether bytes collected now (outside a submit) must be recorded: capture is on, or will be

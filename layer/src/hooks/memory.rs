@@ -69,13 +69,17 @@ pub unsafe extern "system" fn map_memory(
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     let Some(next) = dev.next.vkMapMemory else { return NO_NEXT };
-    // SAFETY: the application's arguments, passed down.
-    let r = unsafe { next(device, memory, offset, size, flags, pp_data) };
+    // With VKDIRTY_GFXR_FLUSH, whole pages are mapped below (so the flushes can be aligned).
+    let (down_offset, down_size) = capture::get().range_to_map_down(&dev, memory, offset, size);
+    // SAFETY: the application's arguments, passed down (the range widened inside the allocation).
+    let r = unsafe { next(device, memory, down_offset, down_size, flags, pp_data) };
     if r == vk::Result::SUCCESS && !pp_data.is_null() {
         // SAFETY: on success *pp_data is the driver's mapping of this range, valid until unmap,
-        // which this layer intercepts (untracking before calling down).
+        // which this layer intercepts (untracking before calling down); the application's offset
+        // lies `offset - down_offset` bytes into it.
         unsafe {
-            *pp_data = capture::get().mapped(&dev, memory, offset, size, *pp_data, false, || {
+            let real = (*pp_data).cast::<u8>().wrapping_add((offset - down_offset) as usize).cast();
+            *pp_data = capture::get().mapped(&dev, memory, offset, size, real, false, || {
                 host_import::mapping(dev.host_import.as_ref(), memory, offset)
             })
         };
@@ -126,14 +130,27 @@ pub unsafe extern "system" fn map_memory2<const ALIAS: bool>(
     // SAFETY: device is valid.
     let Some(dev) = (unsafe { dev_of(device) }) else { return NO_NEXT };
     let Some(next) = dev.next.vkMapMemory2.get(ALIAS) else { return NO_NEXT };
-    // SAFETY: the application's arguments, passed down.
-    let r = unsafe { next(device, info, pp_data) };
-    if r == vk::Result::SUCCESS && !pp_data.is_null() && !info.is_null() {
-        // SAFETY: info is valid; on success *pp_data is the driver's mapping (as in map_memory).
+    if info.is_null() {
+        // SAFETY: the application's arguments, passed down.
+        return unsafe { next(device, info, pp_data) };
+    }
+    // SAFETY: info is valid (caller contract).
+    let i = unsafe { &*info };
+    // SAFETY: as above.
+    let placed = unsafe { is_placed(i) };
+    // With VKDIRTY_GFXR_FLUSH, whole pages are mapped below (as in map_memory); a placed mapping
+    // stays exactly where the application put it.
+    let (down_offset, down_size) =
+        if placed { (i.offset, i.size) } else { capture::get().range_to_map_down(&dev, i.memory, i.offset, i.size) };
+    let down = vk::MemoryMapInfoKHR { offset: down_offset, size: down_size, ..*i };
+    // SAFETY: the application's arguments, passed down (the range widened inside the allocation,
+    // its pNext chain kept).
+    let r = unsafe { next(device, &down, pp_data) };
+    if r == vk::Result::SUCCESS && !pp_data.is_null() {
+        // SAFETY: on success *pp_data is the driver's mapping (as in map_memory).
         unsafe {
-            let i = &*info;
-            let placed = is_placed(i);
-            *pp_data = capture::get().mapped(&dev, i.memory, i.offset, i.size, *pp_data, placed, || {
+            let real = (*pp_data).cast::<u8>().wrapping_add((i.offset - down_offset) as usize).cast();
+            *pp_data = capture::get().mapped(&dev, i.memory, i.offset, i.size, real, placed, || {
                 host_import::mapping(dev.host_import.as_ref(), i.memory, i.offset)
             });
         }
