@@ -236,13 +236,14 @@ fn forked_child_writes_mapped_memory_on_every_backend() {
 
 /// Host memory the application imports itself (`VkImportMemoryHostPointerInfoEXT`), written
 /// through its own pointer and never mapped: tracked from the allocation (async-wp, or full where
-/// async-wp refuses), recorded as an import, and exact at every submit on every backend that can
-/// see CPU writes (`assisted` sees only flushes, and unmapped memory cannot be flushed).
+/// async-wp refuses), recorded as an import, and exact at every submit on every backend, also
+/// `assisted` (which tracks mappings by what the application flushes: unmapped memory cannot be
+/// flushed, so the import is tracked by its pages there too; before, it recorded nothing).
 #[test]
 fn application_imported_host_memory_is_tracked() {
     let sidecar = tmp("import.jsonl");
     let trace = tmp("import.vkd");
-    let cases: [(&str, &[(&str, &str)], &str); 7] = [
+    let cases: [(&str, &[(&str, &str)], &str); 9] = [
         ("auto", &[], "async-wp"),
         ("host-import", &[], "async-wp"),
         ("async-wp", &[], "async-wp"),
@@ -250,12 +251,18 @@ fn application_imported_host_memory_is_tracked() {
         ("shadow", &[], "async-wp"),
         ("full", &[], "async-wp"),
         ("auto", &[("VKDIRTY_TEST_REFUSE", "async-wp")], "full"),
+        ("assisted", &[], "async-wp"),
+        ("assisted", &[("VKDIRTY_TEST_REFUSE", "async-wp")], "full"),
     ];
     for (backend, extra, want) in cases {
         remove(&[&trace, &sidecar]);
         let mut env = vec![("VKDIRTY_BACKEND", backend)];
         env.extend_from_slice(extra);
-        let args = ["--frames", "4", "--scenario", "import,persistent", "--sidecar", sidecar.to_str().unwrap()];
+        let mut args = vec!["--frames", "4", "--scenario", "import,persistent", "--sidecar", sidecar.to_str().unwrap()];
+        if backend == "assisted" {
+            // Its mappings are recorded by what the application flushes (the import is not).
+            args.push("--flush");
+        }
         let o = finish(workload(&trace, &env, &args).spawn().unwrap(), 120, backend);
         assert!(o.status.success(), "{backend}: {}", text(&o));
         check_exact(&trace, &sidecar);

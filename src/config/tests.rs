@@ -230,7 +230,10 @@ fn auto_order_starts_with_async_wp_and_ends_with_full() {
     assert_eq!(BackendChoice::HostImport.mapping_order(true)[0], BackendKind::OwnedWp);
     assert_eq!(BackendChoice::Auto.mapping_order(true)[1..], AUTO_ORDER);
     assert_eq!(BackendChoice::Auto.mapping_order(false), AUTO_ORDER);
-    assert_eq!(BackendChoice::Fixed(BackendKind::Assisted).app_import_order(), &[BackendKind::Assisted]);
+    assert_eq!(
+        BackendChoice::Fixed(BackendKind::Assisted).app_import_order(),
+        &[BackendKind::AsyncWp, BackendKind::Full]
+    );
     assert_eq!(BackendChoice::Auto.app_import_order(), &[BackendKind::AsyncWp, BackendKind::Full]);
 }
 

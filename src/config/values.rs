@@ -70,12 +70,11 @@ impl BackendChoice {
     }
 
     /// The backends to try for memory the application imported from its own host pointer: it
-    /// stays mapped at one address, so no shadow.
+    /// stays mapped at one address, so no shadow; and not `assisted` either, when chosen: that
+    /// records what the application flushes, and imported memory need never be mapped, so it
+    /// cannot be flushed (the same order for every choice).
     pub fn app_import_order(self) -> &'static [BackendKind] {
-        match self {
-            BackendChoice::Fixed(BackendKind::Assisted) => &[BackendKind::Assisted],
-            _ => &[BackendKind::AsyncWp, BackendKind::Full],
-        }
+        &[BackendKind::AsyncWp, BackendKind::Full]
     }
 
     /// Whether host-visible memory is allocated by importing the layer's own anonymous memory

@@ -2,9 +2,9 @@
 //! `vkAllocateMemory`, as emulators do with guest memory): it writes through its own pointer
 //! and may never call `vkMapMemory`, so the range is tracked from the allocation on, like a
 //! mapping of the whole allocation that lasts until `vkFreeMemory`. The pages are the GPU's
-//! memory, so no shadow: `async-wp` where the kernel allows, else `full` (`assisted` when that
-//! backend is chosen); a refusal is logged once. The trace records it as a map record whose
-//! reason starts with [`IMPORT_REASON`].
+//! memory, so no shadow: `async-wp` where the kernel allows, else `full`, also when `assisted`
+//! is chosen (memory that is never mapped cannot be flushed); a refusal is logged once. The
+//! trace records it as a map record whose reason starts with [`IMPORT_REASON`].
 
 use super::*;
 
@@ -41,6 +41,15 @@ impl Capture {
             return;
         }
         let Ok(len) = usize::try_from(size) else { return };
+        if self.settings.backend == config::BackendChoice::Fixed(BackendKind::Assisted) {
+            log::once(
+                vkdirty::config::LogLevel::Info,
+                &format!(
+                    "{IMPORT_REASON} is tracked by its pages, not by flushes as the assisted backend tracks \
+                     mappings (it need not be mapped, so it cannot be flushed)"
+                ),
+            );
+        }
         let mut order = self.settings.backend.app_import_order().to_vec();
         let forced = refuse_for_testing(&mut order, ptr as usize, len);
         // Collected with its device's mappings.
