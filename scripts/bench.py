@@ -21,6 +21,7 @@ import tempfile
 import time
 
 import bench_gfxr
+import bench_twoqueue
 
 # The vkdirty backends to try, in table order. A new backend is one more name here; backends
 # this build lacks are found by a probe run and left out with the reason.
@@ -453,6 +454,8 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
                 status = rec.get("error", "").splitlines()[0] if "error" in rec else (
                     f"{rec['fps']:.1f} fps" if "fps" in rec else f"{rec['frame_ms']['median']:.3f} ms/frame")
                 log(f"[{n}/{total} {el:.0f}s] {workload} {name} {cfg.name} rep {rep}: {status}")
+    if "twoqueue" in workloads:
+        bench_twoqueue.run(opts, backends, Config, base_env, run_child, tail, tmp, reps, emit, log, SCHEMA)
     results.close()
     return 0
 
@@ -747,6 +750,7 @@ def render_machine(m, runs):
             if note and note != "measured":
                 lines += ["", f"Trap floor: {note}."]
         lines.append("")
+    lines += bench_twoqueue.section(runs, fmt)
     t = targets(agg)
     if t:
         lines += ["#### Targets", ""] + t + [""]
@@ -814,7 +818,7 @@ def main():
     r.add_argument("--vkcube")
     r.add_argument("--results", required=True)
     r.add_argument("--machine", required=True)
-    r.add_argument("--workloads", default="stream,map,manymaps,vkcube")
+    r.add_argument("--workloads", default="stream,map,manymaps,vkcube", help="also: twoqueue")
     r.add_argument("--configs", type=lambda s: s.split(","), help="only these configurations")
     r.add_argument("--backends", type=lambda s: s.split(","), help="only these vkdirty backends")
     r.add_argument("--quick", action="store_true")

@@ -4,7 +4,8 @@
 # assisted+vkdirty"; each gfxreconstruct capture of the first repetition is replayed), on four
 # workloads: streaming upload (tests/stream-bench), the same mapping and unmapping every frame,
 # many mapped allocations (manymaps: N = 1, 100, 1,000, 4,000 persistently mapped 64 KiB
-# allocations, 4 of them written per frame), and vkcube under Xvfb. Writes the raw runs to
+# allocations, 4 of them written per frame), and vkcube under Xvfb; with --workloads twoqueue, one
+# and two threads each submitting on its own queue (the "Two queues, two threads" table). Writes the raw runs to
 # docs/bench-results/<machine>.jsonl and the "Capture overhead" section of docs/benchmarks.md
 # (only the text between its markers; other sections of that file are left alone).
 #
@@ -13,7 +14,7 @@
 #   scripts/bench.sh --quick         # a few minutes
 #   scripts/bench.sh --render-only   # rebuild docs/benchmarks.md from docs/bench-results/*.jsonl
 # Options: --machine NAME (results file name and table heading; default "dev-lavapipe"),
-#   --workloads stream,map,manymaps,vkcube  --configs none,vkdirty:async-wp,gfxr:page_guard,...
+#   --workloads stream,map,manymaps,vkcube[,twoqueue]  --configs none,vkdirty:async-wp,gfxr:page_guard,...
 #   --backends async-wp,shadow,...  --reps N  --frames N  --max-size-mib N  --append
 #   --cases "256 MiB random 10%,16 MiB ring 1%"
 #   --results FILE  --doc FILE  --no-doc  --no-install

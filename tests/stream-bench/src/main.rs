@@ -1,6 +1,7 @@
 //! Streaming-upload benchmark: each frame the CPU writes part of a host-visible coherent buffer,
 //! submits a small copy and waits for it. Prints one JSON line with the per-frame times, the
 //! bytes written and the capture floors measured in the same process (see docs/benchmarks.md).
+//! `twoqueue`: several threads submitting on their own queues at once.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod floors;
@@ -9,6 +10,7 @@ mod gpu;
 mod pattern;
 mod stats;
 mod trap;
+mod twoqueue;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pattern::{plan_bytes, Pattern, Planner};
@@ -36,6 +38,8 @@ enum Mode {
 enum Cmd {
     /// Run the streaming-upload workload.
     Run(RunArgs),
+    /// Several threads, each submitting on its own queue (see `twoqueue.rs`).
+    Twoqueue(twoqueue::Args),
     /// Size the memory data of a gfxreconstruct capture (its fill-memory blocks), as JSON.
     GfxrStats { file: PathBuf },
 }
@@ -334,6 +338,10 @@ fn main() {
         Cmd::Run(a) => {
             let out = a.output.clone();
             run(a, start).and_then(|r| emit(&serde_json::to_string(&r).expect("serializable"), out.as_ref()))
+        }
+        Cmd::Twoqueue(a) => {
+            let out = a.output.clone();
+            twoqueue::run(a, start).and_then(|r| emit(&serde_json::to_string(&r).expect("serializable"), out.as_ref()))
         }
         Cmd::GfxrStats { file } => std::fs::File::open(&file)
             .map_err(|e| format!("{}: {e}", file.display()))
