@@ -13,17 +13,25 @@ TITLE = "Two queues, two threads"
 
 
 def configs(opts, usable, Config):
+    """No layer, and vkdirty with each backend. BENCH_TWOQUEUE_BASELINE=<layer dir>:<label> adds the
+    same backends with another build of the layer (e.g. the commit before a change), named
+    "vkdirty:<backend> @<label>", run in the same rotation so both face the same machine load."""
+    layers = [(opts.layer_dir, "")] if opts.layer_dir else []
+    base = os.environ.get("BENCH_TWOQUEUE_BASELINE")
+    if base and ":" in base:
+        d, label = base.rsplit(":", 1)
+        layers.append((os.path.abspath(d), f" @{label}"))
     cfgs = [Config("none", {})]
-    if opts.layer_dir:
+    for d, suffix in layers:
         for b in BACKENDS:
             if b != "auto" and b not in usable:
                 continue
-            cfgs.append(Config(f"vkdirty:{b}", {
-                "VK_ADD_LAYER_PATH": opts.layer_dir,
+            cfgs.append(Config(f"vkdirty:{b}{suffix}", {
+                "VK_ADD_LAYER_PATH": d,
                 "VK_INSTANCE_LAYERS": "VK_LAYER_VKDIRTY_capture",
                 "VKDIRTY_BACKEND": b,
             }))
-    return [c for c in cfgs if not opts.configs or c.name in opts.configs]
+    return [c for c in cfgs if not opts.configs or c.name.split(" @")[0] in opts.configs]
 
 
 def run(opts, usable, Config, base_env, run_child, tail, tmp, reps, emit, log, schema):
@@ -82,7 +90,7 @@ def section(runs, fmt):
     for r in runs:
         s = r.get("_session") or {}
         by_commit.setdefault((s.get("date") or "", s.get("vkdirty_commit") or "?"), []).append(r)
-    layout = next((r["layout"] for r in runs if r.get("layout")), "?")
+    layout = next((r["layout"] for r in runs if r.get("layout") and r["threads"] > 1), "?")
     submits = next((r["submits"] for r in runs if r.get("submits")), "?")
     lines = [f"#### {TITLE}", "",
              f"Each thread submits on its own queue ({layout}): per submit it writes 4 pages spread over its 16 "

@@ -10,8 +10,12 @@ pub struct AsyncWp {
     kind: BackendKind,
     wp: &'static WpTracker,
     regions: RegionTable<WpRegion>,
-    /// Every region, for [`Backend::collect_all`]: one scan per run of adjacent regions.
-    set: Mutex<BatchState>,
+    /// Every region by group, for [`Backend::collect_all`]: one scan per run of adjacent regions.
+    /// Each group has its own lock, so collections of different groups run in parallel.
+    groups: RwLock<HashMap<u64, Arc<Mutex<Group>>>>,
+    /// The spans are the layer's own anonymous memory (see [`wp::SpanSet::anonymous`]).
+    anonymous: bool,
+    prediction: wp::Prediction,
 }
 
 /// A region as the batch collection sees it.
@@ -22,13 +26,11 @@ struct Key {
     len: usize,
 }
 
-struct BatchState {
-    /// Per group.
-    sets: HashMap<u64, wp::SpanSet<Key>>,
+/// One group's regions. Its lock is held by a collection of the group from the scan until every
+/// run was handed to the sink, and by `untrack` while it takes a region out.
+struct Group {
+    spans: wp::SpanSet<Key>,
     found: Vec<(Key, Range<usize>)>,
-    /// The spans are the layer's own anonymous memory (see [`wp::SpanSet::anonymous`]).
-    anonymous: bool,
-    prediction: wp::Prediction,
 }
 
 struct WpRegion {
@@ -48,15 +50,30 @@ impl AsyncWp {
             kind,
             wp: wp::tracker(kind)?,
             regions: RegionTable::default(),
+            groups: RwLock::new(HashMap::new()),
             // host-import tracks only the layer's own anonymous arenas; a driver's memory may be
             // shmem, where the fast scan over-reports.
-            set: Mutex::new(BatchState {
-                sets: HashMap::new(),
-                found: Vec::new(),
-                anonymous: kind == BackendKind::OwnedWp,
-                prediction,
-            }),
+            anonymous: kind == BackendKind::OwnedWp,
+            prediction,
         })
+    }
+
+    fn new_set(&self) -> wp::SpanSet<Key> {
+        let set = if self.anonymous { wp::SpanSet::anonymous() } else { wp::SpanSet::default() };
+        set.with_prediction(self.prediction)
+    }
+
+    /// The group's regions, created on first use. A group stays once created (an empty one is
+    /// a few bytes), so a region is never added to a group another thread has just dropped.
+    fn group(&self, group: u64) -> Arc<Mutex<Group>> {
+        if let Some(g) = self.groups.read().get(&group) {
+            return g.clone();
+        }
+        self.groups
+            .write()
+            .entry(group)
+            .or_insert_with(|| Arc::new(Mutex::new(Group { spans: self.new_set(), found: Vec::new() })))
+            .clone()
     }
 }
 
@@ -74,17 +91,7 @@ impl Backend for AsyncWp {
     ) -> Result<*mut u8, GuardError> {
         let span = self.wp.register(real as usize, len, self.kind)?;
         let key = Key { id, real: real as usize, len };
-        let inserted = {
-            let mut b = self.set.lock();
-            let (anonymous, prediction) = (b.anonymous, b.prediction);
-            b.sets
-                .entry(opts.group)
-                .or_insert_with(|| {
-                    let set = if anonymous { wp::SpanSet::anonymous() } else { wp::SpanSet::default() };
-                    set.with_prediction(prediction)
-                })
-                .insert(&span, key)
-        };
+        let inserted = self.group(opts.group).lock().spans.insert(&span, key);
         if let Err(e) = inserted {
             let _ = self.wp.unregister(span);
             return Err(e);
@@ -109,14 +116,15 @@ impl Backend for AsyncWp {
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
         self.regions.remove(id, |mut r| {
             // Out of the batch first: from here on only this final scan sees the region's pages.
-            let mut b = self.set.lock();
-            if let Some(set) = b.sets.get_mut(&r.group) {
-                set.remove(&Key { id, real: r.real, len: r.len });
-                if set.is_empty() {
-                    b.sets.remove(&r.group);
+            let group = self.groups.read().get(&r.group).cloned();
+            if let Some(g) = group {
+                let mut g = g.lock();
+                g.spans.remove(&Key { id, real: r.real, len: r.len });
+                if g.spans.is_empty() {
+                    // Its plan and buffers go; the group itself stays (see `group`).
+                    *g = Group { spans: self.new_set(), found: Vec::new() };
                 }
             }
-            drop(b);
             let collected = collect_region(self.wp, &mut r, None, sink);
             let released = self.wp.unregister(r.span);
             let stats = collected?;
@@ -129,9 +137,9 @@ impl AsyncWp {
     /// Collects every region of `group`: one `PAGEMAP_SCAN` per run of address-adjacent regions, the written
     /// runs handed to `sink` with their region (region offsets, clipped to the region).
     pub(crate) fn collect_every(&self, group: u64, sink: &mut dyn RegionSink) -> Result<CollectStats, GuardError> {
-        let mut b = self.set.lock();
-        let BatchState { sets, found, .. } = &mut *b;
-        let Some(spans) = sets.get_mut(&group) else { return Ok(CollectStats::default()) };
+        let Some(g) = self.groups.read().get(&group).cloned() else { return Ok(CollectStats::default()) };
+        let mut g = g.lock();
+        let Group { spans, found } = &mut *g;
         found.clear();
         // On an error the runs found elsewhere are still delivered (their pages were re-armed).
         let scanned = self.wp.scan_set(spans, found);
@@ -139,7 +147,7 @@ impl AsyncWp {
         let mut stats = CollectStats::from(scan);
         for (k, run) in found.iter() {
             let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) else { continue };
-            // SAFETY: `run` lies inside a tracked region; untrack takes this lock before the
+            // SAFETY: `run` lies inside a tracked region; untrack takes the group's lock before the
             // region is released, so the memory stays mapped while we read (track contract).
             // Concurrent writes are fine: any byte value is valid and later writes are in the
             // next scan.

@@ -388,20 +388,24 @@ impl Region {
     }
 }
 
-/// The batch collection's state: the application views' spans per group.
+/// One group's application views, for the batch collection. Its lock is held by a collection of
+/// the group from the scan until every run was delivered, and by `untrack` while it takes a region
+/// out; collections of different groups run in parallel.
 #[derive(Default)]
-struct Batch {
-    sets: HashMap<u64, wp::SpanSet<RegionId>>,
-    group_of: HashMap<RegionId, u64>,
+struct Group {
+    spans: wp::SpanSet<RegionId>,
     found: Vec<(RegionId, Range<usize>)>,
 }
 
 pub struct ShadowWp {
     wp: &'static WpTracker,
     regions: RegionTable<Region>,
-    /// Every region's application view, for [`Backend::collect_all`]: the views are placed next
-    /// to each other in arenas, so a run of them is scanned with one call.
-    set: Mutex<Batch>,
+    /// Every region's application view by group, for [`Backend::collect_all`]: the views are
+    /// placed next to each other in arenas, so a run of them is scanned with one call. A group
+    /// stays once created (an empty one is a few bytes), so a region is never added to a group
+    /// another thread has just dropped.
+    groups: RwLock<HashMap<u64, Arc<Mutex<Group>>>>,
+    group_of: Mutex<HashMap<RegionId, u64>>,
     kept: Mutex<HashMap<u64, DualView>>,
     totals: Mutex<RefreshStats>,
 }
@@ -420,7 +424,8 @@ impl ShadowWp {
         Ok(ShadowWp {
             wp,
             regions: RegionTable::default(),
-            set: Mutex::new(Default::default()),
+            groups: RwLock::new(HashMap::new()),
+            group_of: Mutex::new(HashMap::new()),
             kept: Mutex::new(HashMap::new()),
             totals: Mutex::new(RefreshStats::default()),
         })
@@ -449,6 +454,13 @@ impl ShadowWp {
     /// The sum of every refresh of this instance.
     pub fn totals(&self) -> RefreshStats {
         *self.totals.lock()
+    }
+
+    fn group(&self, group: u64) -> Arc<Mutex<Group>> {
+        if let Some(g) = self.groups.read().get(&group) {
+            return g.clone();
+        }
+        self.groups.write().entry(group).or_default().clone()
     }
 
     /// Persistent shadows kept now.
@@ -487,14 +499,10 @@ impl Backend for ShadowWp {
         // `span >= head + len` bytes and is not registered, so this copy is no application write.
         unsafe { std::ptr::copy_nonoverlapping(real, views.own.add(head), len) };
         let span = self.wp.register(views.app as usize, span, BackendKind::ShadowWp)?;
-        let inserted = {
-            let mut b = self.set.lock();
-            let r = b.sets.entry(opts.group).or_default().insert(&span, id);
-            if r.is_ok() {
-                b.group_of.insert(id, opts.group);
-            }
-            r
-        };
+        let inserted = self.group(opts.group).lock().spans.insert(&span, id);
+        if inserted.is_ok() {
+            self.group_of.lock().insert(id, opts.group);
+        }
         if let Err(e) = inserted {
             let _ = self.wp.unregister(span);
             return Err(e);
@@ -542,15 +550,12 @@ impl Backend for ShadowWp {
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
         // Out of the batch first (before the region's lock: `collect_all` takes the set's lock,
         // then regions' locks): from here on only the final collection below sees its pages.
-        {
-            let mut b = self.set.lock();
-            if let Some(g) = b.group_of.remove(&id) {
-                if let Some(set) = b.sets.get_mut(&g) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        b.sets.remove(&g);
-                    }
-                }
+        let group = self.group_of.lock().remove(&id).and_then(|g| self.groups.read().get(&g).cloned());
+        if let Some(g) = group {
+            let mut g = g.lock();
+            g.spans.remove(&id);
+            if g.spans.is_empty() {
+                *g = Group::default();
             }
         }
         self.regions.remove(id, |mut r| {
@@ -575,9 +580,9 @@ impl ShadowWp {
     /// Collects every region of `group`: one `PAGEMAP_SCAN` per run of adjacent application views, then for
     /// each region with written pages the copy to the real memory and the sink, as `collect`.
     fn collect_every(&self, group: u64, sink: &mut dyn RegionSink) -> Result<CollectStats, GuardError> {
-        let mut guard = self.set.lock();
-        let Batch { sets, found, .. } = &mut *guard;
-        let Some(spans) = sets.get_mut(&group) else { return Ok(CollectStats::default()) };
+        let Some(g) = self.groups.read().get(&group).cloned() else { return Ok(CollectStats::default()) };
+        let mut guard = g.lock();
+        let Group { spans, found } = &mut *guard;
         found.clear();
         // On an error the runs found elsewhere are still delivered (their pages were re-armed).
         let scanned = self.wp.scan_set(spans, found);
@@ -597,8 +602,8 @@ impl ShadowWp {
                 Ok(())
             });
             match r {
-                // Its pages were scanned while still in the set, so it is still tracked: the set's
-                // lock is held, and untrack leaves the set first.
+                // Its pages were scanned while still in the set, so it is still tracked: the group's
+                // lock is held, and untrack leaves the group first.
                 Ok(()) | Err(GuardError::UnknownRegion(_)) => {}
                 Err(e) => return Err(e),
             }

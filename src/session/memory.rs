@@ -80,16 +80,12 @@ pub struct Memories {
     /// Per device: the shadow mappings (the ones a host synchronisation point may refresh), with
     /// their length and whether their memory type is `HOST_CACHED`.
     shadows: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
-    next_alloc: u64,
 }
 
 impl Memories {
-    /// An allocation of `size` bytes: returns its id (1, 2, ... in allocation order).
-    pub fn allocate(&mut self, key: (u64, u64), size: u64, cached: bool) -> u64 {
-        self.next_alloc += 1;
-        let id = self.next_alloc;
+    /// An allocation of `size` bytes with id `id` (from [`crate::session::Session::next_allocation_id`]).
+    pub fn allocate(&mut self, key: (u64, u64), id: u64, size: u64, cached: bool) {
         self.memories.insert(key, Memory { id, size, cached, mapping: None, app_import: false });
-        id
     }
 
     pub fn get(&self, key: (u64, u64)) -> Option<&Memory> {
@@ -209,10 +205,10 @@ mod tests {
     #[test]
     fn ids_follow_allocation_order_and_mappings_come_and_go() {
         let mut m = Memories::default();
-        let a = m.allocate((1, 10), 4096, false);
-        let b = m.allocate((1, 11), 8192, true);
-        let c = m.allocate((2, 10), 4096, false);
-        assert_eq!((a, b, c), (1, 2, 3));
+        m.allocate((1, 10), 1, 4096, false);
+        m.allocate((1, 11), 2, 8192, true);
+        m.allocate((2, 10), 3, 4096, false);
+        assert_eq!(m.get((1, 11)).map(|x| (x.id, x.size, x.cached)), Some((2, 8192, true)));
         assert!(!m.has_mappings(1));
         let ma = mapping(100, 0, 4096, BackendKind::AsyncWp);
         let mb = mapping(101, 4096, 4096, BackendKind::ShadowWp);
@@ -236,7 +232,7 @@ mod tests {
     #[test]
     fn an_application_import_stays_marked() {
         let mut m = Memories::default();
-        m.allocate((1, 10), 4096, false);
+        m.allocate((1, 10), 1, 4096, false);
         m.map((1, 10), mapping(5, 0, 4096, BackendKind::Full), 4096, true);
         assert!(m.get((1, 10)).is_some_and(|x| x.app_import && x.mapping.is_some()));
     }
@@ -244,9 +240,9 @@ mod tests {
     #[test]
     fn destroying_a_device_untracks_only_its_mappings() {
         let mut m = Memories::default();
-        m.allocate((1, 10), 4096, false);
-        m.allocate((1, 11), 4096, false);
-        m.allocate((2, 10), 4096, false);
+        m.allocate((1, 10), 1, 4096, false);
+        m.allocate((1, 11), 2, 4096, false);
+        m.allocate((2, 10), 3, 4096, false);
         let m1 = mapping(7, 0, 4096, BackendKind::Shadow);
         let m2 = mapping(8, 0, 4096, BackendKind::Shadow);
         m.map((1, 10), m1, 4096, false);
@@ -257,7 +253,5 @@ mod tests {
         assert!(m.get((1, 11)).is_none() && m.region(RegionId(7)).is_none());
         assert!(m.has_mappings(2) && m.region(RegionId(8)).is_some());
         assert_eq!(m.shadows(2, |_| true), vec![(RegionId(8), 4096)]);
-        // Ids keep counting after a device goes.
-        assert_eq!(m.allocate((3, 1), 1, false), 4);
     }
 }

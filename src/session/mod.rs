@@ -11,6 +11,8 @@ pub mod memory;
 pub mod sync_points;
 pub mod window;
 
+use std::sync::Arc;
+
 use crate::trace::{Existing, Totals, TraceError, TraceWriter};
 
 pub use memory::{clip, must_collect, Mapping, Memories, Memory, RegionRef, Untracked};
@@ -23,7 +25,8 @@ pub enum Trace {
     /// Opened at the first device.
     #[default]
     NotOpened,
-    Open(TraceWriter),
+    /// Shared: a collection holds its own reference while it writes (outside the session's lock).
+    Open(Arc<TraceWriter>),
     /// Could not be created, or has been closed (a later device opens a new one).
     Closed,
 }
@@ -38,7 +41,7 @@ pub struct TraceSlot {
 
 impl TraceSlot {
     /// The writer, while the trace is open and writing has not failed.
-    pub fn writer(&self) -> Option<&TraceWriter> {
+    pub fn writer(&self) -> Option<&Arc<TraceWriter>> {
         match &self.trace {
             Trace::Open(w) if w.is_active() => Some(w),
             _ => None,
@@ -65,7 +68,7 @@ impl TraceSlot {
     }
 
     pub fn opened(&mut self, w: TraceWriter) {
-        self.trace = Trace::Open(w);
+        self.trace = Trace::Open(Arc::new(w));
     }
 
     /// No trace (it could not be created, or is off).
@@ -82,14 +85,18 @@ impl TraceSlot {
     }
 }
 
-/// The state of one capture, behind the layer's lock.
+/// The process-wide part of a capture, behind the layer's small lock (held briefly, never across a
+/// collection): the trace, numbering and window, sync points, allocation ids. What belongs to one
+/// device (its allocations and mappings, [`Memories`]) is behind that device's own lock; see
+/// docs/design.md, "Locking".
 pub struct Session<T> {
     pub trace: TraceSlot,
     pub app_name: String,
     pub engine_name: String,
-    pub memories: Memories,
     pub window: Window<T>,
     pub sync: SyncFilter,
+    /// Allocation ids handed out (1, 2, ... in allocation order, across devices).
+    allocations: u64,
 }
 
 impl<T: Trigger> Session<T> {
@@ -98,14 +105,20 @@ impl<T: Trigger> Session<T> {
             trace: TraceSlot::default(),
             app_name: String::new(),
             engine_name: String::new(),
-            memories: Memories::default(),
             window: Window::new(trigger),
             sync: SyncFilter::default(),
+            allocations: 0,
         }
     }
 
-    pub fn writer(&self) -> Option<&TraceWriter> {
+    pub fn writer(&self) -> Option<&Arc<TraceWriter>> {
         self.trace.writer()
+    }
+
+    /// The id of a new allocation (of any device).
+    pub fn next_allocation_id(&mut self) -> u64 {
+        self.allocations += 1;
+        self.allocations
     }
 }
 
@@ -122,6 +135,26 @@ mod tests {
         t.off();
         assert!(t.is_closed() && t.close().is_none());
         assert!(matches!(t.opening(Existing::Overwrite), Existing::Next));
+    }
+
+    struct NoTrigger;
+    impl Trigger for NoTrigger {
+        fn is_on(&self) -> bool {
+            false
+        }
+        fn check(&mut self) -> bool {
+            false
+        }
+        fn check_at_submit(&mut self) -> bool {
+            false
+        }
+        fn consumed(&mut self) {}
+    }
+
+    #[test]
+    fn allocation_ids_count_across_devices() {
+        let mut s = Session::<NoTrigger>::new(None);
+        assert_eq!((s.next_allocation_id(), s.next_allocation_id(), s.next_allocation_id()), (1, 2, 3));
     }
 
     #[test]

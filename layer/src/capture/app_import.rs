@@ -28,16 +28,18 @@ pub(super) fn host_pointer(info: &vk::MemoryAllocateInfo<'_>) -> Option<*mut std
 }
 
 impl Capture {
-    /// Tracks an application import of `size` bytes at `ptr` as allocation `id` (state locked).
+    /// Tracks an application import of `size` bytes at `ptr` as allocation `id` (the device's
+    /// lock held).
     pub(super) fn track_app_import(
         &self,
-        st: &mut State,
+        mem: &mut Memories,
+        writer: Option<&TraceWriter>,
         key: (u64, u64),
         id: u64,
         ptr: *mut std::ffi::c_void,
         size: u64,
     ) {
-        if st.writer().is_none() && !self.settings.gfxr_flush {
+        if writer.is_none() && !self.settings.gfxr_flush {
             return;
         }
         let Ok(len) = usize::try_from(size) else { return };
@@ -70,8 +72,8 @@ impl Capture {
                 }
                 log::once(vkdirty::config::LogLevel::Info, &format!("{IMPORT_REASON} is tracked with {}", t.backend));
                 let mapping = Mapping { region: t.id, offset: 0, size, backend: t.backend };
-                st.memories.map(key, mapping, len, true);
-                if let Some(w) = st.writer() {
+                mem.map(key, mapping, len, true);
+                if let Some(w) = writer {
                     w.record(&Event::Map(trace::Map {
                         alloc: id,
                         offset: 0,

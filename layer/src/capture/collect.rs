@@ -1,5 +1,8 @@
 //! Collection: a mapping's dirty pages (one, a range, or every mapping of a device in one pass)
-//! into dirty records, and with `VKDIRTY_GFXR_FLUSH` flushed down the chain.
+//! into dirty records, and with `VKDIRTY_GFXR_FLUSH` flushed down the chain. Every function here
+//! runs with the device's lock held, so a collection and the dirty records it sends are one step
+//! for the device's other collections (docs/design.md, "Locking"). `writer`: where the collected
+//! bytes are recorded, `None` when they are not.
 
 use super::*;
 
@@ -10,16 +13,16 @@ impl Capture {
     pub(super) fn untrack(
         &self,
         dev: &DeviceState,
-        st: &State,
+        mem: &Memories,
+        writer: Option<&TraceWriter>,
         id: u64,
         memory: u64,
         m: &Mapping,
         submit: u64,
-        record: bool,
     ) {
         let mut runs = Vec::new();
         let gfxr = self.settings.gfxr_flush;
-        let r = match st.writer().filter(|_| record) {
+        let r = match writer {
             Some(w) => {
                 let mut d = w.dirty(id, submit);
                 let r = self.guards.untrack(m.region, &mut |off: usize, bytes: &[u8]| {
@@ -41,34 +44,31 @@ impl Capture {
         if let Err(e) = r {
             log::once(vkdirty::config::LogLevel::Error, &format!("untracking a mapping failed: {e}"));
         }
-        self.flush_for_gfxr(dev, st, memory, m, &runs);
+        self.flush_for_gfxr(dev, mem, memory, m, &runs);
     }
 
     pub(super) fn collect(
         &self,
-        st: &State,
+        writer: Option<&TraceWriter>,
         id: u64,
         m: &Mapping,
         range: Option<Range<usize>>,
         submit: u64,
-        record: bool,
     ) {
-        self.collect_runs(st, id, m, range, submit, record, None);
+        self.collect_runs(writer, id, m, range, submit, None);
     }
 
     /// Collects a mapping (or `range` of it); the runs (allocation offsets) also go to `runs`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn collect_runs(
         &self,
-        st: &State,
+        writer: Option<&TraceWriter>,
         id: u64,
         m: &Mapping,
         range: Option<Range<usize>>,
         submit: u64,
-        record: bool,
         mut runs: Option<&mut Vec<(u64, u64)>>,
     ) {
-        let r = match st.writer().filter(|_| record) {
+        let r = match writer {
             Some(w) => {
                 let mut d = w.dirty(id, submit);
                 let mut sink = |off: usize, bytes: &[u8]| {
@@ -106,14 +106,20 @@ impl Capture {
     /// `VKDIRTY_GFXR_FLUSH`, flushes each one's dirty pages down the chain. One pass over the
     /// device's regions whose cost follows what was written, not the number of mappings
     /// (`GuardManager::collect_all`); runs are mapped back to allocations through `regions`.
-    pub(super) fn collect_device(&self, dev: &DeviceState, st: &State, submit: u64, record: bool, all: bool) {
+    pub(super) fn collect_device(
+        &self,
+        dev: &DeviceState,
+        mem: &Memories,
+        writer: Option<&TraceWriter>,
+        submit: u64,
+        all: bool,
+    ) {
         let device = dev.handle.as_raw();
-        if !st.memories.has_mappings(device) {
+        if !mem.has_mappings(device) {
             return;
         }
         let gfxr = self.settings.gfxr_flush;
         let which = |b: BackendKind| all || gfxr || must_collect(b);
-        let writer = st.writer().filter(|_| record);
         // The runs of one region arrive together: one dirty record (and one flush down) each.
         let mut cur: Option<(RegionRef, Option<trace::DirtyWriter<'_>>)> = None;
         let mut runs: Vec<(u64, u64)> = Vec::new();
@@ -121,10 +127,10 @@ impl Capture {
             if cur.as_ref().map(|c| c.0.region) != Some(region) {
                 if let Some((prev, d)) = cur.take() {
                     drop(d);
-                    self.flush_for_gfxr(dev, st, prev.memory, &prev.map, &runs);
+                    self.flush_for_gfxr(dev, mem, prev.memory, &prev.map, &runs);
                     runs.clear();
                 }
-                let Some(rr) = st.memories.region(region) else {
+                let Some(rr) = mem.region(region) else {
                     return;
                 };
                 cur = Some((rr, writer.map(|w| w.dirty(rr.alloc, submit))));
@@ -140,19 +146,26 @@ impl Capture {
         });
         if let Some((prev, d)) = cur.take() {
             drop(d);
-            self.flush_for_gfxr(dev, st, prev.memory, &prev.map, &runs);
+            self.flush_for_gfxr(dev, mem, prev.memory, &prev.map, &runs);
         }
         if let Err(e) = r {
             log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
         }
     }
 
-    pub(super) fn flush_for_gfxr(&self, dev: &DeviceState, st: &State, memory: u64, m: &Mapping, runs: &[(u64, u64)]) {
+    pub(super) fn flush_for_gfxr(
+        &self,
+        dev: &DeviceState,
+        mem: &Memories,
+        memory: u64,
+        m: &Mapping,
+        runs: &[(u64, u64)],
+    ) {
         if !self.settings.gfxr_flush || runs.is_empty() {
             return;
         }
         let page = vkdirty::guard::page_size() as u64;
-        let (offset, size) = match st.memories.get((dev.handle.as_raw(), memory)) {
+        let (offset, size) = match mem.get((dev.handle.as_raw(), memory)) {
             // Memory the application imported is not mapped by vkdirty's tracking, and memory
             // that is not mapped cannot be flushed.
             Some(mem) if mem.app_import => {
@@ -179,7 +192,7 @@ impl Capture {
         if !self.settings.gfxr_flush {
             return (offset, size);
         }
-        let alloc_size = match self.lock().memories.get((dev.handle.as_raw(), memory.as_raw())) {
+        let alloc_size = match self.device(dev.handle.as_raw()).lock().get((dev.handle.as_raw(), memory.as_raw())) {
             Some(mem) if !mem.app_import && offset < mem.size => mem.size,
             _ => return (offset, size),
         };

@@ -5,8 +5,8 @@
 use ash::vk;
 use ash::vk::Handle;
 use once_cell::sync::Lazy;
-use parking_lot::{Mutex, MutexGuard};
-use std::collections::BTreeMap;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vkdirty::config::{self, Settings, ShadowRefresh};
 use vkdirty::guard::{BackendKind, GuardError, GuardManager, RegionId, TrackOptions};
-use vkdirty::session::{self, must_collect, Mapping, Mark, RegionRef, Session};
+use vkdirty::session::{self, must_collect, Mapping, Mark, Memories, RegionRef, Session};
 use vkdirty::trace::{self, Event, TraceWriter, WriterOptions};
 
 use crate::dispatch::DeviceState;
@@ -24,14 +24,40 @@ use crate::settings;
 
 mod app_import;
 mod collect;
+mod life;
 
-/// The process-wide capture state.
+/// The process-wide capture state. Two kinds of lock (docs/design.md, "Locking"): each device's
+/// allocations and mappings behind the device's own lock, held across the device's collections
+/// and the records they send; the session (trace, numbering, window) behind a small lock, taken
+/// inside a device's lock and held briefly. So submits on different devices collect in parallel.
 pub struct Capture {
     settings: &'static Settings,
     guards: GuardManager,
     state: Mutex<State>,
+    devices: RwLock<HashMap<u64, Device>>,
     /// The process that opened the trace.
     owner_pid: AtomicU32,
+}
+
+/// One device's allocations and mappings, and the lock its collections hold.
+type Device = Arc<Mutex<Memories>>;
+
+/// What a collection outside a submit (flush, unmap, free, host signal) needs from the session.
+struct Later {
+    writer: Option<Arc<TraceWriter>>,
+    /// The number of the next submit, which the collected bytes are recorded for.
+    submit: u64,
+    /// Whether bytes collected now are recorded (see [`Capture::records_later`]).
+    record: bool,
+    /// Outside a capture window.
+    outside: bool,
+}
+
+impl Later {
+    /// The writer when collected bytes are recorded.
+    fn recording(&self) -> Option<&TraceWriter> {
+        self.writer.as_deref().filter(|_| self.record)
+    }
 }
 
 static CAPTURE: Lazy<Capture> = Lazy::new(|| Capture::new(settings::get()));
@@ -71,11 +97,6 @@ pub enum SyncPoint<'a> {
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn c_name(bytes: &[std::ffi::c_char]) -> String {
-    let b: Vec<u8> = bytes.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// The key under which a refusal is logged once: the backend and reason without addresses.
@@ -130,17 +151,43 @@ impl Capture {
                 budget: (settings.predict_budget_mib as usize) << 20,
             }),
             state: Mutex::new(Session::new(crate::trigger::Trigger::new(settings))),
+            devices: RwLock::new(HashMap::new()),
             owner_pid: AtomicU32::new(0),
         }
     }
 
+    /// The session's lock. Taken inside a device's lock, never the other way round.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
     }
 
+    /// The device's state (created on first use).
+    fn device(&self, device: u64) -> Device {
+        if let Some(d) = self.devices.read().get(&device) {
+            return d.clone();
+        }
+        self.devices.write().entry(device).or_default().clone()
+    }
+
+    fn writer(&self) -> Option<Arc<TraceWriter>> {
+        self.lock().writer().cloned()
+    }
+
+    /// The session as a collection outside a submit needs it (taken with the device locked, so
+    /// the device's next submit is numbered after it).
+    fn later(&self) -> Later {
+        let st = self.lock();
+        Later {
+            writer: st.writer().cloned(),
+            submit: st.window.next_submit(),
+            record: self.records_later(&st),
+            outside: st.window.outside(self.settings),
+        }
+    }
+
     /// `vkCreateInstance` succeeded.
     pub fn instance_created(&self, app_name: Option<String>, engine_name: Option<String>) {
-        pin_library_and_register_exit();
+        life::pin_library_and_register_exit();
         let mut st = self.lock();
         if st.app_name.is_empty() {
             st.app_name = app_name.unwrap_or_default();
@@ -155,117 +202,22 @@ impl Capture {
         self.guards.backend(kind).map(|_| ()).map_err(|e| e.to_string())
     }
 
-    /// `vkCreateDevice` succeeded: opens the trace on the first device.
-    pub fn device_created(&self, props: &vk::PhysicalDeviceProperties) {
-        let mut st = self.lock();
-        if st.trace.is_open() {
-            return;
-        }
-        if !self.settings.write_trace {
-            if !st.trace.is_closed() {
-                log::info!("vkdirty's own trace is off (VKDIRTY_WRITE_TRACE=0)");
-                st.trace.off();
-            }
-            return;
-        }
-        let process = settings::process_name();
-        let pid = std::process::id();
-        let path = config::resolve_trace_path(
-            self.settings.trace_file.as_deref(),
-            &process,
-            pid,
-            settings::android_package().as_deref(),
-        );
-        let existing = st.trace.opening(self.settings.trace_exists);
-        if settings::android_package().is_some() {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-        }
-        let opts = WriterOptions {
-            compression: self.settings.compression,
-            flush_every_submit: self.settings.flush_every_submit,
-            on_error: Some(Arc::new(|e: &str| {
-                log::error!("writing the trace failed, capture stopped: {e}");
-            })),
-            ..WriterOptions::default()
-        };
-        let opened = match trace::open_trace_file(&path, existing) {
-            Ok(o) => o,
-            Err(e) => {
-                log::error!("cannot create the trace, capture is off: {e}");
-                st.trace.off();
-                return;
-            }
-        };
-        if let Some(note) = &opened.note {
-            log::warn!("{note}");
-        }
-        let path = opened.path;
-        match TraceWriter::with_sink(opened.file, path.display().to_string(), opts) {
-            Ok(w) => {
-                log::info!("capturing to {} (backend {})", path.display(), self.settings.backend);
-                w.record(&Event::Session(trace::Session {
-                    pid,
-                    process_name: process,
-                    app_name: st.app_name.clone(),
-                    engine_name: st.engine_name.clone(),
-                    device_name: c_name(&props.device_name),
-                    vendor_id: props.vendor_id,
-                    device_id: props.device_id,
-                    driver_version: props.driver_version,
-                    api_version: props.api_version,
-                    settings: {
-                        // The process's resolved settings carry where each value came from.
-                        let r = settings::resolved();
-                        let origins = if std::ptr::eq(self.settings, &r.settings) { &r.origins[..] } else { &[] };
-                        settings::session_settings(self.settings, origins)
-                    },
-                }));
-                st.trace.opened(w);
-                self.owner_pid.store(pid, Ordering::Relaxed);
-            }
-            Err(e) => {
-                log::error!("cannot create the trace, capture is off: {e}");
-                st.trace.off();
-            }
-        }
-    }
-
     /// `vkDestroyDevice` is about to be called: stops tracking the device's mappings.
     pub fn device_destroyed(&self, dev: &DeviceState) {
         let device = dev.handle.as_raw();
-        let mut st = self.lock();
-        let submit = st.window.next_submit();
-        let record = self.records_later(&st);
-        let (untracked, ids) = st.memories.device_destroyed(device);
+        let d = self.device(device);
+        let mut mem = d.lock();
+        let later = self.later();
+        let (untracked, ids) = mem.device_destroyed(device);
         for u in untracked {
-            self.untrack(dev, &st, u.alloc, u.memory, &u.mapping, submit, record);
+            self.untrack(dev, &mem, later.recording(), u.alloc, u.memory, &u.mapping, later.submit);
         }
         // Shadows kept for the device's allocations (VKDIRTY_PERSISTENT_SHADOW) go with them.
         for id in ids {
             self.guards.release_persistent(id);
         }
-    }
-
-    /// The last instance is gone: closes the trace.
-    pub fn last_instance_destroyed(&self) {
-        let mut st = self.lock();
-        close(&mut st, "the last instance was destroyed");
-    }
-
-    /// Process exit: closes the trace if the application did not destroy its instances. Waits
-    /// a bounded time for the lock, so an exit racing a capture in another thread cannot hang.
-    fn at_exit(&self) {
-        // A forked child has neither the writer thread nor, possibly, an unlocked state.
-        if self.owner_pid.load(Ordering::Relaxed) != std::process::id() {
-            return;
-        }
-        if let Some(mut st) = self.state.try_lock_for(Duration::from_secs(2)) {
-            close(&mut st, "the process exits");
-        } else {
-            log::error!("process exit while capture was busy: trace left without its end record");
-        }
+        drop(mem);
+        self.devices.write().remove(&device);
     }
 
     pub fn allocated(&self, dev: &DeviceState, info: &vk::MemoryAllocateInfo<'_>, memory: vk::DeviceMemory) {
@@ -275,37 +227,47 @@ impl Capture {
             .get(info.memory_type_index as usize)
             .copied()
             .unwrap_or((vk::MemoryPropertyFlags::empty(), 0));
-        let mut st = self.lock();
+        let d = self.device(device);
+        let mut mem = d.lock();
+        // Numbered and recorded under the session's lock: ids ascend in the trace.
+        let (id, writer) = {
+            let mut st = self.lock();
+            let id = st.next_allocation_id();
+            let writer = st.writer().cloned();
+            if let Some(w) = &writer {
+                w.record(&Event::Allocation(trace::Allocation {
+                    id,
+                    handle: memory.as_raw(),
+                    device,
+                    size: info.allocation_size,
+                    memory_type: info.memory_type_index,
+                    property_flags: flags.as_raw(),
+                    heap,
+                }));
+            }
+            (id, writer)
+        };
         let cached = flags.contains(vk::MemoryPropertyFlags::HOST_CACHED);
-        let id = st.memories.allocate((device, memory.as_raw()), info.allocation_size, cached);
-        if let Some(w) = st.writer() {
-            w.record(&Event::Allocation(trace::Allocation {
-                id,
-                handle: memory.as_raw(),
-                device,
-                size: info.allocation_size,
-                memory_type: info.memory_type_index,
-                property_flags: flags.as_raw(),
-                heap,
-            }));
-        }
+        mem.allocate((device, memory.as_raw()), id, info.allocation_size, cached);
         if let Some(ptr) = app_import::host_pointer(info) {
-            self.track_app_import(&mut st, (device, memory.as_raw()), id, ptr, info.allocation_size);
+            let key = (device, memory.as_raw());
+            self.track_app_import(&mut mem, writer.as_deref(), key, id, ptr, info.allocation_size);
         }
     }
 
     /// `vkFreeMemory` is about to be called: an implicit unmap, then the free record.
     pub fn freeing(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
         let key = (dev.handle.as_raw(), memory.as_raw());
-        let mut st = self.lock();
-        if st.memories.get(key).is_some() {
-            self.unmap_locked(dev, &mut st, key);
+        let d = self.device(key.0);
+        let mut mem = d.lock();
+        if mem.get(key).is_some() {
+            self.unmap_locked(dev, &mut mem, key);
         }
-        if let Some(m) = st.memories.free(key) {
+        if let Some(m) = mem.free(key) {
             FREED_SINCE_TRIM.fetch_add(m.size, Ordering::Relaxed);
             // A shadow kept for the allocation (VKDIRTY_PERSISTENT_SHADOW) goes with it.
             self.guards.release_persistent(m.id);
-            if let Some(w) = st.writer() {
+            if let Some(w) = self.writer() {
                 w.record(&Event::Free { alloc: m.id });
             }
         }
@@ -330,11 +292,13 @@ impl Capture {
         import: impl FnOnce() -> Import,
     ) -> *mut std::ffi::c_void {
         let key = (dev.handle.as_raw(), memory.as_raw());
-        let mut st = self.lock();
-        if st.writer().is_none() && !self.settings.gfxr_flush {
+        let d = self.device(key.0);
+        let mut memories = d.lock();
+        let writer = self.writer();
+        if writer.is_none() && !self.settings.gfxr_flush {
             return real;
         }
-        let Some(mem) = st.memories.get(key) else {
+        let Some(mem) = memories.get(key) else {
             log::once(
                 vkdirty::config::LogLevel::Warn,
                 "a mapping of memory allocated before the layer saw it is not captured",
@@ -394,8 +358,8 @@ impl Capture {
                     reason = format!("host-import: memory not imported ({why}); {reason}");
                 }
                 let mapping = Mapping { region: t.id, offset, size, backend: t.backend };
-                st.memories.map(key, mapping, len, false);
-                if let Some(w) = st.writer() {
+                memories.map(key, mapping, len, false);
+                if let Some(w) = &writer {
                     w.record(&Event::Map(trace::Map {
                         alloc: id,
                         offset,
@@ -420,21 +384,22 @@ impl Capture {
     /// `vkUnmapMemory*` is about to be called: collects what is dirty, then untracks.
     pub fn unmapping(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
         let key = (dev.handle.as_raw(), memory.as_raw());
-        let mut st = self.lock();
-        if st.memories.get(key).is_some_and(|m| m.app_import) {
+        let d = self.device(key.0);
+        let mut mem = d.lock();
+        if mem.get(key).is_some_and(|m| m.app_import) {
             // Tracked until it is freed.
             return;
         }
-        self.unmap_locked(dev, &mut st, key);
+        self.unmap_locked(dev, &mut mem, key);
     }
 
-    fn unmap_locked(&self, dev: &DeviceState, st: &mut State, key: (u64, u64)) {
-        let Some(u) = st.memories.unmap(key) else { return };
+    /// With the device's lock held.
+    fn unmap_locked(&self, dev: &DeviceState, mem: &mut Memories, key: (u64, u64)) {
+        let Some(u) = mem.unmap(key) else { return };
         let id = u.alloc;
-        let submit = st.window.next_submit();
-        let record = self.records_later(st);
-        self.untrack(dev, st, id, key.1, &u.mapping, submit, record);
-        if let Some(w) = st.writer() {
+        let later = self.later();
+        self.untrack(dev, mem, later.recording(), id, key.1, &u.mapping, later.submit);
+        if let Some(w) = &later.writer {
             w.record(&Event::Unmap { alloc: id });
         }
     }
@@ -442,13 +407,12 @@ impl Capture {
     /// `vkFlushMappedMemoryRanges` is about to be called: declares and collects the ranges.
     pub fn flushing(&self, dev: &DeviceState, ranges: &[vk::MappedMemoryRange<'_>]) {
         let device = dev.handle.as_raw();
-        let st = self.lock();
-        let submit = st.window.next_submit();
-        let record = self.records_later(&st);
-        let outside = st.window.outside(self.settings);
+        let d = self.device(device);
+        let memories = d.lock();
+        let later = self.later();
         let mut per_alloc: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
         for r in ranges {
-            let Some(mem) = st.memories.get((device, r.memory.as_raw())) else { continue };
+            let Some(mem) = memories.get((device, r.memory.as_raw())) else { continue };
             let Some(m) = mem.mapping else { continue };
             let Some((region_range, alloc_range)) = session::clip(&m, r.offset, r.size) else { continue };
             if let Err(e) = self.guards.flushed(m.region, region_range.clone()) {
@@ -457,11 +421,11 @@ impl Capture {
             per_alloc.entry(mem.id).or_default().push(alloc_range);
             // Outside a capture window the pages stay marked (the first captured submit collects
             // them), so nothing is written; shadows must still reach the real memory now.
-            if !outside || must_collect(m.backend) {
-                self.collect(&st, mem.id, &m, Some(region_range), submit, record);
+            if !later.outside || must_collect(m.backend) {
+                self.collect(later.recording(), mem.id, &m, Some(region_range), later.submit);
             }
         }
-        if let Some(w) = st.writer().filter(|_| record) {
+        if let Some(w) = later.recording() {
             for (alloc, ranges) in per_alloc {
                 w.record(&Event::Flush { alloc, ranges });
             }
@@ -474,9 +438,10 @@ impl Capture {
             return;
         }
         let device = dev.handle.as_raw();
-        let st = self.lock();
+        let d = self.device(device);
+        let memories = d.lock();
         for r in ranges {
-            let Some(mem) = st.memories.get((device, r.memory.as_raw())) else { continue };
+            let Some(mem) = memories.get((device, r.memory.as_raw())) else { continue };
             let Some(m) = mem.mapping else { continue };
             let Some((region_range, _)) = session::clip(&m, r.offset, r.size) else { continue };
             if let Err(e) = self.guards.invalidate(m.region, region_range) {
@@ -495,19 +460,20 @@ impl Capture {
             return;
         }
         let device = dev.handle.as_raw();
-        let regions: Vec<(RegionId, usize)> = {
+        let need = {
             let mut st = self.lock();
-            let need = match point {
+            match point {
                 SyncPoint::Fences { fences, all } => st.sync.fences(fences, all),
                 SyncPoint::Semaphores { values, all } => st.sync.semaphores(values, all),
                 SyncPoint::QueueIdle(q) => st.sync.queue_idle(q),
                 SyncPoint::DeviceIdle => st.sync.device_idle(device),
-            };
-            if !need {
-                return;
             }
-            st.memories.shadows(device, |cached| policy.at_sync_points(cached))
         };
+        if !need {
+            return;
+        }
+        let regions: Vec<(RegionId, usize)> =
+            self.device(device).lock().shadows(device, |cached| policy.at_sync_points(cached));
         for (region, len) in regions {
             match self.guards.invalidate(region, 0..len) {
                 Ok(()) | Err(GuardError::UnknownRegion(_)) => {}
@@ -520,32 +486,40 @@ impl Capture {
     /// earlier: shadows copy what the application wrote to the real memory first (recorded for
     /// the next submit, like a flush).
     pub fn host_signalling(&self, dev: &DeviceState) {
-        let st = self.lock();
-        let submit = st.window.next_submit();
-        let record = self.records_later(&st);
-        self.collect_device(dev, &st, submit, record, false);
+        let d = self.device(dev.handle.as_raw());
+        let mem = d.lock();
+        let later = self.later();
+        self.collect_device(dev, &mem, later.recording(), later.submit, false);
     }
 
     /// A submit to `queue` of `dev` is about to be called: collects every mapping of the device,
-    /// writes the dirty pages, then the submit record.
+    /// writes the dirty pages, then the submit record. The device's lock is held throughout (a
+    /// submit on another device runs beside it); the session's only while the submit is numbered.
     pub fn submitting(&self, dev: &DeviceState, queue: vk::Queue, info: SubmitInfo) {
         let device = dev.handle.as_raw();
-        let mut st = self.lock();
-        st.sync.submitted(device, queue.as_raw(), info.fence);
-        let step = st.window.submit(self.settings);
+        let d = self.device(device);
+        let mem = d.lock();
+        let (step, writer) = {
+            let mut st = self.lock();
+            st.sync.submitted(device, queue.as_raw(), info.fence);
+            let step = st.window.submit(self.settings);
+            let writer = st.writer().cloned();
+            if let (Some(mark), Some(w)) = (step.mark, &writer) {
+                let (frame, seq) = (step.frame, step.seq);
+                w.record(&match mark {
+                    Mark::Start => Event::CaptureStart { frame, submit: seq },
+                    Mark::Stop => Event::CaptureStop { frame, submit: seq },
+                });
+            }
+            (step, writer)
+        };
         let (seq, active, record) = (step.seq, step.active, step.record);
         if let Some(on) = step.trigger_changed {
             log::info!("trigger: capture {} at submit {seq}", if on { "on" } else { "off" });
         }
-        if let (Some(mark), Some(w)) = (step.mark, st.writer()) {
-            let frame = step.frame;
-            w.record(&match mark {
-                Mark::Start => Event::CaptureStart { frame, submit: seq },
-                Mark::Stop => Event::CaptureStop { frame, submit: seq },
-            });
-        }
-        let writing = st.writer().is_some();
-        self.collect_device(dev, &st, seq, record, active && writing);
+        let writing = writer.is_some();
+        let recording = writer.as_deref().filter(|_| record);
+        self.collect_device(dev, &mem, recording, seq, active && writing);
         trim_if_freed(TRIM_AT_SUBMIT);
         // The collection puts the shadow backend's fault handler back in front of one the
         // application installed over it; say so once.
@@ -556,7 +530,7 @@ impl Capture {
                  faults that are not its own on to it"
             );
         }
-        if let Some(w) = st.writer() {
+        if let Some(w) = &writer {
             w.record(&Event::Submit(trace::Submit {
                 device,
                 queue: queue.as_raw(),
@@ -610,50 +584,6 @@ fn refuse_for_testing(order: &mut Vec<BackendKind>, addr: usize, len: usize) -> 
         }
     }
     forced
-}
-
-fn close(st: &mut State, why: &str) {
-    if let Some(closed) = st.trace.close() {
-        match closed {
-            Ok(t) => log::info!(
-                "trace closed ({why}): {} submits, {} frames, {} dirty pages, {} dirty bytes",
-                t.submits,
-                t.frames,
-                t.dirty_pages,
-                t.dirty_bytes
-            ),
-            Err(e) => log::error!("closing the trace failed: {e}"),
-        }
-    }
-}
-
-extern "C" fn at_exit() {
-    CAPTURE.at_exit();
-}
-
-/// Keeps this library loaded for the life of the process (the loader unloads layers at
-/// `vkDestroyInstance`, but guard backends may leave signal handlers and threads pointing into
-/// it), and closes the trace at exit even when the application never destroys its instance.
-fn pin_library_and_register_exit() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: Dl_info is plain data; dladdr fills it for an address inside this library.
-        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-        // SAFETY: dladdr only reads the address; `info` is a valid out-pointer.
-        let found = unsafe { libc::dladdr(at_exit as *const libc::c_void, &mut info) } != 0;
-        if found && !info.dli_fname.is_null() {
-            // SAFETY: dli_fname is a NUL-terminated path owned by the dynamic linker.
-            // RTLD_NOLOAD only takes a reference on the already loaded library.
-            let h = unsafe { libc::dlopen(info.dli_fname, libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE) };
-            if h.is_null() {
-                log::warn!("could not pin the layer library in memory");
-            }
-        }
-        // SAFETY: at_exit is a plain extern "C" fn in this library, which is now never unloaded.
-        if unsafe { libc::atexit(at_exit) } != 0 {
-            log::warn!("could not register the exit handler; a trace is whole only after vkDestroyInstance");
-        }
-    });
 }
 
 #[cfg(test)]

@@ -253,3 +253,127 @@ fn an_unwritable_trace_leaves_the_application_untouched() {
     cap.last_instance_destroyed();
     assert!(!Path::new("/nonexistent/dir/t.vkd").exists());
 }
+
+/// One thread of the concurrency test: its allocations on `dev`, written and submitted on its own
+/// queue `queue`; returns its allocations' handles and, per submit, their bytes at the submit.
+fn submit_concurrently(
+    cap: &Capture,
+    dev: &DeviceState,
+    queue: u64,
+    memory_base: u64,
+    submits: usize,
+    go: &std::sync::Barrier,
+) -> (Vec<u64>, Vec<Vec<Vec<u8>>>) {
+    let page = vkdirty::guard::page_size();
+    let pages = 6;
+    let fakes: Vec<FakeMapping> = (0..3).map(|_| FakeMapping::new(pages)).collect();
+    let handles: Vec<u64> = (0..fakes.len() as u64).map(|i| memory_base + i).collect();
+    let mut apps = Vec::new();
+    for (f, &h) in fakes.iter().zip(&handles) {
+        let mem = vk::DeviceMemory::from_raw(h);
+        cap.allocated(dev, &vk::MemoryAllocateInfo::default().allocation_size(f.len as u64), mem);
+        // SAFETY: `f` stays mapped until after `freeing` below.
+        let p = unsafe { cap.mapped(dev, mem, 0, vk::WHOLE_SIZE, f.ptr.cast(), false, || Import::NotApplicable) };
+        apps.push(p as *mut u8);
+    }
+    go.wait();
+    let mut states = Vec::with_capacity(submits);
+    for n in 0..submits {
+        for k in 0..2 {
+            let (a, p) = ((n + k) % apps.len(), (n * 5 + k * 3 + memory_base as usize) % pages);
+            let v = (n * 7 + k + memory_base as usize) as u8 | 1;
+            // SAFETY: page `p` lies inside the mapping handed out for allocation `a`.
+            unsafe { std::ptr::write_bytes(apps[a].add(p * page), v, page) };
+        }
+        // SAFETY: as above, reading the whole mappings this thread alone writes.
+        states.push(apps.iter().map(|&p| unsafe { std::slice::from_raw_parts(p, pages * page) }.to_vec()).collect());
+        cap.submitting(
+            dev,
+            vk::Queue::from_raw(queue),
+            SubmitInfo { kind: 0, command_buffers: 1, waits: 0, signals: 0, fence: 0 },
+        );
+    }
+    for &h in &handles {
+        cap.unmapping(dev, vk::DeviceMemory::from_raw(h));
+        cap.freeing(dev, vk::DeviceMemory::from_raw(h));
+    }
+    drop(fakes);
+    (handles, states)
+}
+
+/// Two threads write and submit at once, on two queues of one device and on two devices: replayed
+/// in stream order, each thread's allocations hold exactly what it had written at each of its
+/// submits (even when the other thread's collection took its pages), and every dirty record of a
+/// device's allocation precedes the submit records whose numbers are at least its own and follows
+/// the others (so a replay up to a submit number agrees).
+#[test]
+fn two_threads_submitting_at_once_replay_exactly_at_every_submit() {
+    for backend in ["async-wp", "shadow-wp", "shadow"] {
+        for same_device in [true, false] {
+            let what = format!("{backend}, {}", if same_device { "one device" } else { "two devices" });
+            let trace = temp_trace(&format!("threads-{backend}-{same_device}"));
+            let cap = Capture::new(leak_settings(&[("BACKEND", backend)], &trace));
+            let devs = [fake_device(0x7000), fake_device(if same_device { 0x7000 } else { 0x7001 })];
+            cap.device_created(&vk::PhysicalDeviceProperties::default());
+            let go = std::sync::Barrier::new(2);
+            let submits = 150;
+            let results: Vec<(Vec<u64>, Vec<Vec<Vec<u8>>>)> = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..2)
+                    .map(|t| {
+                        let (cap, dev, go) = (&cap, &devs[t], &go);
+                        s.spawn(move || {
+                            submit_concurrently(cap, dev, 0x900 + t as u64, 0x100 * (t as u64 + 1), submits, go)
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            cap.last_instance_destroyed();
+            let ev = read_events(&trace);
+
+            let mut ids: HashMap<u64, (u64, u64)> = HashMap::new(); // handle -> (id, device)
+            for e in &ev {
+                if let Event::Allocation(a) = e {
+                    ids.insert(a.handle, (a.id, a.device));
+                }
+            }
+            let mut replay = vkdirty::trace::Replay::new();
+            let mut seen = [0usize; 2];
+            for (i, e) in ev.iter().enumerate() {
+                replay.apply(e, i as u64).unwrap();
+                let Event::Submit(s) = e else { continue };
+                let t = (s.queue - 0x900) as usize;
+                let (handles, states) = &results[t];
+                let k = seen[t];
+                seen[t] += 1;
+                for (a, h) in handles.iter().enumerate() {
+                    let got = replay.to_vec(ids[h].0).unwrap();
+                    assert!(got == states[k][a], "{what}: thread {t}, its submit {k} (seq {}), allocation {a}", s.seq);
+                }
+            }
+            assert_eq!(seen, [submits, submits], "{what}: every submit recorded");
+
+            // Dirty tags against the stream order of the submit records of the same device.
+            let device_of: HashMap<u64, u64> = ids.values().map(|&(id, d)| (id, d)).collect();
+            let dirty: Vec<(usize, u64, u64)> = ev
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| match e {
+                    Event::Dirty(d) => Some((i, d.submit, device_of[&d.alloc])),
+                    _ => None,
+                })
+                .collect();
+            for (i, e) in ev.iter().enumerate() {
+                let Event::Submit(s) = e else { continue };
+                for &(j, tag, dev) in dirty.iter().filter(|d| d.2 == s.device) {
+                    assert_eq!(
+                        j < i,
+                        tag <= s.seq,
+                        "{what}: dirty record {j} (for submit {tag}) and submit record {i} (seq {}) of device {dev:#x}",
+                        s.seq
+                    );
+                }
+            }
+        }
+    }
+}
