@@ -445,3 +445,63 @@ fn records_after_close_are_counted_not_written() {
     let (events, _) = TraceReader::new(&buf.bytes()[..]).unwrap().events().unwrap();
     assert_eq!(events.len(), 2);
 }
+
+/// Records queued under a hold wake the writer thread once, when the last hold ends; a producer
+/// that fills the queue under a hold wakes it anyway (no deadlock), and nothing is lost.
+#[test]
+fn a_hold_defers_the_wake_and_never_blocks_a_full_queue() {
+    let sink = SharedBuf::default();
+    let mut o = opts(Compression::Lz4);
+    o.queue_bytes = 64 << 10;
+    o.block_bytes = 16 << 10;
+    let w = Arc::new(TraceWriter::with_sink(sink.clone(), "hold", o).unwrap());
+    w.record(&Event::Allocation(Allocation {
+        id: 1,
+        handle: 0,
+        device: 0,
+        size: 1 << 30,
+        memory_type: 0,
+        property_flags: 0,
+        heap: 0,
+    }));
+    w.record(&Event::Submit(Submit { seq: 1, ..Submit::default() }));
+    wait_until("the first blocks written", || w.stats().blocks_written == 2 && w.stats().queued_bytes == 0);
+    {
+        let outer = w.hold();
+        let inner = w.hold();
+        w.record(&Event::Submit(Submit { seq: 2, ..Submit::default() }));
+        drop(inner);
+        // The writer sleeps on an empty queue and nobody woke it.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(w.stats().blocks_written, 2, "woken only when the last hold ends");
+        drop(outer);
+    }
+    wait_until("the held block written", || w.stats().blocks_written == 3);
+    // More than the queue holds, all under one hold: the full queue wakes the writer.
+    const N: u64 = 64;
+    let page = |i: u64| -> Vec<u8> { (0..16384u64).map(|j| (i * 13 + j / 3) as u8).collect() };
+    let w2 = w.clone();
+    returns_promptly("a producer filling the queue under a hold", move || {
+        let _held = w2.hold();
+        for i in 0..N {
+            let mut d = w2.dirty(1, 3);
+            d.push(i * 16384, &page(i));
+            d.finish();
+        }
+    });
+    let totals = w.close().unwrap();
+    assert_eq!(totals.dirty_bytes, N * 16384);
+    assert!(w.stats().stalls >= 1, "the queue filled under the hold");
+    assert_eq!(w.stats().dropped_records, 0);
+    let bytes = sink.bytes();
+    let mut r = Replay::new();
+    let mut rd = TraceReader::new(&bytes[..]).unwrap();
+    while let Some(b) = rd.next_block().unwrap() {
+        r.apply(b.event.as_ref().unwrap(), b.offset).unwrap();
+    }
+    for i in 0..N {
+        let mut got = vec![0u8; 16384];
+        r.read(1, i * 16384, &mut got).unwrap();
+        assert!(got == page(i), "run {i} intact");
+    }
+}

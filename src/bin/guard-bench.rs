@@ -29,6 +29,23 @@ struct Args {
     /// Region sizes in MiB, comma separated.
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
+    /// Instead of the table above: how `collect_all` grows with this many regions (comma
+    /// separated counts, e.g. 1,100,1000,4000), against a bare scan of the same memory.
+    #[arg(long, value_delimiter = ',')]
+    regions: Vec<usize>,
+    /// With --regions: bytes per region, KiB.
+    #[arg(long, default_value_t = 64)]
+    region_kib: usize,
+    /// With --regions: pages written per frame (one in each of as many regions).
+    #[arg(long, default_value_t = 4)]
+    writes: usize,
+    /// With --regions: frames per count.
+    #[arg(long, default_value_t = 300)]
+    frames: usize,
+    /// With --regions: leave the memory untouched before tracking (default: written, as an
+    /// application fills its buffers).
+    #[arg(long)]
+    untouched: bool,
 }
 
 /// Measures the calling thread's CPU time (user + system, so faults and ioctls count), or wall
@@ -255,9 +272,30 @@ fn machine_line() -> String {
     format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
 }
 
+#[path = "guard-bench/many.rs"]
+mod many;
+
 fn main() {
     let args = Args::parse();
     WALL_CLOCK.store(args.wall, Ordering::Relaxed);
+    if !args.regions.is_empty() {
+        let names = if args.backends.is_empty() {
+            vec!["host-import".to_string(), "shadow-wp".into(), "async-wp".into()]
+        } else {
+            args.backends.clone()
+        };
+        let backends =
+            names.iter().map(|b| BackendKind::parse(b).unwrap_or_else(|| panic!("unknown backend {b}"))).collect();
+        many::run(&many::ManyArgs {
+            counts: args.regions.clone(),
+            region_kib: args.region_kib,
+            writes: args.writes,
+            frames: args.frames,
+            backends,
+            populate: !args.untouched,
+        });
+        return;
+    }
     let reps = args.reps.unwrap_or(if args.quick { 3 } else { 5 });
     let sizes_mib: Vec<usize> = if !args.sizes.is_empty() {
         args.sizes.clone()

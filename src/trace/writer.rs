@@ -150,6 +150,9 @@ struct Queue {
     bytes: usize,
     /// Close was requested: accept nothing more.
     closed: bool,
+    /// Open [`Held`] guards, and whether a job came in under one (the thread was not woken).
+    held: usize,
+    deferred: bool,
 }
 
 #[derive(Default)]
@@ -218,7 +221,7 @@ impl TraceWriter {
         opts.queue_bytes = opts.queue_bytes.max(1);
         let max_runs = 4096;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { jobs: VecDeque::new(), bytes: 0, closed: false }),
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), bytes: 0, closed: false, held: 0, deferred: false }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             stopped: AtomicBool::new(false),
@@ -280,6 +283,14 @@ impl TraceWriter {
     /// ascending offset order; blocks are queued as they fill and at [`DirtyWriter::finish`].
     pub fn dirty(&self, alloc: u64, submit: u64) -> DirtyWriter<'_> {
         DirtyWriter { shared: &self.shared, alloc, submit, buf: None, runs: Vec::new(), pages: 0, last_page: None }
+    }
+
+    /// Defers waking the writer thread until the returned guard (and every other one) is dropped:
+    /// the records of one submit (a dirty record per written allocation, then the submit) wake
+    /// it once instead of once each. A producer that finds the queue full wakes it anyway.
+    pub fn hold(&self) -> Held<'_> {
+        self.shared.queue.lock().held += 1;
+        Held(&self.shared)
     }
 
     /// Hands everything queued so far to the OS (not fsync).
@@ -418,6 +429,9 @@ impl Shared {
         let mut q = self.queue.lock();
         let full = |q: &Queue| q.bytes > 0 && q.bytes + cost > self.opts.queue_bytes;
         if full(&q) && !q.closed && !self.stopped.load(Ordering::Acquire) {
+            // The thread may be asleep with jobs queued under a hold.
+            q.deferred = false;
+            self.not_empty.notify_one();
             self.c.stalls.fetch_add(1, Ordering::Relaxed);
             let t0 = Instant::now();
             while full(&q) && !q.closed && !self.stopped.load(Ordering::Acquire) {
@@ -435,7 +449,11 @@ impl Shared {
         }
         q.bytes += cost;
         q.jobs.push_back(job);
-        self.not_empty.notify_one();
+        if q.held > 0 {
+            q.deferred = true;
+        } else {
+            self.not_empty.notify_one();
+        }
     }
 
     /// Records the first error, stops input and wakes every waiting producer.
@@ -551,6 +569,20 @@ impl DirtyWriter<'_> {
         self.pages = 0;
         self.last_page = None;
         self.shared.enqueue(Job::Block { ty: BlockType::Dirty, payload: buf, dirty_bytes, pages });
+    }
+}
+
+/// See [`TraceWriter::hold`].
+pub struct Held<'a>(&'a Shared);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.queue.lock();
+        q.held -= 1;
+        if q.held == 0 && q.deferred {
+            q.deferred = false;
+            self.0.not_empty.notify_one();
+        }
     }
 }
 

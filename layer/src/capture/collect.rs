@@ -120,6 +120,7 @@ impl Capture {
         }
         let gfxr = self.settings.gfxr_flush;
         let which = |b: BackendKind| all || gfxr || must_collect(b);
+        let _held = writer.map(|w| w.hold());
         // The runs of one region arrive together: one dirty record (and one flush down) each.
         let mut cur: Option<(RegionRef, Option<trace::DirtyWriter<'_>>)> = None;
         let mut runs: Vec<(u64, u64)> = Vec::new();

@@ -518,6 +518,8 @@ impl Capture {
             log::info!("trigger: capture {} at submit {seq}", if on { "on" } else { "off" });
         }
         let writing = writer.is_some();
+        // The dirty records and the submit record wake the writer thread once, at the end.
+        let _held = writer.as_deref().map(|w| w.hold());
         let recording = writer.as_deref().filter(|_| record);
         self.collect_device(dev, &mem, recording, seq, active && writing);
         trim_if_freed(TRIM_AT_SUBMIT);
