@@ -9,22 +9,27 @@
 //! attributed to the allocation whose pages it hit and nothing else), made readable and writable
 //! when handed out. Freeing punches the range out of the shared memory (`MADV_REMOVE`: its pages
 //! go back to the system at once and it reads as zero when handed out again) and makes it
-//! `PROT_NONE` again, so a stale pointer faults instead of writing into a later allocation. The
-//! arenas of [`ArenaBlock::place`] are private reservations the caller maps its own memory over;
-//! freeing maps a fresh `PROT_NONE` reservation over the range (`MAP_FIXED`). An arena with no
-//! allocation left is unmapped whole.
+//! `PROT_NONE` again, so a stale pointer faults instead of writing into a later allocation.
+//!
+//! The arenas of [`ArenaBlock::dual`] (`shadow-wp`'s shadows) are one memfd each, mapped twice:
+//! the view handed to the application and the layer's own view of the same pages. Blocks taken
+//! next to each other are contiguous pages of one file, so the kernel merges their application
+//! views into one mapping: a `PAGEMAP_SCAN` over them pays the per-mapping cost once, not once
+//! per shadow. Freeing works as for host memory (the hole punched shows in both views). An arena
+//! with no allocation left is unmapped whole.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Address space reserved per arena (reserved only: `PROT_NONE`, `MAP_NORESERVE`, no memory
 /// until handed out). Larger allocations get an arena of their own.
 pub const ARENA_BYTES: usize = 256 << 20;
 
 struct Arena {
-    /// Shared anonymous memory (host memory) rather than a private reservation (placement).
-    shared: bool,
+    /// The memfd behind a dual arena and the address of its second (the layer's own) view.
+    dual: Option<(OwnedFd, usize)>,
     base: usize,
     len: usize,
     /// Free ranges: start → end.
@@ -34,15 +39,16 @@ struct Arena {
 
 /// Arenas of host memory ([`ArenaBlock::new`]).
 static ARENAS: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
-/// Arenas of address space the caller maps its own memory into ([`ArenaBlock::place`]): kept
-/// apart, so each kind's blocks stay next to each other.
-static PLACES: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
+/// Dual arenas ([`ArenaBlock::dual`]): kept apart, so each kind's blocks stay next to each other.
+static DUALS: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
 
 /// Memory from an arena: `len` bytes at an address aligned as asked, readable and writable,
 /// zero when handed out, given back on drop.
 pub struct ArenaBlock {
     addr: usize,
     len: usize,
+    /// The same pages in the arena's second view (dual arenas), else 0.
+    own: usize,
     pool: &'static Mutex<Vec<Arena>>,
 }
 
@@ -56,26 +62,17 @@ impl ArenaBlock {
     /// [`ArenaBlock::new`] from the given arenas (tests use their own, so that blocks other
     /// threads take meanwhile cannot change which addresses they get).
     fn new_in(pool: &'static Mutex<Vec<Arena>>, len: usize, align: usize) -> io::Result<ArenaBlock> {
-        let b = Self::take(pool, len, align, true)?;
-        // SAFETY: `b` is a range of our reservation just taken off the free list: nothing else
-        // uses it.
-        if unsafe { libc::mprotect(b.addr as *mut libc::c_void, b.len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Base pages, so dirty tracking stays 4 KiB exact. Advice only.
-        // SAFETY: as above.
-        unsafe { libc::madvise(b.addr as *mut libc::c_void, b.len, libc::MADV_NOHUGEPAGE) };
-        Ok(b)
+        Self::take(pool, len, align, false)
     }
 
-    /// `len` bytes of reserved address space (`PROT_NONE`), for the caller to map its own memory
-    /// over with `MAP_FIXED`. The caller must not unmap it (that would open a hole another
-    /// mapping could take): dropping the block maps `PROT_NONE` over it again.
-    pub fn place(len: usize) -> io::Result<ArenaBlock> {
-        Self::take(&PLACES, len, super::page_size(), false)
+    /// `len` bytes of shadow memory with two views of the same pages: [`ptr`](Self::ptr), to
+    /// hand to the application, and [`own`](Self::own), never handed out (the layer's copies go
+    /// through it). Zero when handed out.
+    pub fn dual(len: usize) -> io::Result<ArenaBlock> {
+        Self::take(&DUALS, len, super::page_size(), true)
     }
 
-    fn take(pool: &'static Mutex<Vec<Arena>>, len: usize, align: usize, shared: bool) -> io::Result<ArenaBlock> {
+    fn take(pool: &'static Mutex<Vec<Arena>>, len: usize, align: usize, dual: bool) -> io::Result<ArenaBlock> {
         let page = super::page_size();
         let align = align.max(page);
         if len == 0 || !align.is_power_of_two() {
@@ -83,22 +80,33 @@ impl ArenaBlock {
         }
         let len = len.checked_next_multiple_of(page).ok_or(io::ErrorKind::InvalidInput)?;
         let mut arenas = pool.lock();
-        let found = arenas.iter_mut().find_map(|a| a.take(len, align));
-        let addr = match found {
-            Some(addr) => addr,
+        let found = arenas.iter_mut().find_map(|a| a.take(len, align).map(|at| (at, a.own_of(at))));
+        let (addr, own) = match found {
+            Some(found) => found,
             None => {
                 let size = if len.saturating_add(align) > ARENA_BYTES / 4 {
                     len.checked_add(align).ok_or(io::ErrorKind::InvalidInput)?
                 } else {
                     ARENA_BYTES
                 };
-                let mut a = Arena::reserve(size, shared)?;
+                let mut a = Arena::reserve(size, dual)?;
                 let addr = a.take(len, align).ok_or(io::ErrorKind::OutOfMemory)?;
+                let own = a.own_of(addr);
                 arenas.push(a);
-                addr
+                (addr, own)
             }
         };
-        Ok(ArenaBlock { addr, len, pool })
+        let b = ArenaBlock { addr, len, own, pool };
+        drop(arenas);
+        // SAFETY: `b` is a range of our reservation just taken off the free list: nothing else
+        // uses it (on failure, dropping `b` gives it back).
+        if unsafe { libc::mprotect(b.addr as *mut libc::c_void, b.len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Base pages, so dirty tracking stays 4 KiB exact. Advice only.
+        // SAFETY: as above.
+        unsafe { libc::madvise(b.addr as *mut libc::c_void, b.len, libc::MADV_NOHUGEPAGE) };
+        Ok(b)
     }
 
     pub fn ptr(&self) -> *mut u8 {
@@ -112,6 +120,11 @@ impl ArenaBlock {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The layer's own view of the block's pages ([`ArenaBlock::dual`]), else null.
+    pub fn own(&self) -> *mut u8 {
+        self.own as *mut u8
+    }
 }
 
 impl Drop for ArenaBlock {
@@ -122,7 +135,7 @@ impl Drop for ArenaBlock {
 
 /// Bytes handed out and bytes reserved, over every arena (for tests and reports).
 pub fn usage() -> (usize, usize) {
-    let (a, p) = (ARENAS.lock(), PLACES.lock());
+    let (a, p) = (ARENAS.lock(), DUALS.lock());
     let all = || a.iter().chain(p.iter());
     (all().map(|a| a.used).sum(), all().map(|a| a.len).sum())
 }
@@ -133,30 +146,53 @@ fn release(arenas: &mut Vec<Arena>, addr: usize, len: usize) {
     a.give_back(addr, len);
     if a.used == 0 {
         let a = arenas.swap_remove(i);
-        // SAFETY: the whole reservation; nothing is handed out from it any more.
-        unsafe { libc::munmap(a.base as *mut libc::c_void, a.len) };
+        // SAFETY: the whole reservation (and its second view); nothing is handed out from it any
+        // more. The memfd closes with `a`.
+        unsafe {
+            libc::munmap(a.base as *mut libc::c_void, a.len);
+            if let Some((_, own)) = &a.dual {
+                libc::munmap(*own as *mut libc::c_void, a.len);
+            }
+        }
     }
 }
 
 impl Arena {
-    fn reserve(len: usize, shared: bool) -> io::Result<Arena> {
+    /// Host memory (shared anonymous), or with `dual` a memfd mapped twice.
+    fn reserve(len: usize, dual: bool) -> io::Result<Arena> {
         let len = len.checked_next_multiple_of(super::page_size()).ok_or(io::ErrorKind::InvalidInput)?;
-        // SAFETY: a fresh reservation; the kernel picks the address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_NONE,
-                if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
+        let fd = if dual { Some(memfd(len)?) } else { None };
+        let raw = fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+        let anon = if dual { 0 } else { libc::MAP_ANONYMOUS };
+        let map = |prot| {
+            // SAFETY: a fresh shared mapping (of our memfd, or anonymous); the kernel picks the
+            // address.
+            let p = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED | anon | libc::MAP_NORESERVE, raw, 0)
+            };
+            if p == libc::MAP_FAILED {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(p as usize)
+            }
         };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = p as usize;
-        Ok(Arena { shared, base, len, free: BTreeMap::from([(base, base + len)]), used: 0 })
+        let base = map(libc::PROT_NONE)?;
+        let dual = match fd {
+            Some(fd) => match map(libc::PROT_READ | libc::PROT_WRITE) {
+                Ok(own) => Some((fd, own)),
+                Err(e) => {
+                    // SAFETY: the view just mapped above, used by nobody.
+                    unsafe { libc::munmap(base as *mut libc::c_void, len) };
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        Ok(Arena { dual, base, len, free: BTreeMap::from([(base, base + len)]), used: 0 })
+    }
+
+    fn own_of(&self, addr: usize) -> usize {
+        self.dual.as_ref().map_or(0, |(_, own)| own + (addr - self.base))
     }
 
     /// First fit, lowest address first.
@@ -177,29 +213,13 @@ impl Arena {
     }
 
     fn give_back(&mut self, addr: usize, len: usize) {
-        let ok = if self.shared {
-            // SAFETY: a range of our arena that was handed out and is being given back; its owner
-            // is gone (the driver's memory importing it was freed). Punching it out of the shared
-            // memory returns its pages and makes it read as zero.
-            unsafe {
-                libc::madvise(addr as *mut libc::c_void, len, libc::MADV_REMOVE) == 0
-                    && libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_NONE) == 0
-            }
-        } else {
-            // Fresh PROT_NONE memory over the range (the caller's mapping there goes with it).
-            // SAFETY: a range of our reservation that was handed out and is being given back; its
-            // owner is gone.
-            let p = unsafe {
-                libc::mmap(
-                    addr as *mut libc::c_void,
-                    len,
-                    libc::PROT_NONE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                    -1,
-                    0,
-                )
-            };
-            p != libc::MAP_FAILED
+        // SAFETY: a range of our arena that was handed out and is being given back; its owner is
+        // gone (the driver's memory importing it was freed, or the shadow untracked). Punching
+        // it out of the shared memory returns its pages and makes it read as zero (in both views
+        // of a dual arena).
+        let ok = unsafe {
+            libc::madvise(addr as *mut libc::c_void, len, libc::MADV_REMOVE) == 0
+                && libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_NONE) == 0
         };
         if !ok {
             // Keep the range out of the free list: handing it out again could expose old bytes.
@@ -219,6 +239,29 @@ impl Arena {
         }
         self.free.insert(start, end);
     }
+}
+
+/// A memfd of `len` bytes (no memory until written).
+fn memfd(len: usize) -> io::Result<OwnedFd> {
+    let name = c"vkdirty-shadow";
+    // SAFETY: valid NUL-terminated name; flags are plain bits.
+    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_NOEXEC_SEAL) };
+    if fd < 0 {
+        // Kernels before 6.3 refuse MFD_NOEXEC_SEAL.
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned here alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let size = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: our memfd.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 /// Arena bookkeeping, tested without the memory calls' effects mattering.

@@ -189,8 +189,8 @@ struct DualView {
     app: *mut u8,
     own: *mut u8,
     span: usize,
-    /// The arena range the application view was placed in (`new_placed`): dropping it maps
-    /// `PROT_NONE` over the view, so the view is never unmapped itself.
+    /// The dual arena block both views are (`new_placed`): dropping it punches the pages out and
+    /// makes the application view `PROT_NONE`; neither view is unmapped itself.
     placed: Option<arena::ArenaBlock>,
 }
 
@@ -208,20 +208,19 @@ impl DualView {
         app_prot: libc::c_int,
         own_dontfork: bool,
     ) -> Result<DualView, GuardError> {
-        Self::with_place(name, span, app_prot, own_dontfork, None)
+        Self::with_place(name, span, app_prot, own_dontfork)
     }
 
-    /// [`new`](Self::new) with the application view placed in an arena of address space, next to
-    /// the other views placed there, so a collection scans a run of them with one call.
-    fn new_placed(
-        name: &std::ffi::CStr,
-        span: usize,
-        app_prot: libc::c_int,
-        own_dontfork: bool,
-    ) -> Result<DualView, GuardError> {
-        let place =
-            arena::ArenaBlock::place(span).map_err(|source| GuardError::Os { op: "reserve shadow view", source })?;
-        Self::with_place(name, span, app_prot, own_dontfork, Some(place))
+    /// [`new`](Self::new) with both views taken from a dual arena ([`arena::ArenaBlock::dual`]):
+    /// the application view lies next to the other views taken there and merges with them into
+    /// one mapping, so a collection scans a run of them with one call and one mapping walked.
+    fn new_placed(span: usize, app_prot: libc::c_int) -> Result<DualView, GuardError> {
+        let b = arena::ArenaBlock::dual(span).map_err(|source| GuardError::Os { op: "shadow memory", source })?;
+        let v = DualView { app: b.ptr(), own: b.own(), span: b.len(), placed: Some(b) };
+        if app_prot != libc::PROT_READ | libc::PROT_WRITE {
+            v.protect_app(app_prot)?;
+        }
+        Ok(v)
     }
 
     fn with_place(
@@ -229,7 +228,6 @@ impl DualView {
         span: usize,
         app_prot: libc::c_int,
         own_dontfork: bool,
-        place: Option<arena::ArenaBlock>,
     ) -> Result<DualView, GuardError> {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         // SAFETY: valid NUL-terminated name; flags are plain bits.
@@ -253,19 +251,17 @@ impl DualView {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
             return Err(GuardError::os("ftruncate shadow"));
         }
-        let map = |prot, at: Option<&arena::ArenaBlock>| {
-            let (addr, fixed) = at.map_or((std::ptr::null_mut(), 0), |b| (b.ptr().cast(), libc::MAP_FIXED));
-            // SAFETY: a fresh shared mapping of our memfd, where the kernel picks or over a
-            // reserved arena range of `span` bytes that is ours alone.
-            let p = unsafe { libc::mmap(addr, span, prot, libc::MAP_SHARED | fixed, fd.as_raw_fd(), 0) };
+        let map = |prot| {
+            // SAFETY: a fresh shared mapping of our memfd, where the kernel picks.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), span, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
             if p == libc::MAP_FAILED {
                 Err(GuardError::os("mmap shadow"))
             } else {
                 Ok(p as *mut u8)
             }
         };
-        let own = map(libc::PROT_READ | libc::PROT_WRITE, None)?;
-        let app = match map(app_prot, place.as_ref()) {
+        let own = map(libc::PROT_READ | libc::PROT_WRITE)?;
+        let app = match map(app_prot) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: `own` was mapped above with `span` bytes and is not used elsewhere.
@@ -278,7 +274,7 @@ impl DualView {
             // SAFETY: `own` is our mapping of `span` bytes.
             unsafe { libc::madvise(own as *mut libc::c_void, span, libc::MADV_DONTFORK) };
         }
-        Ok(DualView { app, own, span, placed: place })
+        Ok(DualView { app, own, span, placed: None })
     }
 
     fn protect_app(&self, prot: libc::c_int) -> Result<(), GuardError> {
@@ -292,15 +288,16 @@ impl DualView {
 
 impl Drop for DualView {
     fn drop(&mut self) {
+        if self.placed.is_some() {
+            // Both views go with the arena block (its pages punched out, PROT_NONE).
+            return;
+        }
         // SAFETY: both views were mapped with `span` bytes; their owner is gone, so nothing
         // refers to them any more.
         unsafe {
-            if self.placed.is_none() {
-                libc::munmap(self.app as *mut libc::c_void, self.span);
-            }
+            libc::munmap(self.app as *mut libc::c_void, self.span);
             libc::munmap(self.own as *mut libc::c_void, self.span);
         }
-        // A placed view goes with `placed` (PROT_NONE mapped over it, its pages returned).
     }
 }
 

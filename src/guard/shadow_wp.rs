@@ -493,7 +493,7 @@ impl Backend for ShadowWp {
                 v.protect_app(libc::PROT_READ | libc::PROT_WRITE)?;
                 v
             }
-            _ => DualView::new_placed(c"vkdirty-shadow-wp", span, libc::PROT_READ | libc::PROT_WRITE, false)?,
+            _ => DualView::new_placed(span, libc::PROT_READ | libc::PROT_WRITE)?,
         };
         // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view has
         // `span >= head + len` bytes and is not registered, so this copy is no application write.
