@@ -28,6 +28,8 @@
 #          scripts/bench.sh --no-install --prebuilt .bench-pack --machine nvidia-h100 \
 #              --workloads stream,manymaps --results $OUT/nvidia-h100.jsonl --no-doc
 #   then here: cp <fetched>/nvidia-h100.jsonl docs/bench-results/ && scripts/bench.sh --render-only
+#   collection cost by number of regions, kernel scan against bookkeeping (no driver), there:
+#          .bench-pack/bin/guard-bench --regions 1,100,1000,4000 > $OUT/guard-many.md
 #   gfxreconstruct assisted + vkdirty against page_guard (1-10 % dirty), there:
 #          scripts/bench.sh --no-install --prebuilt .bench-pack --machine nvidia-h100-gfxr --workloads stream \
 #              --backends host-import,shadow-wp \
@@ -102,7 +104,7 @@ copy_lib() {
 if [ -n "$pack" ]; then
     build
     rm -rf "$pack"; mkdir -p "$pack"/{bin,layer,gfxr,lib}
-    for b in vkdirty-stream-bench vkdirty; do
+    for b in vkdirty-stream-bench vkdirty guard-bench; do
         cp target/release/$b "$pack/bin/" && strip "$pack/bin/$b" 2>/dev/null || true
     done
     cp target/release/libVkLayer_vkdirty.so target/release/VkLayer_vkdirty.json "$pack/layer/"
