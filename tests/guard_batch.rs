@@ -4,6 +4,10 @@
 //! region it hit, a run of adjacent regions costs one `PAGEMAP_SCAN`, and writers racing the
 //! collection and the free of their neighbours lose nothing and are never misattributed.
 
+#[path = "common/anon.rs"]
+mod anon;
+
+use anon::Anon;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,20 +44,9 @@ fn track(mgr: &GuardManager, kind: BackendKind, backing: Backing, len: usize) ->
     Region { t, backing, len }
 }
 
+/// A fresh private anonymous mapping, left mapped for the life of the test process.
 fn anon(len: usize) -> usize {
-    // SAFETY: a fresh private anonymous mapping, left mapped for the life of the test process.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    p as usize
+    Anon::expect(len).leak()
 }
 
 /// `n` regions of `pages` pages each, adjacent.

@@ -4,6 +4,10 @@
 //! written pages (and backs off); one that always hits takes the writes without faults and still
 //! reports exactly the written pages.
 
+#[path = "common/anon.rs"]
+mod anon;
+
+use anon::Anon;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,21 +42,8 @@ impl Region {
 /// mapping (async-wp: the driver's memory).
 fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec<Region> {
     let len = pages * page_size();
-    let base = (kind == BackendKind::AsyncWp).then(|| {
-        // SAFETY: a fresh anonymous mapping, left mapped for the life of the test process.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                n * len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        p as usize
-    });
+    // A fresh anonymous mapping, left mapped for the life of the test process.
+    let base = (kind == BackendKind::AsyncWp).then(|| Anon::expect(n * len).leak());
     (0..n)
         .map(|i| {
             let (ptr, block) = match base {

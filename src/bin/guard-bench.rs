@@ -84,37 +84,13 @@ enum Pattern {
     Random,
 }
 
-/// Anonymous mapping, populated, unmapped on drop.
-struct Mem {
-    ptr: *mut u8,
-    len: usize,
-}
+#[path = "../../tests/common/anon.rs"]
+mod anon;
+use anon::Anon;
 
-impl Mem {
-    fn new(len: usize) -> Mem {
-        // SAFETY: anonymous mapping, checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap {len}: {}", std::io::Error::last_os_error());
-        // SAFETY: the mapping just made; populate it like driver memory is.
-        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0x5a, len) };
-        Mem { ptr: p.cast(), len }
-    }
-}
-
-impl Drop for Mem {
-    fn drop(&mut self) {
-        // SAFETY: unmaps what `new` mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
+/// Anonymous memory, populated (as a driver's mapped memory is).
+fn populated(len: usize) -> Anon {
+    Anon::expect(len).populated(0x5a)
 }
 
 #[derive(Clone, Copy)]
@@ -359,11 +335,11 @@ fn main() {
             let pages = len / p;
             // One region per backend and one for the floors, so that every repetition measures
             // the floors and all backends back to back, under the same machine load.
-            let regions: Vec<Mem> = backends.iter().map(|_| Mem::new(len)).collect();
-            let floor_mem = Mem::new(len);
-            let dst = Mem::new(len);
+            let regions: Vec<Anon> = backends.iter().map(|_| populated(len)).collect();
+            let floor_mem = populated(len);
+            let dst = populated(len);
             let floor_span =
-                tracker.register(floor_mem.ptr as usize, len, BackendKind::AsyncWp).expect("register floor");
+                tracker.register(floor_mem.ptr() as usize, len, BackendKind::AsyncWp).expect("register floor");
             for &frac in &fracs {
                 for pattern in [Pattern::Sequential, Pattern::Random] {
                     let dirty = std::sync::Arc::new(dirty_pages(pages, frac, pattern, &mut rng));
@@ -422,18 +398,18 @@ fn measure(
     cfg: &Config,
     mgr: &GuardManager,
     backends: &[BackendKind],
-    regions: &[Mem],
+    regions: &[Anon],
     tracker: &wp::WpTracker,
     floor_span: &wp::WpSpan,
-    floor_mem: &Mem,
-    dst: &Mem,
+    floor_mem: &Anon,
+    dst: &Anon,
     writers: &Writers,
     reps: usize,
 ) {
     let helpers = cfg.threads - 1;
     let runs = runs_of(&cfg.dirty);
     let mut scratch = Vec::new();
-    let skip: Vec<bool> = backends.iter().map(|&k| exceeds_map_count(k, cfg, regions[0].len / page_size())).collect();
+    let skip: Vec<bool> = backends.iter().map(|&k| exceeds_map_count(k, cfg, regions[0].len() / page_size())).collect();
     let tracked: Vec<_> = backends
         .iter()
         .zip(regions)
@@ -441,7 +417,7 @@ fn measure(
         .map(|((&kind, region), &skip)| {
             (!skip).then(|| {
                 // SAFETY: `region` outlives the tracking (untracked at the end of this function).
-                unsafe { mgr.track(region.ptr, region.len, kind, &TrackOptions::default()) }.expect("track")
+                unsafe { mgr.track(region.ptr(), region.len(), kind, &TrackOptions::default()) }.expect("track")
             })
         })
         .collect();
@@ -456,7 +432,7 @@ fn measure(
             declare,
         };
         // Floors: bare async-WP faults, one scan of the span, a memcpy of the dirty bytes.
-        let w = writers.run(job(floor_mem.ptr, None), helpers);
+        let w = writers.run(job(floor_mem.ptr(), None), helpers);
         let t = Stopwatch::start();
         let st = tracker.scan(floor_span, floor_span.pages(), &mut scratch).unwrap();
         let s = t.elapsed();
@@ -465,7 +441,7 @@ fn measure(
         let mut at = 0;
         for r in &runs {
             // SAFETY: source inside the floor mapping, destination inside dst (region-sized).
-            unsafe { std::ptr::copy_nonoverlapping(floor_mem.ptr.add(r.start), dst.ptr.add(at), r.len()) };
+            unsafe { std::ptr::copy_nonoverlapping(floor_mem.ptr().add(r.start), dst.ptr().add(at), r.len()) };
             at += r.len();
         }
         let c = t.elapsed();
@@ -481,7 +457,7 @@ fn measure(
             let mut at = 0;
             let mut sink = |_: usize, b: &[u8]| {
                 // SAFETY: dst is as large as the region; a collection never exceeds it.
-                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst.ptr.add(at), b.len()) };
+                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst.ptr().add(at), b.len()) };
                 at += b.len();
             };
             let tc = Stopwatch::start();

@@ -8,71 +8,14 @@ use crate::stats::{summarize, Summary};
 use std::ops::Range;
 use std::time::Instant;
 
-/// Anonymous private memory, without transparent huge pages (page-granular tracking).
-pub struct Anon {
-    ptr: *mut u8,
-    len: usize,
-}
+#[path = "../../common/anon.rs"]
+mod anon;
+pub use anon::Anon;
 
-impl Anon {
-    pub fn new(len: usize) -> std::io::Result<Anon> {
-        // SAFETY: fresh anonymous mapping; no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: p..p+len is the mapping just made. Failure only leaves THP on: harmless.
-        unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
-        let a = Anon { ptr: p.cast(), len };
-        // Populate, so the floors never count first-touch faults.
-        // SAFETY: the mapping is writable and len bytes long.
-        unsafe { a.ptr.write_bytes(0x5a, len) };
-        Ok(a)
-    }
-
-    pub fn ptr(&self) -> *mut u8 {
-        self.ptr
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn write(&self, plan: &[Range<usize>], value: u8) {
-        for r in plan {
-            assert!(r.end <= self.len);
-            // SAFETY: inside the mapping (checked above).
-            unsafe { self.ptr.add(r.start).write_bytes(value, r.len()) };
-        }
-    }
-
-    /// Copies `plan`'s bytes, back to back, into `dst`.
-    pub fn copy_out(&self, plan: &[Range<usize>], dst: &mut [u8]) {
-        let mut at = 0;
-        for r in plan {
-            assert!(r.end <= self.len && at + r.len() <= dst.len());
-            // SAFETY: source inside the mapping, destination inside `dst` (checked above); the
-            // two never overlap (dst is separate memory).
-            unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(r.start), dst.as_mut_ptr().add(at), r.len()) };
-            at += r.len();
-        }
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, not used after this.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
+/// Anonymous private memory, without transparent huge pages (page-granular tracking), populated
+/// so the floors never count first-touch faults.
+pub fn floor_memory(len: usize) -> std::io::Result<Anon> {
+    Ok(Anon::new(len)?.without_huge_pages().populated(0x5a))
 }
 
 /// Floors per frame, in milliseconds.
@@ -110,7 +53,7 @@ pub fn measure(
     frames: usize,
     trap: Option<Result<Box<dyn TrapProbe>, String>>,
 ) -> std::io::Result<Floors> {
-    let plain = Anon::new(span)?;
+    let plain = floor_memory(span)?;
     let mut dst = vec![0u8; planner.bytes_per_frame()];
     dst.fill(1);
     let mut plan = Vec::new();
@@ -140,16 +83,16 @@ pub fn measure(
         planner.next_frame(&mut plan);
         let value = (f % 251) as u8 + 1;
         let t = Instant::now();
-        plain.write(&plan, value);
+        plain.fill_runs(&plan, value);
         write.push(ms(t));
         let t = Instant::now();
-        plain.copy_out(&plan, &mut dst);
+        plain.copy_runs(&plan, &mut dst);
         copy.push(ms(t));
         std::hint::black_box(&dst);
 
         if let Some(p) = probe.as_mut() {
             let t = Instant::now();
-            p.memory().write(&plan, value);
+            p.memory().fill_runs(&plan, value);
             wp_write.push(ms(t));
             let t = Instant::now();
             if let Err(e) = p.scan(&mut found) {
@@ -159,7 +102,7 @@ pub fn measure(
             }
             scan.push(ms(t));
             let t = Instant::now();
-            p.memory().copy_out(&found, &mut dst);
+            p.memory().copy_runs(&found, &mut dst);
             wp_copy.push(ms(t));
             if found != plan && mismatch.is_none() {
                 mismatch = Some(format!(

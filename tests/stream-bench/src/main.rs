@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use pattern::{plan_bytes, Pattern, Planner};
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "vkdirty-stream-bench", version, about)]
@@ -193,28 +193,13 @@ fn run(a: RunArgs, start: Instant) -> Result<Report, String> {
         return run_many(a, g, start, page, span);
     }
     let initial = span as u64;
-    let (mut total_bytes, mut plan) = (initial, Vec::new());
-    for f in 0..a.warmup {
+    let mut plan = Vec::new();
+    let m = frame_loop(g, &a, start, |g, f| {
         planner.next_frame(&mut plan);
-        g.frame(&plan, (f % 251) as u8 + 1).map_err(|e| e.to_string())?;
-        total_bytes += plan_bytes(&plan) as u64;
-    }
-    let mut times = Vec::with_capacity(a.frames);
-    let loop_start = Instant::now();
-    for f in 0..a.frames {
-        planner.next_frame(&mut plan);
-        let value = ((f + a.warmup) % 251) as u8 + 1;
         let t = Instant::now();
-        g.frame(&plan, value).map_err(|e| e.to_string())?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        total_bytes += plan_bytes(&plan) as u64;
-    }
-    let loop_s = loop_start.elapsed().as_secs_f64();
-    let device = g.info.clone();
-    drop(g);
-    let wall_s = start.elapsed().as_secs_f64();
-    let peak = peak_rss_kib();
-    let (user, sys, _) = rusage();
+        g.frame(&plan, (f % 251) as u8 + 1).map_err(|e| e.to_string())?;
+        Ok((t.elapsed(), plan_bytes(&plan)))
+    })?;
 
     let t = Instant::now();
     let floors = if a.no_floors {
@@ -224,101 +209,124 @@ fn run(a: RunArgs, start: Instant) -> Result<Report, String> {
         let probe = trap::probe(span);
         Some(floors::measure(floor_planner.clone(), span, n, Some(probe)).map_err(|e| format!("floors: {e}"))?)
     };
-    Ok(Report {
-        bench: "stream",
-        mode: a.mode,
-        pattern: a.pattern,
-        fraction_pct: fraction,
-        allocations: 0,
-        size_mib: a.size_mib,
-        frames: a.frames,
-        warmup: a.warmup,
-        flush: a.flush,
-        page_size: page,
-        device,
-        frame_ms: stats::summarize(&times),
-        loop_s,
-        wall_s,
-        cpu_user_s: user,
-        cpu_sys_s: sys,
-        peak_rss_kib: peak,
-        written: Written {
-            bytes_per_frame: floor_planner.bytes_per_frame(),
-            pages_per_frame: floor_planner.pages_per_frame(),
-            total_bytes,
-            total_pages: total_bytes / page as u64,
-            initial_bytes: initial,
-        },
-        floors,
-        floors_s: t.elapsed().as_secs_f64(),
-    })
+    let written = Written {
+        bytes_per_frame: floor_planner.bytes_per_frame(),
+        pages_per_frame: floor_planner.pages_per_frame(),
+        total_bytes: initial + m.bytes,
+        total_pages: (initial + m.bytes) / page as u64,
+        initial_bytes: initial,
+    };
+    Ok(Report { floors, floors_s: t.elapsed().as_secs_f64(), ..report(&a, "stream", fraction, 0, page, m, written) })
 }
 
 /// The many-mappings case (`--allocations`): each frame writes `writes_per_frame` distinct pages,
 /// in as many different allocations spread over all of them (pages of the one allocation when
 /// there is one).
-fn run_many(a: RunArgs, mut g: gpu::Gpu, start: Instant, page: usize, span: usize) -> Result<Report, String> {
+fn run_many(a: RunArgs, g: gpu::Gpu, start: Instant, page: usize, span: usize) -> Result<Report, String> {
     let pages = ((a.alloc_kib * 1024) as usize / 4096).max(1);
     let n = a.allocations;
     let w = a.writes_per_frame.clamp(1, pages);
     let mut which = Vec::with_capacity(w);
+    let per_frame = w * 4096;
     // Distinct pages every frame whatever N is (with one allocation, 4 pages of it), so the
     // written work per frame is the same in every case.
-    let mut frame = |g: &mut gpu::Gpu, f: usize| {
+    let m = frame_loop(g, &a, start, |g, f| {
+        let t = Instant::now();
         which.clear();
         which.extend((0..w).map(|k| {
             let i = (f * w + k).wrapping_mul(7919) % n;
             (i, (f + k * 7) % pages)
         }));
-        g.frame_many(&which, (f % 251) as u8 + 1)
+        g.frame_many(&which, (f % 251) as u8 + 1).map_err(|e| e.to_string())?;
+        Ok((t.elapsed(), per_frame))
+    })?;
+    let initial = span as u64;
+    let total = initial + m.bytes;
+    let written = Written {
+        bytes_per_frame: per_frame,
+        pages_per_frame: per_frame / page,
+        total_bytes: total,
+        total_pages: total / page as u64,
+        initial_bytes: initial,
     };
+    Ok(report(&a, "manymaps", 0.0, n, page, m, written))
+}
+
+/// What [`frame_loop`] measured.
+struct Measured {
+    device: gpu::DeviceInfo,
+    /// Per timed frame, milliseconds.
+    times: Vec<f64>,
+    loop_s: f64,
+    wall_s: f64,
+    cpu_user_s: f64,
+    cpu_sys_s: f64,
+    peak_rss_kib: u64,
+    /// Bytes the frames wrote, warm-up included.
+    bytes: u64,
+}
+
+/// Runs `a.warmup` frames, then `a.frames` timed ones (frame numbers run on across both), and
+/// tears the device down. `frame` does frame `f` and returns the time to count and the bytes
+/// it wrote.
+fn frame_loop(
+    mut g: gpu::Gpu,
+    a: &RunArgs,
+    start: Instant,
+    mut frame: impl FnMut(&mut gpu::Gpu, usize) -> Result<(Duration, usize), String>,
+) -> Result<Measured, String> {
+    let mut bytes = 0u64;
     for f in 0..a.warmup {
-        frame(&mut g, f).map_err(|e| e.to_string())?;
+        bytes += frame(&mut g, f)?.1 as u64;
     }
     let mut times = Vec::with_capacity(a.frames);
     let loop_start = Instant::now();
     for f in a.warmup..a.warmup + a.frames {
-        let t = Instant::now();
-        frame(&mut g, f).map_err(|e| e.to_string())?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+        let (t, b) = frame(&mut g, f)?;
+        times.push(t.as_secs_f64() * 1e3);
+        bytes += b as u64;
     }
     let loop_s = loop_start.elapsed().as_secs_f64();
     let device = g.info.clone();
     drop(g);
     let wall_s = start.elapsed().as_secs_f64();
-    let peak = peak_rss_kib();
-    let (user, sys, _) = rusage();
-    let per_frame = w * 4096;
-    let initial = span as u64;
-    let total = initial + ((a.warmup + a.frames) * per_frame) as u64;
-    Ok(Report {
-        bench: "manymaps",
+    let peak_rss_kib = peak_rss_kib();
+    let (cpu_user_s, cpu_sys_s, _) = rusage();
+    Ok(Measured { device, times, loop_s, wall_s, cpu_user_s, cpu_sys_s, peak_rss_kib, bytes })
+}
+
+/// The report of a run without floors.
+fn report(
+    a: &RunArgs,
+    bench: &'static str,
+    fraction_pct: f64,
+    allocations: usize,
+    page: usize,
+    m: Measured,
+    written: Written,
+) -> Report {
+    Report {
+        bench,
         mode: a.mode,
         pattern: a.pattern,
-        fraction_pct: 0.0,
-        allocations: n,
+        fraction_pct,
+        allocations,
         size_mib: a.size_mib,
         frames: a.frames,
         warmup: a.warmup,
         flush: a.flush,
         page_size: page,
-        device,
-        frame_ms: stats::summarize(&times),
-        loop_s,
-        wall_s,
-        cpu_user_s: user,
-        cpu_sys_s: sys,
-        peak_rss_kib: peak,
-        written: Written {
-            bytes_per_frame: per_frame,
-            pages_per_frame: per_frame / page,
-            total_bytes: total,
-            total_pages: total / page as u64,
-            initial_bytes: initial,
-        },
+        device: m.device,
+        frame_ms: stats::summarize(&m.times),
+        loop_s: m.loop_s,
+        wall_s: m.wall_s,
+        cpu_user_s: m.cpu_user_s,
+        cpu_sys_s: m.cpu_sys_s,
+        peak_rss_kib: m.peak_rss_kib,
+        written,
         floors: None,
         floors_s: 0.0,
-    })
+    }
 }
 
 fn emit(line: &str, output: Option<&PathBuf>) -> Result<(), String> {

@@ -2,7 +2,7 @@
 //! tracker (`vkdirty::guard::wp`): one fault per written page, one `PAGEMAP_SCAN` walk of the
 //! span per frame.
 
-use crate::floors::{Anon, TrapProbe};
+use crate::floors::{floor_memory, Anon, TrapProbe};
 use std::ops::Range;
 use vkdirty::guard::wp::{self, WpSpan, WpTracker};
 use vkdirty::guard::BackendKind;
@@ -17,7 +17,7 @@ struct WpProbe {
 /// A probe over `span` bytes, or why there is none.
 pub fn probe(span: usize) -> Result<Box<dyn TrapProbe>, String> {
     let tracker = wp::tracker(BackendKind::AsyncWp).map_err(|e| format!("trap floor not measured: {e}"))?;
-    let mem = Anon::new(span).map_err(|e| format!("trap floor not measured: mmap: {e}"))?;
+    let mem = floor_memory(span).map_err(|e| format!("trap floor not measured: mmap: {e}"))?;
     Ok(Box::new(WpProbe { mem, tracker, span: None, found: Vec::new() }))
 }
 
