@@ -5,7 +5,8 @@
 # workloads: streaming upload (tests/stream-bench), the same mapping and unmapping every frame,
 # many mapped allocations (manymaps: N = 1, 100, 1,000, 4,000 persistently mapped 64 KiB
 # allocations, 4 of them written per frame), and vkcube under Xvfb; with --workloads twoqueue, one
-# and two threads each submitting on its own queue (the "Two queues, two threads" table). Writes the raw runs to
+# and two threads each submitting on its own queue (the "Two queues, two threads" table;
+# BENCH_TWOQUEUE_BASELINE=<layer dir>:<label> runs another build of the layer beside this one). Writes the raw runs to
 # docs/bench-results/<machine>.jsonl and the "Capture overhead" section of docs/benchmarks.md
 # (only the text between its markers; other sections of that file are left alone).
 #
