@@ -12,7 +12,6 @@ mod trace_at;
 
 use ash::vk;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 use trace_at::{dirty_bytes, dirty_pages};
 use vkdirty::guard::BackendKind;
@@ -321,24 +320,27 @@ struct Xvfb {
 }
 
 impl Xvfb {
+    /// The server picks a free display itself (`-displayfd`): one derived from the process id
+    /// can collide with a stale lock or socket another run left in /tmp.
     fn start() -> Xvfb {
-        let n = 100 + std::process::id() % 800;
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "320x240x24", "-nolisten", "tcp"])
-            .stdout(std::process::Stdio::null())
+        use std::io::BufRead;
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "320x240x24", "-nolisten", "tcp"])
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("Xvfb (Debian package xvfb) is needed to test vkQueuePresentKHR");
-        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-        for _ in 0..200 {
-            if socket.exists() {
-                break;
+        let mut line = String::new();
+        let read = std::io::BufReader::new(child.stdout.take().expect("Xvfb stdout")).read_line(&mut line);
+        let n: u32 = match (read, line.trim().parse()) {
+            (Ok(_), Ok(n)) => n,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("Xvfb did not report its display ({line:?})");
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(socket.exists(), "Xvfb did not start on {display}");
-        Xvfb { child, display }
+        };
+        Xvfb { child, display: format!(":{n}") }
     }
 }
 
