@@ -79,7 +79,7 @@ pub fn run(mut cmd: Command, program: &Path, gfxr: &Path, trace: Option<&Path>) 
         .env("VKDIRTY_GFXR_FLUSH", "1")
         .env("VKDIRTY_WRITE_TRACE", if trace.is_some() { "1" } else { "0" })
         .stderr(Stdio::piped());
-    // LZ4 unless the user chose (vkdirty's reader decodes LZ4, zstd and none).
+    // LZ4 unless the user chose (vkdirty's reader decodes LZ4, zstd, zlib and none).
     if std::env::var_os("GFXRECON_CAPTURE_COMPRESSION_TYPE").is_none() {
         cmd.env("GFXRECON_CAPTURE_COMPRESSION_TYPE", "LZ4");
     }

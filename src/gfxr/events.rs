@@ -80,6 +80,13 @@ pub fn memory_events(path: &Path) -> Result<Vec<Event>, GfxrError> {
                     m.1 = Some(offset);
                 }
             }
+            // Unmapped: a later fill needs a later map (one the reader understands) to be placed.
+            Block::Call { id: call::UNMAP_MEMORY, params } if params.len() >= 16 => {
+                let memory = u64::from_le_bytes(params[8..16].try_into().unwrap_or_default());
+                if let Some(m) = memories.get_mut(&memory) {
+                    m.1 = None;
+                }
+            }
             Block::Call {
                 id: call::QUEUE_SUBMIT | call::QUEUE_SUBMIT2 | call::QUEUE_SUBMIT2_KHR | call::QUEUE_BIND_SPARSE,
                 ..

@@ -1,5 +1,5 @@
 //! A reader of gfxreconstruct capture files (`.gfxr`), as far as memory is concerned: block
-//! headers, compressed blocks (LZ4, zstd), the fill-memory commands that carry the bytes the CPU wrote into
+//! headers, compressed blocks (LZ4, zstd, zlib), the fill-memory commands that carry the bytes the CPU wrote into
 //! mapped memory, and the calls that place them (allocation, mapping, submits). The layout is
 //! gfxreconstruct's `framework/format/format.h` (file format 0.0; every struct packed to 4 bytes,
 //! little-endian).
@@ -52,8 +52,6 @@ pub enum GfxrError {
     BadMagic,
     #[error("corrupt capture at byte {offset}: {msg}")]
     Corrupt { offset: u64, msg: String },
-    #[error("the capture uses {0} compression, which this reader does not decode; capture with GFXRECON_CAPTURE_COMPRESSION_TYPE=LZ4, ZSTD or NONE")]
-    UnsupportedCompression(&'static str),
 }
 
 /// How a capture's blocks are compressed (`CompressionType`).
@@ -197,8 +195,16 @@ impl GfxrReader {
                 }
                 Ok(out)
             }
+            Compression::Zlib => {
+                // gfxreconstruct compresses with zlib's compress2: a zlib stream (header, Adler-32).
+                let out = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, n)
+                    .map_err(|e| self.corrupt(format!("zlib: {e}")))?;
+                if out.len() != n {
+                    return Err(self.corrupt(format!("zlib block decodes to {} bytes, not {n}", out.len())));
+                }
+                Ok(out)
+            }
             Compression::None => Err(self.corrupt("a compressed block in a capture without compression")),
-            c => Err(GfxrError::UnsupportedCompression(c.name())),
         }
     }
 
@@ -383,6 +389,37 @@ mod tests {
         let _ = std::fs::remove_file(&p);
     }
 
+    /// gfxreconstruct's `GFXRECON_CAPTURE_COMPRESSION_TYPE=zlib` (zlib's compress2: zlib streams).
+    #[test]
+    fn zlib_blocks() {
+        let data: Vec<u8> = (0..8192u32).map(|i| (i / 100) as u8).collect();
+        let mut f = header(2);
+        block(
+            &mut f,
+            META_DATA_BLOCK | COMPRESSED_BIT,
+            &fill(7, 128, 8192, &miniz_oxide::deflate::compress_to_vec_zlib(&data, 6)),
+        );
+        let mut packed = 0x1_1015u32.to_le_bytes().to_vec();
+        packed.extend(3u64.to_le_bytes());
+        packed.extend(3u64.to_le_bytes());
+        packed.extend(miniz_oxide::deflate::compress_to_vec_zlib(&[4, 5, 6], 6));
+        block(&mut f, FUNCTION_CALL_BLOCK | COMPRESSED_BIT, &packed);
+        // A block that decodes to more than its header says is damage, not a short read.
+        block(
+            &mut f,
+            META_DATA_BLOCK | COMPRESSED_BIT,
+            &fill(7, 0, 100, &miniz_oxide::deflate::compress_to_vec_zlib(&data, 6)),
+        );
+        let p = write("zlib", &f);
+        let mut r = GfxrReader::open(&p).unwrap();
+        assert_eq!(r.compression, Compression::Zlib);
+        assert_eq!(r.next_block().unwrap(), Some(Block::Fill { memory: 7, offset: 128, data }));
+        assert_eq!(r.next_block().unwrap(), Some(Block::Call { id: call::ALLOCATE_MEMORY, params: vec![4, 5, 6] }));
+        assert!(matches!(r.next_block(), Err(GfxrError::Corrupt { .. })));
+        assert!(summarize(&p).is_err());
+        let _ = std::fs::remove_file(&p);
+    }
+
     #[test]
     fn bad_input_is_an_error() {
         let p = write("bad", b"NOPE000000000000");
@@ -391,7 +428,7 @@ mod tests {
         block(&mut f, META_DATA_BLOCK | COMPRESSED_BIT, &fill(1, 0, 10, &[1, 2]));
         std::fs::write(&p, &f).unwrap();
         let mut r = GfxrReader::open(&p).unwrap();
-        assert!(matches!(r.next_block(), Err(GfxrError::UnsupportedCompression("zlib"))));
+        assert!(matches!(r.next_block(), Err(GfxrError::Corrupt { .. })));
         // An uncompressed fill whose size disagrees with its data.
         let mut f = header(0);
         block(&mut f, META_DATA_BLOCK, &fill(1, 0, 10, &[1, 2]));
