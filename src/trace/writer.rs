@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -186,6 +186,9 @@ struct Shared {
     /// Recycled Dirty buffers, so the submit path does not allocate per collection.
     pool: Mutex<Vec<Vec<u8>>>,
     pool_max: usize,
+    /// Bytes of queued copies (blocks smaller than a buffer) freed since the heap was last
+    /// trimmed: a burst of them is heap memory glibc keeps unless trimmed.
+    freed_copies: AtomicUsize,
     buf_capacity: usize,
     max_runs: usize,
     opts: WriterOptions,
@@ -229,6 +232,7 @@ impl TraceWriter {
             stopped: AtomicBool::new(false),
             error: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
+            freed_copies: AtomicUsize::new(0),
             pool_max: opts.queue_bytes / opts.block_bytes + 4,
             buf_capacity: DIRTY_PREFIX_LEN + opts.block_bytes + max_runs * RUN_LEN,
             max_runs,
@@ -385,22 +389,24 @@ impl Shared {
                 buf.clear();
                 pool.push(buf);
             }
+        } else {
+            self.freed_copies.fetch_add(buf.capacity(), Ordering::Relaxed);
         }
     }
 
-    /// Once the queue has drained, keeps only a few buffers: a burst that filled the queue (the
-    /// disk fell behind) would otherwise keep up to `queue_bytes` resident for the rest of the run.
+    /// Once the queue has drained, keeps only a few buffers and trims the heap after a burst: a
+    /// burst that filled the queue (the disk fell behind, or a submit's records waited under a
+    /// hold) would otherwise keep up to `queue_bytes` resident for the rest of the run.
     fn shrink_pool(&self) {
         let spare: Vec<Vec<u8>> = {
             let mut pool = self.pool.lock();
-            if pool.len() <= POOL_KEEP {
-                return;
-            }
-            pool.split_off(POOL_KEEP)
+            let keep = pool.len().min(POOL_KEEP);
+            pool.split_off(keep)
         };
-        let freed: usize = spare.iter().map(Vec::capacity).sum();
+        let freed: usize = spare.iter().map(Vec::capacity).sum::<usize>() + self.freed_copies.load(Ordering::Relaxed);
         drop(spare);
         if freed >= TRIM_AFTER_BYTES {
+            self.freed_copies.store(0, Ordering::Relaxed);
             #[cfg(all(target_os = "linux", target_env = "gnu"))]
             // SAFETY: malloc_trim only hands free heap memory back to the kernel; any thread may call it.
             unsafe {
