@@ -293,7 +293,8 @@ impl TraceWriter {
 
     /// Defers waking the writer thread until the returned guard (and every other one) is dropped:
     /// the records of one submit (a dirty record per written allocation, then the submit) wake
-    /// it once instead of once each. A producer that finds the queue full wakes it anyway.
+    /// it once instead of once each. Past an eighth of the queue (a large collection) records wake
+    /// it as usual, so compression overlaps the collection.
     pub fn hold(&self) -> Held<'_> {
         self.shared.queue.lock().held += 1;
         Held(&self.shared)
@@ -457,7 +458,9 @@ impl Shared {
         }
         q.bytes += cost;
         q.jobs.push_back(job);
-        if q.held > 0 {
+        // A hold only saves wake-ups for small submits: past an eighth of the queue the thread
+        // must start, or the backlog reaches the adaptive threshold and blocks go out uncompressed.
+        if q.held > 0 && q.bytes <= self.opts.queue_bytes / 8 {
             q.deferred = true;
         } else {
             self.not_empty.notify_one();
