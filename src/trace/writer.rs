@@ -155,6 +155,8 @@ struct Queue {
     /// Open [`Held`] guards, and whether a job came in under one (the thread was not woken).
     held: usize,
     deferred: bool,
+    /// The most `bytes` reached since the queue last drained: how much a burst left on the heap.
+    high: usize,
 }
 
 #[derive(Default)]
@@ -187,7 +189,7 @@ struct Shared {
     pool: Mutex<Vec<Vec<u8>>>,
     pool_max: usize,
     /// Bytes of queued copies (blocks smaller than a buffer) freed since the heap was last
-    /// trimmed: a burst of them is heap memory glibc keeps unless trimmed.
+    /// trimmed: after a burst they are heap memory glibc keeps unless trimmed.
     freed_copies: AtomicUsize,
     buf_capacity: usize,
     max_runs: usize,
@@ -226,7 +228,14 @@ impl TraceWriter {
         opts.queue_bytes = opts.queue_bytes.max(1);
         let max_runs = 4096;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { jobs: VecDeque::new(), bytes: 0, closed: false, held: 0, deferred: false }),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                held: 0,
+                deferred: false,
+                high: 0,
+            }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             stopped: AtomicBool::new(false),
@@ -398,15 +407,18 @@ impl Shared {
     /// Once the queue has drained, keeps only a few buffers and trims the heap after a burst: a
     /// burst that filled the queue (the disk fell behind, or a submit's records waited under a
     /// hold) would otherwise keep up to `queue_bytes` resident for the rest of the run.
-    fn shrink_pool(&self) {
+    /// `high`: the queue's high-water mark since it last drained; copies freed after a queue that
+    /// stayed small are reused by the next ones, so only a burst makes them worth a trim.
+    fn shrink_pool(&self, high: usize) {
         let spare: Vec<Vec<u8>> = {
             let mut pool = self.pool.lock();
             let keep = pool.len().min(POOL_KEEP);
             pool.split_off(keep)
         };
-        let freed: usize = spare.iter().map(Vec::capacity).sum::<usize>() + self.freed_copies.load(Ordering::Relaxed);
+        let spare_bytes: usize = spare.iter().map(Vec::capacity).sum();
         drop(spare);
-        if freed >= TRIM_AFTER_BYTES {
+        let copies = self.freed_copies.load(Ordering::Relaxed);
+        if spare_bytes >= TRIM_AFTER_BYTES || (high >= TRIM_AFTER_BYTES && copies >= TRIM_AFTER_BYTES) {
             self.freed_copies.store(0, Ordering::Relaxed);
             #[cfg(all(target_os = "linux", target_env = "gnu"))]
             // SAFETY: malloc_trim only hands free heap memory back to the kernel; any thread may call it.
@@ -457,6 +469,7 @@ impl Shared {
             self.c.dirty_bytes_in.fetch_add(dirty, Ordering::Relaxed);
         }
         q.bytes += cost;
+        q.high = q.high.max(q.bytes);
         q.jobs.push_back(job);
         // A hold only saves wake-ups for small submits: past an eighth of the queue the thread
         // must start, or the backlog reaches the adaptive threshold and blocks go out uncompressed.

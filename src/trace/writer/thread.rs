@@ -96,10 +96,10 @@ pub(super) fn writer_thread(shared: Arc<Shared>, sink: Box<dyn TraceSink>, name:
                     let mut q = shared.queue.lock();
                     q.bytes -= len;
                     shared.not_full.notify_all();
-                    q.jobs.is_empty()
+                    q.jobs.is_empty().then(|| std::mem::take(&mut q.high))
                 };
-                if drained {
-                    shared.shrink_pool();
+                if let Some(high) = drained {
+                    shared.shrink_pool(high);
                 }
             }
             Job::Flush => {
