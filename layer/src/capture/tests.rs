@@ -29,35 +29,12 @@ fn fake_device(raw: u64) -> DeviceState {
 }
 
 /// Anonymous memory standing in for a driver's mapping.
-struct FakeMapping {
-    ptr: *mut u8,
-    len: usize,
-}
+#[path = "../../../tests/common/anon.rs"]
+mod anon;
+use anon::Anon as FakeMapping;
 
-impl FakeMapping {
-    fn new(pages: usize) -> FakeMapping {
-        let len = pages * vkdirty::guard::page_size();
-        // SAFETY: a fresh private anonymous mapping.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        FakeMapping { ptr: p.cast(), len }
-    }
-}
-
-impl Drop for FakeMapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `new` mapped, after every region on it was untracked.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
+fn fake_mapping(pages: usize) -> FakeMapping {
+    FakeMapping::expect(pages * vkdirty::guard::page_size())
 }
 
 fn temp_trace(name: &str) -> PathBuf {
@@ -107,16 +84,17 @@ fn shadow_wp_refreshes_at_sync_points_and_collects_at_host_signals() {
         let dev = fake_device(0x3000 + i as u64);
         cap.device_created(&vk::PhysicalDeviceProperties::default());
         let mem = vk::DeviceMemory::from_raw(0x30);
-        let fake = FakeMapping::new(4);
-        cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
+        let fake = fake_mapping(4);
+        cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len() as u64), mem);
         // SAFETY: `fake` stays mapped until after `freeing`.
-        let app = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || Import::NotApplicable) }
-            as *mut u8;
-        assert_ne!(app, fake.ptr, "{policy}: shadow-wp hands out a shadow");
+        let app =
+            unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr().cast(), false, || Import::NotApplicable) }
+                as *mut u8;
+        assert_ne!(app, fake.ptr(), "{policy}: shadow-wp hands out a shadow");
         // SAFETY: in bounds of the fake mapping and of the shadow.
-        let gpu = |off: usize, v: u8| unsafe { *fake.ptr.add(off) = v };
+        let gpu = |off: usize, v: u8| unsafe { *fake.ptr().add(off) = v };
         // SAFETY: as above.
-        let real = |off: usize| unsafe { *fake.ptr.add(off) };
+        let real = |off: usize| unsafe { *fake.ptr().add(off) };
         // SAFETY: as above.
         let seen = |off: usize| unsafe { std::ptr::read_volatile(app.add(off)) };
         cap.submitting(
@@ -160,12 +138,12 @@ fn frame_window_records_only_inside_and_keeps_earlier_writes() {
     let page = vkdirty::guard::page_size();
     cap.device_created(&vk::PhysicalDeviceProperties::default());
     let mem = vk::DeviceMemory::from_raw(0x10);
-    let fake = FakeMapping::new(8);
-    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
+    let fake = fake_mapping(8);
+    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len() as u64), mem);
     // SAFETY: `fake` stays mapped until after `unmapping`.
-    let p = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || Import::NotApplicable) }
+    let p = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr().cast(), false, || Import::NotApplicable) }
         as *mut u8;
-    assert_eq!(p, fake.ptr, "async-wp hands back the real pointer");
+    assert_eq!(p, fake.ptr(), "async-wp hands back the real pointer");
     // SAFETY: the pages written are inside the fake mapping.
     let write = |pg: usize| unsafe { *p.add(pg * page + 7) = pg as u8 + 1 };
     write(0);
@@ -216,12 +194,12 @@ fn submit_window_before_a_later_range_records_unmapped_writes() {
     let page = vkdirty::guard::page_size();
     cap.device_created(&vk::PhysicalDeviceProperties::default());
     let mem = vk::DeviceMemory::from_raw(0x20);
-    let fake = FakeMapping::new(4);
-    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
+    let fake = fake_mapping(4);
+    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len() as u64), mem);
     // Mapped at page 1: region offsets become allocation offsets + 1 page.
     // SAFETY: `fake` stays mapped until after `unmapping`.
     let p = unsafe {
-        cap.mapped(&dev, mem, page as u64, 2 * page as u64, fake.ptr.cast(), false, || Import::NotApplicable)
+        cap.mapped(&dev, mem, page as u64, 2 * page as u64, fake.ptr().cast(), false, || Import::NotApplicable)
     } as *mut u8;
     submit(&cap, &dev); // 1
                         // SAFETY: inside the mapping.
@@ -242,11 +220,11 @@ fn an_unwritable_trace_leaves_the_application_untouched() {
     let dev = fake_device(0x3000);
     cap.device_created(&vk::PhysicalDeviceProperties::default());
     let mem = vk::DeviceMemory::from_raw(0x30);
-    let fake = FakeMapping::new(2);
-    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len as u64), mem);
+    let fake = fake_mapping(2);
+    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len() as u64), mem);
     // SAFETY: `fake` stays mapped until after `unmapping`.
-    let p = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr.cast(), false, || Import::NotApplicable) };
-    assert_eq!(p as *mut u8, fake.ptr);
+    let p = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr().cast(), false, || Import::NotApplicable) };
+    assert_eq!(p as *mut u8, fake.ptr());
     submit(&cap, &dev);
     cap.unmapping(&dev, mem);
     cap.freeing(&dev, mem);
@@ -266,14 +244,14 @@ fn submit_concurrently(
 ) -> (Vec<u64>, Vec<Vec<Vec<u8>>>) {
     let page = vkdirty::guard::page_size();
     let pages = 6;
-    let fakes: Vec<FakeMapping> = (0..3).map(|_| FakeMapping::new(pages)).collect();
+    let fakes: Vec<FakeMapping> = (0..3).map(|_| fake_mapping(pages)).collect();
     let handles: Vec<u64> = (0..fakes.len() as u64).map(|i| memory_base + i).collect();
     let mut apps = Vec::new();
     for (f, &h) in fakes.iter().zip(&handles) {
         let mem = vk::DeviceMemory::from_raw(h);
-        cap.allocated(dev, &vk::MemoryAllocateInfo::default().allocation_size(f.len as u64), mem);
+        cap.allocated(dev, &vk::MemoryAllocateInfo::default().allocation_size(f.len() as u64), mem);
         // SAFETY: `f` stays mapped until after `freeing` below.
-        let p = unsafe { cap.mapped(dev, mem, 0, vk::WHOLE_SIZE, f.ptr.cast(), false, || Import::NotApplicable) };
+        let p = unsafe { cap.mapped(dev, mem, 0, vk::WHOLE_SIZE, f.ptr().cast(), false, || Import::NotApplicable) };
         apps.push(p as *mut u8);
     }
     go.wait();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use vkdirty::guard::arena::ArenaBlock;
 use vkdirty::guard::{page_size, wp, BackendKind, GuardManager, RegionId, TrackOptions, Tracked};
 
+use super::anon::Anon;
 use super::{median, Rng, Stopwatch};
 
 /// Memory behind one region.
@@ -21,32 +22,7 @@ enum Backing {
     Block(#[allow(dead_code)] ArenaBlock),
     /// A mapping of its own, with an unmapped page after it (async-wp on a driver's separate
     /// allocations: nothing coalesces).
-    Apart(usize, usize),
-}
-
-impl Drop for Backing {
-    fn drop(&mut self) {
-        if let Backing::Apart(p, len) = *self {
-            // SAFETY: our own mapping, no longer tracked.
-            unsafe { libc::munmap(p as *mut libc::c_void, len) };
-        }
-    }
-}
-
-fn map_anon(len: usize) -> usize {
-    // SAFETY: a fresh private anonymous mapping, checked.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED, "mmap");
-    p as usize
+    Apart(#[allow(dead_code)] Anon),
 }
 
 /// `n` tracked regions of `len` bytes for `kind`; their application pointers.
@@ -56,10 +32,10 @@ fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, len: usize, populate
         .map(|_| {
             let (ptr, backing) = if kind == BackendKind::AsyncWp {
                 // One extra page, unmapped: the next mapping cannot touch this one.
-                let p = map_anon(len + page);
-                // SAFETY: the last page of our own mapping.
-                unsafe { libc::munmap((p + len) as *mut libc::c_void, page) };
-                (p as *mut u8, Backing::Apart(p, len))
+                let a = Anon::expect(len + page);
+                // SAFETY: the last page of our own mapping (unmapping it again on drop is harmless).
+                unsafe { libc::munmap(a.ptr().add(len).cast(), page) };
+                (a.ptr(), Backing::Apart(a))
             } else {
                 let b = ArenaBlock::new(len, page).expect("arena block");
                 (b.ptr(), Backing::Block(b))
@@ -115,11 +91,8 @@ pub fn run(a: &ManyArgs) {
             let mgr = GuardManager::new();
             let regs = regions(&mgr, kind, n, len, a.populate);
             // The floor: one span as large as all regions, the same pages written.
-            let floor = map_anon(n * len);
-            if a.populate {
-                // SAFETY: our own mapping of n * len bytes.
-                unsafe { std::ptr::write_bytes(floor as *mut u8, 1, n * len) };
-            }
+            let floor_mem = if a.populate { Anon::expect(n * len).populated(1) } else { Anon::expect(n * len) };
+            let floor = floor_mem.ptr() as usize;
             let span = tracker.register(floor, n * len, BackendKind::AsyncWp).expect("register floor");
             let vmas = std::fs::read_to_string("/proc/self/maps").map(|s| s.lines().count()).unwrap_or(0);
             let mut runs = Vec::new();
@@ -169,8 +142,7 @@ pub fn run(a: &ManyArgs) {
                 }
             }
             tracker.unregister(span).expect("unregister floor");
-            // SAFETY: our own mapping, no longer tracked.
-            unsafe { libc::munmap(floor as *mut libc::c_void, n * len) };
+            drop(floor_mem);
             for (t, _) in &regs {
                 mgr.untrack(t.id, &mut |_: usize, _: &[u8]| {}).expect("untrack");
             }
