@@ -92,8 +92,10 @@ struct State {
     users: PageUsers,
     spans: HashMap<u64, SpanInfo>,
     next_span: u64,
-    /// Bumped whenever spans or their sharing change; a [`SpanSet`] rebuilds its plan then.
-    generation: u64,
+    /// Bumped whenever spans start or stop sharing pages (and after a fork); a [`SpanSet`]
+    /// rebuilds its plan then. Spans that share nothing come and go without it: a set updates
+    /// its plan itself.
+    share_gen: u64,
     /// Bumped when a forked child re-arms every span (and queues its pages as written).
     fork_gen: u64,
 }
@@ -133,7 +135,7 @@ impl WpTracker {
                 users: PageUsers::default(),
                 spans: HashMap::new(),
                 next_span: 1,
-                generation: 0,
+                share_gen: 0,
                 fork_gen: 0,
             }),
             features,
@@ -164,7 +166,6 @@ impl WpTracker {
         uffd_register(&st.uffd, pages.clone()).map_err(|e| refused(format!("UFFDIO_REGISTER(WP): {e}")))?;
         let id = st.next_span;
         st.next_span += 1;
-        st.generation += 1;
         let fresh = st.users.add(pages.clone());
         for r in &fresh {
             // Keep tracking at 4 KiB: no new THP here. Refused on some mappings; harmless.
@@ -188,6 +189,7 @@ impl WpTracker {
             st.spans.get_mut(&sid).expect("listed").sharers.push(id);
         }
         if !sharers.is_empty() {
+            st.share_gen += 1;
             let mut found = Vec::new();
             let mut stats = ScanStats::default();
             let shared: Vec<Range<usize>> =
@@ -281,7 +283,9 @@ impl WpTracker {
     pub fn unregister(&self, span: WpSpan) -> Result<(), GuardError> {
         let mut st = self.write_state()?;
         let info = st.spans.remove(&span.id).ok_or_else(|| stale_span(&span))?;
-        st.generation += 1;
+        if !info.sharers.is_empty() {
+            st.share_gen += 1;
+        }
         for sid in &info.sharers {
             if let Some(s) = st.spans.get_mut(sid) {
                 s.sharers.retain(|&x| x != span.id);
@@ -348,7 +352,7 @@ fn reopen_after_fork(st: &mut State, features: u64) -> Result<(), GuardError> {
     st.uffd = uffd;
     st.pagemap = pagemap;
     st.pid = getpid();
-    st.generation += 1;
+    st.share_gen += 1;
     st.fork_gen += 1;
     Ok(())
 }

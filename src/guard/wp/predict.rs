@@ -71,6 +71,11 @@ impl Predictor {
     /// inside the new scan `ranges` (spans still in the set, sharing nothing), so a span that is
     /// gone is never read. Pages dropped here and still registered stay unprotected, so a scan
     /// reports them as written.
+    /// Drops the predictions inside `pages` (a span leaving the set).
+    pub(super) fn forget(&mut self, pages: &Range<usize>) {
+        self.preds.retain(|(r, _)| r.end <= pages.start || pages.end <= r.start);
+    }
+
     pub(super) fn retain_inside(&mut self, ranges: &[Range<usize>]) {
         self.preds.retain(|(r, _)| ranges.iter().any(|g| g.start <= r.start && r.end <= g.end));
     }

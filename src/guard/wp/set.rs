@@ -1,8 +1,10 @@
 //! [`SpanSet`]: the spans a backend collects together, scanned with one `PAGEMAP_SCAN` per run of
 //! address-adjacent spans instead of one per span, the written runs mapped back to their spans
-//! by address. The plan (which ranges to scan) is rebuilt only when spans come, go or start
-//! sharing pages, so a collection costs one system call per run of adjacent spans plus the
-//! written runs, not a step per span.
+//! by address. The plan (which ranges to scan) follows each insert and remove in place (one
+//! binary search and at most one range split or merge); it is rebuilt whole only when page
+//! sharing changes somewhere in the process or after a fork. So a collection costs one system
+//! call per run of adjacent spans plus the written runs, and mapping or unmapping one span costs
+//! no walk over the others.
 //!
 //! Only spans sharing no page with another span are coalesced: a scan of a shared page must be
 //! handed to the other sharers under the tracker's write lock ([`WpTracker::scan`]); those are
@@ -26,11 +28,13 @@ struct Member<K> {
 
 #[derive(Default)]
 struct Plan {
-    /// The tracker generation the plan was built for (`None`: never built).
-    generation: Option<u64>,
+    /// Whether the plan was built ([`SpanSet::rebuild`]); inserts and removes keep it current.
+    built: bool,
+    /// The tracker's sharing count ([`State::share_gen`]) it was built for.
+    share_gen: u64,
     /// The tracker's fork count when pending pages were last drained.
     fork_gen: u64,
-    /// Coalesced ranges of non-sharing spans.
+    /// Coalesced ranges of non-sharing spans, sorted by address.
     ranges: Vec<Range<usize>>,
     /// Spans sharing pages (keys into `members`).
     shared: Vec<(usize, u64)>,
@@ -85,7 +89,7 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
     }
 
     pub(super) fn plan_current(&self, st: &State) -> bool {
-        self.plan.generation == Some(st.generation) && self.plan.fork_gen == st.fork_gen
+        self.plan.built && self.plan.share_gen == st.share_gen && self.plan.fork_gen == st.fork_gen
     }
 
     /// Adds `span` under `key` (a key names one span).
@@ -98,17 +102,27 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
                 source: std::io::Error::other(format!("key of span {pages:#x?} already present")),
             });
         }
-        self.members.insert(at, Member { pages, span: span.id, key });
+        self.members.insert(at, Member { pages: pages.clone(), span: span.id, key });
         self.by_key.insert(key, at);
-        self.plan.generation = None;
+        if self.plan.built {
+            // A span that shares pages was registered with sharers, which changed the tracker's
+            // sharing count: the next collection rebuilds the plan whole before it scans.
+            plan_insert(&mut self.plan.ranges, pages);
+        }
         Ok(())
     }
 
     /// Removes the span added under `key`; `false` when there is none.
     pub fn remove(&mut self, key: &K) -> bool {
-        let Some(start) = self.by_key.remove(key) else { return false };
-        self.members.remove(&start);
-        self.plan.generation = None;
+        let Some(at) = self.by_key.remove(key) else { return false };
+        let Some(m) = self.members.remove(&at) else { return true };
+        if self.plan.built && !plan_remove(&mut self.plan.ranges, &m.pages) {
+            self.plan.shared.retain(|s| *s != at);
+        }
+        // Its predicted pages must not be read any more (the memory may go).
+        if let Some(p) = self.predictor.as_mut() {
+            p.forget(&m.pages);
+        }
         true
     }
 
@@ -141,7 +155,8 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
         }
         self.plan.ranges = ranges;
         self.plan.shared = shared;
-        self.plan.generation = Some(st.generation);
+        self.plan.built = true;
+        self.plan.share_gen = st.share_gen;
     }
 
     /// Appends `run` (inside one coalesced range, so covering only spans that share no page) to
@@ -154,6 +169,45 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
             }
         }
     }
+}
+
+/// Adds `pages` (touching no range) to the sorted, coalesced `ranges`, merged with a range that
+/// ends where it starts or starts where it ends.
+fn plan_insert(ranges: &mut Vec<Range<usize>>, pages: Range<usize>) {
+    let i = ranges.partition_point(|r| r.start < pages.start);
+    let joins_prev = i > 0 && ranges[i - 1].end == pages.start;
+    let joins_next = i < ranges.len() && ranges[i].start == pages.end;
+    match (joins_prev, joins_next) {
+        (true, true) => {
+            ranges[i - 1].end = ranges[i].end;
+            ranges.remove(i);
+        }
+        (true, false) => ranges[i - 1].end = pages.end,
+        (false, true) => ranges[i].start = pages.start,
+        (false, false) => ranges.insert(i, pages),
+    }
+}
+
+/// Takes `pages` out of the range of `ranges` that holds it, splitting that range; `false` when
+/// no range holds it (a span scanned on its own).
+fn plan_remove(ranges: &mut Vec<Range<usize>>, pages: &Range<usize>) -> bool {
+    let i = ranges.partition_point(|r| r.end <= pages.start);
+    let Some(r) = ranges.get(i).cloned() else { return false };
+    if !(r.start <= pages.start && pages.end <= r.end) {
+        return false;
+    }
+    match (r.start < pages.start, pages.end < r.end) {
+        (true, true) => {
+            ranges[i].end = pages.start;
+            ranges.insert(i + 1, pages.end..r.end);
+        }
+        (true, false) => ranges[i].end = pages.start,
+        (false, true) => ranges[i].start = pages.end,
+        (false, false) => {
+            ranges.remove(i);
+        }
+    }
+    true
 }
 
 impl WpTracker {
@@ -178,7 +232,7 @@ impl WpTracker {
         if let Some(p) = set.predictor.as_mut() {
             p.begin();
         }
-        if set.plan.generation != Some(st.generation) || set.plan.fork_gen != st.fork_gen {
+        if !set.plan_current(&st) {
             set.rebuild(&st);
             // A span may be gone: its predicted pages must not be read.
             if let Some(p) = set.predictor.as_mut() {
@@ -243,5 +297,59 @@ impl WpTracker {
         // Runs found are returned even when part of the set failed: the caller records them
         // before reporting the error.
         result.map(|()| stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{plan_insert, plan_remove};
+    use std::ops::Range;
+
+    /// The ranges a rebuild makes from `spans`: sorted, adjacent ones coalesced.
+    fn rebuilt(spans: &[Range<usize>]) -> Vec<Range<usize>> {
+        let mut s = spans.to_vec();
+        s.sort_by_key(|r| r.start);
+        let mut out: Vec<Range<usize>> = Vec::new();
+        for r in s {
+            match out.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn inserts_and_removes_in_place_match_a_rebuild() {
+        // 64 slots of 1-3 pages, some adjacent, some with gaps; a fixed pseudo-random sequence
+        // of inserts and removes, the plan compared with a rebuild after every step.
+        let slots: Vec<Range<usize>> = (0..64usize)
+            .scan(0usize, |at, i| {
+                let start = *at + if i % 5 == 0 { 3 } else { 0 };
+                let r = start..start + 1 + i % 3;
+                *at = r.end;
+                Some(r)
+            })
+            .collect();
+        let mut live = vec![false; slots.len()];
+        let mut ranges = Vec::new();
+        let mut x = 12345u64;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x % slots.len() as u64) as usize;
+            if live[i] {
+                assert!(plan_remove(&mut ranges, &slots[i]));
+            } else {
+                plan_insert(&mut ranges, slots[i].clone());
+            }
+            live[i] = !live[i];
+            let spans: Vec<Range<usize>> =
+                slots.iter().zip(&live).filter(|(_, &l)| l).map(|(r, _)| r.clone()).collect();
+            assert_eq!(ranges, rebuilt(&spans));
+        }
+        // A span no range holds (one scanned on its own) is reported as such.
+        assert!(!plan_remove(&mut ranges, &(1_000_000..1_000_001)));
     }
 }
