@@ -138,16 +138,42 @@ impl Predictor {
     /// The runs to predict (inside `ranges`, the set's scan ranges of non-sharing spans): hot
     /// pages (written in both of the last two collections) and the continuation of streams (a run
     /// that starts where one of the previous collection ended predicts as much again after it).
-    fn candidates(&mut self, ranges: &[Range<usize>]) -> Vec<Range<usize>> {
+    /// A stream wraps within its span (`span_of`: the span holding an address), as a ring
+    /// buffer does: past the span's end the prediction goes on at its start, and a run at the
+    /// span's start that follows a run reaching its end continues both.
+    fn candidates(&mut self, ranges: &[Range<usize>], span_of: &dyn Fn(usize) -> Option<Range<usize>>) -> Vec<Range<usize>> {
         if self.skip > 0 {
             self.skip -= 1;
             return Vec::new();
         }
         let mut c = intersect_sorted(&self.last, &self.prev);
+        let ends_at = |v: &[Range<usize>], a: usize| v.binary_search_by_key(&a, |p| p.end).ok();
         for r in &self.last {
-            let continues = self.prev.binary_search_by_key(&r.start, |p| p.end).is_ok();
-            if continues {
-                c.push(r.end..r.end.saturating_add(r.len()));
+            let Some(span) = span_of(r.start) else { continue };
+            let continues = ends_at(&self.prev, r.start).is_some();
+            // A ring that wrapped in this collection: its tail run reached the span's end.
+            let tail = (r.start == span.start).then(|| ends_at(&self.last, span.end)).flatten();
+            let len = match (continues, tail) {
+                (_, Some(t)) if self.last[t].start > r.end => r.len() + self.last[t].len(),
+                (true, _) => {
+                    // Reaching the span's end: the run at its start (if any) continues the ring.
+                    let starts = self.last.binary_search_by_key(&span.start, |p| p.start).is_ok();
+                    if r.end >= span.end && starts && span.start < r.start {
+                        continue;
+                    }
+                    r.len()
+                }
+                _ => continue,
+            };
+            let end = r.end.min(span.end);
+            let ahead = len.min(span.end - end);
+            if ahead > 0 {
+                c.push(end..end + ahead);
+            }
+            // Wrapped: on from the span's start, short of the run itself.
+            let wrap = (len - ahead).min(r.start.saturating_sub(span.start));
+            if wrap > 0 {
+                c.push(span.start..span.start + wrap);
             }
         }
         let c = normalize(c);
@@ -176,8 +202,10 @@ impl WpTracker {
     /// copies them to the set's snapshot and lifts their protection (see the module
     /// documentation). Does nothing when prediction is off or backed off.
     pub fn predict_set<K: Copy + Eq + Hash>(&self, set: &mut super::SpanSet<K>) -> Result<(), GuardError> {
-        let (Some(p), ranges) = set.predictor_and_ranges() else { return Ok(()) };
-        let cands = p.candidates(ranges);
+        let cands = {
+            let (Some(p), ranges, span_of) = set.predictor_and_ranges() else { return Ok(()) };
+            p.candidates(ranges, &span_of)
+        };
         if cands.is_empty() {
             return Ok(());
         }
@@ -185,7 +213,7 @@ impl WpTracker {
         if !set.plan_current(&st) {
             return Ok(());
         }
-        let (Some(p), _) = set.predictor_and_ranges() else { return Ok(()) };
+        let (Some(p), _, _) = set.predictor_and_ranges() else { return Ok(()) };
         let total: usize = cands.iter().map(|r| r.len()).sum();
         p.snap.resize(total.max(p.snap.len()), 0);
         let mut off = 0;
@@ -302,11 +330,35 @@ mod tests {
         pr.prev = vec![0..2 * p, 10 * p..11 * p];
         pr.last = vec![2 * p..4 * p, 10 * p..11 * p];
         // Stream: 2..4 continues 0..2, so 4..6 is predicted; 10..11 is hot. Budget: 4 pages.
-        assert_eq!(pr.candidates(&[0..100 * p]), vec![4 * p..6 * p, 10 * p..11 * p]);
-        assert_eq!(pr.candidates(&[0..5 * p]), vec![4 * p..5 * p]);
+        let whole = |_| Some(0..100 * p);
+        assert_eq!(pr.candidates(&[0..100 * p], &whole), vec![4 * p..6 * p, 10 * p..11 * p]);
+        assert_eq!(pr.candidates(&[0..5 * p], &whole), vec![4 * p..5 * p]);
         let mut pr = Predictor::new(Prediction { enabled: true, budget: p }).unwrap();
         pr.prev = vec![0..p];
         pr.last = vec![0..p, 3 * p..4 * p];
-        assert_eq!(pr.candidates(&[0..100 * p]), vec![0..p]);
+        assert_eq!(pr.candidates(&[0..100 * p], &whole), vec![0..p]);
+    }
+
+    #[test]
+    fn a_ring_wraps_within_its_span() {
+        let p = page_size();
+        let span = |a: usize| (10 * p..20 * p).contains(&a).then(|| 10 * p..20 * p);
+        let mut pr = Predictor::new(Prediction { enabled: true, budget: 64 * p }).unwrap();
+        // 3 pages a frame: 14..17 after 11..14 predicts 17..20.
+        pr.prev = vec![11 * p..14 * p];
+        pr.last = vec![14 * p..17 * p];
+        assert_eq!(pr.candidates(&[0..100 * p], &span), vec![17 * p..20 * p]);
+        // 16..19 after 13..16: 19..20, then 10..12 at the start of the span.
+        pr.prev = vec![13 * p..16 * p];
+        pr.last = vec![16 * p..19 * p];
+        assert_eq!(pr.candidates(&[0..100 * p], &span), vec![10 * p..12 * p, 19 * p..20 * p]);
+        // The wrapping frame wrote 19..20 and 10..12: next come 12..15.
+        pr.prev = vec![16 * p..19 * p];
+        pr.last = vec![10 * p..12 * p, 19 * p..20 * p];
+        assert_eq!(pr.candidates(&[0..100 * p], &span), vec![12 * p..15 * p]);
+        // Then 12..15 continues 10..12.
+        pr.prev = vec![10 * p..12 * p, 19 * p..20 * p];
+        pr.last = vec![12 * p..15 * p];
+        assert_eq!(pr.candidates(&[0..100 * p], &span), vec![15 * p..18 * p]);
     }
 }

@@ -84,8 +84,16 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
         self
     }
 
-    pub(super) fn predictor_and_ranges(&mut self) -> (Option<&mut Predictor>, &[Range<usize>]) {
-        (self.predictor.as_mut(), &self.plan.ranges)
+    /// The predictor, the scan ranges and the span holding an address (for rings wrapping).
+    pub(super) fn predictor_and_ranges(
+        &mut self,
+    ) -> (Option<&mut Predictor>, &[Range<usize>], impl Fn(usize) -> Option<Range<usize>> + '_) {
+        let members = &self.members;
+        let span_of = move |a: usize| {
+            let (_, m) = members.range(..=(a, u64::MAX)).next_back()?;
+            m.pages.contains(&a).then(|| m.pages.clone())
+        };
+        (self.predictor.as_mut(), &self.plan.ranges, span_of)
     }
 
     pub(super) fn plan_current(&self, st: &State) -> bool {
