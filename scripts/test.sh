@@ -29,6 +29,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests load the built layer and run the workload binary: build them first.
 cargo build --workspace --bins --lib
 cargo test --workspace "$@"
-# Fault injection, last step: the trace reader under libFuzzer for 60 s (longer runs:
-# scripts/fuzz.sh SECONDS).
+# Fault injection, last step: the trace reader under libFuzzer for 60 s, the gfxreconstruct
+# capture reader for 20 s (longer runs: scripts/fuzz.sh SECONDS).
 VKDIRTY_FUZZ_OPTIONAL=1 bash scripts/fuzz.sh "${VKDIRTY_FUZZ_SECONDS:-60}"
+VKDIRTY_FUZZ_OPTIONAL=1 VKDIRTY_FUZZ_TARGET=gfxr bash scripts/fuzz.sh "${VKDIRTY_FUZZ_GFXR_SECONDS:-20}"

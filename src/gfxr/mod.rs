@@ -12,8 +12,9 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 pub mod events;
+pub mod params;
 
-pub use events::memory_events;
+pub use events::{memory_events, memory_events_of};
 
 /// `GFXR` as gfxreconstruct's little-endian FOURCC.
 pub const FOURCC: u32 = u32::from_le_bytes(*b"GFXR");
@@ -38,6 +39,10 @@ pub mod call {
     pub const QUEUE_BIND_SPARSE: u32 = 0x1_1022;
     pub const QUEUE_SUBMIT2_KHR: u32 = 0x1_1230;
     pub const QUEUE_SUBMIT2: u32 = 0x1_1257;
+    pub const MAP_MEMORY2_KHR: u32 = 0x1_12c5;
+    pub const UNMAP_MEMORY2_KHR: u32 = 0x1_12c6;
+    pub const MAP_MEMORY2: u32 = 0x1_12fe;
+    pub const UNMAP_MEMORY2: u32 = 0x1_12ff;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,14 +90,17 @@ pub enum Block {
     Other { block_type: u32 },
 }
 
-/// Reads a capture block by block.
-pub struct GfxrReader {
-    r: BufReader<File>,
+/// Reads a capture block by block, from a file ([`GfxrReader::open`]) or any reader
+/// ([`GfxrReader::new`]).
+pub struct GfxrReader<R = BufReader<File>> {
+    r: R,
     pub major: u32,
     pub minor: u32,
     pub compression: Compression,
     /// File offset of the next block.
     offset: u64,
+    /// File offset of the block [`GfxrReader::next_block`] returned last.
+    block_start: u64,
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -113,13 +121,14 @@ impl GfxrReader {
     pub fn open(path: &Path) -> Result<GfxrReader, GfxrError> {
         let f = File::open(path)
             .map_err(|e| GfxrError::Io { context: format!("opening {}", path.display()), source: e })?;
-        let mut r = GfxrReader {
-            r: BufReader::with_capacity(1 << 20, f),
-            major: 0,
-            minor: 0,
-            compression: Compression::None,
-            offset: 0,
-        };
+        GfxrReader::new(BufReader::with_capacity(1 << 20, f))
+    }
+}
+
+impl<R: Read> GfxrReader<R> {
+    /// Reads the file header from `r`.
+    pub fn new(r: R) -> Result<GfxrReader<R>, GfxrError> {
+        let mut r = GfxrReader { r, major: 0, minor: 0, compression: Compression::None, offset: 0, block_start: 0 };
         let mut h = [0u8; 16];
         if !r.fill(&mut h)? {
             return Err(GfxrError::BadMagic);
@@ -151,6 +160,11 @@ impl GfxrReader {
         Ok(r)
     }
 
+    /// The file offset of the block [`GfxrReader::next_block`] returned last.
+    pub fn block_offset(&self) -> u64 {
+        self.block_start
+    }
+
     fn corrupt(&self, msg: impl Into<String>) -> GfxrError {
         GfxrError::Corrupt { offset: self.offset, msg: msg.into() }
     }
@@ -177,6 +191,11 @@ impl GfxrReader {
             return Err(self.corrupt(format!("uncompressed size {size}")));
         }
         match self.compression {
+            // An LZ4 block expands at most ~255 times; refuse a size it cannot reach before
+            // allocating it.
+            Compression::Lz4 if size > (data.len() as u64).saturating_mul(255) + 64 => {
+                Err(self.corrupt(format!("an lz4 block of {} bytes cannot hold {size}", data.len())))
+            }
             Compression::Lz4 => {
                 let out = lz4_flex::block::decompress(data, n).map_err(|e| self.corrupt(format!("lz4: {e}")))?;
                 if out.len() != n {
@@ -185,9 +204,10 @@ impl GfxrReader {
                 Ok(out)
             }
             Compression::Zstd => {
-                let mut out = Vec::with_capacity(n);
+                let mut out = Vec::new();
                 ruzstd::StreamingDecoder::new(data)
                     .map_err(|e| self.corrupt(format!("zstd: {e}")))?
+                    .take(size + 1)
                     .read_to_end(&mut out)
                     .map_err(|e| self.corrupt(format!("zstd: {e}")))?;
                 if out.len() != n {
@@ -211,6 +231,7 @@ impl GfxrReader {
     /// The next block, `None` at the end of the file.
     pub fn next_block(&mut self) -> Result<Option<Block>, GfxrError> {
         let start = self.offset;
+        self.block_start = start;
         let mut h = [0u8; 12];
         if !self.fill(&mut h)? {
             return Ok(None);
@@ -220,9 +241,18 @@ impl GfxrReader {
         if size > MAX_BLOCK {
             return Err(GfxrError::Corrupt { offset: start, msg: format!("block size {size}") });
         }
-        let mut body = vec![0u8; size as usize];
-        if !self.fill(&mut body)? && size > 0 {
-            return Err(GfxrError::Corrupt { offset: start, msg: "the file ends after a block header".into() });
+        // Read as the data arrives: a damaged size allocates no more than the file holds.
+        let mut body = Vec::new();
+        (&mut self.r)
+            .take(size)
+            .read_to_end(&mut body)
+            .map_err(|e| GfxrError::Io { context: format!("reading the block at byte {start}"), source: e })?;
+        self.offset += body.len() as u64;
+        if (body.len() as u64) < size {
+            return Err(GfxrError::Corrupt {
+                offset: start,
+                msg: format!("truncated: the block holds {} of its {size} bytes", body.len()),
+            });
         }
         let base = block_type & !COMPRESSED_BIT;
         let compressed = block_type & COMPRESSED_BIT != 0;
@@ -321,120 +351,4 @@ pub fn summarize(path: &Path) -> Result<Summary, GfxrError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn header(compression: u32) -> Vec<u8> {
-        let mut v = Vec::new();
-        for x in [FOURCC, 0, 1, 1, OPTION_COMPRESSION, compression] {
-            v.extend(x.to_le_bytes());
-        }
-        v
-    }
-
-    fn block(v: &mut Vec<u8>, ty: u32, body: &[u8]) {
-        v.extend((body.len() as u64).to_le_bytes());
-        v.extend(ty.to_le_bytes());
-        v.extend(body);
-    }
-
-    fn fill(memory: u64, offset: u64, len: u64, data: &[u8]) -> Vec<u8> {
-        let mut b = ((1u32 << 16) | FILL_MEMORY_COMMAND).to_le_bytes().to_vec();
-        for x in [7u64, memory, offset, len] {
-            b.extend(x.to_le_bytes());
-        }
-        b.extend(data);
-        b
-    }
-
-    fn write(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("vkdirty-gfxr-unit-{}-{name}.gfxr", std::process::id()));
-        std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
-        p
-    }
-
-    #[test]
-    fn blocks_plain_and_lz4() {
-        let data: Vec<u8> = (0..4096u32).map(|i| (i / 64) as u8).collect();
-        let mut f = header(1);
-        let mut call = 0x1_1012u32.to_le_bytes().to_vec();
-        call.extend(3u64.to_le_bytes());
-        call.extend([1, 2, 3]);
-        block(&mut f, FUNCTION_CALL_BLOCK, &call);
-        block(&mut f, META_DATA_BLOCK, &fill(5, 64, 4096, &data));
-        block(&mut f, META_DATA_BLOCK | COMPRESSED_BIT, &fill(5, 0, 4096, &lz4_flex::block::compress(&data)));
-        let mut packed = 0x1_1015u32.to_le_bytes().to_vec();
-        packed.extend(3u64.to_le_bytes());
-        packed.extend(3u64.to_le_bytes());
-        packed.extend(lz4_flex::block::compress(&[9, 9, 9]));
-        block(&mut f, FUNCTION_CALL_BLOCK | COMPRESSED_BIT, &packed);
-        block(&mut f, 1, &[0; 12]);
-        let p = write("ok", &f);
-        let mut r = GfxrReader::open(&p).unwrap();
-        assert_eq!(r.compression, Compression::Lz4);
-        assert_eq!(r.next_block().unwrap(), Some(Block::Call { id: call::QUEUE_SUBMIT, params: vec![1, 2, 3] }));
-        assert_eq!(r.next_block().unwrap(), Some(Block::Fill { memory: 5, offset: 64, data: data.clone() }));
-        assert_eq!(r.next_block().unwrap(), Some(Block::Fill { memory: 5, offset: 0, data }));
-        assert_eq!(r.next_block().unwrap(), Some(Block::Call { id: call::ALLOCATE_MEMORY, params: vec![9, 9, 9] }));
-        assert_eq!(r.next_block().unwrap(), Some(Block::Other { block_type: 1 }));
-        assert_eq!(r.next_block().unwrap(), None);
-        let s = summarize(&p).unwrap();
-        assert_eq!((s.blocks, s.calls, s.submits, s.fill_commands, s.fill_bytes), (5, 2, 1, 2, 8192));
-        // Cut inside the last block: an error naming where, not a panic.
-        std::fs::write(&p, &f[..f.len() - 5]).unwrap();
-        let mut r = GfxrReader::open(&p).unwrap();
-        let err = std::iter::from_fn(|| r.next_block().transpose()).find_map(Result::err).unwrap();
-        assert!(matches!(err, GfxrError::Corrupt { .. }), "{err}");
-        let _ = std::fs::remove_file(&p);
-    }
-
-    /// gfxreconstruct's `GFXRECON_CAPTURE_COMPRESSION_TYPE=zlib` (zlib's compress2: zlib streams).
-    #[test]
-    fn zlib_blocks() {
-        let data: Vec<u8> = (0..8192u32).map(|i| (i / 100) as u8).collect();
-        let mut f = header(2);
-        block(
-            &mut f,
-            META_DATA_BLOCK | COMPRESSED_BIT,
-            &fill(7, 128, 8192, &miniz_oxide::deflate::compress_to_vec_zlib(&data, 6)),
-        );
-        let mut packed = 0x1_1015u32.to_le_bytes().to_vec();
-        packed.extend(3u64.to_le_bytes());
-        packed.extend(3u64.to_le_bytes());
-        packed.extend(miniz_oxide::deflate::compress_to_vec_zlib(&[4, 5, 6], 6));
-        block(&mut f, FUNCTION_CALL_BLOCK | COMPRESSED_BIT, &packed);
-        // A block that decodes to more than its header says is damage, not a short read.
-        block(
-            &mut f,
-            META_DATA_BLOCK | COMPRESSED_BIT,
-            &fill(7, 0, 100, &miniz_oxide::deflate::compress_to_vec_zlib(&data, 6)),
-        );
-        let p = write("zlib", &f);
-        let mut r = GfxrReader::open(&p).unwrap();
-        assert_eq!(r.compression, Compression::Zlib);
-        assert_eq!(r.next_block().unwrap(), Some(Block::Fill { memory: 7, offset: 128, data }));
-        assert_eq!(r.next_block().unwrap(), Some(Block::Call { id: call::ALLOCATE_MEMORY, params: vec![4, 5, 6] }));
-        assert!(matches!(r.next_block(), Err(GfxrError::Corrupt { .. })));
-        assert!(summarize(&p).is_err());
-        let _ = std::fs::remove_file(&p);
-    }
-
-    #[test]
-    fn bad_input_is_an_error() {
-        let p = write("bad", b"NOPE000000000000");
-        assert!(matches!(GfxrReader::open(&p), Err(GfxrError::BadMagic)));
-        let mut f = header(2);
-        block(&mut f, META_DATA_BLOCK | COMPRESSED_BIT, &fill(1, 0, 10, &[1, 2]));
-        std::fs::write(&p, &f).unwrap();
-        let mut r = GfxrReader::open(&p).unwrap();
-        assert!(matches!(r.next_block(), Err(GfxrError::Corrupt { .. })));
-        // An uncompressed fill whose size disagrees with its data.
-        let mut f = header(0);
-        block(&mut f, META_DATA_BLOCK, &fill(1, 0, 10, &[1, 2]));
-        std::fs::write(&p, &f).unwrap();
-        let mut r = GfxrReader::open(&p).unwrap();
-        assert!(matches!(r.next_block(), Err(GfxrError::Corrupt { .. })));
-        let _ = std::fs::remove_file(&p);
-    }
-}
+mod tests;
