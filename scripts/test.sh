@@ -28,7 +28,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 # The end-to-end tests load the built layer and run the workload binary: build them first.
 cargo build --workspace --bins --lib
-cargo test --workspace "$@"
+# The validation layer was installed above: a test that runs under it fails rather than skips
+# where it is not found (tests/common/run.rs, need_validation).
+VKDIRTY_REQUIRE_LAYERS=1 cargo test --workspace "$@"
 # Fault injection, last step: the trace reader under libFuzzer for 60 s, the gfxreconstruct
 # capture reader for 20 s (longer runs: scripts/fuzz.sh SECONDS).
 VKDIRTY_FUZZ_OPTIONAL=1 bash scripts/fuzz.sh "${VKDIRTY_FUZZ_SECONDS:-60}"

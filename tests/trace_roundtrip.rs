@@ -195,15 +195,7 @@ fn large_collection_splits_at_page_boundaries() {
     let mut o = opts(Compression::Lz4);
     o.block_bytes = 3 * 4096;
     let data: Vec<u8> = (0..10 * 4096u32).map(|i| (i / 7) as u8).collect();
-    let alloc = Event::Allocation(Allocation {
-        id: 5,
-        handle: 0,
-        device: 0,
-        size: 1 << 20,
-        memory_type: 0,
-        property_flags: 0,
-        heap: 0,
-    });
+    let alloc = allocation(5, 1 << 20);
     let d = Dirty { alloc: 5, submit: 3, runs: vec![(1000, data.len() as u64)], data: data.clone() };
     let bytes = write_trace(&[alloc, Event::Dirty(d)], o);
     let events = read_all(&bytes);
@@ -253,15 +245,7 @@ fn contiguous_pushes_merge_into_one_run() {
 
 #[test]
 fn replay_rejects_out_of_range_and_unknown_allocations() {
-    let a = Event::Allocation(Allocation {
-        id: 1,
-        handle: 0,
-        device: 0,
-        size: 100,
-        memory_type: 0,
-        property_flags: 0,
-        heap: 0,
-    });
+    let a = allocation(1, 100);
     let mut r = Replay::new();
     r.apply(&a, 0).unwrap();
     let beyond = Event::Dirty(Dirty { alloc: 1, submit: 1, runs: vec![(90, 20)], data: vec![0; 20] });

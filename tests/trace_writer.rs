@@ -79,22 +79,42 @@ impl Drop for OpenOnDrop {
     }
 }
 
+/// A writer on a closed gate, with allocation 1 (1 GiB) recorded. Bind it as
+/// `let (sink, w, _unstick) = gated(..)`: `_unstick` is dropped first and opens the gate before
+/// `w` would wait on it.
+fn gated(compression: Compression, queue_bytes: usize, block_bytes: usize) -> (GateSink, Arc<TraceWriter>, OpenOnDrop) {
+    let sink = GateSink::default();
+    let mut o = opts(compression);
+    o.queue_bytes = queue_bytes;
+    o.block_bytes = block_bytes;
+    let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
+    w.record(&allocation(1, 1 << 30));
+    (sink.clone(), w, OpenOnDrop(sink))
+}
+
+/// Replays a whole trace, every block strictly; returns the memory and where the trace ends
+/// early, if it does.
+fn replay(bytes: &[u8]) -> (Replay, Option<Truncation>) {
+    let mut r = Replay::new();
+    let mut rd = TraceReader::new(bytes).unwrap();
+    while let Some(b) = rd.next_block().unwrap() {
+        r.apply(b.event.as_ref().unwrap(), b.offset).unwrap();
+    }
+    (r, rd.truncation().cloned())
+}
+
+/// Allocation 1 holds `want(i)` at `i * len`, for each `i < n`.
+fn assert_runs(r: &Replay, n: u64, len: usize, want: impl Fn(u64) -> Vec<u8>) {
+    for i in 0..n {
+        let mut got = vec![0u8; len];
+        r.read(1, i * len as u64, &mut got).unwrap();
+        assert!(got == want(i), "run {i} intact");
+    }
+}
+
 #[test]
 fn full_queue_makes_the_producer_wait_and_drops_nothing() {
-    let sink = GateSink::default();
-    let mut o = opts(Compression::Lz4);
-    o.queue_bytes = 512 << 10;
-    o.block_bytes = 16 << 10;
-    let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
-    w.record(&Event::Allocation(Allocation {
-        id: 1,
-        handle: 0,
-        device: 0,
-        size: 1 << 30,
-        memory_type: 0,
-        property_flags: 0,
-        heap: 0,
-    }));
+    let (sink, w, _unstick) = gated(Compression::Lz4, 512 << 10, 16 << 10);
     const N: u64 = 200;
     let page = |i: u64| -> Vec<u8> { (0..16384u64).map(|j| (i * 31 + j / 5) as u8).collect() };
     let done = Arc::new(AtomicBool::new(false));
@@ -109,8 +129,6 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
             done.store(true, Ordering::SeqCst);
         })
     };
-    // Declared last so it is dropped first: opens the gate before `w` would wait on it.
-    let _unstick = OpenOnDrop(sink.clone());
     // The writer thread is stuck in the sink; the producer must stall rather than drop or grow.
     // Each record is one Dirty block in a buffer of its own (~80 KiB with room for the runs
     // table, counted whole): once the writer is stuck in the sink and the queue has no room for
@@ -141,24 +159,12 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
     assert!(s.raw_behind > 0);
     assert_eq!(totals.writer_stalls, s.stalls);
     assert_eq!(totals.dirty_bytes, N * 16384);
-    let (replay, trunc) = {
-        let bytes = sink.buf.bytes();
-        let mut r = Replay::new();
-        let mut rd = TraceReader::new(&bytes[..]).unwrap();
-        while let Some(b) = rd.next_block().unwrap() {
-            r.apply(b.event.as_ref().unwrap(), b.offset).unwrap();
-        }
-        (r, rd.truncation().cloned())
-    };
-    assert_eq!(trunc, None);
     let bytes = sink.buf.bytes();
+    let (r, trunc) = replay(&bytes);
+    assert_eq!(trunc, None);
     let raw = TraceReader::new(&bytes[..]).unwrap().filter(|b| b.as_ref().unwrap().flags == 0).count() as u64;
     assert!(raw >= s.raw_behind, "{raw} raw blocks, {} stored raw while behind", s.raw_behind);
-    for i in 0..N {
-        let mut got = vec![0u8; 16384];
-        replay.read(1, i * 16384, &mut got).unwrap();
-        assert!(got == page(i), "collection {i} intact");
-    }
+    assert_runs(&r, N, 16384, page);
 }
 
 /// Small collections (a 64 KiB allocation's pages, as `full` reports at each free) queue in
@@ -166,21 +172,7 @@ fn full_queue_makes_the_producer_wait_and_drops_nothing() {
 /// instead of one block-sized (1 MiB) buffer each, which pinned ~1 GB for 1000 queued frees.
 #[test]
 fn small_blocks_queue_in_buffers_of_their_size() {
-    let sink = GateSink::default();
-    let mut o = opts(Compression::None);
-    o.queue_bytes = 1 << 20;
-    o.block_bytes = 1 << 20;
-    let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
-    let _unstick = OpenOnDrop(sink.clone());
-    w.record(&Event::Allocation(Allocation {
-        id: 1,
-        handle: 0,
-        device: 0,
-        size: 1 << 30,
-        memory_type: 0,
-        property_flags: 0,
-        heap: 0,
-    }));
+    let (sink, w, _unstick) = gated(Compression::None, 1 << 20, 1 << 20);
     const N: u64 = 200;
     let producer = {
         let w = w.clone();
@@ -200,38 +192,16 @@ fn small_blocks_queue_in_buffers_of_their_size() {
     producer.join().unwrap();
     let totals = w.close().unwrap();
     assert_eq!(totals.dirty_bytes, N * 8192);
-    let bytes = sink.buf.bytes();
-    let mut r = Replay::new();
-    let mut rd = TraceReader::new(&bytes[..]).unwrap();
-    while let Some(b) = rd.next_block().unwrap() {
-        r.apply(b.event.as_ref().unwrap(), b.offset).unwrap();
-    }
-    for i in 0..N {
-        let mut got = vec![0u8; 8192];
-        r.read(1, i * 8192, &mut got).unwrap();
-        assert!(got.iter().all(|&b| b == i as u8), "collection {i} intact");
-    }
+    let (r, trunc) = replay(&sink.buf.bytes());
+    assert_eq!(trunc, None);
+    assert_runs(&r, N, 8192, |i| vec![i as u8; 8192]);
 }
 
 /// A burst that fills the queue (the sink fell behind) must not keep the queue's worth of
 /// buffers resident once it has drained.
 #[test]
 fn buffers_of_a_burst_are_given_back_once_the_queue_drains() {
-    let sink = GateSink::default();
-    let mut o = opts(Compression::None);
-    o.queue_bytes = 1 << 20;
-    o.block_bytes = 16 << 10;
-    let w = Arc::new(TraceWriter::with_sink(sink.clone(), "gate", o).unwrap());
-    let _unstick = OpenOnDrop(sink.clone());
-    w.record(&Event::Allocation(Allocation {
-        id: 1,
-        handle: 0,
-        device: 0,
-        size: 1 << 30,
-        memory_type: 0,
-        property_flags: 0,
-        heap: 0,
-    }));
+    let (sink, w, _unstick) = gated(Compression::None, 1 << 20, 16 << 10);
     const N: u64 = 48;
     let producer = {
         let w = w.clone();
@@ -382,15 +352,7 @@ fn concurrent_producers() {
     const THREADS: u64 = 4;
     const ROUNDS: u64 = 50;
     for t in 0..THREADS {
-        w.record(&Event::Allocation(Allocation {
-            id: t,
-            handle: 0,
-            device: 0,
-            size: 1 << 20,
-            memory_type: 0,
-            property_flags: 0,
-            heap: 0,
-        }));
+        w.record(&allocation(t, 1 << 20));
     }
     let fill = |t: u64, r: u64| -> Vec<u8> { (0..100_000u64).map(|i| (t * 7 + r * 13 + i / 100) as u8).collect() };
     let handles: Vec<_> = (0..THREADS)
@@ -455,15 +417,7 @@ fn a_hold_defers_the_wake_and_never_blocks_a_full_queue() {
     o.queue_bytes = 64 << 10;
     o.block_bytes = 16 << 10;
     let w = Arc::new(TraceWriter::with_sink(sink.clone(), "hold", o).unwrap());
-    w.record(&Event::Allocation(Allocation {
-        id: 1,
-        handle: 0,
-        device: 0,
-        size: 1 << 30,
-        memory_type: 0,
-        property_flags: 0,
-        heap: 0,
-    }));
+    w.record(&allocation(1, 1 << 30));
     w.record(&Event::Submit(Submit { seq: 1, ..Submit::default() }));
     wait_until("the first blocks written", || w.stats().blocks_written == 2 && w.stats().queued_bytes == 0);
     {
@@ -477,11 +431,15 @@ fn a_hold_defers_the_wake_and_never_blocks_a_full_queue() {
         drop(outer);
     }
     wait_until("the held block written", || w.stats().blocks_written == 3);
-    // More than the queue holds, all under one hold: the full queue wakes the writer.
+    w.close().unwrap();
+    // More than the queue holds, all under one hold, with the sink stuck: the writer is woken
+    // while the hold lasts (it takes a block and waits in the sink) and the producer waits at
+    // the full queue; once the sink moves the producer returns, and nothing is lost.
+    let (sink, w, _unstick) = gated(Compression::Lz4, 64 << 10, 16 << 10);
     const N: u64 = 64;
     let page = |i: u64| -> Vec<u8> { (0..16384u64).map(|j| (i * 13 + j / 3) as u8).collect() };
     let w2 = w.clone();
-    returns_promptly("a producer filling the queue under a hold", move || {
+    let producer = std::thread::spawn(move || {
         let _held = w2.hold();
         for i in 0..N {
             let mut d = w2.dirty(1, 3);
@@ -489,19 +447,15 @@ fn a_hold_defers_the_wake_and_never_blocks_a_full_queue() {
             d.finish();
         }
     });
+    wait_until("the writer in the sink and the producer at a full queue", || {
+        sink.blocked.load(Ordering::SeqCst) && w.stats().stalls >= 1
+    });
+    sink.open();
+    returns_promptly("a producer filling the queue under a hold", move || producer.join().unwrap());
     let totals = w.close().unwrap();
     assert_eq!(totals.dirty_bytes, N * 16384);
-    assert!(w.stats().stalls >= 1, "the queue filled under the hold");
     assert_eq!(w.stats().dropped_records, 0);
-    let bytes = sink.bytes();
-    let mut r = Replay::new();
-    let mut rd = TraceReader::new(&bytes[..]).unwrap();
-    while let Some(b) = rd.next_block().unwrap() {
-        r.apply(b.event.as_ref().unwrap(), b.offset).unwrap();
-    }
-    for i in 0..N {
-        let mut got = vec![0u8; 16384];
-        r.read(1, i * 16384, &mut got).unwrap();
-        assert!(got == page(i), "run {i} intact");
-    }
+    let (r, trunc) = replay(&sink.buf.bytes());
+    assert_eq!(trunc, None);
+    assert_runs(&r, N, 16384, page);
 }

@@ -3,6 +3,7 @@
 //! time limit. Included with `#[path = ".../tests/common/run.rs"] mod run;`.
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -111,6 +112,82 @@ pub fn lavapipe_icd() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The Khronos validation layer's name.
+pub const VALIDATION_LAYER: &str = "VK_LAYER_KHRONOS_validation";
+
+/// Where the loader looks for explicit layer manifests on Linux, in its order: the directories
+/// of `VK_LAYER_PATH` and `VK_ADD_LAYER_PATH`, then `vulkan/explicit_layer.d` under the XDG
+/// config directories, /etc, and the XDG data directories (Vulkan-Loader
+/// `docs/LoaderLayerInterface.md`, "Linux Layer Discovery"). The flag says whether the loader
+/// searches the directory by itself, also when a test sets its own `VK_ADD_LAYER_PATH`.
+fn layer_dirs() -> Vec<(PathBuf, bool)> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let split = |v: Option<OsString>, default: &str| -> Vec<PathBuf> {
+        std::env::split_paths(&v.unwrap_or_else(|| default.into())).filter(|p| !p.as_os_str().is_empty()).collect()
+    };
+    let home = var("HOME").map(PathBuf::from).unwrap_or_default();
+    let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
+    for k in ["VK_LAYER_PATH", "VK_ADD_LAYER_PATH"] {
+        dirs.extend(split(var(k), "").into_iter().map(|d| (d, false)));
+    }
+    let mut system = vec![var("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config"))];
+    system.extend(split(var("XDG_CONFIG_DIRS"), "/etc/xdg"));
+    system.extend(["/usr/local/etc", "/etc"].map(PathBuf::from));
+    system.push(var("XDG_DATA_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local/share")));
+    system.extend(split(var("XDG_DATA_DIRS"), "/usr/local/share:/usr/share"));
+    dirs.extend(system.into_iter().map(|d| (d.join("vulkan/explicit_layer.d"), true)));
+    dirs
+}
+
+/// The validation layer's manifest (a `.json` naming [`VALIDATION_LAYER`]) where the loader
+/// looks for layers, and whether the loader finds it without help; searched once.
+fn validation_found() -> Option<&'static (PathBuf, bool)> {
+    static FOUND: OnceLock<Option<(PathBuf, bool)>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            layer_dirs().into_iter().find_map(|(dir, system)| {
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).collect();
+                entries.sort();
+                entries
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                    .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(&format!("\"{VALIDATION_LAYER}\""))))
+                    .map(|p| (p, system))
+            })
+        })
+        .as_ref()
+}
+
+/// The validation layer's manifest for a test that runs under it, or `None` after a line saying
+/// the test `name` is skipped and why. Where `VKDIRTY_REQUIRE_LAYERS` is set (scripts/test.sh,
+/// which installs the layer) a missing layer fails the test instead: CI never skips it.
+pub fn need_validation(name: &str) -> Option<&'static Path> {
+    if let Some((manifest, _)) = validation_found() {
+        return Some(manifest);
+    }
+    let searched: Vec<String> = layer_dirs().iter().map(|(d, _)| d.display().to_string()).collect();
+    let why = format!(
+        "{VALIDATION_LAYER} not found (no manifest naming it in {}): install vulkan-validationlayers \
+         (scripts/test.sh does) or name its directory in VK_ADD_LAYER_PATH",
+        searched.join(", ")
+    );
+    assert!(std::env::var_os("VKDIRTY_REQUIRE_LAYERS").is_none(), "{name}: {why}");
+    eprintln!("skipped {name}: {why}");
+    None
+}
+
+/// The `VK_ADD_LAYER_PATH` for a child running the layer built in `dir`: `dir`, and the
+/// validation layer's directory where the loader would not search it by itself (it was found
+/// through this process's own `VK_LAYER_PATH` or `VK_ADD_LAYER_PATH`, which the child's
+/// setting replaces).
+pub fn layer_path(dir: &Path) -> OsString {
+    let mut dirs = vec![dir.to_path_buf()];
+    if let Some((manifest, false)) = validation_found() {
+        dirs.extend(manifest.parent().map(Path::to_path_buf));
+    }
+    std::env::join_paths(dirs).expect("layer directories without ':'")
+}
+
 /// Runs `cmd` on lavapipe where it is installed (the tests' driver; elsewhere the loader's
 /// choice).
 pub fn on_lavapipe(cmd: &mut Command) -> &mut Command {
@@ -127,7 +204,7 @@ pub fn self_under_layers(child_env: &str, dir: &Path, layers: &str, trace: &Path
     let mut cmd = Command::new(std::env::current_exe().expect("test executable"));
     cmd.args(["--exact", "child", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(child_env, "1")
-        .env("VK_ADD_LAYER_PATH", dir)
+        .env("VK_ADD_LAYER_PATH", layer_path(dir))
         .env("VK_INSTANCE_LAYERS", layers)
         .env("VKDIRTY_TRACE_FILE", trace)
         .env("VKDIRTY_LOG_LEVEL", "info")

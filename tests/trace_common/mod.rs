@@ -32,6 +32,11 @@ impl SharedBuf {
     }
 }
 
+/// An allocation record with nothing but its id and size set.
+pub fn allocation(id: u64, size: u64) -> Event {
+    Event::Allocation(Allocation { id, handle: 0, device: 0, size, memory_type: 0, property_flags: 0, heap: 0 })
+}
+
 pub fn opts(compression: Compression) -> WriterOptions {
     WriterOptions { compression, page_size: 4096, ..WriterOptions::default() }
 }

@@ -5,6 +5,7 @@
 //! submit (exit code 1 on a mismatch). With `--sidecar FILE` it records, for each submit, a hash
 //! of what the CPU had written into each allocation (see `sidecar.rs`).
 
+mod khr;
 mod mem;
 mod probe;
 mod rss;
@@ -98,6 +99,12 @@ struct Args {
     /// (a capture layer may still be writing what it collected) before reporting `settled_kib`.
     #[arg(long, value_name = "KIB")]
     rss_settle_kib: Option<u64>,
+    /// Submit with vkQueueSubmit2KHR (every other submit) and map and unmap with vkMapMemory2KHR /
+    /// vkUnmapMemory2KHR, looked up by those names, where the device offers VK_KHR_synchronization2
+    /// (with Vulkan 1.3's synchronization2) and VK_KHR_map_memory2; prints a line saying what
+    /// went through them.
+    #[arg(long)]
+    khr_names: bool,
     /// Test aid: make one invalid call, to prove validation messages are caught.
     #[arg(long, hide = true)]
     provoke_validation_error: bool,
@@ -744,7 +751,8 @@ fn run(args: &Args) -> ExitCode {
     names.extend(EXTRA_SCENARIOS.iter().copied().filter(|s| args.scenario.iter().any(|x| x == s)));
     sidecar.header(mem::page_size(), args.seed, args.frames, &names);
 
-    let vk = match Vk::new(args.validation, args.scenario.iter().any(|x| x == "import"), &args.layer_settings) {
+    let host_import = args.scenario.iter().any(|x| x == "import");
+    let vk = match Vk::new(args.validation, host_import, &args.layer_settings, args.khr_names) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vkdirty-workload: Vulkan set-up failed: {e}");
@@ -808,6 +816,9 @@ fn run(args: &Args) -> ExitCode {
                 std::thread::sleep(std::time::Duration::from_millis(args.frame_pause_ms));
             }
         }
+    }
+    if let Some(k) = &vk.khr {
+        println!("vkdirty-workload: {}", k.describe());
     }
     let (submits, pages, mut sidecar) = match world {
         Some(mut w) => {

@@ -72,6 +72,8 @@ pub struct Vk {
     /// `VK_EXT_external_memory_host`, when asked for and supported: its functions and
     /// `minImportedHostPointerAlignment`.
     pub host_ext: Option<(ash::ext::external_memory_host::Device, u64)>,
+    /// `--khr-names`: the KHR entry points the submits and maps go through.
+    pub khr: Option<crate::khr::KhrCalls>,
     /// Successful vkAllocateMemory calls so far (a capture layer below may wrap handles; the
     /// sidecar names allocations by this number too).
     allocations: std::sync::atomic::AtomicU64,
@@ -93,8 +95,14 @@ fn err(what: &str, r: vk::Result) -> VkError {
 impl Vk {
     /// `host_import`: enable `VK_EXT_external_memory_host` (the `import` scenario) when offered.
     /// `layer_settings`: `(name, value)` pairs for `VK_LAYER_VKDIRTY_capture`, passed as
-    /// `VK_EXT_layer_settings` strings in `vkCreateInstance`'s pNext chain.
-    pub fn new(validation: bool, host_import: bool, layer_settings: &[(String, String)]) -> Result<Vk, VkError> {
+    /// `VK_EXT_layer_settings` strings in `vkCreateInstance`'s pNext chain. `khr_names`: submit
+    /// and map through the KHR names where the device offers them (`khr.rs`).
+    pub fn new(
+        validation: bool,
+        host_import: bool,
+        layer_settings: &[(String, String)],
+        khr_names: bool,
+    ) -> Result<Vk, VkError> {
         // SAFETY: loading libvulkan.so.1 runs its initialisers; it is the system loader.
         let entry = unsafe { ash::Entry::load() }.map_err(|e| VkError(format!("cannot load libvulkan.so.1: {e}")))?;
 
@@ -214,8 +222,10 @@ impl Vk {
             .map_err(|e| err("vkEnumerateDeviceExtensionProperties", e))?;
         let host_ext = host_import
             && dev_exts.iter().any(|e| e.extension_name_as_c_str() == Ok(ash::ext::external_memory_host::NAME));
-        let dev_ext_names: Vec<*const i8> =
+        let mut dev_ext_names: Vec<*const i8> =
             if host_ext { vec![ash::ext::external_memory_host::NAME.as_ptr()] } else { vec![] };
+        let khr_exts = if khr_names { crate::khr::extensions(&dev_exts, sync2) } else { Vec::new() };
+        dev_ext_names.extend(khr_exts.iter().map(|n| n.as_ptr()));
         let mut dci = vk::DeviceCreateInfo::default().queue_create_infos(&qci).enabled_extension_names(&dev_ext_names);
         if sync2 {
             dci = dci.push_next(&mut f13);
@@ -224,6 +234,7 @@ impl Vk {
         let device = unsafe { instance.create_device(pdev, &dci, None) }.map_err(|e| err("vkCreateDevice", e))?;
         // SAFETY: family and index 0 were requested at device creation.
         let queue = unsafe { device.get_device_queue(queue_family, 0) };
+        let khr = khr_names.then(|| crate::khr::KhrCalls::load(&instance, &device, &khr_exts));
         let host_ext = host_ext.then(|| {
             let mut hp = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
             let mut p2 = vk::PhysicalDeviceProperties2::default().push_next(&mut hp);
@@ -245,6 +256,7 @@ impl Vk {
             mem_props,
             atom: props.limits.non_coherent_atom_size.max(1),
             sync2,
+            khr,
             device_name,
             allocations: Default::default(),
             validating,
@@ -425,6 +437,9 @@ impl Vk {
 
     /// Maps `offset..offset+size` (`vk::WHOLE_SIZE` allowed).
     pub fn map(&self, memory: vk::DeviceMemory, offset: u64, size: u64) -> Result<*mut u8, VkError> {
+        if let Some(r) = self.khr.as_ref().and_then(|k| k.map2(self.device.handle(), memory, offset, size)) {
+            return r.map_err(|e| err("vkMapMemory2KHR", e));
+        }
         // SAFETY: host-visible memory of this device, not currently mapped; range checked by
         // the caller.
         unsafe { self.device.map_memory(memory, offset, size, vk::MemoryMapFlags::empty()) }
@@ -433,6 +448,12 @@ impl Vk {
     }
 
     pub fn unmap(&self, memory: vk::DeviceMemory) {
+        if let Some(r) = self.khr.as_ref().and_then(|k| k.unmap2(self.device.handle(), memory)) {
+            if let Err(e) = r {
+                eprintln!("vkdirty-workload: vkUnmapMemory2KHR: {e:?}");
+            }
+            return;
+        }
         // SAFETY: memory is currently mapped.
         unsafe { self.device.unmap_memory(memory) };
     }
@@ -558,6 +579,11 @@ impl Frame {
         unsafe {
             d.end_command_buffer(self.cmd).map_err(|e| err("vkEndCommandBuffer", e))?;
             if use_submit2 {
+                let cbi = [vk::CommandBufferSubmitInfo::default().command_buffer(self.cmd)];
+                let si = [vk::SubmitInfo2::default().command_buffer_infos(&cbi)];
+                if let Some(r) = vk.khr.as_ref().and_then(|k| k.submit2(vk.queue, &si, self.fence)) {
+                    return r.map_err(|e| err("vkQueueSubmit2KHR", e));
+                }
                 let cbi = [vk::CommandBufferSubmitInfo::default().command_buffer(self.cmd)];
                 let si = [vk::SubmitInfo2::default().command_buffer_infos(&cbi)];
                 d.queue_submit2(vk.queue, &si, self.fence).map_err(|e| err("vkQueueSubmit2", e))
