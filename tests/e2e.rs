@@ -108,15 +108,6 @@ fn run_workload(backend: &Backend, layers: &[&str], trace: &Path, args: &[&str])
     run::output_within(c, WORKLOAD_LIMIT)
 }
 
-fn output_text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn read_sidecar(path: &Path) -> Sidecar {
     sidecar::read(path, false).unwrap_or_else(|e| panic!("sidecar {}: {e}", path.display()))
 }
@@ -150,9 +141,9 @@ fn capture_and_check(backend: &Backend) {
         o.status.success(),
         "{}: the workload's own checks failed under the layer:\n{}",
         backend.name,
-        output_text(&o)
+        run::output_text(&o)
     );
-    assert!(trace.exists(), "{}: no trace written (was the layer loaded?)\n{}", backend.name, output_text(&o));
+    assert!(trace.exists(), "{}: no trace written (was the layer loaded?)\n{}", backend.name, run::output_text(&o));
     let sc = read_sidecar(&sidecar);
     let r = compare(&trace, &sc, Some(kind));
     let app_bytes = sc.pages * sc.page_size;
@@ -207,14 +198,14 @@ fn validation_is_clean(backend: &Backend) {
         o.status.success(),
         "{}: validation messages or failed checks with the layer:\n{}",
         backend.name,
-        output_text(&o)
+        run::output_text(&o)
     );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("no validation message"),
         "{}: the messenger was not installed:\n{}",
         backend.name,
-        output_text(&o)
+        run::output_text(&o)
     );
     // The layer was really in the chain: it wrote a trace that matches.
     let r = compare(&trace, &read_sidecar(&sidecar), Some(kind));
@@ -241,8 +232,8 @@ fn shadow_wp_without_refresh_reads_stale_gpu_results() {
     };
     let trace = tmp("stale.vkd");
     let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "2", "--scenario", "gpu-write"]);
-    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("gpu-write"), "{}", output_text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", run::output_text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("gpu-write"), "{}", run::output_text(&o));
     let _ = std::fs::remove_file(trace);
 }
 
@@ -260,7 +251,7 @@ fn check_sidecar_cli_and_info_show_the_auto_fallback() {
     let trace = tmp("cli.vkd");
     let sidecar = tmp("cli.jsonl");
     let o = run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "3", "--sidecar", sidecar.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(o.status.success(), "{}", run::output_text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     let why = "async-wp refused a mapping: refused for testing (VKDIRTY_TEST_REFUSE)";
     assert_eq!(stderr.matches(why).count(), 1, "logged once per distinct reason:\n{stderr}");
@@ -314,7 +305,7 @@ fn comparison_catches_a_wrong_hash() {
         &trace,
         &["--frames", "3", "--scenario", "persistent,churn", "--sidecar", sidecar.to_str().unwrap()],
     );
-    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(o.status.success(), "{}", run::output_text(&o));
     let mut sc = read_sidecar(&sidecar);
     assert!(compare(&trace, &sc, Some(BackendKind::AsyncWp)).mismatches.is_empty());
     let entry = &mut sc.submits.get_mut(&3).expect("submit 3")[0];
@@ -342,7 +333,7 @@ fn auto_picks_a_backend_per_memory_type() {
     let sidecar = tmp("auto-types.jsonl");
     let o =
         run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", FRAMES, "--sidecar", sidecar.to_str().unwrap()]);
-    assert!(o.status.success(), "auto: the workload's own checks failed under the layer:\n{}", output_text(&o));
+    assert!(o.status.success(), "auto: the workload's own checks failed under the layer:\n{}", run::output_text(&o));
     let sc = read_sidecar(&sidecar);
     let r = compare(&trace, &sc, None);
     assert!(
@@ -424,13 +415,13 @@ fn report_memory_lists_types_and_external_buffer_types() {
         .env_remove("VK_INSTANCE_LAYERS")
         .output()
         .expect("run");
-    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(o.status.success(), "{}", run::output_text(&o));
     let lines: Vec<Value> =
         String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     let types = lines.iter().find(|v| v["kind"] == "memory_types").expect("memory_types line");
     assert!(!types["types"].as_array().expect("types array").is_empty(), "{types}");
     let buffers: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "buffer").collect();
-    assert!(buffers.len() >= 5, "{}", output_text(&o));
+    assert!(buffers.len() >= 5, "{}", run::output_text(&o));
     if types["device"].as_str().unwrap_or("").starts_with("llvmpipe") {
         for b in buffers {
             assert_eq!((b["plain"].as_str(), b["external"].as_str()), (Some("0b1"), Some("0b1")), "{b}");
@@ -456,7 +447,7 @@ fn khr_alias_names_are_captured_exactly() {
         let o =
             run_workload(&backend, &[LAYER_NAME], &trace, &["--frames", "6", "--sidecar", sidecar.to_str().unwrap()]);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(o.status.success(), "{name}: {}", output_text(&o));
+        assert!(o.status.success(), "{name}: {}", run::output_text(&o));
         let line = out.lines().find(|l| l.contains("khr names: ")).unwrap_or_else(|| panic!("no khr line:\n{out}"));
         eprintln!("e2e {name}: {line}");
         let submit2 = number(line, "vkQueueSubmit2KHR ");
@@ -474,7 +465,7 @@ fn khr_alias_names_are_captured_exactly() {
             .output()
             .expect("run vkdirty check-sidecar");
         let text = String::from_utf8_lossy(&c.stdout).into_owned();
-        assert!(c.status.success() && text.starts_with("exact: "), "{name}: {}", output_text(&c));
+        assert!(c.status.success() && text.starts_with("exact: "), "{name}: {}", run::output_text(&c));
         assert_eq!(number(&text, "exact: "), number(&out, "ok: "), "{name}: every submit in the trace: {text}{out}");
         let _ = std::fs::remove_file(trace);
         let _ = std::fs::remove_file(sidecar);

@@ -41,15 +41,6 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(format!("gfxr-{}-{name}", std::process::id()))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// A command without the caller's vkdirty, gfxreconstruct and layer variables.
 fn clean(program: &Path) -> Command {
     let mut c = Command::new(program);
@@ -100,14 +91,18 @@ fn replay(gfxr: &Path) -> Output {
 fn workload_captures_are_exact_on_every_backend_and_replay() {
     for backend in ["auto", "async-wp", "shadow-wp", "shadow", "full"] {
         let (gfxr, sidecar, o) = capture(&format!("exact-{backend}"), &[], &["--backend", backend]);
-        assert!(o.status.success(), "{backend}: {}", text(&o));
+        assert!(o.status.success(), "{backend}: {}", run::output_text(&o));
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.contains("fill-memory commands holding"), "{backend}: no capture summary\n{}", text(&o));
+        assert!(
+            out.contains("fill-memory commands holding"),
+            "{backend}: no capture summary\n{}",
+            run::output_text(&o)
+        );
         let c = check(&gfxr, &sidecar);
         let report = String::from_utf8_lossy(&c.stdout);
-        assert!(c.status.success() && report.starts_with("exact:"), "{backend}: {}", text(&c));
+        assert!(c.status.success() && report.starts_with("exact:"), "{backend}: {}", run::output_text(&c));
         let r = replay(&gfxr);
-        let log = text(&r);
+        let log = run::output_text(&r);
         assert!(r.status.success() && !log.contains("ERROR"), "{backend}: replay\n{log}");
         for p in [gfxr, sidecar] {
             let _ = std::fs::remove_file(p);
@@ -120,10 +115,18 @@ fn zstd_and_uncompressed_captures_are_read_too() {
     for (kind, name) in [("ZSTD", "zstd"), ("NONE", "none")] {
         let (gfxr, sidecar, o) =
             capture(&format!("compression-{name}"), &[("GFXRECON_CAPTURE_COMPRESSION_TYPE", kind)], &[]);
-        assert!(o.status.success(), "{kind}: {}", text(&o));
-        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("({name} compression)")), "{kind}: {}", text(&o));
+        assert!(o.status.success(), "{kind}: {}", run::output_text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(&format!("({name} compression)")),
+            "{kind}: {}",
+            run::output_text(&o)
+        );
         let c = check(&gfxr, &sidecar);
-        assert!(c.status.success() && String::from_utf8_lossy(&c.stdout).starts_with("exact:"), "{kind}: {}", text(&c));
+        assert!(
+            c.status.success() && String::from_utf8_lossy(&c.stdout).starts_with("exact:"),
+            "{kind}: {}",
+            run::output_text(&c)
+        );
     }
 }
 
@@ -175,13 +178,13 @@ fn flushes_are_validation_clean_on_unaligned_mappings() {
         assert!(
             o.status.success() && String::from_utf8_lossy(&o.stdout).contains("no validation message"),
             "{backend}: {}",
-            text(&o)
+            run::output_text(&o)
         );
         let c = check(&gfxr, &sidecar);
         assert!(
             c.status.success() && String::from_utf8_lossy(&c.stdout).starts_with("exact:"),
             "{backend}: {}",
-            text(&c)
+            run::output_text(&c)
         );
         for p in [gfxr, sidecar] {
             let _ = std::fs::remove_file(p);
@@ -202,16 +205,20 @@ fn assisted_without_vkdirty_flushes_is_not_exact() {
         .arg(&sidecar)
         .output()
         .expect("run the workload");
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", run::output_text(&o));
     let c = check(&gfxr, &sidecar);
-    assert!(!c.status.success() && String::from_utf8_lossy(&c.stdout).starts_with("NOT exact"), "{}", text(&c));
+    assert!(
+        !c.status.success() && String::from_utf8_lossy(&c.stdout).starts_with("NOT exact"),
+        "{}",
+        run::output_text(&c)
+    );
 }
 
 #[test]
 fn host_import_stays_off_with_gfxreconstruct_below_unless_ignored() {
     let (_, _, o) = capture("below", &[], &["--backend", "auto"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", run::output_text(&o));
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("capture layer VK_LAYER_LUNARG_gfxreconstruct")).collect();
     assert_eq!(lines.len(), 1, "one line naming the layer below:\n{err}");
     assert!(!err.contains("host-import on "), "{err}");
@@ -220,7 +227,7 @@ fn host_import_stays_off_with_gfxreconstruct_below_unless_ignored() {
     assert!(
         !err.contains("capture layer VK_LAYER_LUNARG_gfxreconstruct") && err.contains("host-import on "),
         "{}",
-        text(&o)
+        run::output_text(&o)
     );
 }
 
@@ -231,7 +238,11 @@ fn capture_without_gfxreconstruct_is_a_clear_error() {
     std::fs::create_dir_all(&empty).unwrap();
     let (_, _, o) = capture("missing", &[("VK_LAYER_PATH", empty.to_str().unwrap())], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("did not load VK_LAYER_LUNARG_gfxreconstruct"), "{}", text(&o));
+    assert!(
+        !o.status.success() && err.contains("did not load VK_LAYER_LUNARG_gfxreconstruct"),
+        "{}",
+        run::output_text(&o)
+    );
 }
 
 #[test]
@@ -244,5 +255,9 @@ fn vkcube_replays_are_pixel_identical() {
         .output()
         .expect("run scripts/gfxr-check.sh");
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && !out.contains("FAIL") && out.matches("PASS").count() == 13, "{}", text(&o));
+    assert!(
+        o.status.success() && !out.contains("FAIL") && out.matches("PASS").count() == 13,
+        "{}",
+        run::output_text(&o)
+    );
 }

@@ -213,6 +213,16 @@ pub fn self_under_layers(child_env: &str, dir: &Path, layers: &str, trace: &Path
     cmd
 }
 
+/// A finished child's status, stdout and stderr, for a failing assertion's message.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Runs `cmd` to completion with its output captured; kills it and fails the test when it takes
 /// longer than `limit` (a hang must not stall the suite).
 pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
