@@ -408,8 +408,9 @@ fn records_after_close_are_counted_not_written() {
     assert_eq!(events.len(), 2);
 }
 
-/// Records queued under a hold wake the writer thread once, when the last hold ends; a producer
-/// that fills the queue under a hold wakes it anyway (no deadlock), and nothing is lost.
+/// Records queued under a hold wake an idle writer thread once, when the last hold ends; a
+/// producer that fills the queue under a hold wakes it anyway (no deadlock), and nothing is
+/// lost. A writer that drained its queue a moment ago finds records on its own, unwoken.
 #[test]
 fn a_hold_defers_the_wake_and_never_blocks_a_full_queue() {
     let sink = SharedBuf::default();
@@ -420,6 +421,8 @@ fn a_hold_defers_the_wake_and_never_blocks_a_full_queue() {
     w.record(&allocation(1, 1 << 30));
     w.record(&Event::Submit(Submit { seq: 1, ..Submit::default() }));
     wait_until("the first blocks written", || w.stats().blocks_written == 2 && w.stats().queued_bytes == 0);
+    // Past its linger after the drain (2 ms), the thread sleeps until woken.
+    std::thread::sleep(Duration::from_millis(50));
     {
         let outer = w.hold();
         let inner = w.hold();
@@ -431,6 +434,10 @@ fn a_hold_defers_the_wake_and_never_blocks_a_full_queue() {
         drop(outer);
     }
     wait_until("the held block written", || w.stats().blocks_written == 3);
+    // Lingering after that drain, it takes a record queued without any wake-up: a producer's
+    // call does not notify a thread that will look again anyway.
+    w.record(&Event::Submit(Submit { seq: 3, ..Submit::default() }));
+    wait_until("a record found by the lingering thread", || w.stats().blocks_written == 4);
     w.close().unwrap();
     // More than the queue holds, all under one hold, with the sink stuck: the writer is woken
     // while the hold lasts (it takes a block and waits in the sink) and the producer waits at

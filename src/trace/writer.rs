@@ -35,7 +35,9 @@ use super::format::{
 };
 use super::{Event, Totals, TraceError};
 
+mod pool;
 mod thread;
+use pool::Pools;
 use thread::writer_thread;
 
 /// Where the writer thread puts the bytes. Files are the real case; tests use other sinks.
@@ -155,9 +157,27 @@ struct Queue {
     /// Open [`Held`] guards, and whether a job came in under one (the thread was not woken).
     held: usize,
     deferred: bool,
+    /// How the writer thread waits for jobs.
+    sleep: Sleep,
     /// The most `bytes` reached since the queue last drained: how much a burst left on the heap.
     high: usize,
 }
+
+/// What the writer thread is doing, as producers see it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sleep {
+    /// Taking jobs off the queue: a job queued now is found without a wake-up.
+    Working,
+    /// The queue was drained a moment ago: the thread looks again after [`LINGER`] without
+    /// being woken, so a steady stream of small records (a submit's) costs no wake-up each.
+    Lingering,
+    /// Asleep until woken: a producer must wake it.
+    Idle,
+}
+
+/// How long the writer thread waits for more jobs, unwoken, after draining the queue before it
+/// sleeps until woken. Bounds how long a record of a submit stays queued before it is written.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[derive(Default)]
 struct Counters {
@@ -185,13 +205,11 @@ struct Shared {
     /// Set once the writer failed or was closed; producers then return at once.
     stopped: AtomicBool,
     error: Mutex<Option<String>>,
-    /// Recycled Dirty buffers, so the submit path does not allocate per collection.
-    pool: Mutex<Vec<Vec<u8>>>,
-    pool_max: usize,
+    /// Recycled buffers and run tables, so the submit path does not allocate per collection.
+    pool: Pools,
     /// Bytes of queued copies (blocks smaller than a buffer) freed since the heap was last
     /// trimmed: after a burst they are heap memory glibc keeps unless trimmed.
     freed_copies: AtomicUsize,
-    buf_capacity: usize,
     max_runs: usize,
     opts: WriterOptions,
     c: Counters,
@@ -234,16 +252,18 @@ impl TraceWriter {
                 closed: false,
                 held: 0,
                 deferred: false,
+                sleep: Sleep::Working,
                 high: 0,
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             stopped: AtomicBool::new(false),
             error: Mutex::new(None),
-            pool: Mutex::new(Vec::new()),
+            pool: Pools::new(
+                DIRTY_PREFIX_LEN + opts.block_bytes + max_runs * RUN_LEN,
+                opts.queue_bytes / opts.block_bytes + 4,
+            ),
             freed_copies: AtomicUsize::new(0),
-            pool_max: opts.queue_bytes / opts.block_bytes + 4,
-            buf_capacity: DIRTY_PREFIX_LEN + opts.block_bytes + max_runs * RUN_LEN,
             max_runs,
             c: Counters::default(),
             opts,
@@ -279,10 +299,11 @@ impl TraceWriter {
                     self.shared.dropped(0);
                     return;
                 }
-                let mut payload = Vec::with_capacity(64);
+                let mut payload = self.shared.pool.take_small(64);
                 encode_payload(ev, &mut payload);
                 if payload.len() > MAX_PAYLOAD as usize {
                     self.shared.dropped(0);
+                    self.shared.recycle(payload);
                     return;
                 }
                 let ty = BlockType::of(ev);
@@ -302,8 +323,9 @@ impl TraceWriter {
 
     /// Defers waking the writer thread until the returned guard (and every other one) is dropped:
     /// the records of one submit (a dirty record per written allocation, then the submit) wake
-    /// it once instead of once each. Past an eighth of the queue (a large collection) records wake
-    /// it as usual, so compression overlaps the collection.
+    /// it once instead of once each, and not at all while it lingers after its last drain (it
+    /// looks again within [`LINGER`]). Past an eighth of the queue (a large collection) records
+    /// wake it as usual, so compression overlaps the collection.
     pub fn hold(&self) -> Held<'_> {
         self.shared.queue.lock().held += 1;
         Held(&self.shared)
@@ -361,7 +383,7 @@ impl TraceWriter {
             dropped_bytes: r(&c.dropped_bytes),
             queued_bytes,
             queued_records,
-            pooled_buffers: self.shared.pool.lock().len() as u64,
+            pooled_buffers: self.shared.pool.len() as u64,
         }
     }
 
@@ -392,15 +414,11 @@ impl Shared {
         self.c.dropped_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    fn recycle(&self, mut buf: Vec<u8>) {
-        if buf.capacity() >= self.buf_capacity {
-            let mut pool = self.pool.lock();
-            if pool.len() < self.pool_max {
-                buf.clear();
-                pool.push(buf);
-            }
-        } else {
-            self.freed_copies.fetch_add(buf.capacity(), Ordering::Relaxed);
+    fn recycle(&self, buf: Vec<u8>) {
+        let big = buf.capacity() >= self.pool.big_capacity();
+        let dropped = self.pool.give(buf);
+        if !big && dropped > 0 {
+            self.freed_copies.fetch_add(dropped, Ordering::Relaxed);
         }
     }
 
@@ -410,13 +428,7 @@ impl Shared {
     /// `high`: the queue's high-water mark since it last drained; copies freed after a queue that
     /// stayed small are reused by the next ones, so only a burst makes them worth a trim.
     fn shrink_pool(&self, high: usize) {
-        let spare: Vec<Vec<u8>> = {
-            let mut pool = self.pool.lock();
-            let keep = pool.len().min(POOL_KEEP);
-            pool.split_off(keep)
-        };
-        let spare_bytes: usize = spare.iter().map(Vec::capacity).sum();
-        drop(spare);
+        let spare_bytes = self.pool.shrink(POOL_KEEP);
         let copies = self.freed_copies.load(Ordering::Relaxed);
         if spare_bytes >= TRIM_AFTER_BYTES || (high >= TRIM_AFTER_BYTES && copies >= TRIM_AFTER_BYTES) {
             self.freed_copies.store(0, Ordering::Relaxed);
@@ -426,10 +438,6 @@ impl Shared {
                 libc::malloc_trim(0);
             }
         }
-    }
-
-    fn take_buf(&self) -> Vec<u8> {
-        self.pool.lock().pop().unwrap_or_else(|| Vec::with_capacity(self.buf_capacity))
     }
 
     /// Puts a job on the queue, waiting while it is full. Returns at once once stopped.
@@ -452,6 +460,7 @@ impl Shared {
         if full(&q) && !q.closed && !self.stopped.load(Ordering::Acquire) {
             // The thread may be asleep with jobs queued under a hold.
             q.deferred = false;
+            q.sleep = Sleep::Working;
             self.not_empty.notify_one();
             self.c.stalls.fetch_add(1, Ordering::Relaxed);
             let t0 = Instant::now();
@@ -470,12 +479,17 @@ impl Shared {
         }
         q.bytes += cost;
         q.high = q.high.max(q.bytes);
+        let urgent = !matches!(job, Job::Block { .. });
         q.jobs.push_back(job);
         // A hold only saves wake-ups for small submits: past an eighth of the queue the thread
         // must start, or the backlog reaches the adaptive threshold and blocks go out uncompressed.
-        if q.held > 0 && q.bytes <= self.opts.queue_bytes / 8 {
+        let small = q.bytes <= self.opts.queue_bytes / 8;
+        if !urgent && small && q.sleep != Sleep::Idle {
+            // Working, or lingering: it finds the job within LINGER without a wake-up.
+        } else if !urgent && small && q.held > 0 {
             q.deferred = true;
-        } else {
+        } else if q.sleep != Sleep::Working {
+            q.sleep = Sleep::Working;
             self.not_empty.notify_one();
         }
     }
@@ -531,7 +545,7 @@ impl DirtyWriter<'_> {
         let mut rest = bytes;
         while !rest.is_empty() {
             let buf = self.buf.get_or_insert_with(|| {
-                let mut b = self.shared.take_buf();
+                let mut b = self.shared.pool.take_block(&mut self.runs);
                 b.extend_from_slice(&self.alloc.to_le_bytes());
                 b.extend_from_slice(&self.submit.to_le_bytes());
                 b.extend_from_slice(&0u32.to_le_bytes());
@@ -585,8 +599,9 @@ impl DirtyWriter<'_> {
         // queue's bound counts, not a block-sized buffer each (1000 queued 64 KiB blocks would
         // otherwise pin ~1 GB of buffers).
         if buf.len() <= buf.capacity() / 8 {
-            let small = buf.as_slice().to_vec();
-            self.shared.recycle(std::mem::replace(&mut buf, small));
+            let (small, dropped) = self.shared.pool.to_small(buf);
+            buf = small;
+            self.shared.freed_copies.fetch_add(dropped, Ordering::Relaxed);
         }
         let pages = self.pages;
         self.runs.clear();
@@ -605,7 +620,10 @@ impl Drop for Held<'_> {
         q.held -= 1;
         if q.held == 0 && q.deferred {
             q.deferred = false;
-            self.0.not_empty.notify_one();
+            if q.sleep == Sleep::Idle {
+                q.sleep = Sleep::Working;
+                self.0.not_empty.notify_one();
+            }
         }
     }
 }
@@ -613,5 +631,6 @@ impl Drop for Held<'_> {
 impl Drop for DirtyWriter<'_> {
     fn drop(&mut self) {
         self.emit();
+        self.shared.pool.give_runs(std::mem::take(&mut self.runs));
     }
 }

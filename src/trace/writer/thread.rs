@@ -1,7 +1,7 @@
 //! The writer thread: compresses, checksums and writes the queued blocks, and writes the end
 //! record at close.
 
-use super::{Job, Shared, TraceSink};
+use super::{Job, Shared, Sleep, TraceSink, LINGER};
 use crate::trace::format::{encode_payload, BlockHeader, BlockType, Compression, FLAG_LZ4};
 use crate::trace::{Event, Totals};
 use std::io::{self, BufWriter, Write};
@@ -56,11 +56,22 @@ pub(super) fn writer_thread(shared: Arc<Shared>, sink: Box<dyn TraceSink>, name:
     loop {
         let (job, backlog) = {
             let mut q = shared.queue.lock();
+            let mut lingered = false;
             loop {
                 if let Some(j) = q.jobs.pop_front() {
+                    q.sleep = Sleep::Working;
                     break (j, q.bytes);
                 }
-                shared.not_empty.wait(&mut q);
+                // Drained: look again after LINGER unwoken (producers then skip the wake-up),
+                // and only if nothing came, sleep until woken.
+                if lingered {
+                    q.sleep = Sleep::Idle;
+                    shared.not_empty.wait(&mut q);
+                } else {
+                    q.sleep = Sleep::Lingering;
+                    shared.not_empty.wait_for(&mut q, LINGER);
+                    lingered = true;
+                }
             }
         };
         match job {
