@@ -52,6 +52,10 @@ SINGLE_REP_MIB = 16
 # per frame. Configurations: none, each vkdirty backend auto can pick, gfxreconstruct page_guard.
 MANYMAPS_FULL = [1, 100, 1000, 4000]
 MANYMAPS_QUICK = [1, 100, 4000]
+# A manymaps frame costs tens of microseconds and the layer's part at N = 1 a few: many frames,
+# so the median is not at the mercy of a few scheduler hiccups (--manymaps-frames).
+MANYMAPS_FRAMES_FULL = 3000
+MANYMAPS_FRAMES_QUICK = 1000
 MANYMAPS_CONFIGS = ["none", "vkdirty:host-import", "vkdirty:async-wp", "vkdirty:shadow-wp", "vkdirty:shadow",
                     "gfxr:page_guard"]
 
@@ -221,6 +225,10 @@ def run_stream(opts, cfg, case, frames, tmp):
     fl = b.get("floors") or {}
     rec.update({
         "frame_ms": {"median": b["frame_ms"]["median"], "p99": b["frame_ms"]["p99"]},
+        # CPU time of the submitting thread per frame, and of the whole process over the loop
+        # (stream-bench builds from before these were reported lack them).
+        "frame_cpu_ms": (b.get("frame_cpu_ms") or {}).get("median"),
+        "loop_cpu_ms_per_frame": b.get("loop_cpu_ms_per_frame"),
         "wall_s": b["wall_s"],
         "peak_rss_kib": b["peak_rss_kib"],
         "written_bytes": b["written"]["total_bytes"],
@@ -356,6 +364,7 @@ def cmd_run(opts):
 def _run(opts, tmp):  # noqa: C901 (one straight sequence)
     workloads = opts.workloads.split(",")
     frames = opts.frames or (100 if opts.quick else 300)
+    many_frames = opts.manymaps_frames or (MANYMAPS_FRAMES_QUICK if opts.quick else MANYMAPS_FRAMES_FULL)
     reps = opts.reps or (1 if opts.quick else 2)
     results = open(opts.results, "a")
 
@@ -442,13 +451,14 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
                     rec = run_vkcube(opts, cfg, vkcube_frames, tmp)
                     name = f"vkcube {vkcube_frames} frames"
                 else:
-                    rec = run_stream(opts, cfg, case, frames, tmp)
+                    run_frames = many_frames if workload == "manymaps" else frames
+                    rec = run_stream(opts, cfg, case, run_frames, tmp)
                     name = case_name(*case[:3])
                 rec.pop("device", None)
                 rec.update({"type": "run", "schema": SCHEMA, "machine": opts.machine, "workload": workload,
                             "case": name, "config": cfg.name, "config_note": cfg.note, "rep": rep})
                 if workload != "vkcube":
-                    rec["frames"] = frames
+                    rec["frames"] = run_frames
                 emit(rec)
                 el = time.monotonic() - started
                 status = rec.get("error", "").splitlines()[0] if "error" in rec else (
@@ -546,6 +556,10 @@ def aggregate(runs):
                     "written": med(r.get("written_bytes") for r in ok),
                     "fps": med(r.get("fps") for r in ok),
                     "frames": ok[0].get("frames"),
+                    "cpu": med(r.get("frame_cpu_ms") for r in ok),
+                    # Per repetition (of its session), for ratios taken within one repetition.
+                    "by_rep": {(id(r.get("_session")), r["rep"]): (r.get("frame_ms", {}).get("median"),
+                                                                    r.get("frame_cpu_ms")) for r in ok},
                 })
             cfgs[cfg] = s
         out[key] = {"floors": floors, "configs": cfgs}
@@ -585,16 +599,43 @@ def stream_table(cases):
     return lines, floors
 
 
+def rep_ratios(a, a1, name, which):
+    """Per repetition: (configuration − none) at this N ÷ the same at N = 1, both from that
+    repetition (`which`: 0 wall-clock median, 1 thread CPU median)."""
+    def over(agg, k):
+        s, base = agg["configs"].get(name, {}), agg["configs"].get("none", {})
+        v, b = s.get("by_rep", {}).get(k), base.get("by_rep", {}).get(k)
+        if v is None or b is None or v[which] is None or b[which] is None:
+            return None
+        return v[which] - b[which]
+    out = []
+    for k in a["configs"].get(name, {}).get("by_rep", {}):
+        o, o1 = over(a, k), over(a1, k)
+        if o is not None and o1 is not None and o1 > 0:
+            out.append(o / o1)
+    return out
+
+
+def spread(xs):
+    """"median [min–max] (n)" of ratios, "–" without any."""
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}× (1)"
+    return f"{statistics.median(xs):.2f}× [{min(xs):.2f}–{max(xs):.2f}] ({len(xs)})"
+
+
 def manymaps_table(cases):
     names = sorted({n for _, a in cases for n in a["configs"]}, key=config_order)
     lines = ["| mapped allocations | configuration | ms/frame median | p99 | overhead ms | × at 1 | ÷ page_guard "
+             "| thread CPU ms | CPU overhead ms | N ÷ 1 per rep (wall) | N ÷ 1 per rep (CPU) "
              "| peak RSS MiB | captured MiB | captured ÷ written |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
 
-    def over(a, name):
-        base = a["configs"].get("none", {}).get("median")
+    def over(a, name, key="median"):
+        base = a["configs"].get("none", {}).get(key)
         s = a["configs"].get(name, {})
-        return None if base is None or not s.get("ok") else s["median"] - base
+        return None if base is None or not s.get("ok") or s.get(key) is None else s[key] - base
     first = cases[0][1] if cases else None
     for case, a in cases:
         n = case.split()[0]
@@ -605,14 +646,19 @@ def manymaps_table(cases):
                 continue
             if not s["ok"]:
                 err = s["errors"][0].strip().splitlines()[-1] if s["errors"] and s["errors"][0].strip() else "failed"
-                lines.append(f"| {n} | {name} | failed: {err[:80]} |||||||")
+                lines.append(f"| {n} | {name} | failed: {err[:80]} ||||||||||||")
                 continue
             o = over(a, name) if name != "none" else None
             o1 = over(first, name) if first is not None and name != "none" else None
+            oc = over(a, name, "cpu") if name != "none" else None
+            per = name != "none" and first is not None
             lines.append(
                 f"| {n} | {name} | {fmt(s['median'])} | {fmt(s['p99'])} | {fmt(o) if o is not None else '–'} "
                 f"| {ratio(o, o1) if o is not None and o1 else '–'} "
                 f"| {ratio(o, pg) if o is not None and pg and name != 'gfxr:page_guard' else '–'} "
+                f"| {fmt(s.get('cpu'), '.4f')} | {fmt(oc, '.4f') if oc is not None else '–'} "
+                f"| {spread(rep_ratios(a, first, name, 0)) if per else '–'} "
+                f"| {spread(rep_ratios(a, first, name, 1)) if per else '–'} "
                 f"| {fmt(mib(s['rss_kib'] * 1024 if s['rss_kib'] else None), '.0f')} "
                 f"| {fmt(mib(s['captured']), '.2f')} "
                 f"| {ratio(s['captured'], s['written'], '.3f') if s['captured'] is not None else '–'} |")
@@ -721,7 +767,11 @@ def render_machine(m, runs):
                       f"a frame writes one page in 4 of them, submits a 64 KiB copy and waits. {frames} timed "
                       "frames per run. Overhead = configuration − no layer; \"× at 1\": overhead ÷ the same "
                       "configuration's overhead with 1 allocation (goal at 100: ≤ 1.2); \"÷ page_guard\": overhead ÷ "
-                      "gfxreconstruct page_guard's overhead in the same case (goal at 4,000: ≤ 1).", ""]
+                      "gfxreconstruct page_guard's overhead in the same case (goal at 4,000: ≤ 1). Thread CPU: the "
+                      "submitting thread's CPU time per frame (median; a blocking wait costs none), less exposed "
+                      "to other processes than the wall clock. \"N ÷ 1 per rep\": in each repetition, the "
+                      "overhead at N ÷ the overhead at 1 allocation of that repetition; median [min–max] "
+                      "(repetitions).", ""]
             lines += manymaps_table(cases)
             lines.append("")
             continue
@@ -823,6 +873,7 @@ def main():
     r.add_argument("--backends", type=lambda s: s.split(","), help="only these vkdirty backends")
     r.add_argument("--quick", action="store_true")
     r.add_argument("--frames", type=int)
+    r.add_argument("--manymaps-frames", type=int, help="timed frames of a manymaps run (default 3000, quick 1000)")
     r.add_argument("--reps", type=int)
     r.add_argument("--vkcube-frames", type=int)
     r.add_argument("--max-size-mib", type=int)

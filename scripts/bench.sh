@@ -16,7 +16,8 @@
 #   scripts/bench.sh --render-only   # rebuild docs/benchmarks.md from docs/bench-results/*.jsonl
 # Options: --machine NAME (results file name and table heading; default "dev-lavapipe"),
 #   --workloads stream,map,manymaps,vkcube[,twoqueue]  --configs none,vkdirty:async-wp,gfxr:page_guard,...
-#   --backends async-wp,shadow,...  --reps N  --frames N  --max-size-mib N  --append
+#   --backends async-wp,shadow,...  --reps N  --frames N  --manymaps-frames N (default 3000)
+#   --max-size-mib N  --append
 #   --cases "256 MiB random 10%,16 MiB ring 1%"
 #   --results FILE  --doc FILE  --no-doc  --no-install
 #
@@ -57,7 +58,7 @@ while (($#)); do
         --no-doc) no_doc=1 ;;
         --render-only) render_only=1 ;;
         --append) append=1 ;;
-        --workloads|--configs|--backends|--reps|--frames|--max-size-mib|--vkcube-frames|--timeout|--cases)
+        --workloads|--configs|--backends|--reps|--frames|--manymaps-frames|--max-size-mib|--vkcube-frames|--timeout|--cases)
             pass+=("$1" "$2"); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;

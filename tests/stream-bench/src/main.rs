@@ -120,6 +120,13 @@ struct Report {
     device: gpu::DeviceInfo,
     /// Per timed frame: write + submit + wait, in milliseconds.
     frame_ms: stats::Summary,
+    /// Per timed frame: CPU time of the submitting thread (write, faults, layer, driver submit;
+    /// a blocking wait costs none), in milliseconds. Less exposed to other processes than the
+    /// wall clock: what a layer adds to the submitting thread.
+    frame_cpu_ms: stats::Summary,
+    /// CPU time of the whole process over the timed loop (every thread: the trace writer's,
+    /// the driver's), milliseconds per timed frame.
+    loop_cpu_ms_per_frame: f64,
     /// The timed loop, seconds.
     loop_s: f64,
     /// From process start to the end of Vulkan teardown (floors excluded), seconds.
@@ -150,6 +157,14 @@ fn peak_rss_kib() -> u64 {
         }
     }
     rusage().2
+}
+
+/// A CPU-time clock (`CLOCK_THREAD_CPUTIME_ID`, `CLOCK_PROCESS_CPUTIME_ID`), seconds.
+fn cpu_clock_s(clock: libc::clockid_t) -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec; these clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn rusage() -> (f64, f64, u64) {
@@ -257,6 +272,10 @@ struct Measured {
     device: gpu::DeviceInfo,
     /// Per timed frame, milliseconds.
     times: Vec<f64>,
+    /// Per timed frame, the thread's CPU time, milliseconds.
+    cpu_times: Vec<f64>,
+    /// Process CPU time over the timed loop, seconds.
+    loop_cpu_s: f64,
     loop_s: f64,
     wall_s: f64,
     cpu_user_s: f64,
@@ -280,19 +299,24 @@ fn frame_loop(
         bytes += frame(&mut g, f)?.1 as u64;
     }
     let mut times = Vec::with_capacity(a.frames);
+    let mut cpu_times = Vec::with_capacity(a.frames);
     let loop_start = Instant::now();
+    let loop_cpu = cpu_clock_s(libc::CLOCK_PROCESS_CPUTIME_ID);
     for f in a.warmup..a.warmup + a.frames {
+        let c0 = cpu_clock_s(libc::CLOCK_THREAD_CPUTIME_ID);
         let (t, b) = frame(&mut g, f)?;
+        cpu_times.push((cpu_clock_s(libc::CLOCK_THREAD_CPUTIME_ID) - c0) * 1e3);
         times.push(t.as_secs_f64() * 1e3);
         bytes += b as u64;
     }
+    let loop_cpu_s = cpu_clock_s(libc::CLOCK_PROCESS_CPUTIME_ID) - loop_cpu;
     let loop_s = loop_start.elapsed().as_secs_f64();
     let device = g.info.clone();
     drop(g);
     let wall_s = start.elapsed().as_secs_f64();
     let peak_rss_kib = peak_rss_kib();
     let (cpu_user_s, cpu_sys_s, _) = rusage();
-    Ok(Measured { device, times, loop_s, wall_s, cpu_user_s, cpu_sys_s, peak_rss_kib, bytes })
+    Ok(Measured { device, times, cpu_times, loop_cpu_s, loop_s, wall_s, cpu_user_s, cpu_sys_s, peak_rss_kib, bytes })
 }
 
 /// The report of a run without floors.
@@ -318,6 +342,8 @@ fn report(
         page_size: page,
         device: m.device,
         frame_ms: stats::summarize(&m.times),
+        frame_cpu_ms: stats::summarize(&m.cpu_times),
+        loop_cpu_ms_per_frame: m.loop_cpu_s * 1e3 / a.frames.max(1) as f64,
         loop_s: m.loop_s,
         wall_s: m.wall_s,
         cpu_user_s: m.cpu_user_s,
