@@ -58,6 +58,11 @@ fn clean(program: &Path) -> Command {
 
 /// `vkdirty capture --gfxr` of the workload; returns the capture, the sidecar and the output.
 fn capture(name: &str, env: &[(&str, &str)], extra: &[&str]) -> (PathBuf, PathBuf, Output) {
+    capture_workload(name, env, extra, &[])
+}
+
+/// [`capture`] with more workload arguments.
+fn capture_workload(name: &str, env: &[(&str, &str)], extra: &[&str], args: &[&str]) -> (PathBuf, PathBuf, Output) {
     let dir = ensure_built();
     let (gfxr, sidecar) = (tmp(&format!("{name}.gfxr")), tmp(&format!("{name}.side")));
     let o = clean(&dir.join("vkdirty"))
@@ -69,6 +74,7 @@ fn capture(name: &str, env: &[(&str, &str)], extra: &[&str]) -> (PathBuf, PathBu
         .arg(dir.join("vkdirty-workload"))
         .args(["--frames", "5", "--sidecar"])
         .arg(&sidecar)
+        .args(args)
         .output()
         .expect("run vkdirty capture");
     (gfxr, sidecar, o)
@@ -107,6 +113,25 @@ fn workload_captures_are_exact_on_every_backend_and_replay() {
         for p in [gfxr, sidecar] {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+/// The application submits with `vkQueueSubmit2KHR` by that name (workload `--khr-names`):
+/// vkdirty's alias entry point flushes before it as before `vkQueueSubmit`, gfxreconstruct
+/// records the KHR call, the reader counts it as a submit, and the capture is exact and replays.
+#[test]
+fn khr_submits_are_flushed_and_read() {
+    let (gfxr, sidecar, o) = capture_workload("khr", &[], &["--backend", "async-wp"], &["--khr-names"]);
+    let out = run::output_text(&o);
+    assert!(o.status.success() && out.contains("khr names: vkQueueSubmit2KHR 3 calls"), "{out}");
+    let c = check(&gfxr, &sidecar);
+    let report = String::from_utf8_lossy(&c.stdout);
+    assert!(c.status.success() && report.starts_with("exact: 6 submits"), "{}", run::output_text(&c));
+    let r = replay(&gfxr);
+    let log = run::output_text(&r);
+    assert!(r.status.success() && !log.contains("ERROR"), "replay\n{log}");
+    for p in [gfxr, sidecar] {
+        let _ = std::fs::remove_file(p);
     }
 }
 

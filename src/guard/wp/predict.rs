@@ -141,7 +141,11 @@ impl Predictor {
     /// A stream wraps within its span (`span_of`: the span holding an address), as a ring
     /// buffer does: past the span's end the prediction goes on at its start, and a run at the
     /// span's start that follows a run reaching its end continues both.
-    fn candidates(&mut self, ranges: &[Range<usize>], span_of: &dyn Fn(usize) -> Option<Range<usize>>) -> Vec<Range<usize>> {
+    fn candidates(
+        &mut self,
+        ranges: &[Range<usize>],
+        span_of: &dyn Fn(usize) -> Option<Range<usize>>,
+    ) -> Vec<Range<usize>> {
         if self.skip > 0 {
             self.skip -= 1;
             return Vec::new();
