@@ -101,7 +101,7 @@ def make_configs(opts, backends):
         note = "app flushes its writes" if b == "assisted" else ""
         cfgs.append(Config(f"vkdirty:{b}", env, args, note))
         # Write prediction (VKDIRTY_PREDICT, off by default): side by side with the plain row.
-        if b in ("async-wp", "host-import"):
+        if b in ("async-wp", "host-import", "shadow-wp"):
             cfgs.append(Config(f"vkdirty:{b}+predict", dict(env, VKDIRTY_PREDICT="1"), args, "write prediction on"))
     if opts.gfxr:
         for m in GFXR_MODES:

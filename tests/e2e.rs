@@ -60,6 +60,11 @@ backends! {
     // Write prediction: predicted pages are compared with a snapshot instead of trapped.
     async_wp_predict, async_wp_predict_validation: Backend { name: "async-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
     host_import_predict, host_import_predict_validation: Backend { name: "host-import", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
+    shadow_wp_predict, shadow_wp_predict_validation: Backend { name: "shadow-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
+    // Refreshes at every fence wait racing predicted (unprotected) pages of the shadow.
+    shadow_wp_fence_refresh_predict, shadow_wp_fence_refresh_predict_validation: Backend {
+        name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "always"), ("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05)
+    };
     // GPU results in coherent memory reach the application through the fence-wait refresh alone.
     shadow_wp_fence_refresh, shadow_wp_fence_refresh_validation: Backend {
         name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "always")], max_ratio: Some(1.05)

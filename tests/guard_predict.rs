@@ -16,7 +16,7 @@ use vkdirty::guard::arena::ArenaBlock;
 use vkdirty::guard::wp::Prediction;
 use vkdirty::guard::{page_size, BackendKind, CollectStats, GuardManager, RegionId, TrackOptions, Tracked};
 
-const KINDS: [BackendKind; 2] = [BackendKind::OwnedWp, BackendKind::AsyncWp];
+const KINDS: [BackendKind; 3] = [BackendKind::OwnedWp, BackendKind::AsyncWp, BackendKind::ShadowWp];
 
 /// The tests of this file one at a time: a registration anywhere in the process rebuilds every
 /// set's plan, which the deterministic tests' exact counts must not see.
@@ -28,22 +28,28 @@ fn on() -> Prediction {
 
 struct Region {
     t: Tracked,
+    real: *mut u8,
     len: usize,
     _block: Option<ArenaBlock>,
 }
 
+// SAFETY: the pointers are only dereferenced while the region is tracked and mapped.
+unsafe impl Send for Region {}
+unsafe impl Sync for Region {}
+
 impl Region {
+    /// The application's pointer (for shadow-wp the shadow).
     fn ptr(&self) -> *mut u8 {
         self.t.app_ptr
     }
 }
 
 /// `n` adjacent regions of `pages` pages: arena blocks (host-import) or slices of one anonymous
-/// mapping (async-wp: the driver's memory).
+/// mapping (async-wp: the driver's memory; shadow-wp: the real memory behind the shadows).
 fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec<Region> {
     let len = pages * page_size();
     // A fresh anonymous mapping, left mapped for the life of the test process.
-    let base = (kind == BackendKind::AsyncWp).then(|| Anon::expect(n * len).leak());
+    let base = (kind != BackendKind::OwnedWp).then(|| Anon::expect(n * len).leak());
     (0..n)
         .map(|i| {
             let (ptr, block) = match base {
@@ -56,7 +62,7 @@ fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec
             // SAFETY: the backing outlives the region (leaked mapping, or the block kept with it).
             let t = unsafe { mgr.track(ptr, len, kind, &TrackOptions::default()) }
                 .unwrap_or_else(|e| panic!("{kind}: track: {e}"));
-            Region { t, len, _block: block }
+            Region { t, real: ptr, len, _block: block }
         })
         .collect()
 }
@@ -98,29 +104,63 @@ fn collect(
     (stats, seen)
 }
 
+/// The mirrors rebuilt from the collected runs equal the application's memory and (shadow-wp,
+/// whose collection copies to it) the real memory.
 fn assert_mirrors(kind: BackendKind, rs: &[Region], mirrors: &[Vec<u8>], when: &str) {
+    if let Err(e) = check_mirrors(kind, rs, mirrors, when) {
+        panic!("{e}");
+    }
+}
+
+fn check_mirrors(kind: BackendKind, rs: &[Region], mirrors: &[Vec<u8>], when: &str) -> Result<(), String> {
     for (i, r) in rs.iter().enumerate() {
-        // SAFETY: the region is tracked and mapped; no writer runs now.
-        let mem = unsafe { std::slice::from_raw_parts(r.ptr(), r.len) };
-        if mem != &mirrors[i][..] {
-            let p = page_size();
-            let bad: Vec<usize> =
-                (0..r.len / p).filter(|&pg| mem[pg * p..(pg + 1) * p] != mirrors[i][pg * p..(pg + 1) * p]).collect();
-            panic!("{kind}: {when}: region {i}: pages {bad:?} lost");
+        for (what, ptr) in [("memory", r.ptr()), ("real memory", r.real)] {
+            // SAFETY: the region is tracked and mapped; no writer runs now.
+            let mem = unsafe { std::slice::from_raw_parts(ptr, r.len) };
+            if mem != &mirrors[i][..] {
+                let p = page_size();
+                let bad: Vec<usize> = (0..r.len / p)
+                    .filter(|&pg| mem[pg * p..(pg + 1) * p] != mirrors[i][pg * p..(pg + 1) * p])
+                    .collect();
+                return Err(format!("{kind}: {when}: region {i}: {what}: pages {bad:?} lost"));
+            }
         }
     }
+    Ok(())
+}
+
+/// Every word a writer stored last (`expected`, 0: never written) is what the application's
+/// memory holds: no store was undone (a shadow refresh taking a written page for an unwritten one
+/// would put back the real memory's older value).
+fn check_stores(kind: BackendKind, rs: &[Region], expected: &[AtomicU64], when: &str) -> Result<(), String> {
+    let words = rs[0].len / 8;
+    for (i, r) in rs.iter().enumerate() {
+        for w in 0..words {
+            let want = expected[i * words + w].load(Ordering::Relaxed);
+            // SAFETY: inside the tracked region, aligned; no writer runs now.
+            let got = unsafe { std::ptr::read_volatile((r.ptr() as *const u64).add(w)) };
+            if want != 0 && got != want {
+                return Err(format!("{kind}: {when}: region {i} word {w}: {got:#x}, stored {want:#x}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Four writers, each streaming through its own region as a ring (a page at a time), keeping two
 /// hot pages and now and then writing a random page of any region, race a collector that runs
-/// `collections` collections. Every 500 collections the writers pause at a gate and the mirrors
-/// rebuilt from the collected runs must equal the memory.
+/// `collections` collections (for shadow-wp each followed by a refresh of one region, racing the
+/// writers too). Each writer stores into its own words only and remembers its last store to each.
+/// Every 500 collections the writers pause at a gate: the mirrors rebuilt from the collected runs
+/// must equal the memory, and the memory must hold every writer's last stores.
 fn racing_writers(kind: BackendKind, collections: usize) {
     const WRITERS: usize = 4;
     const PAGES: usize = 64;
     let _serial = SERIAL.lock();
     let mgr = GuardManager::with_prediction(on());
     let rs = Arc::new(regions(&mgr, kind, WRITERS, PAGES));
+    let words = rs[0].len / 8;
+    let expected: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS * words).map(|_| AtomicU64::new(0)).collect());
     let by_id: HashMap<RegionId, usize> = rs.iter().enumerate().map(|(i, r)| (r.t.id, i)).collect();
     let mut mirrors: Vec<Vec<u8>> = rs.iter().map(|r| vec![0u8; r.len]).collect();
     let gate = Arc::new(RwLock::new(()));
@@ -128,10 +168,15 @@ fn racing_writers(kind: BackendKind, collections: usize) {
     let counter = Arc::new(AtomicU64::new(1));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (rs, gate, stop, counter) = (rs.clone(), gate.clone(), stop.clone(), counter.clone());
+            let (rs, gate, stop, counter, expected) =
+                (rs.clone(), gate.clone(), stop.clone(), counter.clone(), expected.clone());
             std::thread::spawn(move || {
                 let mut ring = 0usize;
                 let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ w as u64;
+                let store = |region: usize, page: usize, word: usize, v: u64| {
+                    stamp(&rs[region], page, word, v);
+                    expected[region * words + page * 512 + word].store(v, Ordering::Relaxed);
+                };
                 while !stop.load(Ordering::Relaxed) {
                     let _g = gate.read();
                     for _ in 0..16 {
@@ -139,12 +184,13 @@ fn racing_writers(kind: BackendKind, collections: usize) {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
-                        let word = (x % 512) as usize;
-                        stamp(&rs[w], 2 + ring % (PAGES - 2), word, v);
+                        // The writer's own words: w, w + 4, ...
+                        let word = (x % 128) as usize * WRITERS + w;
+                        store(w, 2 + ring % (PAGES - 2), word, v);
                         ring += 1;
-                        stamp(&rs[w], (v % 2) as usize, word, v);
+                        store(w, (v % 2) as usize, word, v);
                         if v % 7 == 0 {
-                            stamp(&rs[(x >> 20) as usize % WRITERS], (x >> 32) as usize % PAGES, word, v);
+                            store((x >> 20) as usize % WRITERS, (x >> 32) as usize % PAGES, word, v);
                         }
                     }
                 }
@@ -153,6 +199,7 @@ fn racing_writers(kind: BackendKind, collections: usize) {
         .collect();
     let mut total = CollectStats::default();
     let mut seen_count = 0;
+    let mut failed = None;
     for n in 0..collections {
         // Let the writers make progress between collections (they may start late).
         while counter.load(Ordering::Relaxed) < seen_count + 48 {
@@ -162,17 +209,34 @@ fn racing_writers(kind: BackendKind, collections: usize) {
         if n % 500 == 499 {
             let _g = gate.write();
             collect(&mgr, kind, &by_id, &mut mirrors);
-            assert_mirrors(kind, &rs, &mirrors, &format!("after collection {n}"));
+            let when = format!("after collection {n}");
+            failed = check_mirrors(kind, &rs, &mirrors, &when).and(check_stores(kind, &rs, &expected, &when)).err();
+            if failed.is_some() {
+                break;
+            }
         } else {
             total += collect(&mgr, kind, &by_id, &mut mirrors).0;
         }
+        if kind == BackendKind::ShadowWp {
+            // Nothing to bring in (the real memory only gets what was collected), but a page
+            // taken for unwritten while the application changed it would be put back.
+            let r = &rs[n % WRITERS];
+            mgr.invalidate(r.t.id, 0..r.len).unwrap();
+        }
     }
+    // The writers stop before anything can fail: their memory goes with the manager.
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
     }
+    if let Some(e) = failed {
+        panic!("{e}");
+    }
     collect(&mgr, kind, &by_id, &mut mirrors);
     assert_mirrors(kind, &rs, &mirrors, "at the end");
+    if let Err(e) = check_stores(kind, &rs, &expected, "at the end") {
+        panic!("{e}");
+    }
     release(&mgr, Arc::into_inner(rs).expect("writers joined"));
     assert!(total.predicted > 0, "{kind}: nothing was predicted ({total:?})");
     eprintln!("{kind}: {collections} collections, {total:?}");
@@ -186,6 +250,11 @@ fn racing_writers_lose_nothing_host_import() {
 #[test]
 fn racing_writers_lose_nothing_async_wp() {
     racing_writers(BackendKind::AsyncWp, 10_000);
+}
+
+#[test]
+fn racing_writers_lose_nothing_shadow_wp() {
+    racing_writers(BackendKind::ShadowWp, 10_000);
 }
 
 /// Rounds of writes (`plan(round)`: region index and page), each followed by a collection that
@@ -268,5 +337,51 @@ fn prediction_off_predicts_nothing() {
     }
     assert_eq!(predicted, 0);
     assert_mirrors(BackendKind::OwnedWp, &rs, &mirrors, "end");
+    release(&mgr, rs);
+}
+
+fn word(ptr: *mut u8, page: usize, word: usize) -> u64 {
+    // SAFETY: callers pass a tracked region's pointer and a word inside it.
+    unsafe { std::ptr::read_volatile(ptr.add(page * page_size() + word * 8) as *const u64) }
+}
+
+/// A shadow-wp refresh (the GPU wrote the real memory) on predicted pages, which are unprotected
+/// and so read as written to its scans: a predicted page the application did not change is
+/// refreshed (and not reported as written afterwards); one it changed keeps its bytes and is
+/// reported.
+#[test]
+fn shadow_wp_refresh_tells_changed_predicted_pages_from_unchanged_ones() {
+    let _serial = SERIAL.lock();
+    let kind = BackendKind::ShadowWp;
+    let mgr = GuardManager::with_prediction(on());
+    let rs = regions(&mgr, kind, 1, 16);
+    let by_id: HashMap<RegionId, usize> = [(rs[0].t.id, 0)].into();
+    let mut mirrors = vec![vec![0u8; rs[0].len]];
+    // Pages 0 and 1 written at every collection: hot, so predicted from the second one on.
+    for round in 0..3 {
+        stamp(&rs[0], 0, round, 0x100 + round as u64);
+        stamp(&rs[0], 1, round, 0x200 + round as u64);
+        let (stats, seen) = collect(&mgr, kind, &by_id, &mut mirrors);
+        assert_eq!(seen, [(0, 0), (0, 1)].into(), "round {round}");
+        if round == 2 {
+            assert_eq!((stats.predicted, stats.compared_changed), (2, 2), "{stats:?}");
+        }
+    }
+    // The application changes page 0 only; the GPU writes word 100 of pages 0, 1 and 5.
+    stamp(&rs[0], 0, 7, 0xa11);
+    for pg in [0, 1, 5] {
+        // SAFETY: inside the real memory behind the shadow, aligned.
+        unsafe { std::ptr::write_volatile(rs[0].real.add(pg * page_size() + 800) as *mut u64, 0x6e0 + pg as u64) };
+    }
+    mgr.invalidate(rs[0].t.id, 0..rs[0].len).unwrap();
+    let app = rs[0].ptr();
+    assert_eq!(word(app, 0, 7), 0xa11, "the application's store stays");
+    assert_eq!(word(app, 0, 100), 0, "a page the application changed keeps its bytes");
+    assert_eq!(word(app, 1, 100), 0x6e1, "a predicted page the application did not change is refreshed");
+    assert_eq!(word(app, 5, 100), 0x6e5, "an unwritten page is refreshed");
+    let (stats, seen) = collect(&mgr, kind, &by_id, &mut mirrors);
+    assert_eq!(seen, [(0, 0)].into(), "only the page the application changed: {stats:?}");
+    assert_eq!((stats.predicted, stats.compared_changed), (2, 1), "{stats:?}");
+    assert_eq!(word(rs[0].real, 0, 7), 0xa11, "delivered to the real memory");
     release(&mgr, rs);
 }

@@ -168,6 +168,9 @@ fn render(name: &str, s: &Summary) -> String {
         human_bytes(s.dirty_bytes),
         s.dirty_blocks
     );
+    if s.compared_pages > 0 {
+        let _ = writeln!(o, "             {} of them by compare (predicted pages that changed)", s.compared_pages);
+    }
     let p = &s.per_submit.dirty_pages;
     let _ = writeln!(o, "per submit   bytes {}", dist_bytes(&s.per_submit.dirty_bytes));
     let _ = writeln!(o, "             pages median {}, p99 {}, max {}", p.median, p.p99, p.max);

@@ -238,7 +238,7 @@ pub const SETTINGS: &[SettingInfo] = &[
         name: "PREDICT",
         label: "Predict written pages",
         default: "0",
-        doc: "`async-wp` and `host-import`: at each collection, pages likely to be written again \
+        doc: "`async-wp`, `host-import` and `shadow-wp`: at each collection, pages likely to be written again \
               (written in each of the last two collections, or continuing a stream) are copied \
               to a snapshot and left writable, so the application's writes there take no fault; \
               the next collection compares them with the snapshot and reports the changed ones. \

@@ -156,6 +156,13 @@ impl AsyncWp {
             stats.runs += 1;
             stats.bytes += run.len();
         }
+        found.clear();
+        spans.compared_runs(found);
+        for (k, run) in found.iter() {
+            if let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) {
+                sink.compared(k.id, run.start - k.real, run.len());
+            }
+        }
         // The runs are consumed (copied by the sink): now the next ones may be predicted.
         if scanned.is_ok() {
             self.wp.predict_set(spans)?;

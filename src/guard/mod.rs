@@ -97,11 +97,31 @@ impl<F: FnMut(usize, &[u8])> DirtySink for F {
 /// region's start address, runs are clipped to the region.
 pub trait RegionSink {
     fn run(&mut self, region: RegionId, offset: usize, bytes: &[u8]);
+
+    /// After a collection's runs: `len` bytes at `offset` of `region`, handed to [`run`](Self::run)
+    /// in this collection, were reported because a predicted page differed from its snapshot
+    /// (docs/design.md, "Predicted pages"), not because a write fault marked them.
+    fn compared(&mut self, region: RegionId, offset: usize, len: usize) {
+        let _ = (region, offset, len);
+    }
 }
 
 impl<F: FnMut(RegionId, usize, &[u8])> RegionSink for F {
     fn run(&mut self, region: RegionId, offset: usize, bytes: &[u8]) {
         self(region, offset, bytes)
+    }
+}
+
+/// A [`RegionSink`] of two closures: the runs, and the compared ranges.
+pub struct WithCompared<F, G>(pub F, pub G);
+
+impl<F: FnMut(RegionId, usize, &[u8]), G: FnMut(RegionId, usize, usize)> RegionSink for WithCompared<F, G> {
+    fn run(&mut self, region: RegionId, offset: usize, bytes: &[u8]) {
+        (self.0)(region, offset, bytes)
+    }
+
+    fn compared(&mut self, region: RegionId, offset: usize, len: usize) {
+        (self.1)(region, offset, len)
     }
 }
 
@@ -431,7 +451,7 @@ fn create_backend(kind: BackendKind, prediction: wp::Prediction) -> Result<Box<d
         BackendKind::Shadow => Ok(Box::new(shadow::Shadow::new()?)),
         BackendKind::Full => Ok(Box::new(full::Full::new())),
         BackendKind::Assisted => Ok(Box::new(assisted::Assisted::new())),
-        BackendKind::ShadowWp => Ok(Box::new(shadow_wp::ShadowWp::new()?)),
+        BackendKind::ShadowWp => Ok(Box::new(shadow_wp::ShadowWp::with_prediction(prediction)?)),
     }
 }
 

@@ -41,6 +41,14 @@
 //! GPU's write of the same word, which the Vulkan memory model leaves undefined (see
 //! docs/design.md).
 //!
+//! # Prediction
+//! With write prediction ([`ShadowWp::with_prediction`]) the group's span set predicts pages of
+//! the application views ([`WpTracker::predict_set`] after each batch collection delivered its
+//! runs). A predicted page is unprotected, so it reads as written to the refresh's scans: the
+//! refresh compares such a page with its snapshot instead (equal: refreshed, and each swapped
+//! word is written into the snapshot too; different: the application's, left alone). See
+//! docs/design.md, "Predicted pages", "shadow-wp".
+//!
 //! # Persistent shadows
 //! With [`TrackOptions::persistent_key`], `untrack` keeps the memfd and both views for that key
 //! (the application view made `PROT_NONE`, so touching it while unmapped crashes like touching
@@ -127,8 +135,9 @@ struct Region {
     runs: Vec<Range<usize>>,
     written: Vec<Range<usize>>,
     swaps: Vec<Swap>,
-    /// Pages of the current batch that got swaps: (application-view page, first swap index).
-    batch: Vec<(usize, usize)>,
+    /// Pages of the current batch that got swaps: (application-view page, first swap index,
+    /// predicted and unchanged).
+    batch: Vec<(usize, usize, bool)>,
 }
 
 impl Region {
@@ -201,11 +210,13 @@ impl Region {
         }
     }
 
-    /// See the module documentation, "Freshness".
+    /// See the module documentation, "Freshness". `preds`: the group's span set, whose
+    /// predicted pages read as written to a scan (see "Prediction").
     fn refresh(
         &mut self,
         wp: &WpTracker,
         range: Range<usize>,
+        preds: Option<&mut wp::SpanSet<RegionId>>,
         between: &mut dyn FnMut(RefreshStep),
     ) -> Result<RefreshStats, GuardError> {
         let want = clip_range(Some(range), self.len);
@@ -218,7 +229,7 @@ impl Region {
         let lo = bytes.start + want.start;
         let hi = bytes.start + want.end;
         let mut written = std::mem::take(&mut self.written);
-        let r = self.refresh_pages(wp, lo..hi, page, &mut written, &mut st, between);
+        let r = self.refresh_pages(wp, lo..hi, page, &mut written, &mut st, preds, between);
         self.written = written;
         // Whatever happened, no logged word may outlive this call.
         self.swaps.clear();
@@ -226,6 +237,7 @@ impl Region {
         r.map(|()| st)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn refresh_pages(
         &mut self,
         wp: &WpTracker,
@@ -233,38 +245,62 @@ impl Region {
         page: usize,
         written: &mut Vec<Range<usize>>,
         st: &mut RefreshStats,
+        mut preds: Option<&mut wp::SpanSet<RegionId>>,
         between: &mut dyn FnMut(RefreshStep),
     ) -> Result<(), GuardError> {
         let pages = wp::page_floor(want.start)..wp::page_ceil(want.end);
         wp.written(self.span()?, pages.clone(), written)?;
         st.scans += 1;
+        if !preds.as_ref().is_some_and(|s| s.any_predicted(&pages)) {
+            preds = None;
+        }
         let mut w = 0;
         let mut p = pages.start;
         while p < pages.end {
             while w < written.len() && written[w].end <= p {
                 w += 1;
             }
+            let mut predicted = false;
             if w < written.len() && written[w].start <= p {
-                st.pages_written += ((written[w].end.min(pages.end) - p) / page) as u64;
-                p = written[w].end;
-                continue;
+                // A predicted page reads as written (it is unprotected): the application wrote
+                // it only if it differs from its snapshot.
+                let Some(set) = preds.as_deref_mut() else {
+                    st.pages_written += ((written[w].end.min(pages.end) - p) / page) as u64;
+                    p = written[w].end;
+                    continue;
+                };
+                match set.predicted_snapshot(p) {
+                    Some(snap) if self.same_as(p, snap) => predicted = true,
+                    _ => {
+                        st.pages_written += 1;
+                        p += page;
+                        continue;
+                    }
+                }
             }
             let b = p.max(want.start)..(p + page).min(want.end);
             st.pages_compared += 1;
             let first = self.swaps.len();
             self.read_page(b);
             if self.swaps.len() > first {
-                self.batch.push((p, first));
+                self.batch.push((p, first, predicted));
                 if self.batch.len() == BATCH_PAGES {
-                    self.settle(wp, page, written, st, between)?;
+                    self.settle(wp, page, written, st, preds.as_deref_mut(), between)?;
                 }
             }
             p += page;
         }
         if !self.batch.is_empty() {
-            self.settle(wp, page, written, st, between)?;
+            self.settle(wp, page, written, st, preds, between)?;
         }
         Ok(())
+    }
+
+    /// Whether the application-view page at `p` holds `snap` (read through the layer view).
+    fn same_as(&self, p: usize, snap: &[u8]) -> bool {
+        // SAFETY: the layer view maps the region's pages for the life of the region; the
+        // application may write them concurrently (any byte value is valid; memcmp is opaque).
+        unsafe { libc::memcmp(self.layer_of(p) as *const libc::c_void, snap.as_ptr().cast(), snap.len()) == 0 }
     }
 
     /// Logs each word of `b` (application-view addresses inside one page) where the real
@@ -344,6 +380,7 @@ impl Region {
         page: usize,
         written: &mut Vec<Range<usize>>,
         st: &mut RefreshStats,
+        mut preds: Option<&mut wp::SpanSet<RegionId>>,
         between: &mut dyn FnMut(RefreshStep),
     ) -> Result<(), GuardError> {
         between(RefreshStep::BeforeCheck);
@@ -357,11 +394,19 @@ impl Region {
         st.scans += 1;
         between(RefreshStep::BeforeSwap);
         let mut w = 0;
-        for (k, &(p, start)) in self.batch.iter().enumerate() {
+        for (k, &(p, start, predicted)) in self.batch.iter().enumerate() {
             while w < written.len() && written[w].end <= p {
                 w += 1;
             }
-            if w < written.len() && written[w].start <= p {
+            // A predicted page is unprotected: the scan cannot tell, the snapshot can. (A page
+            // with a snapshot that a region's own collection re-protected is an ordinary one.)
+            let mut snap = preds.as_deref_mut().and_then(|s| s.predicted_snapshot(p));
+            let raced = match (predicted, snap.as_deref()) {
+                (true, Some(snap)) => !self.same_as(p, snap),
+                (true, None) => true,
+                (false, _) => w < written.len() && written[w].start <= p,
+            };
+            if raced {
                 st.races += 1;
                 continue;
             }
@@ -376,6 +421,11 @@ impl Region {
                     Ok(_) => {
                         st.words += 1;
                         any = true;
+                        // The refresh's bytes are not the application's: the snapshot follows.
+                        if let Some(snap) = snap.as_deref_mut() {
+                            let at = sw.at - self.layer_of(p);
+                            snap[at..at + 8].copy_from_slice(&sw.new.to_ne_bytes());
+                        }
                     }
                     Err(_) => st.words_contended += 1,
                 }
@@ -391,10 +441,15 @@ impl Region {
 /// One group's application views, for the batch collection. Its lock is held by a collection of
 /// the group from the scan until every run was delivered, and by `untrack` while it takes a region
 /// out; collections of different groups run in parallel.
-#[derive(Default)]
 struct Group {
     spans: wp::SpanSet<RegionId>,
     found: Vec<(RegionId, Range<usize>)>,
+}
+
+impl Group {
+    fn new(prediction: wp::Prediction) -> Group {
+        Group { spans: wp::SpanSet::default().with_prediction(prediction), found: Vec::new() }
+    }
 }
 
 pub struct ShadowWp {
@@ -408,11 +463,19 @@ pub struct ShadowWp {
     group_of: Mutex<HashMap<RegionId, u64>>,
     kept: Mutex<HashMap<u64, DualView>>,
     totals: Mutex<RefreshStats>,
+    prediction: wp::Prediction,
 }
 
 impl ShadowWp {
     /// Opens (once per process) the userfaultfd; unavailable without shmem write-protect.
+    /// Without write prediction.
     pub fn new() -> Result<ShadowWp, GuardError> {
+        Self::with_prediction(wp::Prediction::default())
+    }
+
+    /// [`new`](Self::new), predicting written pages of the application views as `prediction`
+    /// says (docs/design.md, "Predicted pages").
+    pub fn with_prediction(prediction: wp::Prediction) -> Result<ShadowWp, GuardError> {
         let wp = wp::tracker(BackendKind::ShadowWp)?;
         let shmem = linux_raw_sys::general::UFFD_FEATURE_WP_HUGETLBFS_SHMEM as u64;
         if wp.features() & shmem == 0 {
@@ -428,6 +491,7 @@ impl ShadowWp {
             group_of: Mutex::new(HashMap::new()),
             kept: Mutex::new(HashMap::new()),
             totals: Mutex::new(RefreshStats::default()),
+            prediction,
         })
     }
 
@@ -446,7 +510,12 @@ impl ShadowWp {
         range: Range<usize>,
         between: &mut dyn FnMut(RefreshStep),
     ) -> Result<RefreshStats, GuardError> {
-        let st = self.regions.with(id, |r| r.refresh(self.wp, range, between))?;
+        // The group's lock first (the order of collections): its predicted pages are the
+        // region's too, and a collection must not resolve them while the refresh runs.
+        let group = self.group_of.lock().get(&id).copied().and_then(|g| self.groups.read().get(&g).cloned());
+        let mut g = group.as_ref().map(|g| g.lock());
+        let spans = g.as_deref_mut().map(|g| &mut g.spans);
+        let st = self.regions.with(id, |r| r.refresh(self.wp, range, spans, between))?;
         *self.totals.lock() += st;
         Ok(st)
     }
@@ -460,7 +529,7 @@ impl ShadowWp {
         if let Some(g) = self.groups.read().get(&group) {
             return g.clone();
         }
-        self.groups.write().entry(group).or_default().clone()
+        self.groups.write().entry(group).or_insert_with(|| Arc::new(Mutex::new(Group::new(self.prediction)))).clone()
     }
 
     /// Persistent shadows kept now.
@@ -555,7 +624,7 @@ impl Backend for ShadowWp {
             let mut g = g.lock();
             g.spans.remove(&id);
             if g.spans.is_empty() {
-                *g = Group::default();
+                *g = Group::new(self.prediction);
             }
         }
         self.regions.remove(id, |mut r| {
@@ -607,6 +676,20 @@ impl ShadowWp {
                 Ok(()) | Err(GuardError::UnknownRegion(_)) => {}
                 Err(e) => return Err(e),
             }
+        }
+        found.clear();
+        spans.compared_runs(found);
+        for (id, run) in found.iter() {
+            let _ = self.regions.with(*id, |r| {
+                if let Some(run) = wp::intersect(run, &r.app_bytes()) {
+                    sink.compared(*id, run.start - r.app_bytes().start, run.len());
+                }
+                Ok(())
+            });
+        }
+        // Delivered (copied to the real memory): now the next written pages may be predicted.
+        if scanned.is_ok() {
+            self.wp.predict_set(spans)?;
         }
         scanned.map(|_| stats)
     }

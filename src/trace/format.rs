@@ -37,10 +37,11 @@ pub enum BlockType {
     CaptureStart = 10,
     CaptureStop = 11,
     End = 12,
+    Compared = 13,
 }
 
 impl BlockType {
-    pub const ALL: [BlockType; 12] = [
+    pub const ALL: [BlockType; 13] = [
         BlockType::Session,
         BlockType::Allocation,
         BlockType::Map,
@@ -53,6 +54,7 @@ impl BlockType {
         BlockType::CaptureStart,
         BlockType::CaptureStop,
         BlockType::End,
+        BlockType::Compared,
     ];
 
     pub fn code(self) -> u16 {
@@ -78,6 +80,7 @@ impl BlockType {
             BlockType::CaptureStart => "capture-start",
             BlockType::CaptureStop => "capture-stop",
             BlockType::End => "end",
+            BlockType::Compared => "compared",
         }
     }
 
@@ -95,6 +98,7 @@ impl BlockType {
             Event::CaptureStart { .. } => BlockType::CaptureStart,
             Event::CaptureStop { .. } => BlockType::CaptureStop,
             Event::End(_) => BlockType::End,
+            Event::Compared { .. } => BlockType::Compared,
         }
     }
 }
@@ -358,6 +362,11 @@ pub fn encode_payload(ev: &Event, out: &mut Vec<u8>) {
             put_str(out, &m.reason);
         }
         Event::Unmap { alloc } | Event::Free { alloc } => put_u64(out, *alloc),
+        Event::Compared { alloc, submit, ranges } => {
+            put_u64(out, *alloc);
+            put_u64(out, *submit);
+            put_ranges(out, ranges);
+        }
         Event::Flush { alloc, ranges } => {
             put_u64(out, *alloc);
             put_ranges(out, ranges);
@@ -515,6 +524,7 @@ pub fn decode_payload(ty: BlockType, p: &[u8], base: u64) -> Result<Event, Trace
         BlockType::Unmap => Event::Unmap { alloc: c.u64()? },
         BlockType::Free => Event::Free { alloc: c.u64()? },
         BlockType::Flush => Event::Flush { alloc: c.u64()?, ranges: c.ranges()? },
+        BlockType::Compared => Event::Compared { alloc: c.u64()?, submit: c.u64()?, ranges: c.ranges()? },
         BlockType::Dirty => return decode_dirty(p, base).map(Event::Dirty),
         BlockType::Submit => Event::Submit(Submit {
             device: c.u64()?,

@@ -181,4 +181,12 @@ pub enum Event {
         submit: u64,
     },
     End(Totals),
+    /// Of the bytes the dirty records of `submit` hold for `alloc`, the `ranges` (allocation
+    /// offsets) reported because a predicted page differed from its snapshot, not because a
+    /// write fault marked it (docs/design.md, "Predicted pages"). After those dirty records.
+    Compared {
+        alloc: u64,
+        submit: u64,
+        ranges: Vec<(u64, u64)>,
+    },
 }

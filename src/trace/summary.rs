@@ -94,6 +94,9 @@ pub struct Summary {
     pub dirty_blocks: u64,
     pub dirty_pages: u64,
     pub dirty_bytes: u64,
+    /// Of `dirty_pages`, those reported because a predicted page differed from its snapshot
+    /// (compared records; 0 without write prediction and in traces written before it).
+    pub compared_pages: u64,
     /// Over every submit number seen (in Submit or Dirty blocks); submits without dirty data
     /// count as zero.
     pub per_submit: PerSubmit,
@@ -243,6 +246,7 @@ impl SummaryBuilder {
             Event::CaptureStart { .. } => s.captures += 1,
             Event::CaptureStop { .. } => {}
             Event::End(t) => s.writer_stalls = Some(t.writer_stalls),
+            Event::Compared { ranges, .. } => s.compared_pages += count_pages(ranges, self.page_size, &mut None),
         }
     }
 

@@ -124,30 +124,44 @@ impl Capture {
         // The runs of one region arrive together: one dirty record (and one flush down) each.
         let mut cur: Option<(RegionRef, Option<trace::DirtyWriter<'_>>)> = None;
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        let r = self.guards.collect_all(device, &which, &mut |region: RegionId, off: usize, bytes: &[u8]| {
-            if cur.as_ref().map(|c| c.0.region) != Some(region) {
-                if let Some((prev, d)) = cur.take() {
-                    drop(d);
-                    self.flush_for_gfxr(dev, mem, prev.memory, &prev.map, &runs);
-                    runs.clear();
-                }
-                let Some(rr) = mem.region(region) else {
-                    return;
-                };
-                cur = Some((rr, writer.map(|w| w.dirty(rr.alloc, submit))));
-            }
-            let Some((rr, d)) = cur.as_mut() else { return };
-            let at = rr.map.offset.saturating_add(off as u64);
-            if gfxr {
-                runs.push((at, bytes.len() as u64));
-            }
-            if let Some(d) = d {
-                d.push(at, bytes);
-            }
-        });
+        // Ranges reported by write prediction's compare rather than a fault (recorded after the
+        // dirty records, for `vkdirty info`).
+        let mut compared: Vec<(RegionId, usize, usize)> = Vec::new();
+        let note = |region: RegionId, off: usize, len: usize| compared.push((region, off, len));
+        let r = self.guards.collect_all(
+            device,
+            &which,
+            &mut vkdirty::guard::WithCompared(
+                |region: RegionId, off: usize, bytes: &[u8]| {
+                    if cur.as_ref().map(|c| c.0.region) != Some(region) {
+                        if let Some((prev, d)) = cur.take() {
+                            drop(d);
+                            self.flush_for_gfxr(dev, mem, prev.memory, &prev.map, &runs);
+                            runs.clear();
+                        }
+                        let Some(rr) = mem.region(region) else {
+                            return;
+                        };
+                        cur = Some((rr, writer.map(|w| w.dirty(rr.alloc, submit))));
+                    }
+                    let Some((rr, d)) = cur.as_mut() else { return };
+                    let at = rr.map.offset.saturating_add(off as u64);
+                    if gfxr {
+                        runs.push((at, bytes.len() as u64));
+                    }
+                    if let Some(d) = d {
+                        d.push(at, bytes);
+                    }
+                },
+                note,
+            ),
+        );
         if let Some((prev, d)) = cur.take() {
             drop(d);
             self.flush_for_gfxr(dev, mem, prev.memory, &prev.map, &runs);
+        }
+        if let Some(w) = writer {
+            record_compared(w, mem, &mut compared, submit);
         }
         if let Err(e) = r {
             log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
@@ -207,5 +221,25 @@ impl Capture {
     /// on later and needs them to reconstruct.
     pub(super) fn records_later(&self, st: &State) -> bool {
         st.window.records_later(self.settings)
+    }
+}
+
+/// One compared record per allocation, from the (region, offset, length) ranges a collection
+/// reported by compare.
+fn record_compared(w: &TraceWriter, mem: &Memories, compared: &mut [(RegionId, usize, usize)], submit: u64) {
+    compared.sort_unstable();
+    let mut i = 0;
+    while i < compared.len() {
+        let region = compared[i].0;
+        let mut ranges = Vec::new();
+        while i < compared.len() && compared[i].0 == region {
+            ranges.push((compared[i].1 as u64, compared[i].2 as u64));
+            i += 1;
+        }
+        let Some(rr) = mem.region(region) else { continue };
+        for r in &mut ranges {
+            r.0 = rr.map.offset.saturating_add(r.0);
+        }
+        w.record(&Event::Compared { alloc: rr.alloc, submit, ranges });
     }
 }

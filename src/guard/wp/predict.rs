@@ -45,6 +45,8 @@ pub(super) struct Predictor {
     /// Unprotected predicted runs and their offset in `snap`, sorted by address.
     preds: Vec<(Range<usize>, usize)>,
     snap: Vec<u8>,
+    /// The pages the current collection reported because they differed from their snapshot.
+    pub(super) compared: Vec<Range<usize>>,
     backoff: u32,
     skip: u32,
 }
@@ -57,6 +59,7 @@ impl Predictor {
             last: Vec::new(),
             preds: Vec::new(),
             snap: Vec::new(),
+            compared: Vec::new(),
             backoff: 0,
             skip: 0,
         })
@@ -65,6 +68,7 @@ impl Predictor {
     /// Starts a collection.
     pub(super) fn begin(&mut self) {
         self.prev = std::mem::take(&mut self.last);
+        self.compared.clear();
     }
 
     /// The plan changed (spans came, went or started sharing pages): keeps only the predictions
@@ -74,6 +78,22 @@ impl Predictor {
     /// Drops the predictions inside `pages` (a span leaving the set).
     pub(super) fn forget(&mut self, pages: &Range<usize>) {
         self.preds.retain(|(r, _)| r.end <= pages.start || pages.end <= r.start);
+    }
+
+    /// The snapshot of the predicted page at `page` (page-aligned), if it is predicted.
+    pub(super) fn snapshot_of(&mut self, page: usize) -> Option<&mut [u8]> {
+        let i = self.preds.partition_point(|(r, _)| r.start <= page).checked_sub(1)?;
+        let (r, off) = &self.preds[i];
+        if !r.contains(&page) {
+            return None;
+        }
+        let at = off + (page - r.start);
+        Some(&mut self.snap[at..at + page_size()])
+    }
+
+    /// Whether any page is predicted in `range`.
+    pub(super) fn any_in(&self, range: &Range<usize>) -> bool {
+        self.preds.iter().any(|(r, _)| intersect(r, range).is_some())
     }
 
     pub(super) fn retain_inside(&mut self, ranges: &[Range<usize>]) {
@@ -114,6 +134,7 @@ impl Predictor {
             let n: usize = changed.iter().map(|r| r.len() / page).sum();
             stats.compared_changed += n;
             stats.pages += n;
+            self.compared.extend(changed.iter().cloned());
             runs.extend(changed);
             *runs = normalize(std::mem::take(runs));
         }

@@ -84,6 +84,26 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
         self
     }
 
+    /// The snapshot of a predicted (unprotected) page at `page` (page-aligned): what the trace
+    /// holds for it. `None` when it is not predicted (see [`WpTracker::predict_set`]).
+    pub fn predicted_snapshot(&mut self, page: usize) -> Option<&mut [u8]> {
+        self.predictor.as_mut()?.snapshot_of(page)
+    }
+
+    /// Whether a page of `range` is predicted now.
+    pub fn any_predicted(&self, range: &Range<usize>) -> bool {
+        self.predictor.as_ref().is_some_and(|p| p.any_in(range))
+    }
+
+    /// After a [`WpTracker::scan_set`]: appends to `out` the runs it reported because predicted
+    /// pages differed from their snapshot (each inside one span, with its key).
+    pub fn compared_runs(&self, out: &mut Vec<(K, Range<usize>)>) {
+        let Some(p) = self.predictor.as_ref() else { return };
+        for run in &p.compared {
+            Self::attribute(&self.members, run, out);
+        }
+    }
+
     /// The predictor, the scan ranges and the span holding an address (for rings wrapping).
     pub(super) fn predictor_and_ranges(
         &mut self,
