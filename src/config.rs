@@ -78,7 +78,7 @@ impl Default for Settings {
             host_import: HostImport::On,
             shadow_reads: false,
             shadow_refresh: ShadowRefresh::Cached,
-            persistent_shadow: false,
+            persistent_shadow: true,
             predict: false,
             predict_budget_mib: 32,
             compression: Compression::Lz4,

@@ -65,6 +65,9 @@ backends! {
     shadow_wp_fence_refresh_predict, shadow_wp_fence_refresh_predict_validation: Backend {
         name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "always"), ("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05)
     };
+    // Shadows released at each unmap (the default keeps them).
+    shadow_released, shadow_released_validation: Backend { name: "shadow", flags: &[], env: &[("VKDIRTY_PERSISTENT_SHADOW", "0")], max_ratio: None };
+    shadow_wp_released, shadow_wp_released_validation: Backend { name: "shadow-wp", flags: &[], env: &[("VKDIRTY_PERSISTENT_SHADOW", "0")], max_ratio: Some(1.05) };
     // GPU results in coherent memory reach the application through the fence-wait refresh alone.
     shadow_wp_fence_refresh, shadow_wp_fence_refresh_validation: Backend {
         name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "always")], max_ratio: Some(1.05)
@@ -240,6 +243,34 @@ fn shadow_wp_without_refresh_reads_stale_gpu_results() {
     assert_eq!(o.status.code(), Some(1), "{}", run::output_text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("gpu-write"), "{}", run::output_text(&o));
     let _ = std::fs::remove_file(trace);
+}
+
+/// Map every frame under shadow-wp: the shadow kept since the unmap is filled again from the real
+/// memory at the map only where the device may have written it. Without invalidates, memory the
+/// GPU wrote while it was unmapped (gpu-remap: not mapped at the fence wait, so no sync-point
+/// refresh reaches it) shows the GPU's results after the map; the memory only copied from (remap)
+/// is resumed as kept; the trace is exact.
+#[test]
+fn shadow_wp_kept_shadows_show_gpu_results_after_the_map_and_stay_exact() {
+    let backend = Backend {
+        name: "shadow-wp",
+        flags: &["--no-coherent-invalidate"],
+        // The read-back buffer, mapped throughout, is refreshed at the fence wait.
+        env: &[("VKDIRTY_SHADOW_REFRESH", "always")],
+        max_ratio: None,
+    };
+    let trace = tmp("kept.vkd");
+    let sidecar = tmp("kept.jsonl");
+    let args = ["--frames", "6", "--scenario", "remap,gpu-remap", "--sidecar", sidecar.to_str().unwrap()];
+    let o = run_workload(&backend, &[LAYER_NAME], &trace, &args);
+    assert!(o.status.success(), "{}", run::output_text(&o));
+    let r = compare(&trace, &read_sidecar(&sidecar), Some(BackendKind::ShadowWp));
+    assert!(r.mismatches.is_empty() && r.submits_checked > 0, "{:?}", r.mismatches);
+    let (events, _) = TraceReader::open(&trace).unwrap().events().unwrap();
+    let kept = events.iter().filter(|e| matches!(e, Event::Map(m) if m.reason.contains("kept since the last unmap")));
+    assert!(kept.count() >= 10, "maps after the first resume the kept shadow");
+    let _ = std::fs::remove_file(trace);
+    let _ = std::fs::remove_file(sidecar);
 }
 
 /// `vkdirty check-sidecar`, the comparison runs on other machines make with the built binaries

@@ -70,6 +70,10 @@ pub struct DeviceState {
     /// host-import's state of the device; `None` where the settings keep host-import off. Its
     /// imported memory is released when the last reference goes, after `vkDestroyDevice`.
     pub host_import: Option<ImportDevice>,
+    /// The application enabled an extension that binds device memory to objects other than
+    /// buffers and images (`capture::device_writes::BINDS_OTHER_MEMORY`): every allocation of
+    /// the device counts as written by the device.
+    pub binds_other_memory: bool,
 }
 
 // SAFETY: the handles are opaque values passed back to Vulkan, which allows calls on them from

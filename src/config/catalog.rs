@@ -230,8 +230,11 @@ pub const SETTINGS: &[SettingInfo] = &[
     SettingInfo {
         name: "PERSISTENT_SHADOW",
         label: "Persistent shadow",
-        default: "0",
-        doc: "Shadow backends: keep an allocation's shadow across unmap and map.",
+        default: "1",
+        doc: "Shadow backends: keep an allocation's shadow across unmap and map (`shadow-wp` also \
+              keeps its registration); the next map of the same range reuses it, filled again \
+              from the driver's memory only where the device may have written it. `0` releases \
+              the shadow at each unmap.",
         ..SettingInfo::ROW
     },
     SettingInfo {

@@ -89,7 +89,7 @@ fn every_setting_parses() {
         ("HOST_IMPORT", "off"),
         ("SHADOW_READS", "on"),
         ("SHADOW_REFRESH", "always"),
-        ("PERSISTENT_SHADOW", "yes"),
+        ("PERSISTENT_SHADOW", "no"),
         ("COMPRESSION", "none"),
         ("FRAMES", "10-20,100"),
         ("SUBMITS", "5-"),
@@ -102,7 +102,7 @@ fn every_setting_parses() {
     assert_eq!(s.trace_exists, Existing::Refuse);
     assert_eq!(s.trace_file.as_deref(), Some(Path::new("/tmp/x.vkd")));
     assert_eq!(s.backend, BackendChoice::Fixed(BackendKind::Shadow));
-    assert!(s.shadow_reads && s.persistent_shadow && s.flush_every_submit);
+    assert!(s.shadow_reads && !s.persistent_shadow && s.flush_every_submit);
     assert_eq!(s.shadow_refresh, ShadowRefresh::Always);
     assert!(!s.align_requirements);
     assert_eq!(s.host_import, HostImport::Off);

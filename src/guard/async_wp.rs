@@ -31,6 +31,14 @@ struct Key {
 struct Group {
     spans: wp::SpanSet<Key>,
     found: Vec<(Key, Range<usize>)>,
+    /// Parked regions ([`Backend::park`]), with the runs found written since, for the resume.
+    parked: HashMap<RegionId, Vec<Range<usize>>>,
+}
+
+impl Group {
+    fn new(spans: wp::SpanSet<Key>) -> Group {
+        Group { spans, found: Vec::new(), parked: HashMap::new() }
+    }
 }
 
 struct WpRegion {
@@ -69,11 +77,7 @@ impl AsyncWp {
         if let Some(g) = self.groups.read().get(&group) {
             return g.clone();
         }
-        self.groups
-            .write()
-            .entry(group)
-            .or_insert_with(|| Arc::new(Mutex::new(Group { spans: self.new_set(), found: Vec::new() })))
-            .clone()
+        self.groups.write().entry(group).or_insert_with(|| Arc::new(Mutex::new(Group::new(self.new_set())))).clone()
     }
 }
 
@@ -106,7 +110,52 @@ impl Backend for AsyncWp {
         range: Option<Range<usize>>,
         sink: &mut dyn DirtySink,
     ) -> Result<CollectStats, GuardError> {
-        self.regions.with(id, |r| collect_region(self.wp, r, range, sink))
+        self.regions.with(id, |r| collect_region(self.wp, r, range, Vec::new(), sink))
+    }
+
+    /// Only `host-import`: its memory is the caller's own and stays mapped while the driver's
+    /// mapping of it is gone; a driver's mapping (`async-wp`) is unmapped under the region.
+    fn park(&self, id: RegionId, sink: &mut dyn DirtySink) -> Option<Result<CollectStats, GuardError>> {
+        if self.kind != BackendKind::OwnedWp {
+            return None;
+        }
+        Some(self.regions.with(id, |r| {
+            // Under the group's lock (region, then group, as in `untrack`): no batch collection
+            // runs between this final scan and the region being marked parked, so every write
+            // made before the park is in `sink`, and every later one is kept for the resume.
+            let g = self.group(r.group);
+            let mut g = g.lock();
+            let stats = collect_region(self.wp, r, None, Vec::new(), sink)?;
+            g.parked.insert(id, Vec::new());
+            Ok(stats)
+        }))
+    }
+
+    unsafe fn resume(
+        &self,
+        id: RegionId,
+        real: *mut u8,
+        len: usize,
+        _unchanged: bool,
+        sink: &mut dyn DirtySink,
+    ) -> Result<*mut u8, GuardError> {
+        self.regions.with(id, |r| {
+            if r.real != real as usize || r.len != len {
+                return Err(GuardError::refused(self.kind, real as usize, len, "parked at another address"));
+            }
+            let g = self.group(r.group);
+            let kept = g.lock().parked.remove(&id).unwrap_or_default();
+            let region = r.real..r.real + r.len;
+            for run in wp::normalize(kept) {
+                let Some(run) = wp::intersect(&run, &region) else { continue };
+                // SAFETY: inside the tracked region, ours and mapped while tracked (track
+                // contract). The scan that found the page re-protected it: a later write is in
+                // the next collection.
+                let bytes = unsafe { std::slice::from_raw_parts(run.start as *const u8, run.len()) };
+                sink.run(run.start - r.real, bytes);
+            }
+            Ok(real)
+        })
     }
 
     fn collect_all(&self, group: u64, sink: &mut dyn RegionSink) -> Option<Result<CollectStats, GuardError>> {
@@ -117,15 +166,17 @@ impl Backend for AsyncWp {
         self.regions.remove(id, |mut r| {
             // Out of the batch first: from here on only this final scan sees the region's pages.
             let group = self.groups.read().get(&r.group).cloned();
+            let mut kept = Vec::new();
             if let Some(g) = group {
                 let mut g = g.lock();
                 g.spans.remove(&Key { id, real: r.real, len: r.len });
+                kept = g.parked.remove(&id).unwrap_or_default();
                 if g.spans.is_empty() {
                     // Its plan and buffers go; the group itself stays (see `group`).
-                    *g = Group { spans: self.new_set(), found: Vec::new() };
+                    *g = Group::new(self.new_set());
                 }
             }
-            let collected = collect_region(self.wp, &mut r, None, sink);
+            let collected = collect_region(self.wp, &mut r, None, kept, sink);
             let released = self.wp.unregister(r.span);
             let stats = collected?;
             released.map(|()| stats)
@@ -139,13 +190,18 @@ impl AsyncWp {
     pub(crate) fn collect_every(&self, group: u64, sink: &mut dyn RegionSink) -> Result<CollectStats, GuardError> {
         let Some(g) = self.groups.read().get(&group).cloned() else { return Ok(CollectStats::default()) };
         let mut g = g.lock();
-        let Group { spans, found } = &mut *g;
+        let Group { spans, found, parked } = &mut *g;
         found.clear();
         // On an error the runs found elsewhere are still delivered (their pages were re-armed).
         let scanned = self.wp.scan_set(spans, found);
         let scan = scanned.as_ref().copied().unwrap_or_default();
         let mut stats = CollectStats::from(scan);
         for (k, run) in found.iter() {
+            if let Some(kept) = parked.get_mut(&k.id) {
+                // Not mapped now: its pages go out after the next map, at the resume.
+                kept.push(run.clone());
+                continue;
+            }
             let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) else { continue };
             // SAFETY: `run` lies inside a tracked region; untrack takes the group's lock before the
             // region is released, so the memory stays mapped while we read (track contract).
@@ -175,10 +231,12 @@ impl AsyncWp {
 /// clipped to the region. Pages straddling the ends of `range` are reported whole (within the
 /// region): the scan re-protected them, so a write elsewhere in such a page would otherwise be
 /// lost.
+/// `kept`: runs found written while the region was parked, reported with the scan's.
 fn collect_region(
     wp: &WpTracker,
     r: &mut WpRegion,
     range: Option<Range<usize>>,
+    kept: Vec<Range<usize>>,
     sink: &mut dyn DirtySink,
 ) -> Result<CollectStats, GuardError> {
     let want = clip_range(range, r.len);
@@ -187,6 +245,10 @@ fn collect_region(
         return Ok(stats);
     }
     let scan = wp.scan(&r.span, r.real + want.start..r.real + want.end, &mut r.runs)?;
+    if !kept.is_empty() {
+        r.runs.extend(kept);
+        r.runs = wp::normalize(std::mem::take(&mut r.runs));
+    }
     stats.pages = scan.pages;
     stats.thp_pages = scan.thp_pages;
     stats.scans = scan.ioctls;

@@ -79,6 +79,11 @@ pub struct TrackOptions {
     /// The group the region is collected with by [`GuardManager::collect_all`] (the layer: its
     /// device).
     pub group: u64,
+    /// Shadow backends, with `persistent_key`: the real memory holds what it held when the
+    /// shadow kept for the key was last untracked (same range of the same allocation, and nothing
+    /// but the application, through the tracked pointer, can have written it since), so a kept
+    /// shadow is reused as it is instead of being filled from the real memory again.
+    pub unchanged: bool,
 }
 
 /// Receives the dirty bytes of one collection, as coalesced runs. `offset` is relative to the
@@ -405,6 +410,33 @@ pub trait Backend: Send + Sync {
     /// Shadow backends: drops the shadow kept for `key` ([`TrackOptions::persistent_key`]),
     /// e.g. when the allocation is freed. The others ignore it.
     fn release_persistent(&self, _key: u64) {}
+
+    /// Collects the region's outstanding writes into `sink` like `untrack`, but keeps the region
+    /// tracked (registration, place in its group's batch) while its owner has it unmapped, for
+    /// [`resume`](Backend::resume). Pages a collection of the group finds written meanwhile are
+    /// kept for the resume. `None`: the backend cannot keep regions (the caller untracks).
+    fn park(&self, _id: RegionId, _sink: &mut dyn DirtySink) -> Option<Result<CollectStats, GuardError>> {
+        None
+    }
+
+    /// Tracks a parked region again at `real` (`len` bytes, as parked) and returns the pointer the
+    /// application must use; the pages found written while it was parked go to `sink`.
+    /// `unchanged`: nothing but the application can have written the real memory since the park
+    /// (see [`TrackOptions::unchanged`]); otherwise a shadow is filled from it again. Refused
+    /// (the region stays parked) when the region cannot be resumed at `real`.
+    ///
+    /// # Safety
+    /// As [`track`](Backend::track).
+    unsafe fn resume(
+        &self,
+        id: RegionId,
+        real: *mut u8,
+        len: usize,
+        _unchanged: bool,
+        _sink: &mut dyn DirtySink,
+    ) -> Result<*mut u8, GuardError> {
+        Err(GuardError::refused(self.kind(), real as usize, len, format!("cannot resume {id:?}")))
+    }
 }
 
 /// A region as tracked.
@@ -426,8 +458,18 @@ unsafe impl Sync for Tracked {}
 struct RegionInfo {
     backend: BackendKind,
     group: u64,
-    /// Serializes the region's calls; `false` once `untrack` has begun.
-    live: Arc<Mutex<bool>>,
+    /// Serializes the region's calls, and says where it is in its life.
+    life: Arc<Mutex<Life>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Tracked,
+    /// Kept while its owner has it unmapped ([`GuardManager::park`]): no call but `resume` and
+    /// `untrack`.
+    Parked,
+    /// `untrack` has begun.
+    Gone,
 }
 
 /// Owns the tracked regions and the backend instances.
@@ -505,7 +547,7 @@ impl GuardManager {
         let app_ptr = unsafe { backend.track(id, real, len, opts)? };
         self.regions
             .write()
-            .insert(id, RegionInfo { backend: kind, group: opts.group, live: Arc::new(Mutex::new(true)) });
+            .insert(id, RegionInfo { backend: kind, group: opts.group, life: Arc::new(Mutex::new(Life::Tracked)) });
         Ok(Tracked { id, app_ptr, backend: kind })
     }
 
@@ -539,11 +581,56 @@ impl GuardManager {
         f: impl FnOnce(&dyn Backend) -> Result<R, GuardError>,
     ) -> Result<R, GuardError> {
         let info = self.regions.read().get(&id).cloned().ok_or(GuardError::UnknownRegion(id))?;
-        let live = info.live.lock();
-        if !*live {
+        let life = info.life.lock();
+        if *life != Life::Tracked {
             return Err(GuardError::UnknownRegion(id));
         }
         f(self.backend(info.backend)?)
+    }
+
+    /// Collects the region's outstanding writes into `sink` and keeps it tracked while unmapped
+    /// ([`Backend::park`]). `Ok(false)`: its backend cannot keep regions, so it was untracked.
+    pub fn park(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<bool, GuardError> {
+        let info = self.regions.read().get(&id).cloned().ok_or(GuardError::UnknownRegion(id))?;
+        let mut life = info.life.lock();
+        if *life != Life::Tracked {
+            return Err(GuardError::UnknownRegion(id));
+        }
+        match self.backend(info.backend)?.park(id, sink) {
+            Some(r) => {
+                r?;
+                *life = Life::Parked;
+                Ok(true)
+            }
+            None => {
+                drop(life);
+                self.untrack(id, sink).map(|_| false)
+            }
+        }
+    }
+
+    /// Tracks a parked region again ([`Backend::resume`]); on an error it stays parked (the
+    /// caller untracks it).
+    ///
+    /// # Safety
+    /// See [`Backend::track`].
+    pub unsafe fn resume(
+        &self,
+        id: RegionId,
+        real: *mut u8,
+        len: usize,
+        unchanged: bool,
+        sink: &mut dyn DirtySink,
+    ) -> Result<Tracked, GuardError> {
+        let info = self.regions.read().get(&id).cloned().ok_or(GuardError::UnknownRegion(id))?;
+        let mut life = info.life.lock();
+        if *life != Life::Parked {
+            return Err(GuardError::UnknownRegion(id));
+        }
+        // SAFETY: forwarded caller contract.
+        let app_ptr = unsafe { self.backend(info.backend)?.resume(id, real, len, unchanged, sink)? };
+        *life = Life::Tracked;
+        Ok(Tracked { id, app_ptr, backend: info.backend })
     }
 
     /// Collects the whole region.
@@ -639,8 +726,8 @@ impl GuardManager {
     /// Stops tracking; outstanding writes go to `sink` first.
     pub fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError> {
         let info = self.regions.write().remove(&id).ok_or(GuardError::UnknownRegion(id))?;
-        let mut live = info.live.lock();
-        *live = false;
+        let mut life = info.life.lock();
+        *life = Life::Gone;
         self.backend(info.backend)?.untrack(id, sink)
     }
 }

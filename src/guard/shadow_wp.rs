@@ -131,6 +131,8 @@ struct Region {
     views: DualView,
     span: Option<WpSpan>,
     key: Option<u64>,
+    /// Parked ([`Backend::park`]): `real` is stale (the driver unmapped it).
+    parked: bool,
     /// Scan outputs and the word log, kept to avoid allocations per call.
     runs: Vec<Range<usize>>,
     written: Vec<Range<usize>>,
@@ -205,6 +207,20 @@ impl Region {
                 std::slice::from_raw_parts(real as *const u8, run.len())
             };
             sink.run(run.start - bytes.start, copied);
+            stats.runs += 1;
+            stats.bytes += run.len();
+        }
+    }
+
+    /// Hands `runs` (application-view pages) to `sink` as the shadow holds them, without copying
+    /// them to the real memory (gone, or just filled from it): pages found written while parked.
+    fn report_shadow(&self, runs: Vec<Range<usize>>, sink: &mut dyn DirtySink, stats: &mut CollectStats) {
+        let bytes = self.app_bytes();
+        for run in runs {
+            let Some(run) = wp::intersect(&run, &bytes) else { continue };
+            // SAFETY: inside the region's layer view, ours while the region lives.
+            let b = unsafe { std::slice::from_raw_parts(self.layer_of(run.start) as *const u8, run.len()) };
+            sink.run(run.start - bytes.start, b);
             stats.runs += 1;
             stats.bytes += run.len();
         }
@@ -444,11 +460,13 @@ impl Region {
 struct Group {
     spans: wp::SpanSet<RegionId>,
     found: Vec<(RegionId, Range<usize>)>,
+    /// Parked regions, with the runs found written since, for the resume.
+    parked: HashMap<RegionId, Vec<Range<usize>>>,
 }
 
 impl Group {
     fn new(prediction: wp::Prediction) -> Group {
-        Group { spans: wp::SpanSet::default().with_prediction(prediction), found: Vec::new() }
+        Group { spans: wp::SpanSet::default().with_prediction(prediction), found: Vec::new(), parked: HashMap::new() }
     }
 }
 
@@ -461,7 +479,9 @@ pub struct ShadowWp {
     /// another thread has just dropped.
     groups: RwLock<HashMap<u64, Arc<Mutex<Group>>>>,
     group_of: Mutex<HashMap<RegionId, u64>>,
-    kept: Mutex<HashMap<u64, DualView>>,
+    /// Persistent shadows of untracked regions, with the offset within the first page and the
+    /// length they were tracked with.
+    kept: Mutex<HashMap<u64, (DualView, usize, usize)>>,
     totals: Mutex<RefreshStats>,
     prediction: wp::Prediction,
 }
@@ -557,16 +577,21 @@ impl Backend for ShadowWp {
             return Err(GuardError::refused(BackendKind::ShadowWp, real as usize, len, "wrapping region"));
         };
         let reuse = opts.persistent_key.and_then(|k| self.kept.lock().remove(&k));
-        let views = match reuse {
-            Some(v) if v.span == span => {
+        let (views, fill) = match reuse {
+            Some((v, kept_head, kept_len)) if v.span == span => {
                 v.protect_app(libc::PROT_READ | libc::PROT_WRITE)?;
-                v
+                // The shadow still holds what the real memory holds unless someone else wrote it.
+                let same = opts.unchanged && kept_head == head && kept_len == len;
+                (v, !same)
             }
-            _ => DualView::new_placed(span, libc::PROT_READ | libc::PROT_WRITE)?,
+            _ => (DualView::new_placed(span, libc::PROT_READ | libc::PROT_WRITE)?, true),
         };
-        // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view has
-        // `span >= head + len` bytes and is not registered, so this copy is no application write.
-        unsafe { std::ptr::copy_nonoverlapping(real, views.own.add(head), len) };
+        if fill {
+            // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view has
+            // `span >= head + len` bytes and is not registered, so this copy is no application
+            // write.
+            unsafe { std::ptr::copy_nonoverlapping(real, views.own.add(head), len) };
+        }
         let span = self.wp.register(views.app as usize, span, BackendKind::ShadowWp)?;
         let inserted = self.group(opts.group).lock().spans.insert(&span, id);
         if inserted.is_ok() {
@@ -586,6 +611,7 @@ impl Backend for ShadowWp {
                 views,
                 span: Some(span),
                 key: opts.persistent_key,
+                parked: false,
                 runs: Vec::new(),
                 written: Vec::new(),
                 swaps: Vec::new(),
@@ -612,6 +638,70 @@ impl Backend for ShadowWp {
         self.kept.lock().remove(&key);
     }
 
+    fn park(&self, id: RegionId, sink: &mut dyn DirtySink) -> Option<Result<CollectStats, GuardError>> {
+        let Some(g) = self.group_of.lock().get(&id).and_then(|g| self.groups.read().get(g).cloned()) else {
+            return Some(Err(GuardError::UnknownRegion(id)));
+        };
+        // The group's lock, then the region's (as `collect_all`): no batch collection runs between
+        // this final collection and the region being marked parked.
+        let mut g = g.lock();
+        let r = self.regions.with(id, |r| {
+            let stats = r.collect(self.wp, None, sink)?;
+            // The application view stays as it is (registered, protected, readable): changing
+            // its protection costs two page-table walks and TLB shootdowns a map (measured: about
+            // a quarter of a map-every-frame's time at 16 MiB). Writes through it while unmapped
+            // are undefined behaviour for the application; here they are tracked like any other
+            // (see `resume`).
+            r.parked = true;
+            Ok(stats)
+        });
+        if r.is_ok() {
+            g.parked.insert(id, Vec::new());
+        }
+        Some(r)
+    }
+
+    unsafe fn resume(
+        &self,
+        id: RegionId,
+        real: *mut u8,
+        len: usize,
+        unchanged: bool,
+        sink: &mut dyn DirtySink,
+    ) -> Result<*mut u8, GuardError> {
+        let refused = |why: &str| GuardError::refused(BackendKind::ShadowWp, real as usize, len, why);
+        check_region(BackendKind::ShadowWp, real, len)?;
+        let g = self.group_of.lock().get(&id).and_then(|g| self.groups.read().get(g).cloned());
+        let g = g.ok_or(GuardError::UnknownRegion(id))?;
+        let mut g = g.lock();
+        self.regions.with(id, |r| {
+            let head = real as usize & (page_size() - 1);
+            if !r.parked || r.len != len || r.head != head {
+                return Err(refused("parked with another length or offset within its first page"));
+            }
+            r.real = real as usize;
+            r.parked = false;
+            let kept = wp::normalize(g.parked.remove(&id).unwrap_or_default());
+            if unchanged {
+                // Only the application (through a pointer it should no longer have used) can
+                // have written the shadow while parked: as if written after this map, copied to
+                // the real memory now (the device cannot be writing it) or at the next collection.
+                r.deliver(&kept, sink, &mut CollectStats::default());
+            } else {
+                // Marks of such writes go (a real unmapped mapping would not have kept them); the
+                // whole shadow is filled from the real memory.
+                let span = r.span()?;
+                self.wp.rearm(span, span.pages())?;
+                // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view
+                // holds `head + len` bytes and is not registered. The application has no pointer
+                // to the shadow until this returns (as far as it may use one).
+                unsafe { std::ptr::copy_nonoverlapping(real, r.views.own.add(head), len) };
+                r.report_shadow(kept, sink, &mut CollectStats::default());
+            }
+            Ok((r.views.app as usize + head) as *mut u8)
+        })
+    }
+
     fn collect_all(&self, group: u64, sink: &mut dyn RegionSink) -> Option<Result<CollectStats, GuardError>> {
         Some(self.collect_every(group, sink))
     }
@@ -620,23 +710,39 @@ impl Backend for ShadowWp {
         // Out of the batch first (before the region's lock: `collect_all` takes the set's lock,
         // then regions' locks): from here on only the final collection below sees its pages.
         let group = self.group_of.lock().remove(&id).and_then(|g| self.groups.read().get(&g).cloned());
+        let mut kept = Vec::new();
         if let Some(g) = group {
             let mut g = g.lock();
             g.spans.remove(&id);
+            kept = g.parked.remove(&id).unwrap_or_default();
             if g.spans.is_empty() {
                 *g = Group::new(self.prediction);
             }
         }
         self.regions.remove(id, |mut r| {
+            if r.parked {
+                // The real memory is gone: the pages found written go out as the shadow holds
+                // them, and the shadow is dropped.
+                let mut stats = CollectStats::default();
+                let scanned = match r.span.as_ref() {
+                    Some(span) => self.wp.scan(span, span.pages(), &mut r.runs).map(|_| ()),
+                    None => Ok(()),
+                };
+                kept.append(&mut r.runs);
+                r.report_shadow(wp::normalize(kept), sink, &mut stats);
+                let released = r.span.take().map_or(Ok(()), |s| self.wp.unregister(s));
+                scanned?;
+                return released.map(|()| stats);
+            }
             let collected = r.collect(self.wp, None, sink);
             let released = match r.span.take() {
                 Some(s) => self.wp.unregister(s),
                 None => Ok(()),
             };
             if let (Some(key), Ok(_), Ok(())) = (r.key, &collected, &released) {
-                let Region { views, .. } = r;
+                let Region { views, head, len, .. } = r;
                 if views.protect_app(libc::PROT_NONE).is_ok() {
-                    self.kept.lock().insert(key, views);
+                    self.kept.lock().insert(key, (views, head, len));
                 }
             }
             let stats = collected?;
@@ -651,7 +757,7 @@ impl ShadowWp {
     fn collect_every(&self, group: u64, sink: &mut dyn RegionSink) -> Result<CollectStats, GuardError> {
         let Some(g) = self.groups.read().get(&group).cloned() else { return Ok(CollectStats::default()) };
         let mut guard = g.lock();
-        let Group { spans, found } = &mut *guard;
+        let Group { spans, found, parked } = &mut *guard;
         found.clear();
         // On an error the runs found elsewhere are still delivered (their pages were re-armed).
         let scanned = self.wp.scan_set(spans, found);
@@ -665,6 +771,11 @@ impl ShadowWp {
             while i < found.len() && found[i].0 == id {
                 runs.push(found[i].1.clone());
                 i += 1;
+            }
+            if let Some(kept) = parked.get_mut(&id) {
+                // Not mapped now (its real memory is gone): reported at the resume.
+                kept.append(&mut runs);
+                continue;
             }
             let r = self.regions.with(id, |r| {
                 r.deliver(&runs, &mut |off: usize, bytes: &[u8]| sink.run(id, off, bytes), &mut stats);

@@ -2,7 +2,7 @@
 //! which allocation, and which mappings are shadows a host synchronisation point may refresh.
 //! Keys are (device, memory) handle values; nothing here calls a driver or a guard backend.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use crate::guard::{BackendKind, RegionId};
@@ -20,6 +20,31 @@ pub struct Memory {
     pub mapping: Option<Mapping>,
     /// Host memory the application imported: tracked from allocation to free.
     pub app_import: bool,
+    /// The device (or anyone but the application through its mapping) may write it: a resource
+    /// whose usage allows device writes was bound to it, or it is shared outside the device.
+    /// Set once, never cleared (docs/design.md, "Which memory the device may write").
+    pub device_writes: bool,
+    /// Its last mapping, kept while it is unmapped.
+    pub kept: Option<Kept>,
+}
+
+/// An unmapped allocation's last mapping, kept for the next map of the same range: a parked
+/// region (`host-import`, `shadow-wp`) or a shadow the backend keeps under the allocation id
+/// (`shadow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kept {
+    pub offset: u64,
+    pub size: u64,
+    pub backend: BackendKind,
+    /// The parked region, resumed or untracked by the caller; `None` when no region is left.
+    pub region: Option<RegionId>,
+}
+
+/// A buffer or an image (by handle), for [`Memories::bound`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Buffer(u64),
+    Image(u64),
 }
 
 /// A tracked mapping of an allocation.
@@ -80,12 +105,62 @@ pub struct Memories {
     /// Per device: the shadow mappings (the ones a host synchronisation point may refresh), with
     /// their length and whether their memory type is `HOST_CACHED`.
     shadows: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
+    /// Resources whose usage allows no device write. Any other (unknown ones included) marks the
+    /// memory it is bound to as written by the device.
+    read_only: HashSet<(u64, Resource)>,
 }
 
 impl Memories {
     /// An allocation of `size` bytes with id `id` (from [`crate::session::Session::next_allocation_id`]).
     pub fn allocate(&mut self, key: (u64, u64), id: u64, size: u64, cached: bool) {
-        self.memories.insert(key, Memory { id, size, cached, mapping: None, app_import: false });
+        self.memories.insert(
+            key,
+            Memory { id, size, cached, mapping: None, app_import: false, device_writes: false, kept: None },
+        );
+    }
+
+    /// Marks the allocation as one the device (or another party) may write.
+    pub fn device_writes(&mut self, key: (u64, u64)) {
+        if let Some(m) = self.memories.get_mut(&key) {
+            m.device_writes = true;
+        }
+    }
+
+    /// A resource of `device` was created; `read_only`: its usage allows no device write.
+    pub fn resource_created(&mut self, device: u64, r: Resource, read_only: bool) {
+        if read_only {
+            self.read_only.insert((device, r));
+        } else {
+            self.read_only.remove(&(device, r));
+        }
+    }
+
+    pub fn resource_destroyed(&mut self, device: u64, r: Resource) {
+        self.read_only.remove(&(device, r));
+    }
+
+    /// `r` was bound to the allocation `key`: unless it is known read-only, the device may write
+    /// the allocation from now on.
+    pub fn bound(&mut self, key: (u64, u64), r: Resource) {
+        if !self.read_only.contains(&(key.0, r)) {
+            self.device_writes(key);
+        }
+    }
+
+    /// Keeps the unmapped allocation's last mapping (replacing one kept before, which is returned
+    /// so its region can be untracked).
+    pub fn keep(&mut self, key: (u64, u64), kept: Kept) -> Option<Kept> {
+        self.memories.get_mut(&key).and_then(|m| m.kept.replace(kept))
+    }
+
+    /// Takes the allocation's kept mapping.
+    pub fn take_kept(&mut self, key: (u64, u64)) -> Option<Kept> {
+        self.memories.get_mut(&key).and_then(|m| m.kept.take())
+    }
+
+    /// Takes the kept mappings of the device's allocations (it is being destroyed).
+    pub fn take_kept_of_device(&mut self, device: u64) -> Vec<Kept> {
+        self.memories.iter_mut().filter(|((d, _), _)| *d == device).filter_map(|(_, m)| m.kept.take()).collect()
     }
 
     pub fn get(&self, key: (u64, u64)) -> Option<&Memory> {
@@ -145,6 +220,7 @@ impl Memories {
             }
         }
         self.shadows.remove(&device);
+        self.read_only.retain(|(d, _)| *d != device);
         let mut ids = Vec::new();
         self.memories.retain(|&(d, _), m| {
             if d == device {
@@ -165,12 +241,17 @@ impl Memories {
         self.regions.get(&region).copied()
     }
 
-    /// The device's shadow regions (with their length) that `refresh(cached)` selects.
+    /// The device's shadow regions (with their length) that `refresh(cached)` selects, of
+    /// allocations the device may write (the others hold nothing a refresh could bring in).
     pub fn shadows(&self, device: u64, refresh: impl Fn(bool) -> bool) -> Vec<(RegionId, usize)> {
         let Some(sh) = self.shadows.get(&device) else {
             return Vec::new();
         };
-        sh.iter().filter(|(_, &(_, cached))| refresh(cached)).map(|(&r, &(len, _))| (r, len)).collect()
+        let written = |r: &RegionId| {
+            let m = self.regions.get(r).and_then(|rr| self.memories.get(&(device, rr.memory)));
+            m.map_or(true, |m| m.device_writes)
+        };
+        sh.iter().filter(|(r, &(_, cached))| refresh(cached) && written(r)).map(|(&r, &(len, _))| (r, len)).collect()
     }
 }
 
@@ -216,7 +297,10 @@ mod tests {
         m.map((1, 11), mb, 4096, false);
         assert!(m.has_mappings(1) && !m.has_mappings(2));
         assert_eq!(m.region(RegionId(101)).map(|r| (r.alloc, r.memory)), Some((2, 11)));
-        // Only the shadow is refreshed at sync points, and only when the policy selects it.
+        // Only the shadow is refreshed at sync points, only when the policy selects it, and only
+        // once the device may write it.
+        assert_eq!(m.shadows(1, |_| true), vec![]);
+        m.device_writes((1, 11));
         assert_eq!(m.shadows(1, |_| true), vec![(RegionId(101), 4096)]);
         assert_eq!(m.shadows(1, |cached| !cached), vec![]);
         assert_eq!(m.unmap((1, 11)), Some(Untracked { alloc: 2, memory: 11, mapping: mb }));
@@ -227,6 +311,37 @@ mod tests {
         // Mapping memory the bookkeeping does not know changes nothing.
         m.map((9, 9), ma, 4096, false);
         assert!(!m.has_mappings(9));
+    }
+
+    #[test]
+    fn only_resources_known_read_only_leave_memory_unwritten_by_the_device() {
+        let mut m = Memories::default();
+        for mem in 10..14 {
+            m.allocate((1, mem), mem, 4096, false);
+        }
+        m.resource_created(1, Resource::Buffer(5), true);
+        m.resource_created(1, Resource::Image(5), false);
+        m.bound((1, 10), Resource::Buffer(5));
+        m.bound((1, 11), Resource::Image(5));
+        // Never seen created: counts as writable.
+        m.bound((1, 12), Resource::Buffer(6));
+        let w = |m: &Memories, k| m.get((1, k)).unwrap().device_writes;
+        assert!(!w(&m, 10) && w(&m, 11) && w(&m, 12) && !w(&m, 13));
+        // A handle reused after its destruction is a new resource.
+        m.resource_destroyed(1, Resource::Buffer(5));
+        m.bound((1, 13), Resource::Buffer(5));
+        assert!(w(&m, 13));
+        // Once set, the mark stays (a later read-only binding changes nothing).
+        m.resource_created(1, Resource::Buffer(7), true);
+        m.bound((1, 11), Resource::Buffer(7));
+        assert!(w(&m, 11));
+        // Kept mappings: taken once, per device.
+        let k = Kept { offset: 0, size: 4096, backend: BackendKind::OwnedWp, region: Some(RegionId(3)) };
+        assert_eq!(m.keep((1, 10), k), None);
+        assert_eq!(m.keep((1, 10), k), Some(k), "the one kept before is handed back");
+        assert_eq!(m.take_kept_of_device(2), vec![]);
+        assert_eq!(m.take_kept_of_device(1), vec![k]);
+        assert_eq!(m.take_kept((1, 10)), None);
     }
 
     #[test]
@@ -247,6 +362,7 @@ mod tests {
         let m2 = mapping(8, 0, 4096, BackendKind::Shadow);
         m.map((1, 10), m1, 4096, false);
         m.map((2, 10), m2, 4096, false);
+        m.device_writes((2, 10));
         let (untracked, ids) = m.device_destroyed(1);
         assert_eq!(untracked, vec![Untracked { alloc: 1, memory: 10, mapping: m1 }]);
         assert_eq!(ids, vec![1, 2]);

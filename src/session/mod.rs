@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::trace::{Existing, Totals, TraceError, TraceWriter};
 
-pub use memory::{clip, must_collect, Mapping, Memories, Memory, RegionRef, Untracked};
+pub use memory::{clip, must_collect, Kept, Mapping, Memories, Memory, RegionRef, Resource, Untracked};
 pub use sync_points::SyncFilter;
 pub use window::{Mark, PresentStep, SubmitStep, Trigger, Window};
 

@@ -5,6 +5,7 @@
 //! bytes are recorded, `None` when they are not.
 
 use super::*;
+use vkdirty::guard::DirtySink;
 
 impl Capture {
     /// Collects a mapping's last dirty pages and stops tracking it (before the unmap, free or
@@ -20,12 +21,32 @@ impl Capture {
         m: &Mapping,
         submit: u64,
     ) {
+        self.untrack_with(dev, mem, writer, id, memory, m, submit, &mut |sink: &mut dyn DirtySink| {
+            self.guards.untrack(m.region, sink).map(|_| false)
+        });
+    }
+
+    /// [`untrack`](Self::untrack) with `op` collecting the last pages into the sink it is given
+    /// (untracking, or parking the region: see `kept.rs`); returns what `op` returned (`false`
+    /// on an error, which is logged).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn untrack_with(
+        &self,
+        dev: &DeviceState,
+        mem: &Memories,
+        writer: Option<&TraceWriter>,
+        id: u64,
+        memory: u64,
+        m: &Mapping,
+        submit: u64,
+        op: &mut dyn FnMut(&mut dyn DirtySink) -> Result<bool, GuardError>,
+    ) -> bool {
         let mut runs = Vec::new();
         let gfxr = self.settings.gfxr_flush;
         let r = match writer {
             Some(w) => {
                 let mut d = w.dirty(id, submit);
-                let r = self.guards.untrack(m.region, &mut |off: usize, bytes: &[u8]| {
+                let r = op(&mut |off: usize, bytes: &[u8]| {
                     let at = m.offset.saturating_add(off as u64);
                     if gfxr {
                         runs.push((at, bytes.len() as u64));
@@ -35,16 +56,17 @@ impl Capture {
                 d.finish();
                 r
             }
-            None => self.guards.untrack(m.region, &mut |off: usize, bytes: &[u8]| {
+            None => op(&mut |off: usize, bytes: &[u8]| {
                 if gfxr {
                     runs.push((m.offset.saturating_add(off as u64), bytes.len() as u64));
                 }
             }),
         };
-        if let Err(e) = r {
-            log::once(vkdirty::config::LogLevel::Error, &format!("untracking a mapping failed: {e}"));
-        }
         self.flush_for_gfxr(dev, mem, memory, m, &runs);
+        r.unwrap_or_else(|e| {
+            log::once(vkdirty::config::LogLevel::Error, &format!("untracking a mapping failed: {e}"));
+            false
+        })
     }
 
     pub(super) fn collect(

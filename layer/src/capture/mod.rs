@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vkdirty::config::{self, Settings, ShadowRefresh};
-use vkdirty::guard::{BackendKind, GuardError, GuardManager, RegionId, TrackOptions};
+use vkdirty::guard::{BackendKind, GuardError, GuardManager, RegionId, TrackOptions, Tracked};
 use vkdirty::session::{self, must_collect, Mapping, Mark, Memories, RegionRef, Session};
 use vkdirty::trace::{self, Event, TraceWriter, WriterOptions};
 
@@ -24,6 +24,8 @@ use crate::settings;
 
 mod app_import;
 mod collect;
+pub mod device_writes;
+mod kept;
 mod life;
 
 /// The process-wide capture state. Two kinds of lock (docs/design.md, "Locking"): each device's
@@ -208,6 +210,11 @@ impl Capture {
         let d = self.device(device);
         let mut mem = d.lock();
         let later = self.later();
+        // Regions kept for unmapped allocations go first; what they found is not recorded (the
+        // allocations go with the device).
+        for k in mem.take_kept_of_device(device) {
+            self.release_kept(None, 0, k, later.submit);
+        }
         let (untracked, ids) = mem.device_destroyed(device);
         for u in untracked {
             self.untrack(dev, &mem, later.recording(), u.alloc, u.memory, &u.mapping, later.submit);
@@ -249,6 +256,10 @@ impl Capture {
         };
         let cached = flags.contains(vk::MemoryPropertyFlags::HOST_CACHED);
         mem.allocate((device, memory.as_raw()), id, info.allocation_size, cached);
+        // SAFETY: the application's valid create info.
+        if dev.binds_other_memory || unsafe { device_writes::shared_allocation(info) } {
+            mem.device_writes((device, memory.as_raw()));
+        }
         if let Some(ptr) = app_import::host_pointer(info) {
             let key = (device, memory.as_raw());
             self.track_app_import(&mut mem, writer.as_deref(), key, id, ptr, info.allocation_size);
@@ -262,6 +273,11 @@ impl Capture {
         let mut mem = d.lock();
         if mem.get(key).is_some() {
             self.unmap_locked(dev, &mut mem, key);
+        }
+        if let Some(k) = mem.take_kept(key) {
+            let later = self.later();
+            let id = mem.get(key).map_or(0, |m| m.id);
+            self.release_kept(later.recording(), id, k, later.submit);
         }
         if let Some(m) = mem.free(key) {
             FREED_SINCE_TRIM.fetch_add(m.size, Ordering::Relaxed);
@@ -325,16 +341,36 @@ impl Capture {
             _ => real,
         };
         let Ok(len) = usize::try_from(size) else { return real };
-        let opts = TrackOptions {
-            shadow_reads: self.settings.shadow_reads,
-            persistent_key: self.settings.persistent_shadow.then_some(id),
-            group: key.0,
-        };
         let mut order = self.settings.backend.mapping_order(matches!(import, Import::Imported(_)));
         if placed {
             // A placed mapping must stay at the address the application chose.
             order.retain(|b| !must_collect(*b));
         }
+        // The same range mapped again: its kept region goes on (docs/design.md, "Map every frame").
+        let unchanged = match self.resume_kept(&mut memories, key, offset, size, real.cast(), len, &order) {
+            Ok((t, runs)) => {
+                let reason = format!("{} ({}); kept since the last unmap", t.backend, self.settings.backend);
+                self.record_mapped(&mut memories, writer.as_deref(), key, id, offset, size, len, &t, reason);
+                if !runs.is_empty() {
+                    let later = self.later();
+                    if let Some(w) = later.recording() {
+                        let mut d = w.dirty(id, later.submit);
+                        for (at, bytes) in &runs {
+                            d.push(*at, bytes);
+                        }
+                        d.finish();
+                    }
+                }
+                return t.app_ptr.cast();
+            }
+            Err(unchanged) => unchanged,
+        };
+        let opts = TrackOptions {
+            shadow_reads: self.settings.shadow_reads,
+            persistent_key: self.settings.persistent_shadow.then_some(id),
+            group: key.0,
+            unchanged,
+        };
         let forced = refuse_for_testing(&mut order, real as usize, len);
         // SAFETY: forwarded caller contract: real..real+len is the driver's live mapping.
         let tracked = unsafe { self.guards.track_first(real.cast(), len, &order, &opts) };
@@ -357,18 +393,7 @@ impl Capture {
                 if let Import::NotImported(why) = &import {
                     reason = format!("host-import: memory not imported ({why}); {reason}");
                 }
-                let mapping = Mapping { region: t.id, offset, size, backend: t.backend };
-                memories.map(key, mapping, len, false);
-                if let Some(w) = &writer {
-                    w.record(&Event::Map(trace::Map {
-                        alloc: id,
-                        offset,
-                        size,
-                        app_ptr: t.app_ptr as u64,
-                        backend: t.backend,
-                        reason,
-                    }));
-                }
+                self.record_mapped(&mut memories, writer.as_deref(), key, id, offset, size, len, &t, reason);
                 t.app_ptr.cast()
             }
             Err(refusals) => {
@@ -381,7 +406,36 @@ impl Capture {
         }
     }
 
-    /// `vkUnmapMemory*` is about to be called: collects what is dirty, then untracks.
+    /// A mapping is tracked: into the bookkeeping, and its map record.
+    #[allow(clippy::too_many_arguments)]
+    fn record_mapped(
+        &self,
+        memories: &mut Memories,
+        writer: Option<&TraceWriter>,
+        key: (u64, u64),
+        id: u64,
+        offset: u64,
+        size: u64,
+        len: usize,
+        t: &Tracked,
+        reason: String,
+    ) {
+        let mapping = Mapping { region: t.id, offset, size, backend: t.backend };
+        memories.map(key, mapping, len, false);
+        if let Some(w) = writer {
+            w.record(&Event::Map(trace::Map {
+                alloc: id,
+                offset,
+                size,
+                app_ptr: t.app_ptr as u64,
+                backend: t.backend,
+                reason,
+            }));
+        }
+    }
+
+    /// `vkUnmapMemory*` is about to be called: collects what is dirty, then untracks (or parks:
+    /// `kept.rs`).
     pub fn unmapping(&self, dev: &DeviceState, memory: vk::DeviceMemory) {
         let key = (dev.handle.as_raw(), memory.as_raw());
         let d = self.device(key.0);
@@ -398,7 +452,9 @@ impl Capture {
         let Some(u) = mem.unmap(key) else { return };
         let id = u.alloc;
         let later = self.later();
-        self.untrack(dev, mem, later.recording(), id, key.1, &u.mapping, later.submit);
+        // The dirty record and the unmap record wake the writer thread once.
+        let _held = later.writer.as_deref().map(|w| w.hold());
+        self.park_or_untrack(dev, mem, key, later.recording(), id, &u.mapping, later.submit);
         if let Some(w) = &later.writer {
             w.record(&Event::Unmap { alloc: id });
         }
@@ -443,6 +499,10 @@ impl Capture {
         for r in ranges {
             let Some(mem) = memories.get((device, r.memory.as_raw())) else { continue };
             let Some(m) = mem.mapping else { continue };
+            if !mem.device_writes {
+                // Nobody but the application wrote it: the shadow holds its bytes.
+                continue;
+            }
             let Some((region_range, _)) = session::clip(&m, r.offset, r.size) else { continue };
             if let Err(e) = self.guards.invalidate(m.region, region_range) {
                 log::once(vkdirty::config::LogLevel::Error, &format!("invalidating a shadow failed: {e}"));

@@ -25,6 +25,7 @@ fn fake_device(raw: u64) -> DeviceState {
         next: DeviceNext::load(|_| None),
         memory_types: vec![(vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT, 0)],
         host_import: None,
+        binds_other_memory: false,
     }
 }
 
@@ -86,6 +87,10 @@ fn shadow_wp_refreshes_at_sync_points_and_collects_at_host_signals() {
         let mem = vk::DeviceMemory::from_raw(0x30);
         let fake = fake_mapping(4);
         cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len() as u64), mem);
+        // A buffer the device may write (a copy destination) lives in it.
+        let buffer = vkdirty::session::Resource::Buffer(0x31);
+        cap.resource_created(&dev, buffer, false);
+        cap.bound(&dev, buffer, mem);
         // SAFETY: `fake` stays mapped until after `freeing`.
         let app =
             unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr().cast(), false, || Import::NotApplicable) }
@@ -128,6 +133,68 @@ fn shadow_wp_refreshes_at_sync_points_and_collects_at_host_signals() {
         let ev = read_events(&trace);
         assert_eq!(dirty_pages(&ev, 2), BTreeSet::from([2]), "{policy}: recorded for the next submit");
     }
+}
+
+/// Map every frame under shadow-wp (persistent shadows by default): the same range mapped again
+/// gets the same shadow back, kept since the unmap. Memory only read-only resources are bound to
+/// is neither refreshed at sync points nor filled again at the map (the device cannot have
+/// written it); once a resource the device may write is bound, the map brings in what the device
+/// wrote. Every write of the application is recorded at its submit.
+#[test]
+fn shadow_wp_keeps_shadows_across_unmap_and_reads_the_real_memory_only_where_the_device_may_write() {
+    let page = vkdirty::guard::page_size();
+    let trace = temp_trace("kept");
+    let cap = Capture::new(leak_settings(&[("BACKEND", "shadow-wp"), ("SHADOW_REFRESH", "always")], &trace));
+    let dev = fake_device(0x3100);
+    cap.device_created(&vk::PhysicalDeviceProperties::default());
+    let mem = vk::DeviceMemory::from_raw(0x31);
+    let fake = fake_mapping(4);
+    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len() as u64), mem);
+    let src = vkdirty::session::Resource::Buffer(0x41);
+    cap.resource_created(&dev, src, true);
+    cap.bound(&dev, src, mem);
+    // SAFETY: `fake` stays mapped until after `freeing`.
+    let map = || unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr().cast(), false, || Import::NotApplicable) }
+        as *mut u8;
+    // SAFETY: in bounds of the fake mapping.
+    let behind = |off: usize, v: u8| unsafe { *fake.ptr().add(off) = v };
+    let app = map();
+    // SAFETY: in bounds of the shadow while mapped.
+    let write = |off: usize, v: u8| unsafe { std::ptr::write_volatile(app.add(off), v) };
+    // SAFETY: as above.
+    let seen = |off: usize| unsafe { std::ptr::read_volatile(app.add(off)) };
+    write(7, 1);
+    cap.unmapping(&dev, mem);
+    submit(&cap, &dev); // 1
+                        // Bytes changed behind the layer's back (no device can, here) show that nothing reads them.
+    behind(page, 0x55);
+    assert_eq!(map(), app, "the kept shadow comes back");
+    assert_eq!(seen(page), 0, "not filled again: nothing could have written the memory");
+    cap.synchronized(&dev, SyncPoint::DeviceIdle);
+    assert_eq!(seen(page), 0, "not refreshed at a sync point either");
+    write(2 * page, 2);
+    cap.unmapping(&dev, mem);
+    submit(&cap, &dev); // 2
+                        // A copy destination bound to it: the device may write it from now on.
+    let dst = vkdirty::session::Resource::Buffer(0x42);
+    cap.resource_created(&dev, dst, false);
+    cap.bound(&dev, dst, mem);
+    behind(3 * page, 0x66);
+    assert_eq!(map(), app);
+    assert_eq!((seen(page), seen(3 * page), seen(7), seen(2 * page)), (0x55, 0x66, 1, 2), "filled at the map");
+    write(3 * page + 1, 3);
+    submit(&cap, &dev); // 3
+    cap.unmapping(&dev, mem);
+    cap.freeing(&dev, mem);
+    cap.last_instance_destroyed();
+    drop(fake);
+    let ev = read_events(&trace);
+    assert_eq!(dirty_pages(&ev, 1), BTreeSet::from([0]));
+    assert_eq!(dirty_pages(&ev, 2), BTreeSet::from([2]));
+    assert_eq!(dirty_pages(&ev, 3), BTreeSet::from([3]));
+    let kept =
+        ev.iter().filter(|e| matches!(e, Event::Map(m) if m.reason.contains("kept since the last unmap"))).count();
+    assert_eq!(kept, 2, "both maps after the first resume the kept region");
 }
 
 #[test]

@@ -53,7 +53,7 @@ hook_table! {
             vkSetEvent: PFN_vkSetEvent => sync_points::set_event,
         }
         // host-import: buffers and images that can live in imported memory are created external.
-        when (settings::get().imports_host_memory()) {
+        when (settings::get().imports_host_memory() || settings::get().backend.may_shadow()) {
             vkCreateBuffer: PFN_vkCreateBuffer => resources::create_buffer,
             vkDestroyBuffer: PFN_vkDestroyBuffer => resources::destroy_buffer,
             vkCreateImage: PFN_vkCreateImage => resources::create_image,

@@ -196,11 +196,22 @@ pub unsafe extern "system" fn create_device(
         // SAFETY: valid physical device and out-pointer.
         unsafe { f(physical, &mut props) };
     }
+    // SAFETY: the application's create info (valid, caller contract), read before anything else
+    // may change it.
+    let binds_other_memory = unsafe {
+        let ci = &*create_info;
+        crate::ffi::c_names(ci.pp_enabled_extension_names, ci.enabled_extension_count)
+            .iter()
+            .any(|n| capture::device_writes::BINDS_OTHER_MEMORY.iter().any(|o| n.to_bytes() == o.as_bytes()))
+    };
     // SAFETY: device is a valid dispatchable handle.
     let Some(key) = (unsafe { DeviceKey::of(device) }) else { return r };
     // SAFETY: the device just created from `physical`, and its next layer's entry points.
     let host_import = unsafe { host_import::device_created(plan, physical, device, &next) };
-    dispatch::add_device(key, DeviceState { handle: device, next_gdpa, next, memory_types, host_import });
+    dispatch::add_device(
+        key,
+        DeviceState { handle: device, next_gdpa, next, memory_types, host_import, binds_other_memory },
+    );
     capture::get().device_created(&props);
     r
 }

@@ -195,7 +195,14 @@ mod tests {
         let key = unsafe { DeviceKey::of(device) }.unwrap();
         dispatch::add_device(
             key,
-            DeviceState { handle: device, next_gdpa: no_gdpa, next, memory_types: Vec::new(), host_import: None },
+            DeviceState {
+                handle: device,
+                next_gdpa: no_gdpa,
+                next,
+                memory_types: Vec::new(),
+                host_import: None,
+                binds_other_memory: false,
+            },
         );
         let page = vkdirty::guard::page_size() as u64;
         let info = vk::BufferMemoryRequirementsInfo2::default();

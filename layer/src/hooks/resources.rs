@@ -1,16 +1,22 @@
-//! Buffers and images, hooked while host-import may be on: a resource that can live in imported
-//! memory is created external (`VkExternalMemory*CreateInfo(HOST_ALLOCATION)`); one that cannot
-//! is pending until bound, and keeps its memory types from being imported meanwhile.
+//! Buffers and images, hooked while host-import may be on or a mapping may be shadowed.
+//! host-import: a resource that can live in imported memory is created external
+//! (`VkExternalMemory*CreateInfo(HOST_ALLOCATION)`); one that cannot is pending until bound, and
+//! keeps its memory types from being imported meanwhile. Capture: whether each resource's usage
+//! allows device writes, and so whether the memory it is bound to may be written by the device
+//! (`capture/device_writes.rs`).
 
 use ash::vk;
 use ash::vk::Handle;
 use std::ffi::c_void;
 
 use super::NO_NEXT;
+use crate::capture;
+use crate::capture::device_writes::{buffer_read_only, buffer_usage, image_read_only};
 use crate::dispatch::{dev_of, DeviceState};
 use crate::ffi::slice;
 use crate::host_import::{Active, Resource, HOST_ALLOCATION};
 use crate::next::DeviceNext;
+use vkdirty::session::Resource as Res;
 
 /// The device's state and the next function, for a hook.
 macro_rules! hooked {
@@ -44,7 +50,31 @@ pub unsafe extern "system" fn create_buffer(
     p_buffer: *mut vk::Buffer,
 ) -> vk::Result {
     let (d, next) = hooked!(device, |n: &DeviceNext| n.vkCreateBuffer, NO_NEXT);
-    let Some(a) = active(&d).filter(|_| !info.is_null() && !p_buffer.is_null()) else {
+    // SAFETY: the application's arguments.
+    let r = unsafe { create_buffer_below(&d, next, device, info, allocator, p_buffer) };
+    if r == vk::Result::SUCCESS && !info.is_null() && !p_buffer.is_null() {
+        // SAFETY: valid on success; the create info is the application's (caller contract).
+        let (ci, buffer) = unsafe { (&*info, *p_buffer) };
+        // SAFETY: as above.
+        let read_only = buffer_read_only(unsafe { buffer_usage(ci) }, ci.flags);
+        capture::get().resource_created(&d, Res::Buffer(buffer.as_raw()), read_only);
+    }
+    r
+}
+
+/// `vkCreateBuffer` down the chain, made external where host-import may bind it to its memory.
+///
+/// # Safety
+/// Valid `vkCreateBuffer` arguments.
+unsafe fn create_buffer_below(
+    d: &DeviceState,
+    next: vk::PFN_vkCreateBuffer,
+    device: vk::Device,
+    info: *const vk::BufferCreateInfo<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    p_buffer: *mut vk::Buffer,
+) -> vk::Result {
+    let Some(a) = active(d).filter(|_| !info.is_null() && !p_buffer.is_null()) else {
         // SAFETY: the application's arguments, passed down.
         return unsafe { next(device, info, allocator, p_buffer) };
     };
@@ -91,7 +121,29 @@ pub unsafe extern "system" fn create_image(
     p_image: *mut vk::Image,
 ) -> vk::Result {
     let (d, next) = hooked!(device, |n: &DeviceNext| n.vkCreateImage, NO_NEXT);
-    let Some(a) = active(&d).filter(|_| !info.is_null() && !p_image.is_null()) else {
+    // SAFETY: the application's arguments.
+    let r = unsafe { create_image_below(&d, next, device, info, allocator, p_image) };
+    if r == vk::Result::SUCCESS && !info.is_null() && !p_image.is_null() {
+        // SAFETY: valid on success; the create info is the application's (caller contract).
+        let (ci, image) = unsafe { (&*info, *p_image) };
+        capture::get().resource_created(&d, Res::Image(image.as_raw()), image_read_only(ci.usage, ci.flags));
+    }
+    r
+}
+
+/// `vkCreateImage` down the chain, made external where host-import may bind it to its memory.
+///
+/// # Safety
+/// Valid `vkCreateImage` arguments.
+unsafe fn create_image_below(
+    d: &DeviceState,
+    next: vk::PFN_vkCreateImage,
+    device: vk::Device,
+    info: *const vk::ImageCreateInfo<'_>,
+    allocator: *const vk::AllocationCallbacks<'_>,
+    p_image: *mut vk::Image,
+) -> vk::Result {
+    let Some(a) = active(d).filter(|_| !info.is_null() && !p_image.is_null()) else {
         // SAFETY: the application's arguments, passed down.
         return unsafe { next(device, info, allocator, p_image) };
     };
@@ -144,6 +196,7 @@ pub unsafe extern "system" fn destroy_buffer(
     if let Some(a) = active(&d) {
         a.destroyed(Resource::Buffer(buffer.as_raw()));
     }
+    capture::get().resource_destroyed(&d, Res::Buffer(buffer.as_raw()));
     // SAFETY: the application's arguments, passed down.
     unsafe { next(device, buffer, allocator) }
 }
@@ -159,6 +212,7 @@ pub unsafe extern "system" fn destroy_image(
     if let Some(a) = active(&d) {
         a.destroyed(Resource::Image(image.as_raw()));
     }
+    capture::get().resource_destroyed(&d, Res::Image(image.as_raw()));
     // SAFETY: the application's arguments, passed down.
     unsafe { next(device, image, allocator) }
 }
@@ -175,6 +229,7 @@ pub unsafe extern "system" fn bind_buffer_memory(
     if let Some(a) = active(&d) {
         a.binding(Resource::Buffer(buffer.as_raw()), memory);
     }
+    capture::get().bound(&d, Res::Buffer(buffer.as_raw()), memory);
     // SAFETY: the application's arguments, passed down.
     unsafe { next(device, buffer, memory, offset) }
 }
@@ -191,6 +246,7 @@ pub unsafe extern "system" fn bind_image_memory(
     if let Some(a) = active(&d) {
         a.binding(Resource::Image(image.as_raw()), memory);
     }
+    capture::get().bound(&d, Res::Image(image.as_raw()), memory);
     // SAFETY: the application's arguments, passed down.
     unsafe { next(device, image, memory, offset) }
 }
@@ -205,11 +261,12 @@ macro_rules! bind2 {
             infos: *const $info,
         ) -> vk::Result {
             let (d, next) = hooked!(device, |n: &DeviceNext| n.$field.get(ALIAS), NO_NEXT);
-            if let Some(a) = active(&d) {
-                // SAFETY: `infos` has `count` elements.
-                for i in unsafe { slice(infos, count) } {
+            // SAFETY: `infos` has `count` elements.
+            for i in unsafe { slice(infos, count) } {
+                if let Some(a) = active(&d) {
                     a.binding(Resource::$res(i.$handle.as_raw()), i.memory);
                 }
+                capture::get().bound(&d, Res::$res(i.$handle.as_raw()), i.memory);
             }
             // SAFETY: the application's arguments, passed down.
             unsafe { next(device, count, infos) }

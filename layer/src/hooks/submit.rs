@@ -71,6 +71,8 @@ pub unsafe extern "system" fn queue_bind_sparse(
         info.waits = info.waits.saturating_add(b.wait_semaphore_count);
         info.signals = info.signals.saturating_add(b.signal_semaphore_count);
     }
+    // SAFETY: as above.
+    capture::get().sparse_bound(&dev, unsafe { slice(binds, count) });
     capture::get().submitting(&dev, queue, info);
     // SAFETY: the application's arguments, passed down.
     unsafe { next(queue, count, binds, fence) }

@@ -55,7 +55,8 @@
 //! like touching unmapped memory). The next `track` with the same key and the same geometry (same
 //! length and offset within the first page) reuses it and returns the *same* pointer, skipping the
 //! mapping and page population; its contents are refreshed from the (possibly moved) real memory:
-//! eagerly without shadow reads, lazily page by page with them. A different geometry replaces the
+//! eagerly without shadow reads, lazily page by page with them, and not at all when the caller
+//! says the real memory is unchanged since ([`TrackOptions::unchanged`]). A different geometry replaces the
 //! kept shadow. One shadow is kept per key; [`Backend::release_persistent`] drops it (at
 //! `vkFreeMemory`). A key tracked twice at once gets a second, fresh shadow; whichever is
 //! untracked last is kept.
@@ -169,6 +170,7 @@ impl Backend for Shadow {
         let base = if reads { libc::PROT_NONE } else { libc::PROT_READ };
 
         let reuse = opts.persistent_key.and_then(|k| self.kept.lock().remove(&k));
+        let mut filled = false;
         let map = match reuse {
             Some(kept) if kept.head == head && kept.len == len => {
                 for s in kept.map.states.iter() {
@@ -176,12 +178,14 @@ impl Backend for Shadow {
                 }
                 // The whole application view is ours and out of the fault table.
                 kept.map.view.protect_app(base)?;
+                // Unchanged real memory: the kept shadow holds its bytes already.
+                filled = opts.unchanged;
                 kept.map
             }
             _ => ShadowMap::new(span, base)?,
         };
         let g = Box::new(Guarded { map, real, head, len, reads });
-        if !reads {
+        if !reads && !filled {
             // With shadow reads every page is refreshed on first access instead.
             g.refresh(0, g.map.pages());
         }

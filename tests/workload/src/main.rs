@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vkctx::{Buffer, Frame, Vk, VkError};
 
-const SCENARIOS: [&str; 8] = ["persistent", "offset", "unaligned", "remap", "threads", "gpu-write", "mixed", "churn"];
+const SCENARIOS: [&str; 9] =
+    ["persistent", "offset", "unaligned", "remap", "threads", "gpu-write", "gpu-remap", "mixed", "churn"];
 /// Scenarios only run when named (not part of `all`).
 const EXTRA_SCENARIOS: [&str; 1] = ["import"];
 
@@ -32,7 +33,8 @@ struct Args {
     /// (persistent map at a non-page-aligned offset, non-coherent), unaligned (map/unmap every
     /// frame at unaligned offsets), remap (map/unmap every frame, non-coherent), threads
     /// (persistent, written from --threads threads), gpu-write (GPU fills and copies into
-    /// host-visible memory), mixed (CPU and GPU write different pages of one buffer), churn
+    /// host-visible memory), gpu-remap (the same into memory unmapped before each submit and
+    /// mapped again before the application reads it), mixed (CPU and GPU write different pages of one buffer), churn
     /// (short-lived allocations freed while mapped); only when named: import (the
     /// application's own memory imported with VK_EXT_external_memory_host, written through its
     /// pointer, never mapped).
@@ -154,6 +156,8 @@ impl From<VkError> for Failure {
 struct GpuTarget {
     buf: Buffer,
     ptr: *mut u8,
+    /// Unmapped before each submit, mapped again after it (gpu-remap).
+    remap: bool,
     /// Source region in the device-local buffer.
     dl_off: u64,
 }
@@ -167,7 +171,7 @@ struct World<'a> {
     dl: Buffer,
     readback: Buffer,
     rb_ptr: *const u8,
-    gpu: Option<GpuTarget>,
+    gpu: Vec<GpuTarget>,
     churn: Option<(u64, u64)>, // (slot, size)
     seed_counter: u64,
     seq: u64,
@@ -189,8 +193,14 @@ impl<'a> World<'a> {
         0x5a00_0000 ^ (seq as u32).wrapping_mul(0x9e37_79b9) ^ salt
     }
 
-    fn host_buffer(&self, size: u64, noncoherent: bool) -> Result<Buffer, VkError> {
-        let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
+    /// `gpu_writes`: the device writes it (usage `TRANSFER_DST` too); otherwise it is only a copy
+    /// source, memory the device never writes.
+    fn host_buffer(&self, size: u64, noncoherent: bool, gpu_writes: bool) -> Result<Buffer, VkError> {
+        let usage = if gpu_writes {
+            vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST
+        } else {
+            vk::BufferUsageFlags::TRANSFER_SRC
+        };
         let hv = vk::MemoryPropertyFlags::HOST_VISIBLE;
         let coh = vk::MemoryPropertyFlags::HOST_COHERENT;
         let empty = vk::MemoryPropertyFlags::empty();
@@ -220,7 +230,8 @@ impl<'a> World<'a> {
         size: u64,
         noncoherent: bool,
     ) -> Result<HostAlloc, VkError> {
-        let buf = self.host_buffer(size, noncoherent)?;
+        // Only a mixed buffer is written by the GPU too.
+        let buf = self.host_buffer(size, noncoherent, b == Behaviour::Mixed)?;
         let coherent = self.vk.type_flags(buf.memory_type).contains(vk::MemoryPropertyFlags::HOST_COHERENT);
         let seed = self.next_seed();
         let mut a = HostAlloc::new(scenario, b, buf, coherent, !coherent || noncoherent || self.args.flush, seed);
@@ -273,7 +284,7 @@ impl<'a> World<'a> {
             dl: placeholder,
             readback: placeholder,
             rb_ptr: std::ptr::null(),
-            gpu: None,
+            gpu: Vec::new(),
             churn: None,
             seed_counter: 0,
             seq: 0,
@@ -334,9 +345,9 @@ impl<'a> World<'a> {
         let rb_size = off.max(COPY_ALIGN);
         let mut dl_size = rb_size;
         let gpu_size = s;
-        if has(args, "gpu-write") {
-            dl_size += gpu_size / 2;
-        }
+        let targets: Vec<(&str, bool)> =
+            [("gpu-write", false), ("gpu-remap", true)].into_iter().filter(|(n, _)| has(args, n)).collect();
+        dl_size += targets.len() as u64 * (gpu_size / 2);
         let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
         w.dl = vk
             .buffer(
@@ -365,11 +376,11 @@ impl<'a> World<'a> {
         w.rb_ptr = vk.map(w.readback.memory, 0, vk::WHOLE_SIZE)?;
         let rb = w.readback;
         w.record_gpu_alloc("readback", &rb);
-        if has(args, "gpu-write") {
-            let buf = w.host_buffer(gpu_size, false)?;
+        for (i, (name, remap)) in targets.into_iter().enumerate() {
+            let buf = w.host_buffer(gpu_size, false, true)?;
             let ptr = vk.map(buf.memory, 0, vk::WHOLE_SIZE)?;
-            w.gpu = Some(GpuTarget { buf, ptr, dl_off: rb_size });
-            w.record_gpu_alloc("gpu-write", &buf);
+            w.gpu.push(GpuTarget { buf, ptr, remap, dl_off: rb_size + i as u64 * (gpu_size / 2) });
+            w.record_gpu_alloc(name, &buf);
         }
         for a in &allocs {
             w.record_alloc(a);
@@ -511,9 +522,8 @@ impl<'a> World<'a> {
             let (o, l) = a.checked(seq, page);
             fr.copy(vk, a.buf.buffer, self.dl.buffer, o, a.slot + o, l);
         }
-        let gpu_half = self.gpu.as_ref().map(|g| g.buf.size / 2);
-        if let (Some(g), Some(half)) = (&self.gpu, gpu_half) {
-            fr.fill(vk, self.dl.buffer, g.dl_off, half, Self::fill_value(seq, 1));
+        for g in &self.gpu {
+            fr.fill(vk, self.dl.buffer, g.dl_off, g.buf.size / 2, Self::fill_value(seq, 1));
         }
         fr.barrier(vk, false);
         for a in self.allocs.iter().filter(|a| a.copy_len > 0) {
@@ -524,7 +534,8 @@ impl<'a> World<'a> {
                 fr.fill(vk, a.buf.buffer, o + l, a.buf.size - (o + l), Self::fill_value(seq, 2));
             }
         }
-        if let (Some(g), Some(half)) = (&self.gpu, gpu_half) {
+        for g in &self.gpu {
+            let half = g.buf.size / 2;
             fr.fill(vk, g.buf.buffer, 0, half, Self::fill_value(seq, 3));
             fr.copy(vk, self.dl.buffer, g.buf.buffer, g.dl_off, half, g.buf.size - half);
         }
@@ -547,6 +558,9 @@ impl<'a> World<'a> {
         self.total_pages += all_pages as u64;
         self.sidecar.record(json!({ "kind": "submit", "seq": seq, "pages": all_pages, "allocs": entries }));
 
+        for g in self.gpu.iter().filter(|g| g.remap) {
+            vk.unmap(g.buf.memory);
+        }
         self.frame.submit(vk, vk.sync2 && seq % 2 == 0)?;
         // While the GPU runs: the CPU writes the part of each mixed buffer this submit does not
         // read. These writes belong to the next submit.
@@ -564,6 +578,10 @@ impl<'a> World<'a> {
         let waited = self.frame.wait(vk);
         concurrent?;
         waited?;
+        for g in self.gpu.iter_mut().filter(|g| g.remap) {
+            // Mapped again after the GPU wrote it: what the application reads must be the GPU's.
+            g.ptr = vk.map(g.buf.memory, 0, vk::WHOLE_SIZE)?;
+        }
         self.seq = seq;
         self.check(f)?;
 
@@ -626,19 +644,20 @@ impl<'a> World<'a> {
                 got,
             )?;
         }
-        if let Some(g) = &self.gpu {
+        for g in &self.gpu {
+            let what = if g.remap { "gpu-remap" } else { "gpu-write" };
             self.invalidate(g.buf.memory_type, &whole(g.buf.memory))?;
             let half = (g.buf.size / 2) as usize;
             // SAFETY: mapped whole; the GPU's writes completed.
             let got = unsafe { std::slice::from_raw_parts(g.ptr, g.buf.size as usize) };
             compare(
-                "gpu-write: vkCmdFillBuffer into host-visible memory",
+                &format!("{what}: vkCmdFillBuffer into host-visible memory"),
                 f,
                 &pattern(Self::fill_value(seq, 3), half),
                 &got[..half],
             )?;
             compare(
-                "gpu-write: copy into host-visible memory",
+                &format!("{what}: copy into host-visible memory"),
                 f,
                 &pattern(Self::fill_value(seq, 1), g.buf.size as usize - half),
                 &got[half..],
@@ -701,7 +720,7 @@ impl<'a> World<'a> {
             a.unmap(vk);
             vk.free(&a.buf);
         }
-        if let Some(g) = self.gpu.take() {
+        for g in std::mem::take(&mut self.gpu) {
             vk.unmap(g.buf.memory);
             vk.free(&g.buf);
         }
