@@ -55,6 +55,9 @@
 //! unmapped memory); the next `track` with the key and the same page count reuses them, so the
 //! application gets the same pointer back when the offset within the first page is the same.
 //! [`Backend::release_persistent`] drops them (the layer calls it at `vkFreeMemory`).
+//! The layer parks the region instead ([`Backend::park`]): the shadow keeps its registration and
+//! its place in the batch, [`Backend::resume`] takes the new real pointer and fills the shadow from
+//! it only when the real memory may have changed (docs/design.md, "Map every frame").
 //!
 //! # Limits
 //! - Per page: a page the application writes is copied back whole (clipped to the region),
