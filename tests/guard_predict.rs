@@ -35,6 +35,7 @@ struct Region {
 
 // SAFETY: the pointers are only dereferenced while the region is tracked and mapped.
 unsafe impl Send for Region {}
+// SAFETY: as above.
 unsafe impl Sync for Region {}
 
 impl Region {
