@@ -113,7 +113,7 @@ fn default_run_passes_and_writes_a_valid_sidecar() {
     assert!(o.status.success(), "{}", text(&o));
     let recs = read_sidecar(&sc);
     let scenarios = recs[0]["scenarios"].as_array().unwrap().len();
-    assert_eq!(scenarios, 8, "default runs every scenario");
+    assert_eq!(scenarios, 9, "default runs every scenario");
     let frames = recs[0]["frames"].as_u64().unwrap();
     let hashes = check_sidecar(&recs, frames);
     // Hashes change as the application writes.
