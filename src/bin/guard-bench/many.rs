@@ -5,7 +5,10 @@
 //! trace writer copies them). Next to it, in the same process and frame loop:
 //! - scan floor: one bare `PAGEMAP_SCAN` over one registered span as large as all N regions
 //!   together, with the same number of pages written (the kernel's part of an ideal collection);
-//! - idle: `collect_all` when nothing was written (what a submit costs that wrote nothing).
+//! - idle: `collect_all` when nothing was written (what a submit costs that wrote nothing);
+//! - after a remap: the same idle `collect_all` right after one region was untracked and
+//!   tracked again (an application that maps and unmaps one allocation a frame): what the
+//!   change of the set costs the next collection.
 //!
 //! The difference between `collect_all` and the scan floor is the engine's own bookkeeping.
 
@@ -19,10 +22,19 @@ use super::{median, Rng, Stopwatch};
 /// Memory behind one region.
 enum Backing {
     /// An arena block (host-import's memory; the real memory behind a shadow-wp view).
-    Block(#[allow(dead_code)] ArenaBlock),
+    Block(ArenaBlock),
     /// A mapping of its own, with an unmapped page after it (async-wp on a driver's separate
     /// allocations: nothing coalesces).
-    Apart(#[allow(dead_code)] Anon),
+    Apart(Anon),
+}
+
+impl Backing {
+    fn ptr(&self) -> *mut u8 {
+        match self {
+            Backing::Block(b) => b.ptr(),
+            Backing::Apart(a) => a.ptr(),
+        }
+    }
 }
 
 /// `n` tracked regions of `len` bytes for `kind`; their application pointers.
@@ -80,16 +92,17 @@ pub fn run(a: &ManyArgs) {
     );
     println!();
     println!(
-        "| backend | regions | collect_all µs | idle collect_all µs | scan floor µs | scans | × at first N | VMAs |"
+        "| backend | regions | collect_all µs | idle collect_all µs | idle after a remap µs | scan floor µs | scans \
+         | × at first N | VMAs |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut out = vec![0u8; a.writes * page];
     for &kind in &a.backends {
         let mut first: Option<f64> = None;
         for &n in &a.counts {
             let mgr = GuardManager::new();
-            let regs = regions(&mgr, kind, n, len, a.populate);
+            let mut regs = regions(&mgr, kind, n, len, a.populate);
             // The floor: one span as large as all regions, the same pages written.
             let floor_mem = if a.populate { Anon::expect(n * len).populated(1) } else { Anon::expect(n * len) };
             let floor = floor_mem.ptr() as usize;
@@ -109,7 +122,7 @@ pub fn run(a: &ManyArgs) {
                 let _ = regs;
                 (sw.elapsed(), s.scans)
             };
-            let (mut t_all, mut t_idle, mut t_floor) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut t_all, mut t_idle, mut t_floor, mut t_remap) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut scans = 0;
             // Two warm-up frames.
             for f in 0..a.frames + 2 {
@@ -134,10 +147,18 @@ pub fn run(a: &ManyArgs) {
                 let sw = Stopwatch::start();
                 tracker.scan(&span, floor..floor + n * len, &mut runs).expect("floor scan");
                 let tf = sw.elapsed();
+                // One region unmapped and mapped again, then an idle collection.
+                let j = f % n;
+                mgr.untrack(regs[j].0.id, &mut |_: usize, _: &[u8]| {}).expect("untrack");
+                // SAFETY: the backing is still mapped; it outlives the region as above.
+                regs[j].0 = unsafe { mgr.track(regs[j].1.ptr(), len, kind, &TrackOptions::default()) }
+                    .unwrap_or_else(|e| panic!("{kind}: track again: {e}"));
+                let (tr, _) = collect(&regs, &mut out);
                 if f >= 2 {
                     t_all.push(us(t));
                     t_idle.push(us(ti));
                     t_floor.push(us(tf));
+                    t_remap.push(us(tr));
                     scans = s;
                 }
             }
@@ -150,8 +171,9 @@ pub fn run(a: &ManyArgs) {
             let m = median(&mut t_all);
             let base = *first.get_or_insert(m);
             println!(
-                "| {kind} | {n} | {m:.1} | {:.1} | {:.1} | {scans} | {:.2}× | {vmas} |",
+                "| {kind} | {n} | {m:.1} | {:.1} | {:.1} | {:.1} | {scans} | {:.2}× | {vmas} |",
                 median(&mut t_idle),
+                median(&mut t_remap),
                 median(&mut t_floor),
                 m / base
             );
