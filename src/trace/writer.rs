@@ -178,6 +178,10 @@ enum Sleep {
 /// How long the writer thread waits for more jobs, unwoken, after draining the queue before it
 /// sleeps until woken. Bounds how long a record of a submit stays queued before it is written.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Queued bytes (buffer capacity) up to which producers leave a lingering thread alone. A
+/// block-sized buffer is past it: large collections wake the thread at once, so a few hot
+/// buffers circulate instead of a linger's worth of cold ones.
+const LINGER_BYTES: usize = 1 << 20;
 
 #[derive(Default)]
 struct Counters {
@@ -484,7 +488,7 @@ impl Shared {
         // A hold only saves wake-ups for small submits: past an eighth of the queue the thread
         // must start, or the backlog reaches the adaptive threshold and blocks go out uncompressed.
         let small = q.bytes <= self.opts.queue_bytes / 8;
-        if !urgent && small && q.sleep != Sleep::Idle {
+        if !urgent && q.bytes <= LINGER_BYTES && q.sleep != Sleep::Idle {
             // Working, or lingering: it finds the job within LINGER without a wake-up.
         } else if !urgent && small && q.held > 0 {
             q.deferred = true;
@@ -620,7 +624,7 @@ impl Drop for Held<'_> {
         q.held -= 1;
         if q.held == 0 && q.deferred {
             q.deferred = false;
-            if q.sleep == Sleep::Idle {
+            if q.sleep == Sleep::Idle || (q.sleep == Sleep::Lingering && q.bytes > LINGER_BYTES) {
                 q.sleep = Sleep::Working;
                 self.0.not_empty.notify_one();
             }
