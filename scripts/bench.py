@@ -338,9 +338,10 @@ def machine_info(opts):
                     gfxr_version = json.load(f)["layer"]["description"].split("Version")[-1].strip()
             except (OSError, ValueError, KeyError):
                 pass
-    commit = None
+    # A prebuilt pack says which commit its binaries came from (bench.sh --prebuilt).
+    commit = os.environ.get("VKDIRTY_BENCH_COMMIT") or None
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
     except OSError:
         pass

@@ -127,6 +127,8 @@ if [ -n "$pack" ]; then
     for l in libvulkan.so.1 liblz4.so.1 libzstd.so.1 libz.so.1 libGLdispatch.so.0 libGLX.so.0 libEGL.so.1; do
         copy_lib "$pack/lib" "$l"
     done
+    # The commit the binaries were built from: the machine that runs them may see another checkout.
+    git rev-parse --short HEAD > "$pack/COMMIT" 2>/dev/null || true
     du -sh "$pack"
     echo "packed into $pack; carry it and run: scripts/bench.sh --no-install --prebuilt $pack --machine NAME --workloads stream,manymaps"
     exit 0
@@ -140,6 +142,7 @@ if [ -n "$prebuilt" ]; then
         && args+=(--vkdirty "$prebuilt/bin/vkdirty" --layer-dir "$prebuilt/layer")
     if [ -f "$prebuilt/gfxr/VkLayer_gfxreconstruct.json" ]; then args+=(--gfxr-layer-dir "$prebuilt/gfxr"); else args+=(--no-gfxr); fi
     [ -x "$prebuilt/bin/gfxrecon-replay" ] && args+=(--gfxr-replay "$prebuilt/bin/gfxrecon-replay")
+    [ -s "$prebuilt/COMMIT" ] && export VKDIRTY_BENCH_COMMIT="$(cat "$prebuilt/COMMIT")"
     # Carried libraries only where this machine has none of that name.
     overlay="$(mktemp -d)"; trap 'rm -rf "$overlay"' EXIT
     for l in "$prebuilt"/lib/*; do
