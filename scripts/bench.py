@@ -100,9 +100,11 @@ def make_configs(opts, backends):
         args = ["--flush"] if b == "assisted" else []
         note = "app flushes its writes" if b == "assisted" else ""
         cfgs.append(Config(f"vkdirty:{b}", env, args, note))
-        # Write prediction (VKDIRTY_PREDICT, off by default): side by side with the plain row.
+        # Write prediction (VKDIRTY_PREDICT) forced on and off, beside the plain row (the default):
+        # "+predict" runs by default, "+nopredict" only when named in --configs.
         if b in ("async-wp", "host-import", "shadow-wp"):
             cfgs.append(Config(f"vkdirty:{b}+predict", dict(env, VKDIRTY_PREDICT="1"), args, "write prediction on"))
+            cfgs.append(Config(f"vkdirty:{b}+nopredict", dict(env, VKDIRTY_PREDICT="0"), args, "write prediction off"))
     if opts.gfxr:
         for m in GFXR_MODES:
             env = {
@@ -116,7 +118,9 @@ def make_configs(opts, backends):
             cfgs.append(Config(f"gfxr:{m}", env))
         if opts.layer_dir:
             cfgs.append(Config(bench_gfxr.NAME, bench_gfxr.config_env(opts), note=bench_gfxr.NOTE))
-    return [c for c in cfgs if not opts.configs or c.name in opts.configs]
+    if not opts.configs:
+        return [c for c in cfgs if not c.name.endswith("+nopredict")]
+    return [c for c in cfgs if c.name in opts.configs]
 
 
 def run_child(cmd, env, timeout, log_path):

@@ -16,8 +16,8 @@
 #   scripts/bench.sh --render-only   # rebuild docs/benchmarks.md from docs/bench-results/*.jsonl
 # Options: --machine NAME (results file name and table heading; default "dev-lavapipe"),
 #   --workloads stream,map,manymaps,vkcube[,twoqueue]  --configs none,vkdirty:async-wp,gfxr:page_guard,...
-#   --backends async-wp,shadow,...  --reps N  --frames N  --manymaps-frames N (default 3000)
-#   --max-size-mib N  --append
+#   --backends async-wp,shadow,...  --reps N (cases above 16 MiB run once unless --all-reps)
+#   --frames N  --manymaps-frames N (default 3000)  --max-size-mib N  --append
 #   --cases "256 MiB random 10%,16 MiB ring 1%"
 #   --results FILE  --doc FILE  --no-doc  --no-install
 #
@@ -49,6 +49,7 @@ pass=()
 while (($#)); do
     case "$1" in
         --quick) quick=1; pass+=(--quick) ;;
+        --all-reps) pass+=(--all-reps) ;;
         --no-install) install=0 ;;
         --prebuilt) prebuilt="$(cd "$2" && pwd)"; shift ;;
         --pack) pack="$2"; shift ;;
