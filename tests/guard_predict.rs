@@ -386,3 +386,36 @@ fn shadow_wp_refresh_tells_changed_predicted_pages_from_unchanged_ones() {
     assert_eq!(word(rs[0].real, 0, 7), 0xa11, "delivered to the real memory");
     release(&mgr, rs);
 }
+
+/// A region's own collection (a flush, an unmap, a park) re-protects and reports predicted pages
+/// outside the batch. A page written after it, back to exactly its snapshot's bytes, differs from
+/// what that collection recorded, and the next batch collection must report it (its write fault
+/// says so; a compare with the snapshot would not).
+#[test]
+fn a_page_put_back_after_a_region_collection_is_still_reported() {
+    for kind in KINDS {
+        let _serial = SERIAL.lock();
+        let mgr = GuardManager::with_prediction(on());
+        let rs = regions(&mgr, kind, 1, 8);
+        let by_id: HashMap<RegionId, usize> = [(rs[0].t.id, 0)].into();
+        let mut mirrors = vec![vec![0u8; rs[0].len]];
+        // Pages 0 and 1 at every collection: predicted from the second one on.
+        for round in 0..3 {
+            stamp(&rs[0], 0, 0, 0x100 + round);
+            stamp(&rs[0], 1, 0, 0x200 + round);
+            collect(&mgr, kind, &by_id, &mut mirrors);
+        }
+        // Predicted now, holding 0x102 (its snapshot). Changed, then collected alone.
+        stamp(&rs[0], 0, 0, 0xbad);
+        let m = &mut mirrors[0];
+        mgr.collect(rs[0].t.id, &mut |off: usize, bytes: &[u8]| m[off..off + bytes.len()].copy_from_slice(bytes))
+            .unwrap();
+        assert_eq!(u64::from_ne_bytes(mirrors[0][..8].try_into().unwrap()), 0xbad, "{kind}");
+        // Put back: the page equals its snapshot again.
+        stamp(&rs[0], 0, 0, 0x102);
+        let (_, seen) = collect(&mgr, kind, &by_id, &mut mirrors);
+        assert!(seen.contains(&(0, 0)), "{kind}: the page put back was not reported ({seen:?})");
+        assert_mirrors(kind, &rs, &mirrors, "after the put-back");
+        release(&mgr, rs);
+    }
+}

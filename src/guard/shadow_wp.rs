@@ -236,6 +236,7 @@ impl Region {
         wp: &WpTracker,
         range: Range<usize>,
         preds: Option<&mut wp::SpanSet<RegionId>>,
+        scanned: &[Range<usize>],
         between: &mut dyn FnMut(RefreshStep),
     ) -> Result<RefreshStats, GuardError> {
         let want = clip_range(Some(range), self.len);
@@ -248,7 +249,7 @@ impl Region {
         let lo = bytes.start + want.start;
         let hi = bytes.start + want.end;
         let mut written = std::mem::take(&mut self.written);
-        let r = self.refresh_pages(wp, lo..hi, page, &mut written, &mut st, preds, between);
+        let r = self.refresh_pages(wp, lo..hi, page, &mut written, &mut st, preds, scanned, between);
         self.written = written;
         // Whatever happened, no logged word may outlive this call.
         self.swaps.clear();
@@ -265,6 +266,7 @@ impl Region {
         written: &mut Vec<Range<usize>>,
         st: &mut RefreshStats,
         mut preds: Option<&mut wp::SpanSet<RegionId>>,
+        scanned: &[Range<usize>],
         between: &mut dyn FnMut(RefreshStep),
     ) -> Result<(), GuardError> {
         let pages = wp::page_floor(want.start)..wp::page_ceil(want.end);
@@ -288,8 +290,9 @@ impl Region {
                     p = written[w].end;
                     continue;
                 };
+                let ordinary = scanned.iter().any(|r| r.contains(&p));
                 match set.predicted_snapshot(p) {
-                    Some(snap) if self.same_as(p, snap) => predicted = true,
+                    Some(snap) if !ordinary && self.same_as(p, snap) => predicted = true,
                     _ => {
                         st.pages_written += 1;
                         p += page;
@@ -537,8 +540,15 @@ impl ShadowWp {
         // region's too, and a collection must not resolve them while the refresh runs.
         let group = self.group_of.lock().get(&id).copied().and_then(|g| self.groups.read().get(&g).cloned());
         let mut g = group.as_ref().map(|g| g.lock());
-        let spans = g.as_deref_mut().map(|g| &mut g.spans);
-        let st = self.regions.with(id, |r| r.refresh(self.wp, range, spans, between))?;
+        // Predicted pages a region's own scan re-protected since are ordinary pages again; when
+        // it cannot be told which, every predicted page counts as written.
+        let mut spans = g.as_deref_mut().map(|g| &mut g.spans);
+        let scanned = spans.as_deref().and_then(|s| s.scanned_since_prediction(self.wp));
+        if scanned.is_none() {
+            spans = None;
+        }
+        let scanned = scanned.unwrap_or_default();
+        let st = self.regions.with(id, |r| r.refresh(self.wp, range, spans, &scanned, between))?;
         *self.totals.lock() += st;
         Ok(st)
     }
@@ -793,7 +803,7 @@ impl ShadowWp {
         }
         found.clear();
         spans.compared_runs(found);
-        for (id, run) in found.iter() {
+        for (id, run) in found.iter().filter(|(id, _)| !parked.contains_key(id)) {
             let _ = self.regions.with(*id, |r| {
                 if let Some(run) = wp::intersect(run, &r.app_bytes()) {
                     sink.compared(*id, run.start - r.app_bytes().start, run.len());

@@ -83,6 +83,10 @@ pub struct ScanStats {
 pub struct WpTracker {
     state: RwLock<State>,
     features: u64,
+    /// The ranges of the last [`scan`](Self::scan)s (region collections, flushes, unmaps, parks,
+    /// `rearm`), noted before each: such a scan re-protects and reports predicted pages, after
+    /// which their marks, not their snapshots, say whether they were written (see `predict.rs`).
+    pub(super) foreign: parking_lot::Mutex<predict::ForeignScans>,
 }
 
 struct State {
@@ -138,6 +142,7 @@ impl WpTracker {
                 share_gen: 0,
                 fork_gen: 0,
             }),
+            foreign: parking_lot::Mutex::new(predict::ForeignScans::default()),
             features,
         })
     }
@@ -214,6 +219,7 @@ impl WpTracker {
     ) -> Result<ScanStats, GuardError> {
         out.clear();
         let Some(range) = span_pages(span, &range) else { return Ok(ScanStats::default()) };
+        self.foreign.lock().note(range.clone());
         self.scan_id(span.id, range, out)
     }
 

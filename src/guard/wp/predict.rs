@@ -47,6 +47,8 @@ pub(super) struct Predictor {
     snap: Vec<u8>,
     /// The pages the current collection reported because they differed from their snapshot.
     pub(super) compared: Vec<Range<usize>>,
+    /// [`ForeignScans::seq`] when the current predictions were made.
+    pub(super) epoch: u64,
     backoff: u32,
     skip: u32,
 }
@@ -60,6 +62,7 @@ impl Predictor {
             preds: Vec::new(),
             snap: Vec::new(),
             compared: Vec::new(),
+            epoch: 0,
             backoff: 0,
             skip: 0,
         })
@@ -103,11 +106,32 @@ impl Predictor {
     /// After `range` was scanned into `runs` (sorted, coalesced; predicted pages in it show as
     /// written since they are unprotected): replaces the predicted pages in `runs` by those whose
     /// bytes differ from the snapshot, and remembers the result for the next prediction.
-    pub(super) fn resolve(&mut self, range: &Range<usize>, runs: &mut Vec<Range<usize>>, stats: &mut ScanStats) {
+    ///
+    /// `foreign`: the scans outside the set ([`WpTracker::scan`]) since the predictions were
+    /// made. Such a scan may have re-protected and reported a predicted page; a write after it faults, and may
+    /// even put back the snapshot's bytes, which a compare would miss while the trace holds the
+    /// bytes that scan reported. So predicted runs such a scan touched are not compared: the
+    /// scan's runs stand for them (a page still unprotected reads as written, a page too many at
+    /// worst; a re-protected one is reported exactly when written again).
+    pub(super) fn resolve(
+        &mut self,
+        range: &Range<usize>,
+        runs: &mut Vec<Range<usize>>,
+        stats: &mut ScanStats,
+        foreign: &Since,
+    ) {
+        if matches!(foreign, Since::Unknown) {
+            self.last.extend(runs.iter().cloned());
+            return;
+        }
         let page = page_size();
         let mut changed: Vec<Range<usize>> = Vec::new();
+        let touched = |r: &Range<usize>| match foreign {
+            Since::Ranges(f) => f.iter().any(|g| intersect(g, r).is_some()),
+            Since::Unknown => true,
+        };
         let inside: Vec<&(Range<usize>, usize)> =
-            self.preds.iter().filter(|(r, _)| r.start >= range.start && r.end <= range.end).collect();
+            self.preds.iter().filter(|(r, _)| r.start >= range.start && r.end <= range.end && !touched(r)).collect();
         if !inside.is_empty() {
             let cut: Vec<Range<usize>> = inside.iter().map(|(r, _)| r.clone()).collect();
             let before: usize = runs.iter().map(|r| r.len()).sum();
@@ -234,11 +258,14 @@ impl WpTracker {
         if cands.is_empty() {
             return Ok(());
         }
+        // Before the snapshot: a foreign scan from here on makes these predictions stale.
+        let epoch = self.foreign.lock().seq;
         let st = self.read_state()?;
         if !set.plan_current(&st) {
             return Ok(());
         }
         let (Some(p), _, _) = set.predictor_and_ranges() else { return Ok(()) };
+        p.epoch = epoch;
         let total: usize = cands.iter().map(|r| r.len()).sum();
         p.snap.resize(total.max(p.snap.len()), 0);
         let mut off = 0;
@@ -273,6 +300,45 @@ impl WpTracker {
             }
         }
         Ok(())
+    }
+}
+
+/// The last scans made outside span sets ([`WpTracker::scan`]), numbered.
+#[derive(Default)]
+pub(crate) struct ForeignScans {
+    pub(super) seq: u64,
+    ranges: std::collections::VecDeque<(u64, Range<usize>)>,
+}
+
+/// Foreign scans kept; predictions older than the oldest are not compared at all.
+const FOREIGN_KEPT: usize = 256;
+
+/// The foreign scans since a predictor's epoch.
+pub(super) enum Since {
+    Ranges(Vec<Range<usize>>),
+    /// More than [`FOREIGN_KEPT`] ago: any page may have been scanned.
+    Unknown,
+}
+
+impl ForeignScans {
+    pub(super) fn note(&mut self, r: Range<usize>) {
+        self.seq += 1;
+        if self.ranges.len() == FOREIGN_KEPT {
+            self.ranges.pop_front();
+        }
+        self.ranges.push_back((self.seq, r));
+    }
+
+    pub(super) fn since(&self, epoch: u64) -> Since {
+        if self.seq == epoch {
+            return Since::Ranges(Vec::new());
+        }
+        match self.ranges.front() {
+            Some(&(first, _)) if first <= epoch + 1 => {
+                Since::Ranges(self.ranges.iter().filter(|(n, _)| *n > epoch).map(|(_, r)| r.clone()).collect())
+            }
+            _ => Since::Unknown,
+        }
     }
 }
 

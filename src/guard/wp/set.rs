@@ -90,6 +90,17 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
         self.predictor.as_mut()?.snapshot_of(page)
     }
 
+    /// The ranges scanned by [`WpTracker::scan`] since the predictions were made (their pages
+    /// were re-protected and reported there: ordinary pages now, see `predict.rs`); `None` when
+    /// too many scans ran to say.
+    pub fn scanned_since_prediction(&self, wp: &WpTracker) -> Option<Vec<Range<usize>>> {
+        let p = self.predictor.as_ref()?;
+        match wp.foreign.lock().since(p.epoch) {
+            super::predict::Since::Ranges(v) => Some(v),
+            super::predict::Since::Unknown => None,
+        }
+    }
+
     /// Whether a page of `range` is predicted now.
     pub fn any_predicted(&self, range: &Range<usize>) -> bool {
         self.predictor.as_ref().is_some_and(|p| p.any_in(range))
@@ -296,7 +307,10 @@ impl WpTracker {
             }
             if let Some(p) = set.predictor.as_mut() {
                 // After the scan re-protected the range: compare, don't trust, predicted pages.
-                p.resolve(range, &mut runs, &mut stats);
+                // Read after this range's scan: a foreign scan not seen here re-protects only
+                // after it, so it finds (and reports) what is written from now on.
+                let foreign = self.foreign.lock().since(p.epoch);
+                p.resolve(range, &mut runs, &mut stats, &foreign);
             }
             for run in &runs {
                 SpanSet::attribute(&set.members, run, out);
