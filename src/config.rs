@@ -79,7 +79,7 @@ impl Default for Settings {
             shadow_reads: false,
             shadow_refresh: ShadowRefresh::Cached,
             persistent_shadow: true,
-            predict: true,
+            predict: false,
             predict_budget_mib: 32,
             compression: Compression::Lz4,
             frames: None,

@@ -57,15 +57,18 @@ backends! {
     full, full_validation: Backend { name: "full", flags: &[], env: &[], max_ratio: None };
     assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], env: &[], max_ratio: None };
     host_import, host_import_validation: Backend { name: "host-import", flags: &[], env: &[], max_ratio: Some(1.05) };
-    // Write prediction is on by default; without it every written page is trapped.
-    async_wp_no_predict, async_wp_no_predict_validation: Backend { name: "async-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "0")], max_ratio: Some(1.05) };
-    host_import_no_predict, host_import_no_predict_validation: Backend { name: "host-import", flags: &[], env: &[("VKDIRTY_PREDICT", "0")], max_ratio: Some(1.05) };
-    shadow_wp_no_predict, shadow_wp_no_predict_validation: Backend { name: "shadow-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "0")], max_ratio: Some(1.05) };
+    // Write prediction: predicted pages are compared with a snapshot instead of trapped.
+    async_wp_predict, async_wp_predict_validation: Backend { name: "async-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
+    host_import_predict, host_import_predict_validation: Backend { name: "host-import", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
+    shadow_wp_predict, shadow_wp_predict_validation: Backend { name: "shadow-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
+    // Refreshes at every fence wait racing predicted (unprotected) pages of the shadow.
+    shadow_wp_fence_refresh_predict, shadow_wp_fence_refresh_predict_validation: Backend {
+        name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "always"), ("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05)
+    };
     // Shadows released at each unmap (the default keeps them).
     shadow_released, shadow_released_validation: Backend { name: "shadow", flags: &[], env: &[("VKDIRTY_PERSISTENT_SHADOW", "0")], max_ratio: None };
     shadow_wp_released, shadow_wp_released_validation: Backend { name: "shadow-wp", flags: &[], env: &[("VKDIRTY_PERSISTENT_SHADOW", "0")], max_ratio: Some(1.05) };
-    // GPU results in coherent memory reach the application through the fence-wait refresh alone
-    // (racing predicted, unprotected pages of the shadow).
+    // GPU results in coherent memory reach the application through the fence-wait refresh alone.
     shadow_wp_fence_refresh, shadow_wp_fence_refresh_validation: Backend {
         name: "shadow-wp", flags: &["--no-coherent-invalidate"], env: &[("VKDIRTY_SHADOW_REFRESH", "always")], max_ratio: Some(1.05)
     };

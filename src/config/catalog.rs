@@ -240,14 +240,14 @@ pub const SETTINGS: &[SettingInfo] = &[
     SettingInfo {
         name: "PREDICT",
         label: "Predict written pages",
-        default: "1",
+        default: "0",
         doc: "`async-wp`, `host-import` and `shadow-wp`: at each collection, pages likely to be written again \
               (written in each of the last two collections, or continuing a stream) are copied \
               to a snapshot and left writable, so the application's writes there take no fault; \
               the next collection compares them with the snapshot and reports the changed ones. \
-              Backs off where predictions miss. On by default (docs/benchmarks.md, \
-              \"Prediction on by default\"); `0` turns it off. See docs/design.md, \
-              \"Predicted pages\".",
+              Backs off where predictions miss. Off by default: on the NVIDIA H200 it made ring \
+              uploads 10–40 % dearer (docs/benchmarks.md, \"Write prediction on the NVIDIA H200\"). \
+              See docs/design.md, \"Predicted pages\".",
         ..SettingInfo::ROW
     },
     SettingInfo {
