@@ -246,7 +246,7 @@ pub const SETTINGS: &[SettingInfo] = &[
               to a snapshot and left writable, so the application's writes there take no fault; \
               the next collection compares them with the snapshot and reports the changed ones. \
               Backs off where predictions miss. Off by default: on the NVIDIA H200 it made ring \
-              uploads 10–40 % dearer (docs/benchmarks.md, \"Write prediction on the NVIDIA H200\"). \
+              uploads 12–47 % dearer (docs/benchmarks.md, \"Write prediction on the NVIDIA H200\"). \
               See docs/design.md, \"Predicted pages\".",
         ..SettingInfo::ROW
     },
