@@ -14,21 +14,7 @@
 #include <sys/syscall.h>
 #include <linux/userfaultfd.h>
 #include <linux/fs.h>
-#ifndef UFFD_FEATURE_WP_ASYNC
-#define UFFD_FEATURE_WP_ASYNC (1<<15)
-#endif
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1<<13)
-#endif
-#ifndef PAGEMAP_SCAN
-struct page_region { unsigned long long start, end, categories; };
-struct pm_scan_arg { unsigned long long size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask, category_anyof_mask, return_mask; };
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#define PM_SCAN_WP_MATCHING (1<<0)
-#define PM_SCAN_CHECK_WPASYNC (1<<1)
-#define PAGE_IS_WRITTEN (1<<1)
-#define PAGE_IS_HUGE (1<<6)
-#endif
+#include "uapi-compat.h"
 static int uffd, pm; static long P=4096;
 static void reg(char*a,size_t l){struct uffdio_register r={.range={(unsigned long)a,l},.mode=UFFDIO_REGISTER_MODE_WP};if(ioctl(uffd,UFFDIO_REGISTER,&r))perror("reg");struct uffdio_writeprotect w={.range={(unsigned long)a,l},.mode=UFFDIO_WRITEPROTECT_MODE_WP};if(ioctl(uffd,UFFDIO_WRITEPROTECT,&w))perror("wp");}
 static struct page_region vec[4096];

@@ -18,26 +18,7 @@
 #include <sys/syscall.h>
 #include <linux/userfaultfd.h>
 #include <linux/fs.h>
-#ifndef UFFD_FEATURE_WP_ASYNC
-#define UFFD_FEATURE_WP_ASYNC (1<<15)
-#endif
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1<<13)
-#endif
-#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
-#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1<<12)
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-#ifndef PAGEMAP_SCAN
-struct page_region { unsigned long long start, end, categories; };
-struct pm_scan_arg { unsigned long long size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask, category_anyof_mask, return_mask; };
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#define PM_SCAN_WP_MATCHING (1<<0)
-#define PM_SCAN_CHECK_WPASYNC (1<<1)
-#define PAGE_IS_WRITTEN (1<<1)
-#endif
+#include "uapi-compat.h"
 static int uffd, pm; static const long P = 4096; enum { N = 2048 };
 static struct page_region vec[N];
 static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec*1e9+t.tv_nsec;}
