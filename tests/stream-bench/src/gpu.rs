@@ -17,7 +17,8 @@ pub enum GpuError {
     Setup(String),
 }
 
-trait Ctx<T> {
+/// Names the Vulkan call a failure came from.
+pub(crate) trait Ctx<T> {
     fn ctx(self, what: &'static str) -> Result<T, GpuError>;
 }
 
@@ -287,19 +288,8 @@ impl Gpu {
         // SAFETY: as for src.
         unsafe { d.bind_buffer_memory(self.dst, self.dst_mem, 0) }.ctx("vkBindBufferMemory(dst)")?;
 
-        let pci = vk::CommandPoolCreateInfo::default()
-            .queue_family_index(family)
-            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
-        // SAFETY: valid create info.
-        self.pool = unsafe { d.create_command_pool(&pci, None) }.ctx("vkCreateCommandPool")?;
-        let cai = vk::CommandBufferAllocateInfo::default()
-            .command_pool(self.pool)
-            .level(vk::CommandBufferLevel::PRIMARY)
-            .command_buffer_count(1);
-        // SAFETY: valid allocate info.
-        self.cmd = unsafe { d.allocate_command_buffers(&cai) }.ctx("vkAllocateCommandBuffers")?[0];
-        // SAFETY: valid create info.
-        self.fence = unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) }.ctx("vkCreateFence")?;
+        (self.pool, self.cmd, self.fence) =
+            command_objects(d, family, vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER)?;
         Ok(())
     }
 
@@ -430,6 +420,37 @@ impl Drop for Gpu {
             d.free_memory(self.dst_mem, None);
             d.destroy_device(None);
             self.instance.destroy_instance(None);
+        }
+    }
+}
+
+/// A command pool on `family`, one primary command buffer from it and an unsignalled fence: what
+/// each benchmark loop submits with. The caller destroys them.
+pub(crate) fn command_objects(
+    d: &ash::Device,
+    family: u32,
+    flags: vk::CommandPoolCreateFlags,
+) -> Result<(vk::CommandPool, vk::CommandBuffer, vk::Fence), GpuError> {
+    let pci = vk::CommandPoolCreateInfo::default().queue_family_index(family).flags(flags);
+    // SAFETY: valid create info.
+    let pool = unsafe { d.create_command_pool(&pci, None) }.ctx("vkCreateCommandPool")?;
+    let cai = vk::CommandBufferAllocateInfo::default()
+        .command_pool(pool)
+        .level(vk::CommandBufferLevel::PRIMARY)
+        .command_buffer_count(1);
+    let rest = || -> Result<(vk::CommandBuffer, vk::Fence), GpuError> {
+        // SAFETY: valid allocate info.
+        let cmd = unsafe { d.allocate_command_buffers(&cai) }.ctx("vkAllocateCommandBuffers")?[0];
+        // SAFETY: valid create info.
+        let fence = unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) }.ctx("vkCreateFence")?;
+        Ok((cmd, fence))
+    };
+    match rest() {
+        Ok((cmd, fence)) => Ok((pool, cmd, fence)),
+        Err(e) => {
+            // SAFETY: the pool is unused; destroying it frees its command buffer.
+            unsafe { d.destroy_command_pool(pool, None) };
+            Err(e)
         }
     }
 }

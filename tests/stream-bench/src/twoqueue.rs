@@ -10,7 +10,7 @@ use ash::vk;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use crate::gpu::GpuError;
+use crate::gpu::{command_objects, Ctx, GpuError};
 use crate::stats;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -70,16 +70,6 @@ pub struct Report {
     /// Timed submits of all threads ÷ loop_s.
     submits_per_s: f64,
     wall_s: f64,
-}
-
-trait Ctx<T> {
-    fn ctx(self, what: &'static str) -> Result<T, GpuError>;
-}
-
-impl<T> Ctx<T> for Result<T, vk::Result> {
-    fn ctx(self, what: &'static str) -> Result<T, GpuError> {
-        self.map_err(|e| GpuError::Vk(what, e))
-    }
 }
 
 /// One thread's queue and resources.
@@ -241,17 +231,7 @@ impl Lane {
             self.dst_mem = d.allocate_memory(&mai, None).ctx("vkAllocateMemory(dst)")?;
             d.bind_buffer_memory(self.dst, self.dst_mem, 0).ctx("vkBindBufferMemory(dst)")?;
         }
-        let pci = vk::CommandPoolCreateInfo::default().queue_family_index(family);
-        // SAFETY: valid create info.
-        self.pool = unsafe { d.create_command_pool(&pci, None) }.ctx("vkCreateCommandPool")?;
-        let cai = vk::CommandBufferAllocateInfo::default()
-            .command_pool(self.pool)
-            .level(vk::CommandBufferLevel::PRIMARY)
-            .command_buffer_count(1);
-        // SAFETY: valid allocate info.
-        self.cmd = unsafe { d.allocate_command_buffers(&cai) }.ctx("vkAllocateCommandBuffers")?[0];
-        // SAFETY: valid create info.
-        self.fence = unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) }.ctx("vkCreateFence")?;
+        (self.pool, self.cmd, self.fence) = command_objects(&d, family, vk::CommandPoolCreateFlags::empty())?;
         let region = [vk::BufferCopy { src_offset: 0, dst_offset: 0, size: 4096 }];
         // Recorded once, submitted every time (each submit is waited on before the next).
         // SAFETY: a fresh command buffer; the copy lies inside both buffers.
