@@ -53,9 +53,9 @@ pub fn flush_ranges(runs: &[(u64, u64)], map_offset: u64, map_size: u64, page: u
     out
 }
 
-/// Flushes `ranges` (allocation offsets) of `memory` down the chain. The application's own
-/// flushes pass through on their own; these only add what it did not flush.
-pub fn flush_down(dev: &DeviceState, memory: u64, ranges: &[(u64, u64)]) {
+/// Flushes `ranges` (memory, allocation offset, size) down the chain in one call. The
+/// application's own flushes pass through on their own; these only add what it did not flush.
+pub fn flush_down(dev: &DeviceState, ranges: &[(u64, u64, u64)]) {
     if ranges.is_empty() {
         return;
     }
@@ -63,10 +63,13 @@ pub fn flush_down(dev: &DeviceState, memory: u64, ranges: &[(u64, u64)]) {
         log::once(LogLevel::Error, "gfxreconstruct flushes: the next layer has no vkFlushMappedMemoryRanges");
         return;
     };
-    let memory = <vk::DeviceMemory as vk::Handle>::from_raw(memory);
-    let list: Vec<vk::MappedMemoryRange<'_>> =
-        ranges.iter().map(|&(o, l)| vk::MappedMemoryRange::default().memory(memory).offset(o).size(l)).collect();
-    // SAFETY: valid device and memory, mapped over every range (clipped to the mapping);
+    let list: Vec<vk::MappedMemoryRange<'_>> = ranges
+        .iter()
+        .map(|&(m, o, l)| {
+            vk::MappedMemoryRange::default().memory(<vk::DeviceMemory as vk::Handle>::from_raw(m)).offset(o).size(l)
+        })
+        .collect();
+    // SAFETY: valid device; each memory is mapped over its ranges (clipped to the mapping);
     // `list` lives across the call.
     let r = unsafe { next(dev.handle, list.len() as u32, list.as_ptr()) };
     if r != vk::Result::SUCCESS {

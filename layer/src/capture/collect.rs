@@ -125,7 +125,7 @@ impl Capture {
     }
 
     /// Collects every mapping of `dev` (all, or only those that must be for shadows) and, with
-    /// `VKDIRTY_GFXR_FLUSH`, flushes each one's dirty pages down the chain. One pass over the
+    /// `VKDIRTY_GFXR_FLUSH`, flushes their dirty pages down the chain in one call. One pass over the
     /// device's regions whose cost follows what was written, not the number of mappings
     /// (`GuardManager::collect_all`); runs are mapped back to allocations through `regions`.
     pub(super) fn collect_device(
@@ -146,6 +146,9 @@ impl Capture {
         // The runs of one region arrive together: one dirty record (and one flush down) each.
         let mut cur: Option<(RegionRef, Option<trace::DirtyWriter<'_>>)> = None;
         let mut runs: Vec<(u64, u64)> = Vec::new();
+        // Every mapping's flush ranges, flushed down in one call after the pass: gfxreconstruct
+        // records one call and its fill-memory commands instead of one call per mapping.
+        let mut flushes: Vec<(u64, u64, u64)> = Vec::new();
         // Ranges reported by write prediction's compare rather than a fault (recorded after the
         // dirty records, for `vkdirty info`).
         let mut compared: Vec<(RegionId, usize, usize)> = Vec::new();
@@ -158,7 +161,7 @@ impl Capture {
                     if cur.as_ref().map(|c| c.0.region) != Some(region) {
                         if let Some((prev, d)) = cur.take() {
                             drop(d);
-                            self.flush_for_gfxr(dev, mem, prev.memory, &prev.map, &runs);
+                            self.gfxr_ranges(dev, mem, prev.memory, &prev.map, &runs, &mut flushes);
                             runs.clear();
                         }
                         let Some(rr) = mem.region(region) else {
@@ -180,8 +183,9 @@ impl Capture {
         );
         if let Some((prev, d)) = cur.take() {
             drop(d);
-            self.flush_for_gfxr(dev, mem, prev.memory, &prev.map, &runs);
+            self.gfxr_ranges(dev, mem, prev.memory, &prev.map, &runs, &mut flushes);
         }
+        crate::gfxr::flush_down(dev, &flushes);
         if let Some(w) = writer {
             record_compared(w, mem, &mut compared, submit);
         }
@@ -197,6 +201,22 @@ impl Capture {
         memory: u64,
         m: &Mapping,
         runs: &[(u64, u64)],
+    ) {
+        let mut ranges = Vec::new();
+        self.gfxr_ranges(dev, mem, memory, m, runs, &mut ranges);
+        crate::gfxr::flush_down(dev, &ranges);
+    }
+
+    /// With `VKDIRTY_GFXR_FLUSH`, appends the ranges (memory, offset, size) to flush down for the
+    /// dirty `runs` (allocation offsets) of mapping `m` of `memory` to `out`.
+    fn gfxr_ranges(
+        &self,
+        dev: &DeviceState,
+        mem: &Memories,
+        memory: u64,
+        m: &Mapping,
+        runs: &[(u64, u64)],
+        out: &mut Vec<(u64, u64, u64)>,
     ) {
         if !self.settings.gfxr_flush || runs.is_empty() {
             return;
@@ -218,8 +238,7 @@ impl Capture {
             // Freed with its device: no widening known; the mapping itself.
             None => (m.offset, m.size),
         };
-        let ranges = crate::gfxr::flush_ranges(runs, offset, size, page);
-        crate::gfxr::flush_down(dev, memory, &ranges);
+        out.extend(crate::gfxr::flush_ranges(runs, offset, size, page).into_iter().map(|(o, l)| (memory, o, l)));
     }
 
     /// The range to map below for the application's `vkMapMemory(offset, size)`: with
