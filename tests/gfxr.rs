@@ -8,6 +8,7 @@
 //! - host-import stays off with gfxreconstruct below, with one log line naming it, unless
 //!   `VKDIRTY_LAYERS_BELOW=ignore`;
 //! - without gfxreconstruct's layer, `capture --gfxr` fails with a clear error;
+//! - `capture --gfxr` writes vkdirty's own trace only where `-o` names one;
 //! - scripts/gfxr-check.sh on a few vkcube frames (the script runs 300): screenshots of every
 //!   replay identical to a plain page_guard capture's.
 
@@ -133,6 +134,45 @@ fn khr_submits_are_flushed_and_read() {
     for p in [gfxr, sidecar] {
         let _ = std::fs::remove_file(p);
     }
+}
+
+#[test]
+fn vkdirty_own_trace_is_written_only_when_named() {
+    // In a fresh working directory: without -o, only the .gfxr (no vkdirty_<app>_<time>.vkd);
+    // with -o, the trace too, exact against the same sidecar.
+    let dir = ensure_built();
+    let cwd = tmp("own-trace");
+    let _ = std::fs::remove_dir_all(&cwd);
+    std::fs::create_dir_all(&cwd).expect("temporary directory");
+    let run = |extra: &[&str]| {
+        clean(&dir.join("vkdirty"))
+            .current_dir(&cwd)
+            .args(["capture", "--backend", "async-wp"])
+            .args(extra)
+            .args(["--gfxr", "c.gfxr", "--"])
+            .arg(dir.join("vkdirty-workload"))
+            .args(["--frames", "3", "--sidecar", "w.side"])
+            .output()
+            .expect("run vkdirty capture")
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", run::output_text(&o));
+    let listing = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listing(&cwd), ["c.gfxr", "w.side"], "{}", run::output_text(&o));
+    let o = run(&["-o", "own.vkd"]);
+    assert!(o.status.success(), "{}", run::output_text(&o));
+    assert_eq!(listing(&cwd), ["c.gfxr", "own.vkd", "w.side"], "{}", run::output_text(&o));
+    for f in ["c.gfxr", "own.vkd"] {
+        let c = check(&cwd.join(f), &cwd.join("w.side"));
+        let report = String::from_utf8_lossy(&c.stdout);
+        assert!(c.status.success() && report.starts_with("exact:"), "{f}: {}", run::output_text(&c));
+    }
+    let _ = std::fs::remove_dir_all(&cwd);
 }
 
 #[test]

@@ -25,7 +25,8 @@ const WORKLOAD: &str = "vkdirty-workload";
 #[command(after_help = "Settings given here are passed to the layer as VKDIRTY_<NAME> variables, so they win over \
     every other place a setting can come from (see README, Settings).")]
 pub struct Args {
-    /// The trace file [default: vkdirty_<app>_<UTC time>.vkd in the working directory].
+    /// The trace file [default: vkdirty_<app>_<UTC time>.vkd in the working directory; with
+    /// --gfxr, vkdirty's own trace is written only when this (or TRACE_FILE) names one].
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
     /// Replace the output file if it exists (without this, an existing file is an error).
@@ -46,7 +47,8 @@ pub struct Args {
     /// which hands it the dirty pages (see README, "Replayable captures with gfxreconstruct").
     #[arg(long, value_name = "FILE")]
     gfxr: Option<PathBuf>,
-    /// With --gfxr: do not write vkdirty's own trace.
+    /// With --gfxr: do not write vkdirty's own trace even where -o names one (without -o none is
+    /// written).
     #[arg(long, requires = "gfxr")]
     no_trace: bool,
     /// No progress line, even on a terminal.
@@ -194,7 +196,11 @@ impl Run for Args {
             }
         };
         let cwd = std::env::current_dir().map_err(|e| CliError::io("reading the working directory", e))?;
-        let output = match self.output.or_else(|| self.settings.get("TRACE_FILE").map(PathBuf::from)) {
+        let named = self.output.or_else(|| self.settings.get("TRACE_FILE").map(PathBuf::from));
+        // With --gfxr the capture is gfxreconstruct's: a second trace costs the application
+        // (up to as much again as the capture, docs/benchmarks.md) and is written only when asked.
+        let write_trace = named.is_some() || self.gfxr.is_none();
+        let output = match named {
             Some(o) => {
                 let o = cwd.join(o);
                 if o.is_dir() {
@@ -254,7 +260,7 @@ impl Run for Args {
             cmd.env("VKDIRTY_TRIGGER_FILE", &t.path);
         }
         if let Some(gfxr) = &self.gfxr {
-            let trace = (!self.no_trace).then_some(output.as_path());
+            let trace = (write_trace && !self.no_trace).then_some(output.as_path());
             return super::capture_gfxr::run(cmd, &program, gfxr, trace);
         }
         let mut child = cmd.spawn().map_err(|e| CliError::io(format!("starting {}", program.display()), e))?;
