@@ -57,7 +57,7 @@ MANYMAPS_QUICK = [1, 100, 4000]
 MANYMAPS_FRAMES_FULL = 3000
 MANYMAPS_FRAMES_QUICK = 1000
 MANYMAPS_CONFIGS = ["none", "vkdirty:host-import", "vkdirty:async-wp", "vkdirty:shadow-wp", "vkdirty:shadow",
-                    "gfxr:page_guard"]
+                    "gfxr:page_guard", bench_gfxr.FLOOR, bench_gfxr.NAME, bench_gfxr.NAME + ":shadow-wp"]
 
 
 def log(msg):
@@ -116,11 +116,12 @@ def make_configs(opts, backends):
             if opts.gfxr_layer_dir:
                 env["VK_ADD_LAYER_PATH"] = opts.gfxr_layer_dir
             cfgs.append(Config(f"gfxr:{m}", env))
-        if opts.layer_dir:
-            cfgs.append(Config(bench_gfxr.NAME, bench_gfxr.config_env(opts), note=bench_gfxr.NOTE))
+        cfgs += bench_gfxr.extra_configs(opts, Config)
     if not opts.configs:
-        return [c for c in cfgs if not c.name.endswith("+nopredict")]
-    return [c for c in cfgs if c.name in opts.configs]
+        cfgs = [c for c in cfgs if c.name not in bench_gfxr.ON_REQUEST and not c.name.endswith("+nopredict")]
+    else:
+        cfgs = [c for c in cfgs if c.name in opts.configs]
+    return bench_gfxr.with_baseline(cfgs, opts, Config)
 
 
 def run_child(cmd, env, timeout, log_path):
@@ -196,7 +197,11 @@ def trace_env(cfg, trace):
     if cfg.name.startswith("vkdirty:"):
         return {"VKDIRTY_TRACE_FILE": trace}
     if cfg.name.startswith("gfxr:"):
-        return {"GFXRECON_CAPTURE_FILE": trace}
+        env = {"GFXRECON_CAPTURE_FILE": trace}
+        if cfg.env.get("VKDIRTY_WRITE_TRACE") == "1":
+            # vkdirty's own trace beside gfxreconstruct's capture (removed after the run).
+            env["VKDIRTY_TRACE_FILE"] = trace + ".vkdirty"
+        return env
     return {}
 
 
@@ -248,8 +253,9 @@ def run_stream(opts, cfg, case, frames, tmp):
     })
     tb, cap, detail = trace_stats(opts, cfg, trace)
     rec.update({"trace_bytes": tb, "captured_bytes": cap, "capture": detail})
-    if os.path.exists(trace):
-        os.unlink(trace)
+    for p in (trace, trace + ".vkdirty"):
+        if os.path.exists(p):
+            os.unlink(p)
     return rec
 
 
@@ -434,7 +440,7 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
 
     big = 0 if opts.all_reps else sum(1 for _, c in stream_cases if c[0] > SINGLE_REP_MIB)
     many = sum(1 for w, _ in stream_cases if w == "manymaps")
-    many_cfgs = len([c for c in configs if c.name in MANYMAPS_CONFIGS])
+    many_cfgs = len([c for c in configs if c.name.split("@")[0] in MANYMAPS_CONFIGS])
     total = ((len(stream_cases) - many) * reps - big * (reps - 1)) * len(configs) + many * reps * many_cfgs \
         + (len(vkcube_configs) * reps if vkcube else 0)
     n = 0
@@ -447,7 +453,7 @@ def _run(opts, tmp):  # noqa: C901 (one straight sequence)
             # Rotate the order per repetition and case, so drift spreads over all configurations.
             cl = vkcube_configs if workload == "vkcube" else configs
             if workload == "manymaps":
-                cl = [c for c in configs if c.name in MANYMAPS_CONFIGS]
+                cl = [c for c in configs if c.name.split("@")[0] in MANYMAPS_CONFIGS]
             k = (rep + ci) % len(cl)
             order = cl[k:] + cl[:k]
             for cfg in order:
@@ -526,7 +532,8 @@ def config_order(name):
         b = name.split(":", 1)[1]
         plain, predict = b.split("+", 1)[0], "+" in b
         return (1, (VKDIRTY_BACKENDS.index(plain) if plain in VKDIRTY_BACKENDS else 99) * 2 + predict)
-    return (2, GFXR_MODES.index(name.split(":", 1)[1]) if name.split(":", 1)[1] in GFXR_MODES else 99)
+    mode = name.split(":", 1)[1]
+    return (2, GFXR_MODES.index(mode) if mode in GFXR_MODES else 99, name)
 
 
 def aggregate(runs):

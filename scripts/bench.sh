@@ -38,6 +38,9 @@
 #              --configs none,vkdirty:host-import,vkdirty:shadow-wp,gfxr:page_guard,gfxr:assisted+vkdirty \
 #              --cases "16 MiB ring 1%,16 MiB ring 10%,16 MiB random 1%,16 MiB random 10%,256 MiB ring 1%,256 MiB random 1%,256 MiB random 10%" \
 #              --results $OUT/nvidia-h100-gfxr.jsonl --no-doc
+#   (named in --configs only: gfxr:assisted, gfxreconstruct's floor: no vkdirty, the application
+#   flushing exactly what it wrote; gfxr:assisted+vkdirty:shadow-wp, ...+predict, ...+trace;
+#   BENCH_GFXR_BASELINE=<layer dir>:<label> adds each chosen combination with another build)
 # Carried libraries are used only where the machine lacks them (checked with ldconfig).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

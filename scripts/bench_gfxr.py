@@ -22,10 +22,57 @@ def config_env(opts):
     }
 
 
+# Named in --configs only: the floor (gfxreconstruct assisted, the application flushing exactly
+# what it wrote: gfxreconstruct's own cost of writing the fill-memory blocks, which no tracker
+# handing it the same ranges can undercut), and the combination with prediction on, with
+# vkdirty's own trace written as well, or with shadow-wp forced.
+FLOOR = "gfxr:assisted"
+ON_REQUEST = (FLOOR, NAME + "+predict", NAME + "+trace", NAME + ":shadow-wp", NAME + ":shadow-wp+predict")
+
+
+def extra_configs(opts, Config):
+    """The gfxreconstruct configurations beside page_guard and unassisted."""
+    env = {
+        "VK_INSTANCE_LAYERS": "VK_LAYER_LUNARG_gfxreconstruct",
+        "GFXRECON_MEMORY_TRACKING_MODE": "assisted",
+        "GFXRECON_CAPTURE_FILE_TIMESTAMP": "false",
+        "GFXRECON_LOG_LEVEL": "warning",
+    }
+    if opts.gfxr_layer_dir:
+        env["VK_ADD_LAYER_PATH"] = opts.gfxr_layer_dir
+    cfgs = [Config(FLOOR, env, ["--flush"], "no vkdirty; the app flushes exactly its writes")]
+    if opts.layer_dir:
+        v = config_env(opts)
+        cfgs += [Config(NAME, v, note=NOTE),
+                 Config(NAME + "+predict", dict(v, VKDIRTY_PREDICT="1"), note=NOTE + ", write prediction on"),
+                 Config(NAME + "+trace", dict(v, VKDIRTY_WRITE_TRACE="1"), note=NOTE + ", vkdirty's own trace written too")]
+        # The backend NVIDIA's memory gets (async-wp refuses its mappings), on any driver.
+        s = dict(v, VKDIRTY_BACKEND="shadow-wp")
+        cfgs += [Config(NAME + ":shadow-wp", s, note="vkdirty shadow-wp flushes the dirty pages"),
+                 Config(NAME + ":shadow-wp+predict", dict(s, VKDIRTY_PREDICT="1"),
+                        note="vkdirty shadow-wp flushes the dirty pages, write prediction on")]
+    return cfgs
+
+
+def with_baseline(cfgs, opts, Config):
+    """BENCH_GFXR_BASELINE=<layer dir>:<label>: each chosen gfxreconstruct + vkdirty configuration
+    again with that build of the layer ("<name>@<label>"), in the same run."""
+    base = os.environ.get("BENCH_GFXR_BASELINE")
+    if not base:
+        return cfgs
+    d, _, label = base.rpartition(":")
+    out = list(cfgs)
+    for c in cfgs:
+        if c.name.startswith(NAME):
+            env = dict(c.env, VK_ADD_LAYER_PATH=":".join(x for x in (d, opts.gfxr_layer_dir) if x))
+            out.append(Config(f"{c.name}@{label}", env, c.args, f"{c.note}; build {label}"))
+    return out
+
+
 def check_run(opts, cfg, trace, env, log_path, rec, tail):
     """After a gfxreconstruct run: the layer order held (vkdirty warns otherwise), and, in the first
     repetition, the capture replays (`gfxrecon-replay`, its exit status and ERROR lines)."""
-    if cfg.name == NAME:
+    if cfg.name.startswith(NAME):
         try:
             with open(log_path, errors="replace") as f:
                 if NOT_BELOW in f.read():

@@ -369,6 +369,17 @@ impl Gpu {
             // SAFETY: the allocation is mapped whole; the page lies inside it (caller contract).
             unsafe { e.mapped.add(page * 4096).write_bytes(value, 4096) };
         }
+        if self.flush {
+            // One call for every allocation written, as an application batching its flushes would.
+            let ranges: Vec<vk::MappedMemoryRange> = writes
+                .iter()
+                .map(|&(i, page)| {
+                    vk::MappedMemoryRange::default().memory(self.extra[i].memory).offset(page as u64 * 4096).size(4096)
+                })
+                .collect();
+            // SAFETY: each allocation is mapped whole; the pages are page-aligned and inside it.
+            unsafe { self.device.flush_mapped_memory_ranges(&ranges) }.ctx("vkFlushMappedMemoryRanges")?;
+        }
         let copy = COPY_BYTES.min(self.size);
         self.submit_copy(0, copy)
     }
