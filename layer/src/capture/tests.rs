@@ -422,3 +422,92 @@ fn two_threads_submitting_at_once_replay_exactly_at_every_submit() {
         }
     }
 }
+
+/// Flush calls the fake next layer saw: per call, (memory, offset, size, first byte of the real
+/// memory there at the call) for each range.
+type FlushCall = Vec<(u64, u64, u64, u8)>;
+static FLUSHES: parking_lot::Mutex<Vec<(u64, FlushCall)>> = parking_lot::Mutex::new(Vec::new());
+/// memory handle → the fake real mapping's address, for the fake flush to read.
+static REAL: parking_lot::Mutex<Vec<(u64, usize)>> = parking_lot::Mutex::new(Vec::new());
+
+unsafe extern "system" fn fake_flush(
+    device: vk::Device,
+    n: u32,
+    ranges: *const vk::MappedMemoryRange<'_>,
+) -> vk::Result {
+    // SAFETY: the layer passes `n` valid ranges.
+    let ranges = unsafe { std::slice::from_raw_parts(ranges, n as usize) };
+    let real = REAL.lock().clone();
+    let call = ranges
+        .iter()
+        .map(|r| {
+            let m = r.memory.as_raw();
+            let base = real.iter().find(|x| x.0 == m).map(|x| x.1).expect("a known memory");
+            // SAFETY: the range lies inside the fake mapping (the layer clips to the mapping).
+            (m, r.offset, r.size, unsafe { *((base + r.offset as usize) as *const u8) })
+        })
+        .collect();
+    FLUSHES.lock().push((device.as_raw(), call));
+    vk::Result::SUCCESS
+}
+
+/// VKDIRTY_GFXR_FLUSH: one flush call down the chain per submit, with the dirty pages of every
+/// mapping written since the last (adjacent pages merged), none when nothing was written; on
+/// shadow-wp the real memory holds the bytes when the call is made.
+#[test]
+fn gfxr_flushes_go_down_in_one_call_per_submit() {
+    let page = vkdirty::guard::page_size();
+    for (i, backend) in ["async-wp", "shadow-wp"].into_iter().enumerate() {
+        let trace = temp_trace(&format!("gfxr-{backend}"));
+        let cap =
+            Capture::new(leak_settings(&[("BACKEND", backend), ("GFXR_FLUSH", "1"), ("WRITE_TRACE", "0")], &trace));
+        let raw = 0x5000 + i as u64;
+        let mut dev = fake_device(raw);
+        dev.next = DeviceNext::load(|n| {
+            if n.to_bytes() == b"vkFlushMappedMemoryRanges" {
+                crate::ffi::void_fn::<vk::PFN_vkFlushMappedMemoryRanges>(fake_flush)
+            } else {
+                None
+            }
+        });
+        cap.device_created(&vk::PhysicalDeviceProperties::default());
+        let fakes: Vec<FakeMapping> = (0..3).map(|_| fake_mapping(4)).collect();
+        let mems: Vec<vk::DeviceMemory> = (0..3).map(|k| vk::DeviceMemory::from_raw(raw * 16 + k)).collect();
+        let mut apps = Vec::new();
+        for (m, f) in mems.iter().zip(&fakes) {
+            REAL.lock().push((m.as_raw(), f.ptr() as usize));
+            cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(f.len() as u64), *m);
+            // SAFETY: `f` stays mapped until after `freeing`.
+            let p = unsafe { cap.mapped(&dev, *m, 0, vk::WHOLE_SIZE, f.ptr().cast(), false, || Import::NotApplicable) };
+            apps.push(p as *mut u8);
+        }
+        // SAFETY: in bounds of the application's pointer while mapped.
+        let write = |k: usize, off: usize, v: u8| unsafe { std::ptr::write_volatile(apps[k].add(off), v) };
+        let calls = || FLUSHES.lock().iter().filter(|c| c.0 == raw).map(|c| c.1.clone()).collect::<Vec<_>>();
+        let sorted = |mut c: FlushCall| {
+            c.sort_unstable();
+            c
+        };
+        let (p, m) = (page as u64, |k: usize| mems[k].as_raw());
+        write(0, 0, 1);
+        write(0, page + 5, 2);
+        write(1, 3 * page, 3);
+        submit(&cap, &dev);
+        assert_eq!(calls().len(), 1, "{backend}: one call for both written mappings");
+        assert_eq!(sorted(calls()[0].clone()), vec![(m(0), 0, 2 * p, 1), (m(1), 3 * p, p, 3)], "{backend}");
+        submit(&cap, &dev);
+        assert_eq!(calls().len(), 1, "{backend}: nothing written, nothing flushed");
+        write(2, 2 * page, 4);
+        submit(&cap, &dev);
+        assert_eq!(calls().len(), 2, "{backend}");
+        assert_eq!(calls()[1], vec![(m(2), 2 * p, p, 4)], "{backend}");
+        for mem in &mems {
+            cap.unmapping(&dev, *mem);
+            cap.freeing(&dev, *mem);
+        }
+        assert_eq!(calls().len(), 2, "{backend}: nothing left to flush at the unmaps");
+        cap.last_instance_destroyed();
+        drop(fakes);
+        assert!(!trace.exists(), "{backend}: no trace written with WRITE_TRACE=0");
+    }
+}
