@@ -50,6 +50,7 @@ pub struct Settings {
     pub persistent_shadow: bool,
     pub predict: bool,
     pub predict_budget_mib: u64,
+    pub predict_trust: bool,
     pub compression: Compression,
     /// `None`: every frame.
     pub frames: Option<RangeSet>,
@@ -81,6 +82,7 @@ impl Default for Settings {
             persistent_shadow: true,
             predict: false,
             predict_budget_mib: 32,
+            predict_trust: true,
             compression: Compression::Lz4,
             frames: None,
             submits: None,

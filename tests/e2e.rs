@@ -140,6 +140,11 @@ fn test_tag(b: &Backend) -> String {
 }
 
 fn capture_and_check(backend: &Backend) {
+    capture_and_check_then(backend, |_| {});
+}
+
+/// [`capture_and_check`], then `then` on the trace's events before the files go.
+fn capture_and_check_then(backend: &Backend, then: impl FnOnce(&[Event])) {
     let kind = BackendKind::parse(backend.name).expect("known backend");
     let tag = test_tag(backend);
     let trace = tmp(&format!("{tag}.vkd"));
@@ -184,8 +189,42 @@ fn capture_and_check(backend: &Backend) {
             r.cpu_dirty_bytes
         );
     }
+    let (events, _) = TraceReader::open(&trace).and_then(|r| r.events()).expect("read back");
+    then(&events);
     let _ = std::fs::remove_file(trace);
     let _ = std::fs::remove_file(sidecar);
+}
+
+/// A ring buffer (the workload's `ring` scenario beside the persistent one) with write
+/// prediction: the ring's predictions become trusted (unprotected, neither trapped nor compared),
+/// and the trace is still exact and captures at most 1.05x the pages written.
+#[test]
+fn trusted_predictions_on_a_ring_stay_exact() {
+    for name in ["host-import", "async-wp", "shadow-wp"] {
+        let b = Backend {
+            name,
+            flags: &["--scenario", "persistent,ring"],
+            env: &[("VKDIRTY_PREDICT", "1")],
+            max_ratio: Some(1.05),
+        };
+        capture_and_check_then(&b, |events| {
+            let page = 4096;
+            let count = |t: bool| -> u64 {
+                events
+                    .iter()
+                    .map(|e| match e {
+                        Event::Trusted { ranges, .. } if t => ranges.iter().map(|r| r.1.div_ceil(page)).sum(),
+                        Event::Compared { ranges, .. } if !t => ranges.iter().map(|r| r.1.div_ceil(page)).sum(),
+                        _ => 0,
+                    })
+                    .sum()
+            };
+            let (trusted, compared) = (count(true), count(false));
+            eprintln!("{name}: ring pages by trusted prediction {trusted}, by compare {compared}");
+            // 20 frames of 8 ring pages: most of them trusted once the ring has proven itself.
+            assert!(trusted >= 80, "{name}: only {trusted} pages by trusted prediction ({compared} compared)");
+        });
+    }
 }
 
 fn validation_is_clean(backend: &Backend) {

@@ -23,7 +23,12 @@ const KINDS: [BackendKind; 3] = [BackendKind::OwnedWp, BackendKind::AsyncWp, Bac
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn on() -> Prediction {
-    Prediction { enabled: true, budget: 32 << 20 }
+    Prediction { enabled: true, budget: 32 << 20, trust: true }
+}
+
+/// Prediction without trust: every prediction is compared.
+fn compare_only() -> Prediction {
+    Prediction { trust: false, ..on() }
 }
 
 struct Region {
@@ -154,11 +159,11 @@ fn check_stores(kind: BackendKind, rs: &[Region], expected: &[AtomicU64], when: 
 /// writers too). Each writer stores into its own words only and remembers its last store to each.
 /// Every 500 collections the writers pause at a gate: the mirrors rebuilt from the collected runs
 /// must equal the memory, and the memory must hold every writer's last stores.
-fn racing_writers(kind: BackendKind, collections: usize) {
+fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction) -> CollectStats {
     const WRITERS: usize = 4;
     const PAGES: usize = 64;
     let _serial = SERIAL.lock();
-    let mgr = GuardManager::with_prediction(on());
+    let mgr = GuardManager::with_prediction(pred);
     let rs = Arc::new(regions(&mgr, kind, WRITERS, PAGES));
     let words = rs[0].len / 8;
     let expected: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS * words).map(|_| AtomicU64::new(0)).collect());
@@ -241,29 +246,45 @@ fn racing_writers(kind: BackendKind, collections: usize) {
     release(&mgr, Arc::into_inner(rs).expect("writers joined"));
     assert!(total.predicted > 0, "{kind}: nothing was predicted ({total:?})");
     eprintln!("{kind}: {collections} collections, {total:?}");
+    total
+}
+
+/// With trust on (the racing writers' hot pages and ring are mostly predicted right, so trusted
+/// most of the time while the writers store into the unprotected pages during collections), then
+/// a shorter compare-only run.
+fn racing_writers_both(kind: BackendKind) {
+    let total = racing_writers(kind, 10_000, on());
+    assert!(total.trusted > total.predicted, "{kind}: trust was not exercised ({total:?})");
+    let total = racing_writers(kind, 1_000, compare_only());
+    assert_eq!(total.trusted, 0, "{kind}: trusted with trust off");
 }
 
 #[test]
 fn racing_writers_lose_nothing_host_import() {
-    racing_writers(BackendKind::OwnedWp, 10_000);
+    racing_writers_both(BackendKind::OwnedWp);
 }
 
 #[test]
 fn racing_writers_lose_nothing_async_wp() {
-    racing_writers(BackendKind::AsyncWp, 10_000);
+    racing_writers_both(BackendKind::AsyncWp);
 }
 
 #[test]
 fn racing_writers_lose_nothing_shadow_wp() {
-    racing_writers(BackendKind::ShadowWp, 10_000);
+    racing_writers_both(BackendKind::ShadowWp);
 }
 
 /// Rounds of writes (`plan(round)`: region index and page), each followed by a collection that
 /// must report exactly those pages and leave the mirrors equal to memory. Returns the stats of
 /// every collection.
-fn rounds(kind: BackendKind, rounds: usize, plan: &dyn Fn(usize) -> Vec<(usize, usize)>) -> Vec<CollectStats> {
+fn rounds(
+    kind: BackendKind,
+    pred: Prediction,
+    rounds: usize,
+    plan: &dyn Fn(usize) -> Vec<(usize, usize)>,
+) -> Vec<CollectStats> {
     let _serial = SERIAL.lock();
-    let mgr = GuardManager::with_prediction(on());
+    let mgr = GuardManager::with_prediction(pred);
     let rs = regions(&mgr, kind, 4, 64);
     let by_id: HashMap<RegionId, usize> = rs.iter().enumerate().map(|(i, r)| (r.t.id, i)).collect();
     let mut mirrors: Vec<Vec<u8>> = rs.iter().map(|r| vec![0u8; r.len]).collect();
@@ -286,10 +307,10 @@ fn rounds(kind: BackendKind, rounds: usize, plan: &dyn Fn(usize) -> Vec<(usize, 
 
 #[test]
 fn predictions_always_wrong_report_exactly_and_back_off() {
-    for kind in KINDS {
+    for (kind, pred) in KINDS.into_iter().flat_map(|k| [(k, on()), (k, compare_only())]) {
         // A two-step stream (pages 4k, 4k+1, then 4k+2, 4k+3: the continuation 4k+4.. is
         // predicted), then the writes move to another region and never come back there.
-        let stats = rounds(kind, 200, &|round| {
+        let stats = rounds(kind, pred, 200, &|round| {
             let (region, k) = (round / 2 % 4, round / 8 % 15);
             let base = 4 * k + 2 * (round % 2);
             vec![(region, base), (region, base + 1)]
@@ -298,6 +319,8 @@ fn predictions_always_wrong_report_exactly_and_back_off() {
         let changed: usize = stats.iter().map(|s| s.compared_changed).sum();
         assert!(predicted > 0, "{kind}: the stream was never predicted");
         assert_eq!(changed, 0, "{kind}: a wrong prediction reported a change");
+        // Never trusted (`rounds` checked every collection reported exactly the written pages).
+        assert_eq!(stats.iter().map(|s| s.trusted).sum::<usize>(), 0, "{kind}: a wrong prediction was trusted");
         // Backed off: far fewer predicted pages than one stream continuation per round.
         assert!(predicted < 2 * 200 / 4, "{kind}: no back-off ({predicted} pages predicted)");
     }
@@ -307,11 +330,25 @@ fn predictions_always_wrong_report_exactly_and_back_off() {
 fn predictions_always_right_take_no_fault_and_report_exactly() {
     for kind in KINDS {
         // Two hot pages in every region, and a ring of 4 pages a round through region 0.
-        let stats = rounds(kind, 100, &|round| {
+        let plan = |round| {
             let mut w: Vec<(usize, usize)> = (0..4).flat_map(|i| [(i, 0), (i, 1)]).collect();
             w.extend((0..4).map(|j| (0, 2 + (4 * round + j) % 60)));
             w
-        });
+        };
+        // Trusted: most collections neither trap nor compare, and still report exactly the
+        // written pages (`rounds` checks each one).
+        let stats = rounds(kind, on(), 100, &plan);
+        let trusted: usize = stats.iter().map(|s| s.trusted).sum();
+        let compared: usize = stats.iter().map(|s| s.predicted).sum();
+        eprintln!("{kind}: trusted {trusted}, compared {compared}");
+        assert!(trusted >= 12 * 60, "{kind}: only {trusted} pages by trusted prediction");
+        assert!(compared <= 12 * 30, "{kind}: {compared} pages compared");
+        for (round, s) in stats.iter().enumerate().skip(3) {
+            if (4 * round) % 60 >= 8 {
+                assert_eq!(s.predicted + s.trusted, 12, "{}: round {round}: {s:?}", kind);
+            }
+        }
+        let stats = rounds(kind, compare_only(), 100, &plan);
         for (round, s) in stats.iter().enumerate().skip(3) {
             // The ring wraps every 15 rounds: the two rounds after a wrap are not ring-predicted (the
             // stream must be seen continuing once first).
@@ -416,6 +453,44 @@ fn a_page_put_back_after_a_region_collection_is_still_reported() {
         let (_, seen) = collect(&mgr, kind, &by_id, &mut mirrors);
         assert!(seen.contains(&(0, 0)), "{kind}: the page put back was not reported ({seen:?})");
         assert_mirrors(kind, &rs, &mirrors, "after the put-back");
+        release(&mgr, rs);
+    }
+}
+
+/// Hot pages written at every collection become trusted (reported neither by a fault nor by a
+/// compare); each collection must still report them with their bytes, and the trace's trusted
+/// ranges name them. When one stops being written, trust ends within a collection: it is
+/// reported once too many, then no more.
+#[test]
+fn a_written_trusted_page_is_reported() {
+    for kind in KINDS {
+        let _serial = SERIAL.lock();
+        let mgr = GuardManager::with_prediction(on());
+        let rs = regions(&mgr, kind, 1, 8);
+        let by_id: HashMap<RegionId, usize> = [(rs[0].t.id, 0)].into();
+        let mut mirrors = vec![vec![0u8; rs[0].len]];
+        let mut trusted_rounds = 0;
+        for round in 0..40u64 {
+            stamp(&rs[0], 2, (round % 512) as usize, 0x1000 + round);
+            stamp(&rs[0], 3, (round % 512) as usize, 0x2000 + round);
+            let (stats, seen) = collect(&mgr, kind, &by_id, &mut mirrors);
+            assert_eq!(seen, [(0, 2), (0, 3)].into(), "{kind}: round {round}: {stats:?}");
+            assert_mirrors(kind, &rs, &mirrors, &format!("round {round}"));
+            if stats.trusted == 2 {
+                trusted_rounds += 1;
+            }
+        }
+        assert!(trusted_rounds >= 30, "{kind}: trusted in only {trusted_rounds} of 40 collections");
+        // Page 3 is no longer written: one collection too many at most, then it is gone.
+        let mut extra = 0;
+        for round in 40..60u64 {
+            stamp(&rs[0], 2, (round % 512) as usize, 0x1000 + round);
+            let (stats, seen) = collect(&mgr, kind, &by_id, &mut mirrors);
+            assert!(seen.contains(&(0, 2)), "{kind}: round {round}: a written page was not reported");
+            extra += seen.len() - 1;
+            assert_mirrors(kind, &rs, &mirrors, &format!("round {round} ({stats:?})"));
+        }
+        assert!(extra <= 1, "{kind}: a page no longer written was reported {extra} times");
         release(&mgr, rs);
     }
 }

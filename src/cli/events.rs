@@ -75,7 +75,7 @@ pub fn block_json(b: &Block) -> Value {
         }),
         Some(Event::Unmap { alloc }) | Some(Event::Free { alloc }) => json!({ "alloc": alloc }),
         Some(Event::Flush { alloc, ranges: r }) => json!({ "alloc": alloc, "ranges": ranges(r) }),
-        Some(Event::Compared { alloc, submit, ranges: r }) => {
+        Some(Event::Compared { alloc, submit, ranges: r }) | Some(Event::Trusted { alloc, submit, ranges: r }) => {
             json!({ "alloc": alloc, "submit": submit, "ranges": ranges(r) })
         }
         Some(Event::Dirty(d)) => json!({

@@ -171,6 +171,10 @@ fn render(name: &str, s: &Summary) -> String {
     if s.compared_pages > 0 {
         let _ = writeln!(o, "             {} of them by compare (predicted pages that changed)", s.compared_pages);
     }
+    if s.trusted_pages > 0 {
+        let _ =
+            writeln!(o, "             {} of them by trusted prediction (unprotected, not compared)", s.trusted_pages);
+    }
     let p = &s.per_submit.dirty_pages;
     let _ = writeln!(o, "per submit   bytes {}", dist_bytes(&s.per_submit.dirty_bytes));
     let _ = writeln!(o, "             pages median {}, p99 {}, max {}", p.median, p.p99, p.max);

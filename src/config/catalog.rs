@@ -259,6 +259,19 @@ pub const SETTINGS: &[SettingInfo] = &[
         ..SettingInfo::ROW
     },
     SettingInfo {
+        name: "PREDICT_TRUST",
+        label: "Trust predictions that keep hitting",
+        default: "1",
+        doc: "With `PREDICT`: once the compares find nearly every predicted page written (≥ 95 % in \
+              two collections in a row), predicted pages are only left writable, neither \
+              snapshotted nor compared, and the next collection reports them all (at worst a page \
+              too many, never one too few); every 16th collection, and whenever the predicted \
+              volume changes, compares again, and trust ends when the hit rate drops. `shadow-wp` \
+              keeps the snapshot (its refresh needs it) and skips only the compare. `0`: always \
+              compare. See docs/design.md, \"Trusted predictions\".",
+        ..SettingInfo::ROW
+    },
+    SettingInfo {
         name: "ALIGN_REQUIREMENTS",
         label: "Align memory requirements",
         default: "1",

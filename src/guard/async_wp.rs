@@ -212,11 +212,21 @@ impl AsyncWp {
             stats.runs += 1;
             stats.bytes += run.len();
         }
-        found.clear();
-        spans.compared_runs(found);
-        for (k, run) in found.iter() {
-            if let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) {
-                sink.compared(k.id, run.start - k.real, run.len());
+        for trusted in [false, true] {
+            found.clear();
+            if trusted {
+                spans.trusted_runs(found);
+            } else {
+                spans.compared_runs(found);
+            }
+            for (k, run) in found.iter().filter(|(k, _)| !parked.contains_key(&k.id)) {
+                if let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) {
+                    if trusted {
+                        sink.trusted(k.id, run.start - k.real, run.len());
+                    } else {
+                        sink.compared(k.id, run.start - k.real, run.len());
+                    }
+                }
             }
         }
         // The runs are consumed (copied by the sink): now the next ones may be predicted.

@@ -109,6 +109,14 @@ pub trait RegionSink {
     fn compared(&mut self, region: RegionId, offset: usize, len: usize) {
         let _ = (region, offset, len);
     }
+
+    /// After a collection's runs: `len` bytes at `offset` of `region`, handed to
+    /// [`run`](Self::run) in this collection, lie in pages a trusted prediction had unprotected:
+    /// reported because unprotected (written, or at worst a page too many), neither trapped nor
+    /// compared (docs/design.md, "Trusted predictions").
+    fn trusted(&mut self, region: RegionId, offset: usize, len: usize) {
+        let _ = (region, offset, len);
+    }
 }
 
 impl<F: FnMut(RegionId, usize, &[u8])> RegionSink for F {
@@ -117,16 +125,21 @@ impl<F: FnMut(RegionId, usize, &[u8])> RegionSink for F {
     }
 }
 
-/// A [`RegionSink`] of two closures: the runs, and the compared ranges.
+/// A [`RegionSink`] of two closures: the runs, and the predicted ranges (`trusted`: from a
+/// trusted prediction, otherwise from compare).
 pub struct WithCompared<F, G>(pub F, pub G);
 
-impl<F: FnMut(RegionId, usize, &[u8]), G: FnMut(RegionId, usize, usize)> RegionSink for WithCompared<F, G> {
+impl<F: FnMut(RegionId, usize, &[u8]), G: FnMut(RegionId, usize, usize, bool)> RegionSink for WithCompared<F, G> {
     fn run(&mut self, region: RegionId, offset: usize, bytes: &[u8]) {
         (self.0)(region, offset, bytes)
     }
 
     fn compared(&mut self, region: RegionId, offset: usize, len: usize) {
-        (self.1)(region, offset, len)
+        (self.1)(region, offset, len, false)
+    }
+
+    fn trusted(&mut self, region: RegionId, offset: usize, len: usize) {
+        (self.1)(region, offset, len, true)
     }
 }
 
@@ -148,6 +161,8 @@ pub struct CollectStats {
     pub predicted: usize,
     /// Of those, pages found changed and reported (counted in `pages` too).
     pub compared_changed: usize,
+    /// Pages reported because a trusted prediction left them unprotected (counted in `pages`).
+    pub trusted: usize,
 }
 
 /// What one scan of a set found, before any run is handed to a sink (`runs`, `bytes` stay 0).
@@ -159,6 +174,7 @@ impl From<wp::ScanStats> for CollectStats {
             scans: s.ioctls,
             predicted: s.predicted,
             compared_changed: s.compared_changed,
+            trusted: s.trusted,
             ..Default::default()
         }
     }
@@ -173,6 +189,7 @@ impl std::ops::AddAssign for CollectStats {
         self.scans += o.scans;
         self.predicted += o.predicted;
         self.compared_changed += o.compared_changed;
+        self.trusted += o.trusted;
     }
 }
 

@@ -472,7 +472,9 @@ struct Group {
 
 impl Group {
     fn new(prediction: wp::Prediction) -> Group {
-        Group { spans: wp::SpanSet::default().with_prediction(prediction), found: Vec::new(), parked: HashMap::new() }
+        // The refresh needs a trusted prediction's snapshot too (docs/design.md, "Trusted predictions").
+        let spans = wp::SpanSet::default().with_prediction(prediction).keep_snapshots();
+        Group { spans, found: Vec::new(), parked: HashMap::new() }
     }
 }
 
@@ -801,15 +803,26 @@ impl ShadowWp {
                 Err(e) => return Err(e),
             }
         }
-        found.clear();
-        spans.compared_runs(found);
-        for (id, run) in found.iter().filter(|(id, _)| !parked.contains_key(id)) {
-            let _ = self.regions.with(*id, |r| {
-                if let Some(run) = wp::intersect(run, &r.app_bytes()) {
-                    sink.compared(*id, run.start - r.app_bytes().start, run.len());
-                }
-                Ok(())
-            });
+        for trusted in [false, true] {
+            found.clear();
+            if trusted {
+                spans.trusted_runs(found);
+            } else {
+                spans.compared_runs(found);
+            }
+            for (id, run) in found.iter().filter(|(id, _)| !parked.contains_key(id)) {
+                let _ = self.regions.with(*id, |r| {
+                    if let Some(run) = wp::intersect(run, &r.app_bytes()) {
+                        let off = run.start - r.app_bytes().start;
+                        if trusted {
+                            sink.trusted(*id, off, run.len());
+                        } else {
+                            sink.compared(*id, off, run.len());
+                        }
+                    }
+                    Ok(())
+                });
+            }
         }
         // Delivered (copied to the real memory): now the next written pages may be predicted.
         if scanned.is_ok() {

@@ -41,6 +41,8 @@ mod kernel;
 mod predict;
 mod ranges;
 mod set;
+mod trust;
+mod vma;
 use kernel::{getpid, open_pagemap, open_uffd, open_uffd_with, uffd_register, uffd_unregister, uffd_writeprotect};
 use kernel::{pagemap_scan, pagemap_scan_with};
 pub use predict::Prediction;
@@ -54,12 +56,20 @@ pub use set::SpanSet;
 pub struct WpSpan {
     id: u64,
     pages: Range<usize>,
+    /// Lifting its write protection needs `MADV_POPULATE_WRITE` too (shared memory; `vma.rs`).
+    populate: bool,
 }
 
 impl WpSpan {
     /// The page-aligned addresses covered.
     pub fn pages(&self) -> Range<usize> {
         self.pages.clone()
+    }
+
+    /// Whether a write to a page of it whose protection was lifted would still fault unless
+    /// populated (any memory but private anonymous), as decided at registration.
+    pub fn needs_populate(&self) -> bool {
+        self.populate
     }
 }
 
@@ -77,6 +87,9 @@ pub struct ScanStats {
     pub predicted: usize,
     /// Of those, pages found changed (counted in `pages` too).
     pub compared_changed: usize,
+    /// Pages reported because a trusted prediction left them unprotected (not compared; counted
+    /// in `pages` too): written, or at worst a page too many.
+    pub trusted: usize,
 }
 
 /// The process-wide async write-protect tracker. Safe to use from any thread.
@@ -165,6 +178,7 @@ impl WpTracker {
         }
         let end = addr.checked_add(len).ok_or_else(|| refused("range wraps".into()))?;
         let pages = page_floor(addr)..page_ceil(end);
+        let populate = !vma::private_anonymous(&pages);
         let mut st = self.write_state()?;
         // Registering pages that are already ours is a no-op for the kernel; it validates every
         // VMA of the range before changing any, so a refusal leaves nothing half-registered.
@@ -204,7 +218,7 @@ impl WpTracker {
             }
             fan_out(&st, id, &found);
         }
-        Ok(WpSpan { id, pages })
+        Ok(WpSpan { id, pages, populate })
     }
 
     /// Returns, in `out` (cleared first; sorted, coalesced, page-aligned addresses), the pages of

@@ -38,10 +38,11 @@ pub enum BlockType {
     CaptureStop = 11,
     End = 12,
     Compared = 13,
+    Trusted = 14,
 }
 
 impl BlockType {
-    pub const ALL: [BlockType; 13] = [
+    pub const ALL: [BlockType; 14] = [
         BlockType::Session,
         BlockType::Allocation,
         BlockType::Map,
@@ -55,6 +56,7 @@ impl BlockType {
         BlockType::CaptureStop,
         BlockType::End,
         BlockType::Compared,
+        BlockType::Trusted,
     ];
 
     pub fn code(self) -> u16 {
@@ -81,6 +83,7 @@ impl BlockType {
             BlockType::CaptureStop => "capture-stop",
             BlockType::End => "end",
             BlockType::Compared => "compared",
+            BlockType::Trusted => "trusted",
         }
     }
 
@@ -99,6 +102,7 @@ impl BlockType {
             Event::CaptureStop { .. } => BlockType::CaptureStop,
             Event::End(_) => BlockType::End,
             Event::Compared { .. } => BlockType::Compared,
+            Event::Trusted { .. } => BlockType::Trusted,
         }
     }
 }
@@ -362,7 +366,7 @@ pub fn encode_payload(ev: &Event, out: &mut Vec<u8>) {
             put_str(out, &m.reason);
         }
         Event::Unmap { alloc } | Event::Free { alloc } => put_u64(out, *alloc),
-        Event::Compared { alloc, submit, ranges } => {
+        Event::Compared { alloc, submit, ranges } | Event::Trusted { alloc, submit, ranges } => {
             put_u64(out, *alloc);
             put_u64(out, *submit);
             put_ranges(out, ranges);
@@ -525,6 +529,7 @@ pub fn decode_payload(ty: BlockType, p: &[u8], base: u64) -> Result<Event, Trace
         BlockType::Free => Event::Free { alloc: c.u64()? },
         BlockType::Flush => Event::Flush { alloc: c.u64()?, ranges: c.ranges()? },
         BlockType::Compared => Event::Compared { alloc: c.u64()?, submit: c.u64()?, ranges: c.ranges()? },
+        BlockType::Trusted => Event::Trusted { alloc: c.u64()?, submit: c.u64()?, ranges: c.ranges()? },
         BlockType::Dirty => return decode_dirty(p, base).map(Event::Dirty),
         BlockType::Submit => Event::Submit(Submit {
             device: c.u64()?,

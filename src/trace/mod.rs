@@ -189,4 +189,13 @@ pub enum Event {
         submit: u64,
         ranges: Vec<(u64, u64)>,
     },
+    /// Of the bytes the dirty records of `submit` hold for `alloc`, the `ranges` (allocation
+    /// offsets) in pages a trusted prediction had left unprotected: reported without a fault or a
+    /// compare (written, or at worst a page too many; docs/design.md, "Trusted predictions").
+    /// After those dirty records.
+    Trusted {
+        alloc: u64,
+        submit: u64,
+        ranges: Vec<(u64, u64)>,
+    },
 }

@@ -313,7 +313,7 @@ impl StatsBuilder {
                     a.flushes += 1;
                 }
             }
-            Some(Event::Compared { submit, .. }) => owner = *submit,
+            Some(Event::Compared { submit, .. }) | Some(Event::Trusted { submit, .. }) => owner = *submit,
             Some(Event::Dirty(d)) => {
                 let pages = count_pages(&d.runs, self.page_size, &mut None);
                 let bytes = d.data.len() as u64;

@@ -97,6 +97,9 @@ pub struct Summary {
     /// Of `dirty_pages`, those reported because a predicted page differed from its snapshot
     /// (compared records; 0 without write prediction and in traces written before it).
     pub compared_pages: u64,
+    /// Of `dirty_pages`, those a trusted prediction had unprotected (trusted records): reported
+    /// neither by a fault nor by compare.
+    pub trusted_pages: u64,
     /// Over every submit number seen (in Submit or Dirty blocks); submits without dirty data
     /// count as zero.
     pub per_submit: PerSubmit,
@@ -247,6 +250,7 @@ impl SummaryBuilder {
             Event::CaptureStop { .. } => {}
             Event::End(t) => s.writer_stalls = Some(t.writer_stalls),
             Event::Compared { ranges, .. } => s.compared_pages += count_pages(ranges, self.page_size, &mut None),
+            Event::Trusted { ranges, .. } => s.trusted_pages += count_pages(ranges, self.page_size, &mut None),
         }
     }
 

@@ -137,6 +137,7 @@ pub fn event() -> impl Strategy<Value = Event> {
         any::<u64>().prop_map(|alloc| Event::Free { alloc }),
         (any::<u64>(), ranges()).prop_map(|(alloc, ranges)| Event::Flush { alloc, ranges }),
         (any::<[u64; 2]>(), ranges()).prop_map(|(a, ranges)| Event::Compared { alloc: a[0], submit: a[1], ranges }),
+        (any::<[u64; 2]>(), ranges()).prop_map(|(a, ranges)| Event::Trusted { alloc: a[0], submit: a[1], ranges }),
         dirty().prop_map(Event::Dirty),
         (any::<[u64; 4]>(), any::<[u32; 3]>(), 0u8..3).prop_map(|(a, b, kind)| Event::Submit(Submit {
             device: a[0],

@@ -149,10 +149,13 @@ impl Capture {
         // Every mapping's flush ranges, flushed down in one call after the pass: gfxreconstruct
         // records one call and its fill-memory commands instead of one call per mapping.
         let mut flushes: Vec<(u64, u64, u64)> = Vec::new();
-        // Ranges reported by write prediction's compare rather than a fault (recorded after the
-        // dirty records, for `vkdirty info`).
+        // Ranges reported by write prediction's compare, and by trusted predictions, rather than
+        // a fault (recorded after the dirty records, for `vkdirty info`).
         let mut compared: Vec<(RegionId, usize, usize)> = Vec::new();
-        let note = |region: RegionId, off: usize, len: usize| compared.push((region, off, len));
+        let mut trusted: Vec<(RegionId, usize, usize)> = Vec::new();
+        let note = |region: RegionId, off: usize, len: usize, t: bool| {
+            if t { &mut trusted } else { &mut compared }.push((region, off, len))
+        };
         let r = self.guards.collect_all(
             device,
             &which,
@@ -187,7 +190,8 @@ impl Capture {
         }
         crate::gfxr::flush_down(dev, &flushes);
         if let Some(w) = writer {
-            record_compared(w, mem, &mut compared, submit);
+            record_compared(w, mem, &mut compared, submit, false);
+            record_compared(w, mem, &mut trusted, submit, true);
         }
         if let Err(e) = r {
             log::once(vkdirty::config::LogLevel::Error, &format!("collecting dirty pages failed: {e}"));
@@ -265,9 +269,15 @@ impl Capture {
     }
 }
 
-/// One compared record per allocation, from the (region, offset, length) ranges a collection
-/// reported by compare.
-fn record_compared(w: &TraceWriter, mem: &Memories, compared: &mut [(RegionId, usize, usize)], submit: u64) {
+/// One compared (or, `trusted`, trusted) record per allocation, from the (region, offset, length)
+/// ranges a collection reported by compare (or from trusted predictions).
+fn record_compared(
+    w: &TraceWriter,
+    mem: &Memories,
+    compared: &mut [(RegionId, usize, usize)],
+    submit: u64,
+    trusted: bool,
+) {
     compared.sort_unstable();
     let mut i = 0;
     while i < compared.len() {
@@ -281,6 +291,11 @@ fn record_compared(w: &TraceWriter, mem: &Memories, compared: &mut [(RegionId, u
         for r in &mut ranges {
             r.0 = rr.map.offset.saturating_add(r.0);
         }
-        w.record(&Event::Compared { alloc: rr.alloc, submit, ranges });
+        let alloc = rr.alloc;
+        w.record(&if trusted {
+            Event::Trusted { alloc, submit, ranges }
+        } else {
+            Event::Compared { alloc, submit, ranges }
+        });
     }
 }

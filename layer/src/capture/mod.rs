@@ -151,6 +151,7 @@ impl Capture {
             guards: GuardManager::with_prediction(vkdirty::guard::wp::Prediction {
                 enabled: settings.predict,
                 budget: (settings.predict_budget_mib as usize) << 20,
+                trust: settings.predict_trust,
             }),
             state: Mutex::new(Session::new(crate::trigger::Trigger::new(settings))),
             devices: RwLock::new(HashMap::new()),

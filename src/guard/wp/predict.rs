@@ -10,7 +10,17 @@
 //! written and the next scan reports it). The next [`WpTracker::scan_set`] re-protects the page
 //! first, then compares it: a write before the re-protect changed the bytes (or left them equal
 //! to the trace), a write after it faults and is in the following scan.
+//!
+//! Trusted predictions (per span, `trust.rs`): once the compares of a span's predictions keep finding nearly every
+//! predicted page written, its predictions are only unprotected, neither snapshotted nor compared;
+//! the next scan reports every such page as written (it is unprotected) and re-protects it, so
+//! the caller copies its current bytes: nothing can be lost, a miss costs a page too many. Every
+//! `VERIFY_EVERY`th collection (`trust.rs`), and whenever the predicted volume changes, compares again to
+//! measure the hit rate; trust ends when it falls below `TRUST_HITS`. In between, the last page
+//! of each trusted run is copied and compared as a sample (a stream that stopped or shrank misses
+//! there first), which ends trust at once when it misses.
 
+use super::trust::Spans;
 use super::{intersect, normalize, page_size, pagemap_scan_with, ScanStats, WpTracker};
 use crate::guard::GuardError;
 use linux_raw_sys::general as sys;
@@ -24,33 +34,49 @@ pub struct Prediction {
     pub enabled: bool,
     /// Snapshot memory per span set, bytes.
     pub budget: usize,
+    /// Predictions that keep hitting are trusted: unprotected without snapshot or compare.
+    pub trust: bool,
 }
 
 impl Default for Prediction {
     fn default() -> Self {
-        Prediction { enabled: false, budget: 32 << 20 }
+        Prediction { enabled: false, budget: 32 << 20, trust: true }
     }
 }
 
 /// Predicted runs per set at most: a few per region of a typical frame.
 const MAX_RUNS: usize = 64;
-/// Longest back-off, in collections, after predictions that mostly missed.
-const MAX_BACKOFF: u32 = 64;
+/// A predicted, unprotected run (inside one span).
+struct Pred {
+    r: Range<usize>,
+    /// Its offset in `snap`; `usize::MAX`: trusted without a snapshot.
+    off: usize,
+    /// Its span's entry in `spans`.
+    who: usize,
+    /// Trusted: the offset in `snap` of the copy of its last page (the sample).
+    sample: Option<usize>,
+}
 
 pub(super) struct Predictor {
     budget: usize,
     /// Runs reported by the previous and the last collection (sorted, coalesced).
     prev: Vec<Range<usize>>,
     last: Vec<Range<usize>>,
-    /// Unprotected predicted runs and their offset in `snap`, sorted by address.
-    preds: Vec<(Range<usize>, usize)>,
+    /// Unprotected predicted runs, sorted by address.
+    preds: Vec<Pred>,
     snap: Vec<u8>,
     /// The pages the current collection reported because they differed from their snapshot.
     pub(super) compared: Vec<Range<usize>>,
     /// [`ForeignScans::seq`] when the current predictions were made.
     pub(super) epoch: u64,
-    backoff: u32,
-    skip: u32,
+    trust: bool,
+    /// Trusted predictions still take a snapshot (`shadow-wp`: its refresh tells the
+    /// application's writes from the GPU's by it), only the compare is skipped.
+    keep_snap: bool,
+    /// Back-off and trust per span.
+    spans: Spans,
+    /// The pages the current collection reported that trusted predictions had unprotected.
+    pub(super) trusted: Vec<Range<usize>>,
 }
 
 impl Predictor {
@@ -63,15 +89,23 @@ impl Predictor {
             snap: Vec::new(),
             compared: Vec::new(),
             epoch: 0,
-            backoff: 0,
-            skip: 0,
+            trust: p.trust,
+            keep_snap: false,
+            spans: Spans::default(),
+            trusted: Vec::new(),
         })
+    }
+
+    /// Trusted predictions keep their snapshot (see `keep_snap`).
+    pub(super) fn keep_snapshots(&mut self) {
+        self.keep_snap = true;
     }
 
     /// Starts a collection.
     pub(super) fn begin(&mut self) {
         self.prev = std::mem::take(&mut self.last);
         self.compared.clear();
+        self.trusted.clear();
     }
 
     /// The plan changed (spans came, went or started sharing pages): keeps only the predictions
@@ -80,14 +114,15 @@ impl Predictor {
     /// reports them as written.
     /// Drops the predictions inside `pages` (a span leaving the set).
     pub(super) fn forget(&mut self, pages: &Range<usize>) {
-        self.preds.retain(|(r, _)| r.end <= pages.start || pages.end <= r.start);
+        self.preds.retain(|p| p.r.end <= pages.start || pages.end <= p.r.start);
+        self.spans.forget(pages.start);
     }
 
     /// The snapshot of the predicted page at `page` (page-aligned), if it is predicted.
     pub(super) fn snapshot_of(&mut self, page: usize) -> Option<&mut [u8]> {
-        let i = self.preds.partition_point(|(r, _)| r.start <= page).checked_sub(1)?;
-        let (r, off) = &self.preds[i];
-        if !r.contains(&page) {
+        let i = self.preds.partition_point(|p| p.r.start <= page).checked_sub(1)?;
+        let Pred { r, off, .. } = &self.preds[i];
+        if !r.contains(&page) || *off == usize::MAX {
             return None;
         }
         let at = off + (page - r.start);
@@ -96,11 +131,11 @@ impl Predictor {
 
     /// Whether any page is predicted in `range`.
     pub(super) fn any_in(&self, range: &Range<usize>) -> bool {
-        self.preds.iter().any(|(r, _)| intersect(r, range).is_some())
+        self.preds.iter().any(|p| intersect(&p.r, range).is_some())
     }
 
     pub(super) fn retain_inside(&mut self, ranges: &[Range<usize>]) {
-        self.preds.retain(|(r, _)| ranges.iter().any(|g| g.start <= r.start && r.end <= g.end));
+        self.preds.retain(|p| ranges.iter().any(|g| g.start <= p.r.start && p.r.end <= g.end));
     }
 
     /// After `range` was scanned into `runs` (sorted, coalesced; predicted pages in it show as
@@ -130,30 +165,57 @@ impl Predictor {
             Since::Ranges(f) => f.iter().any(|g| intersect(g, r).is_some()),
             Since::Unknown => true,
         };
-        let inside: Vec<&(Range<usize>, usize)> =
-            self.preds.iter().filter(|(r, _)| r.start >= range.start && r.end <= range.end && !touched(r)).collect();
-        if !inside.is_empty() {
-            let cut: Vec<Range<usize>> = inside.iter().map(|(r, _)| r.clone()).collect();
+        let inside = |p: &&Pred| p.r.start >= range.start && p.r.end <= range.end && !touched(&p.r);
+        // Trusted: the scan reported every page still unprotected, with the rest; nothing to
+        // compare. Noted for the trace (pages a foreign scan re-protected since are ordinary).
+        let cut: Vec<Range<usize>> =
+            self.preds.iter().filter(inside).filter(|p| p.sample.is_some()).map(|p| p.r.clone()).collect();
+        if !cut.is_empty() {
+            let from = self.trusted.len();
+            self.trusted.extend(intersect_sorted(runs, &cut));
+            stats.trusted += self.trusted[from..].iter().map(|r| r.len() / page).sum::<usize>();
+        }
+        // The samples: a measurement only (every trusted page is reported anyway).
+        for p in self.preds.iter().filter(inside) {
+            let Some(off) = p.sample else { continue };
+            let a = p.r.end - page;
+            // SAFETY: as in the compare below: a page of a span the caller keeps mapped.
+            let now = unsafe { std::slice::from_raw_parts(a as *const u8, page) };
+            let s = &mut self.spans.all[p.who];
+            if now == &self.snap[off..off + page] {
+                s.sample_misses += 1;
+            } else {
+                s.sample_hits += 1;
+            }
+        }
+        let compare: Vec<&Pred> = self.preds.iter().filter(inside).filter(|p| p.sample.is_none()).collect();
+        if !compare.is_empty() {
+            let cut: Vec<Range<usize>> = compare.iter().map(|p| p.r.clone()).collect();
             let before: usize = runs.iter().map(|r| r.len()).sum();
             *runs = subtract(runs, &cut);
             let after: usize = runs.iter().map(|r| r.len()).sum();
             stats.pages -= (before - after) / page;
-            for (r, off) in inside {
-                stats.predicted += r.len() / page;
-                for (i, a) in r.clone().step_by(page).enumerate() {
-                    let snap = &self.snap[off + i * page..off + (i + 1) * page];
+            for p in compare {
+                stats.predicted += p.r.len() / page;
+                let mut n = 0;
+                for (i, a) in p.r.clone().step_by(page).enumerate() {
+                    let snap = &self.snap[p.off + i * page..p.off + (i + 1) * page];
                     // SAFETY: `a` is a page of a span of the set, which the caller keeps
                     // registered and mapped while it holds the set (the track contract); the
                     // application may write it concurrently, and any byte value is valid: a write
                     // after the scan's re-protect faults and is in the next scan.
                     let now = unsafe { std::slice::from_raw_parts(a as *const u8, page) };
                     if now != snap {
+                        n += 1;
                         match changed.last_mut() {
                             Some(l) if l.end == a => l.end = a + page,
                             _ => changed.push(a..a + page),
                         }
                     }
                 }
+                let s = &mut self.spans.all[p.who];
+                s.predicted += p.r.len() / page;
+                s.changed += n;
             }
             let n: usize = changed.iter().map(|r| r.len() / page).sum();
             stats.compared_changed += n;
@@ -165,19 +227,38 @@ impl Predictor {
         self.last.extend(runs.iter().cloned());
     }
 
-    /// Ends a collection's scan: predictions not resolved (a failed range) are dropped, and
-    /// predictions that mostly missed back off exponentially.
-    pub(super) fn end(&mut self, stats: &ScanStats) {
+    /// Ends a collection's scan: predictions not resolved (a failed range) are dropped; each
+    /// span's back-off and trust follow what was measured.
+    pub(super) fn end(&mut self) {
         self.preds.clear();
         self.last = normalize(std::mem::take(&mut self.last));
-        if stats.predicted > 0 {
-            if stats.compared_changed * 4 < stats.predicted {
-                self.backoff = (self.backoff * 2).clamp(1, MAX_BACKOFF);
-                self.skip = self.backoff;
-            } else {
-                self.backoff = 0;
+        for s in &mut self.spans.all {
+            s.end();
+        }
+    }
+
+    /// `cands` split at span boundaries, each piece with its span's entry, without those of
+    /// spans backing off.
+    fn assign(
+        &mut self,
+        cands: Vec<Range<usize>>,
+        span_of: &dyn Fn(usize) -> Option<Range<usize>>,
+    ) -> Vec<(Range<usize>, usize)> {
+        self.spans.tick();
+        let mut out = Vec::new();
+        for r in cands {
+            let mut at = r.start;
+            while at < r.end {
+                let Some(span) = span_of(at) else { break };
+                let piece = at..r.end.min(span.end);
+                at = piece.end;
+                let (who, skipping) = self.spans.entry(span.start);
+                if !skipping && out.len() < MAX_RUNS {
+                    out.push((piece, who));
+                }
             }
         }
+        out
     }
 
     /// The runs to predict (inside `ranges`, the set's scan ranges of non-sharing spans): hot
@@ -191,10 +272,6 @@ impl Predictor {
         ranges: &[Range<usize>],
         span_of: &dyn Fn(usize) -> Option<Range<usize>>,
     ) -> Vec<Range<usize>> {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return Vec::new();
-        }
         let mut c = intersect_sorted(&self.last, &self.prev);
         let ends_at = |v: &[Range<usize>], a: usize| v.binary_search_by_key(&a, |p| p.end).ok();
         for r in &self.last {
@@ -253,11 +330,13 @@ impl WpTracker {
     pub fn predict_set<K: Copy + Eq + Hash>(&self, set: &mut super::SpanSet<K>) -> Result<(), GuardError> {
         let cands = {
             let (Some(p), ranges, span_of) = set.predictor_and_ranges() else { return Ok(()) };
-            p.candidates(ranges, &span_of)
+            let c = p.candidates(ranges, &span_of);
+            p.assign(c, &span_of)
         };
         if cands.is_empty() {
             return Ok(());
         }
+        let populate: Vec<bool> = cands.iter().map(|(r, _)| set.populates(r)).collect();
         // Before the snapshot: a foreign scan from here on makes these predictions stale.
         let epoch = self.foreign.lock().seq;
         let st = self.read_state()?;
@@ -266,41 +345,71 @@ impl WpTracker {
         }
         let (Some(p), _, _) = set.predictor_and_ranges() else { return Ok(()) };
         p.epoch = epoch;
-        let total: usize = cands.iter().map(|r| r.len()).sum();
-        p.snap.resize(total.max(p.snap.len()), 0);
-        let mut off = 0;
-        let mut placed = Vec::with_capacity(cands.len());
-        for r in &cands {
-            // SAFETY: `r` lies inside spans of the set, registered and mapped while the caller
-            // holds it; the snapshot has room (resized above) and does not overlap them.
-            unsafe { std::ptr::copy_nonoverlapping(r.start as *const u8, p.snap.as_mut_ptr().add(off), r.len()) };
-            placed.push((r.clone(), off));
-            off += r.len();
+        let page = page_size();
+        // Per span: trusted or compared.
+        let mut pages = vec![0usize; p.spans.all.len()];
+        for (r, who) in &cands {
+            pages[*who] += r.len() / page;
         }
-        // Written since the scan re-protected them (possibly while we copied): not predicted.
+        for (who, &n) in pages.iter().enumerate().filter(|(_, &n)| n > 0) {
+            p.spans.all[who].decide(n, p.trust);
+        }
+        // Snapshot room: whole runs where compared (or kept), the last page where trusted.
+        let snapped = |who: usize| !p.spans.all[who].trusted_now || p.keep_snap;
+        let mut placed = Vec::with_capacity(cands.len());
+        let mut off = 0;
+        for (r, who) in &cands {
+            placed.push(off);
+            off += if snapped(*who) { r.len() } else { page };
+        }
+        p.snap.resize(off.max(p.snap.len()), 0);
+        for ((r, who), &o) in cands.iter().zip(&placed) {
+            let from = if snapped(*who) { r.start } else { r.end - page };
+            // SAFETY: `from..r.end` lies inside spans of the set, registered and mapped while the
+            // caller holds it; the snapshot has room (resized above) and does not overlap them.
+            unsafe { std::ptr::copy_nonoverlapping(from as *const u8, p.snap.as_mut_ptr().add(o), r.end - from) };
+        }
+        // Snapshotted runs written since the scan re-protected them (possibly while we copied)
+        // are not predicted. Trusted runs without a snapshot need no check: a page written since
+        // is unprotected already, and the next scan reports every unprotected page.
         let mut written = Vec::new();
         let mut stats = ScanStats::default();
-        for r in &cands {
-            pagemap_scan_with(&st.pagemap, r.clone(), false, false, &mut written, &mut stats)?;
+        for (r, who) in &cands {
+            if snapped(*who) {
+                pagemap_scan_with(&st.pagemap, r.clone(), false, false, &mut written, &mut stats)?;
+            }
         }
         let written = normalize(written);
-        let page = page_size();
-        for (r, off) in placed {
+        for (((r, who), o), pop) in cands.into_iter().zip(placed).zip(populate) {
+            let trusted = p.spans.all[who].trusted_now;
+            if !snapped(who) {
+                unprotect(&st.uffd, &r, pop)?;
+                p.preds.push(Pred { r, off: usize::MAX, who, sample: Some(o) });
+                continue;
+            }
             for keep in subtract(std::slice::from_ref(&r), &written) {
-                let o = off + (keep.start - r.start);
-                debug_assert_eq!(o % page, 0);
-                uffd_unprotect(&st.uffd, keep.clone())
-                    .map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT(0)", source })?;
-                // On a shared mapping (host-import's arenas) the kernel leaves the entries
-                // read-only after the unprotect, so the first write would still fault (without
-                // marking anything): make them writable now, in one call. Writes no data.
-                // SAFETY: advice on page-aligned, mapped, registered pages of the set.
-                unsafe { libc::madvise(keep.start as *mut libc::c_void, keep.len(), libc::MADV_POPULATE_WRITE) };
-                p.preds.push((keep, o));
+                let off = o + (keep.start - r.start);
+                debug_assert_eq!(off % page, 0);
+                unprotect(&st.uffd, &keep, pop)?;
+                let sample = trusted.then(|| off + keep.len() - page);
+                p.preds.push(Pred { r: keep, off, who, sample });
             }
         }
         Ok(())
     }
+}
+
+/// Lifts the write protection of `r` (pages of a set's spans); `populate`: the memory is shared,
+/// where the kernel leaves the entries read-only after the unprotect, so the first write would
+/// still fault (without marking anything): `MADV_POPULATE_WRITE` makes them writable in one call
+/// without writing data (`vma.rs`).
+fn unprotect(uffd: &OwnedFd, r: &Range<usize>, populate: bool) -> Result<(), GuardError> {
+    uffd_unprotect(uffd, r.clone()).map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT(0)", source })?;
+    if populate {
+        // SAFETY: advice on page-aligned, mapped, registered pages of the set.
+        unsafe { libc::madvise(r.start as *mut libc::c_void, r.len(), libc::MADV_POPULATE_WRITE) };
+    }
+    Ok(())
 }
 
 /// The last scans made outside span sets ([`WpTracker::scan`]), numbered.
@@ -417,14 +526,14 @@ mod tests {
     #[test]
     fn streams_and_hot_pages_are_predicted_within_bounds() {
         let p = page_size();
-        let mut pr = Predictor::new(Prediction { enabled: true, budget: 4 * p }).unwrap();
+        let mut pr = Predictor::new(Prediction { enabled: true, budget: 4 * p, trust: true }).unwrap();
         pr.prev = vec![0..2 * p, 10 * p..11 * p];
         pr.last = vec![2 * p..4 * p, 10 * p..11 * p];
         // Stream: 2..4 continues 0..2, so 4..6 is predicted; 10..11 is hot. Budget: 4 pages.
         let whole = |_| Some(0..100 * p);
         assert_eq!(pr.candidates(&[0..100 * p], &whole), vec![4 * p..6 * p, 10 * p..11 * p]);
         assert_eq!(pr.candidates(&[0..5 * p], &whole), vec![4 * p..5 * p]);
-        let mut pr = Predictor::new(Prediction { enabled: true, budget: p }).unwrap();
+        let mut pr = Predictor::new(Prediction { enabled: true, budget: p, trust: true }).unwrap();
         pr.prev = vec![0..p];
         pr.last = vec![0..p, 3 * p..4 * p];
         assert_eq!(pr.candidates(&[0..100 * p], &whole), vec![0..p]);
@@ -434,7 +543,7 @@ mod tests {
     fn a_ring_wraps_within_its_span() {
         let p = page_size();
         let span = |a: usize| (10 * p..20 * p).contains(&a).then(|| 10 * p..20 * p);
-        let mut pr = Predictor::new(Prediction { enabled: true, budget: 64 * p }).unwrap();
+        let mut pr = Predictor::new(Prediction { enabled: true, budget: 64 * p, trust: true }).unwrap();
         // 3 pages a frame: 14..17 after 11..14 predicts 17..20.
         pr.prev = vec![11 * p..14 * p];
         pr.last = vec![14 * p..17 * p];

@@ -24,6 +24,8 @@ struct Member<K> {
     pages: Range<usize>,
     span: u64,
     key: K,
+    /// [`WpSpan::needs_populate`].
+    populate: bool,
 }
 
 #[derive(Default)]
@@ -84,6 +86,31 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
         self
     }
 
+    /// Trusted predictions keep taking a snapshot (only their compare is skipped): `shadow-wp`'s
+    /// refresh tells the application's writes to a predicted page from the GPU's by it.
+    pub fn keep_snapshots(mut self) -> Self {
+        if let Some(p) = self.predictor.as_mut() {
+            p.keep_snapshots();
+        }
+        self
+    }
+
+    /// After a [`WpTracker::scan_set`]: appends to `out` the runs it reported that a trusted
+    /// prediction had unprotected (each inside one span, with its key).
+    pub fn trusted_runs(&self, out: &mut Vec<(K, Range<usize>)>) {
+        let Some(p) = self.predictor.as_ref() else { return };
+        for run in &p.trusted {
+            Self::attribute(&self.members, run, out);
+        }
+    }
+
+    /// Whether lifting the protection of `r` needs `MADV_POPULATE_WRITE` (a member it overlaps
+    /// is not private anonymous memory).
+    pub(super) fn populates(&self, r: &Range<usize>) -> bool {
+        let first = self.members.range(..=(r.start, u64::MAX)).next_back().map_or((r.start, 0), |(&at, _)| at);
+        self.members.range(first..(r.end, 0)).any(|(_, m)| m.populate && intersect(&m.pages, r).is_some())
+    }
+
     /// The snapshot of a predicted (unprotected) page at `page` (page-aligned): what the trace
     /// holds for it. `None` when it is not predicted (see [`WpTracker::predict_set`]).
     pub fn predicted_snapshot(&mut self, page: usize) -> Option<&mut [u8]> {
@@ -141,7 +168,7 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
                 source: std::io::Error::other(format!("key of span {pages:#x?} already present")),
             });
         }
-        self.members.insert(at, Member { pages: pages.clone(), span: span.id, key });
+        self.members.insert(at, Member { pages: pages.clone(), span: span.id, key, populate: span.needs_populate() });
         self.by_key.insert(key, at);
         if self.plan.built {
             // A span that shares pages was registered with sharers, which changed the tracker's
@@ -318,7 +345,7 @@ impl WpTracker {
         }
         drop(st);
         if let Some(p) = set.predictor.as_mut() {
-            p.end(&stats);
+            p.end();
         }
         {
             for start in &set.plan.shared {

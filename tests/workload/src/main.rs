@@ -24,7 +24,9 @@ use vkctx::{Buffer, Frame, Vk, VkError};
 const SCENARIOS: [&str; 9] =
     ["persistent", "offset", "unaligned", "remap", "threads", "gpu-write", "gpu-remap", "mixed", "churn"];
 /// Scenarios only run when named (not part of `all`).
-const EXTRA_SCENARIOS: [&str; 1] = ["import"];
+/// Pages the `ring` scenario writes a frame.
+const RING_PAGES: u64 = 8;
+const EXTRA_SCENARIOS: [&str; 2] = ["import", "ring"];
 
 #[derive(Parser, Debug)]
 #[command(name = "vkdirty-workload", about = "Headless Vulkan workload: writes mapped memory, checks the GPU saw it")]
@@ -37,7 +39,7 @@ struct Args {
     /// mapped again before the application reads it), mixed (CPU and GPU write different pages of one buffer), churn
     /// (short-lived allocations freed while mapped); only when named: import (the
     /// application's own memory imported with VK_EXT_external_memory_host, written through its
-    /// pointer, never mapped).
+    /// pointer, never mapped), ring (a persistent ring buffer, the next 8 pages each frame).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     scenario: Vec<String>,
     /// Frames after the initial upload (one submit each).
@@ -309,6 +311,9 @@ impl<'a> World<'a> {
         if has(args, "threads") {
             allocs.push(w.new_alloc("threads", Behaviour::Threads, s * args.threads.max(1) as u64, false)?);
         }
+        if args.scenario.iter().any(|x| x == "ring") {
+            allocs.push(w.new_alloc("ring", Behaviour::Ring, 4 * s, false)?);
+        }
         if args.scenario.iter().any(|x| x == "import") {
             let (buf, ptr) = vk.imported_buffer(s)?;
             let seed = w.next_seed();
@@ -404,7 +409,7 @@ impl<'a> World<'a> {
         }
         a.flush(vk)?;
         match a.behaviour {
-            Behaviour::Persistent | Behaviour::Threads | Behaviour::Mixed | Behaviour::Churn => {}
+            Behaviour::Persistent | Behaviour::Threads | Behaviour::Mixed | Behaviour::Churn | Behaviour::Ring => {}
             Behaviour::Offset => {
                 a.unmap(vk);
                 // Atom-aligned (flushable) but not page-aligned; ends before the allocation does.
@@ -439,6 +444,7 @@ impl<'a> World<'a> {
                 a.write_runs(0, &runs, page);
                 a.flush(vk)?;
             }
+            Behaviour::Ring => a.write_ring(RING_PAGES, page),
             Behaviour::Threads => {
                 let n = 3 + a.rng.below(6) as usize;
                 a.write_parallel(self.args.threads.max(1), n, page);

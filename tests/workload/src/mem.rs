@@ -94,6 +94,9 @@ pub enum Behaviour {
     Mixed,
     /// Short-lived: allocated, written, then freed while still mapped.
     Churn,
+    /// Persistently mapped; a ring buffer: the next pages each frame, wrapping at the end (what
+    /// write prediction predicts).
+    Ring,
 }
 
 pub struct HostAlloc {
@@ -209,6 +212,18 @@ impl HostAlloc {
             buf.resize(l as usize, 0);
             self.rng.fill(&mut buf);
             self.write(base + o, &buf, page);
+        }
+    }
+
+    /// The ring's frame: 256 bytes into each of the `pages` pages after the last frame's.
+    pub fn write_ring(&mut self, pages: u64, page: usize) {
+        let m = self.map.expect("persistently mapped");
+        let count = m.size / page as u64;
+        let mut buf = [0u8; 256];
+        for i in 0..pages {
+            let at = (u64::from(self.age) * pages + i) % count * page as u64;
+            self.rng.fill(&mut buf);
+            self.write(m.offset + at, &buf, page);
         }
     }
 
