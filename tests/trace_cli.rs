@@ -240,3 +240,30 @@ fn broken_files_fail_cleanly() {
     let o = vkdirty(&["captur"]);
     assert!(text(&o.stderr).contains("similar subcommand exists: 'capture'"), "{}", text(&o.stderr));
 }
+
+/// Write prediction's records: `info` says how many dirty pages came from compare and how many
+/// from trusted predictions, `events` lists both kinds with their ranges.
+#[test]
+fn info_and_events_show_compared_and_trusted_pages() {
+    let mut events = sample_events();
+    // Submit 1 wrote page 0 of allocation 1 and bytes of page 0 of allocation 2.
+    events.insert(events.iter().position(|e| matches!(e, Event::Submit(_))).unwrap(), {
+        Event::Trusted { alloc: 1, submit: 1, ranges: vec![(0, 4096)] }
+    });
+    events.push(Event::Compared { alloc: 1, submit: 2, ranges: vec![(4096, 100)] });
+    let path = write_file(&events, Compression::Lz4);
+    let o = vkdirty(&["info", s(&path)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    for needle in ["1 of them by compare", "1 of them by trusted prediction"] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let o = vkdirty(&["events", s(&path)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let lines: Vec<serde_json::Value> =
+        text(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let of = |t: &str| lines.iter().find(|l| l["type"] == t).unwrap_or_else(|| panic!("no {t} line")).clone();
+    assert_eq!(of("trusted")["ranges"], serde_json::json!([[0, 4096]]));
+    assert_eq!(of("trusted")["submit"], 1);
+    assert_eq!(of("compared")["ranges"], serde_json::json!([[4096, 100]]));
+}
