@@ -3,20 +3,23 @@
 //! an application keeps mapped lie next to each other and a collection scans each run of them
 //! with one `PAGEMAP_SCAN` ([`super::wp::SpanSet`]) instead of one per allocation.
 //!
-//! Host memory arenas are shared anonymous memory, as drivers' mapped memory is: a forked child
-//! sees the same pages, and no copy-on-write ever moves a page a driver pinned. Each allocation
-//! is its own range of whole pages (never shared with another allocation, so a write is
-//! attributed to the allocation whose pages it hit and nothing else), made readable and writable
-//! when handed out. Freeing punches the range out of the shared memory (`MADV_REMOVE`: its pages
-//! go back to the system at once and it reads as zero when handed out again) and makes it
-//! `PROT_NONE` again, so a stale pointer faults instead of writing into a later allocation.
+//! Host memory arenas are private anonymous memory: async write-protect faults are cheaper there
+//! than on shared memory, and an unprotect leaves a written page writable (no fault, no populate;
+//! docs/design.md, "host-import's arenas: private memory"). Across `fork()` they are inherited as
+//! private memory is: the child gets the bytes as they were at the fork; pages a driver pinned
+//! for DMA are copied for the child at once and stay the parent's. Each allocation is its own
+//! range of whole pages (never shared with another allocation, so a write is attributed to the
+//! allocation whose pages it hit and nothing else), made readable and writable when handed out.
+//! Freeing drops the range's pages (`MADV_DONTNEED`: they go back to the system at once and the
+//! range reads as zero when handed out again) and makes it `PROT_NONE` again, so a stale pointer
+//! faults instead of writing into a later allocation.
 //!
 //! The arenas of [`ArenaBlock::dual`] (`shadow-wp`'s shadows) are one memfd each, mapped twice:
 //! the view handed to the application and the layer's own view of the same pages. Blocks taken
 //! next to each other are contiguous pages of one file, so the kernel merges their application
 //! views into one mapping: a `PAGEMAP_SCAN` over them pays the per-mapping cost once, not once
-//! per shadow. Freeing works as for host memory (the hole punched shows in both views). An arena
-//! with no allocation left is unmapped whole.
+//! per shadow. Freeing punches the range out of the memfd (`MADV_REMOVE`: the hole shows in both
+//! views). An arena with no allocation left is unmapped whole.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -158,25 +161,23 @@ fn release(arenas: &mut Vec<Arena>, addr: usize, len: usize) {
 }
 
 impl Arena {
-    /// Host memory (shared anonymous), or with `dual` a memfd mapped twice.
+    /// Host memory (private anonymous), or with `dual` a memfd mapped twice.
     fn reserve(len: usize, dual: bool) -> io::Result<Arena> {
         let len = len.checked_next_multiple_of(super::page_size()).ok_or(io::ErrorKind::InvalidInput)?;
         let fd = if dual { Some(memfd(len)?) } else { None };
         let raw = fd.as_ref().map_or(-1, |f| f.as_raw_fd());
-        let anon = if dual { 0 } else { libc::MAP_ANONYMOUS };
+        let kind = if dual { libc::MAP_SHARED } else { libc::MAP_PRIVATE | libc::MAP_ANONYMOUS };
         let map = |prot| {
-            // SAFETY: a fresh shared mapping (of our memfd, or anonymous); the kernel picks the
-            // address.
-            let p = unsafe {
-                libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED | anon | libc::MAP_NORESERVE, raw, 0)
-            };
+            // SAFETY: a fresh mapping (shared of our memfd, or private anonymous); the kernel
+            // picks the address.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, kind | libc::MAP_NORESERVE, raw, 0) };
             if p == libc::MAP_FAILED {
                 Err(io::Error::last_os_error())
             } else {
                 Ok(p as usize)
             }
         };
-        let base = map(libc::PROT_NONE)?;
+        let base = if dual { map(libc::PROT_NONE)? } else { private_reservation(len, map)? };
         let dual = match fd {
             Some(fd) => match map(libc::PROT_READ | libc::PROT_WRITE) {
                 Ok(own) => Some((fd, own)),
@@ -213,12 +214,13 @@ impl Arena {
     }
 
     fn give_back(&mut self, addr: usize, len: usize) {
+        // Private memory: dropping the pages returns them and the range reads as zero again. A
+        // dual arena's pages are the memfd's: punched out of it, the hole shows in both views.
+        let drop_pages = if self.dual.is_some() { libc::MADV_REMOVE } else { libc::MADV_DONTNEED };
         // SAFETY: a range of our arena that was handed out and is being given back; its owner is
-        // gone (the driver's memory importing it was freed, or the shadow untracked). Punching
-        // it out of the shared memory returns its pages and makes it read as zero (in both views
-        // of a dual arena).
+        // gone (the driver's memory importing it was freed, or the shadow untracked).
         let ok = unsafe {
-            libc::madvise(addr as *mut libc::c_void, len, libc::MADV_REMOVE) == 0
+            libc::madvise(addr as *mut libc::c_void, len, drop_pages) == 0
                 && libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_NONE) == 0
         };
         if !ok {
@@ -239,6 +241,32 @@ impl Arena {
         }
         self.free.insert(start, end);
     }
+}
+
+/// A private anonymous reservation, `PROT_NONE`, whose pieces can all merge again. The kernel
+/// merges neighbouring private mappings only when they have the same `anon_vma` (or one has none
+/// yet), and a piece split off a reservation without one gets its own at its first page fault
+/// whenever its neighbour's flags differ then (the neighbour registered with userfaultfd, say):
+/// blocks populated and registered one after another would then stay a mapping each, and a
+/// collection would pay the per-mapping walk for each (docs/design.md, "host-import's arenas:
+/// private memory"). So the reservation gets its `anon_vma` first, by one write while it is
+/// still one mapping; every piece split off later shares it.
+fn private_reservation(len: usize, map: impl Fn(libc::c_int) -> io::Result<usize>) -> io::Result<usize> {
+    let base = map(libc::PROT_READ | libc::PROT_WRITE)?;
+    // SAFETY: our fresh mapping, read-write and used by nobody; the page written is dropped
+    // again and the whole range made inaccessible until handed out.
+    let ok = unsafe {
+        std::ptr::write_volatile(base as *mut u8, 0);
+        libc::madvise(base as *mut libc::c_void, super::page_size(), libc::MADV_DONTNEED) == 0
+            && libc::mprotect(base as *mut libc::c_void, len, libc::PROT_NONE) == 0
+    };
+    if !ok {
+        let e = io::Error::last_os_error();
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(base as *mut libc::c_void, len) };
+        return Err(e);
+    }
+    Ok(base)
 }
 
 /// A memfd of `len` bytes (no memory until written).
@@ -304,47 +332,114 @@ mod tests {
         assert!(!OWN.lock().iter().any(|a| addr >= a.base && addr < a.base + a.len), "empty arena unmapped");
     }
 
-    fn rss_shmem_kib() -> u64 {
+    /// Mappings of the process that overlap `r`.
+    fn mappings_over(r: std::ops::Range<usize>) -> usize {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .filter(|l| {
+                let (a, b) = l.split_once(' ').unwrap().0.split_once('-').unwrap();
+                let (a, b) = (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap());
+                a < r.end && r.start < b
+            })
+            .count()
+    }
+
+    /// Adjacent blocks of host memory, written (so each has its pages), are one mapping of the
+    /// process, so one `PAGEMAP_SCAN` walks them with the kernel's per-mapping cost paid once;
+    /// still so after a block in the middle was freed and handed out again.
+    #[test]
+    fn adjacent_blocks_are_one_mapping() {
+        static OWN: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
+        let p = crate::guard::page_size();
+        // As the layer does: each block populated when handed out, then given a flag of its own
+        // (there: the userfaultfd registration at the map; here `MADV_DONTDUMP`) before the next
+        // one is taken, so a block's first page fault sees a neighbour whose flags differ.
+        let mut blocks: Vec<ArenaBlock> = (0..64)
+            .map(|_| {
+                let b = ArenaBlock::new_in(&OWN, 4 * p, p).unwrap();
+                // SAFETY: the block's own pages.
+                unsafe {
+                    assert_eq!(libc::madvise(b.ptr().cast(), b.len(), libc::MADV_POPULATE_WRITE), 0);
+                    assert_eq!(libc::madvise(b.ptr().cast(), b.len(), libc::MADV_DONTDUMP), 0);
+                }
+                b
+            })
+            .collect();
+        for b in &blocks {
+            // SAFETY: inside the block.
+            unsafe { *b.ptr().add(p + 3) = 1 };
+        }
+        let span = blocks[0].addr..blocks[63].addr + blocks[63].len;
+        assert_eq!(span.len(), 64 * 4 * p, "blocks follow each other");
+        assert_eq!(mappings_over(span.clone()), 1, "64 written blocks in one mapping");
+        let mid = blocks.remove(30);
+        let at = mid.addr;
+        drop(mid);
+        assert_eq!(mappings_over(span.clone()), 3, "a freed block is a PROT_NONE hole between two mappings");
+        let again = ArenaBlock::new_in(&OWN, 4 * p, p).unwrap();
+        assert_eq!(again.addr, at);
+        // SAFETY: inside the block, which reads as zero.
+        unsafe {
+            assert_eq!(*again.ptr().add(p + 3), 0);
+            *again.ptr() = 2;
+            assert_eq!(libc::madvise(again.ptr().cast(), again.len, libc::MADV_DONTDUMP), 0);
+        }
+        assert_eq!(mappings_over(span), 1, "merged again once handed out");
+        drop((blocks, again));
+    }
+
+    fn rss_anon_kib() -> u64 {
         let s = std::fs::read_to_string("/proc/self/status").unwrap();
         s.lines()
-            .find_map(|l| l.strip_prefix("RssShmem:"))
+            .find_map(|l| l.strip_prefix("RssAnon:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
 
     /// Freeing a block inside an arena that stays (another block lives there) gives its pages
-    /// back at once.
+    /// back at once, and the range reads as zero when handed out again.
     #[test]
     fn a_freed_block_returns_its_pages() {
-        let keeper = ArenaBlock::new(4096, 4096).unwrap();
-        let big = ArenaBlock::new(16 << 20, 4096).unwrap();
+        static OWN: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
+        let keeper = ArenaBlock::new_in(&OWN, 4096, 4096).unwrap();
+        let big = ArenaBlock::new_in(&OWN, 16 << 20, 4096).unwrap();
         // SAFETY: the whole block is mapped read-write.
         unsafe { std::ptr::write_bytes(big.ptr(), 1, big.len()) };
-        let before = rss_shmem_kib();
+        let (addr, len) = (big.addr, big.len);
+        let before = rss_anon_kib();
         drop(big);
-        let after = rss_shmem_kib();
-        assert!(before >= after + 12 * 1024, "RssShmem {before} kB -> {after} kB after freeing 16 MiB");
-        drop(keeper);
+        let after = rss_anon_kib();
+        assert!(before >= after + 12 * 1024, "RssAnon {before} kB -> {after} kB after freeing 16 MiB");
+        let again = ArenaBlock::new_in(&OWN, len, 4096).unwrap();
+        assert_eq!(again.addr, addr, "the same range handed out again");
+        // SAFETY: inside the new block.
+        assert!(unsafe { std::slice::from_raw_parts(again.ptr(), again.len) }.iter().all(|&x| x == 0));
+        drop((keeper, again));
     }
 
-    /// A forked child sees the parent's host memory (shared, like a driver's mapping).
+    /// Host memory is private: a forked child reads the parent's bytes as they were at the
+    /// fork, and its writes stay its own.
     #[test]
-    fn host_memory_is_shared_with_a_forked_child() {
+    fn a_forked_child_gets_a_copy_of_host_memory() {
         let b = ArenaBlock::new(4096, 4096).unwrap();
-        // SAFETY: fork in a test; the child only writes the block and exits.
+        // SAFETY: inside the block.
+        unsafe { *b.ptr() = 0x5c };
+        // SAFETY: fork in a test; the child only reads and writes the block and exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            // SAFETY: the block is mapped in the child too (not MADV_DONTFORK).
+            // SAFETY: the block is mapped in the child too (inherited, not MADV_DONTFORK).
             unsafe {
-                *b.ptr() = 0x5c;
-                libc::_exit(0);
+                let seen = *b.ptr();
+                *b.ptr() = 0x77;
+                libc::_exit(if seen == 0x5c { 0 } else { 1 });
             }
         }
         let mut status = 0;
         // SAFETY: waiting for our child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child read other bytes: {status:#x}");
         // SAFETY: inside the block.
-        assert_eq!(unsafe { *b.ptr() }, 0x5c);
+        assert_eq!(unsafe { *b.ptr() }, 0x5c, "the child's write stayed the child's");
     }
 }

@@ -2,11 +2,13 @@
 
 use super::*;
 
-/// Page-aligned shared anonymous memory from the layer's arenas (`vkdirty::guard::arena`).
-/// Shared, as drivers' mapped memory is: a forked child sees the same pages (it can read and
-/// write them, as it could the driver's), and no copy-on-write ever moves a page the driver
-/// pinned. Imported allocations lie next to each other, so a collection scans many with one
-/// `PAGEMAP_SCAN`. Given back (its pages returned to the system) on drop.
+/// Page-aligned private anonymous memory from the layer's arenas (`vkdirty::guard::arena`).
+/// Imported allocations lie next to each other, so a collection scans many with one
+/// `PAGEMAP_SCAN`. Every page is populated (written with zeros by the kernel) before the driver
+/// sees it, so a driver that pins the pages gets each allocation's own page, never the shared
+/// zero page a later write would move away from. Across `fork()` the child gets a copy (pinned
+/// pages are copied at the fork and stay the parent's; docs/design.md, "host-import's arenas:
+/// private memory"). Given back (its pages returned to the system) on drop.
 pub(super) struct HostBlock {
     pub(super) block: vkdirty::guard::arena::ArenaBlock,
     pub(super) len: usize,
@@ -16,6 +18,9 @@ impl HostBlock {
     /// `len` bytes aligned to `align` (a power of two, at least the page size).
     pub(super) fn new(len: usize, align: usize) -> std::io::Result<HostBlock> {
         let block = vkdirty::guard::arena::ArenaBlock::new(len, align)?;
+        // SAFETY: the block's own pages, mapped read-write and used by nobody yet. Failure
+        // (a kernel before 5.14, no memory now) leaves them to be populated on first touch.
+        unsafe { libc::madvise(block.ptr().cast(), block.len(), libc::MADV_POPULATE_WRITE) };
         Ok(HostBlock { block, len })
     }
 
