@@ -87,7 +87,8 @@ fn forked_child_tracks_with_its_own_descriptors() {
     };
     let page = |i: usize| blk.ptr() as usize + i * p;
     // Page 6 pinned as a device driver pins imported memory.
-    let ring = pin(page(6) as *mut u8, p).map_err(|e| eprintln!("no io_uring to pin a page ({e}): pin not checked")).ok();
+    let ring =
+        pin(page(6) as *mut u8, p).map_err(|e| eprintln!("no io_uring to pin a page ({e}): pin not checked")).ok();
     let frames_before = (pfn(page(4)), pfn(page(6)));
     if frames_before.0.is_none() {
         eprintln!("physical frames not readable here: page identity not checked");
