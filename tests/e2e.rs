@@ -200,7 +200,9 @@ fn capture_and_check_then(backend: &Backend, then: impl FnOnce(&[Event])) {
 /// and the trace is still exact and captures at most 1.05x the pages written.
 #[test]
 fn trusted_predictions_on_a_ring_stay_exact() {
-    for name in ["host-import", "async-wp", "shadow-wp"] {
+    // async-wp last: it runs only where userfaultfd can track the driver's memory (not NVIDIA's),
+    // and the backends before it are still shown exact where it fails.
+    for name in ["host-import", "shadow-wp", "async-wp"] {
         let b = Backend {
             name,
             flags: &["--scenario", "persistent,ring"],

@@ -53,6 +53,10 @@ impl Region {
 /// `n` adjacent regions of `pages` pages: arena blocks (host-import) or slices of one anonymous
 /// mapping (async-wp: the driver's memory; shadow-wp: the real memory behind the shadows).
 fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec<Region> {
+    regions_with(mgr, kind, n, pages, &TrackOptions::default())
+}
+
+fn regions_with(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize, opts: &TrackOptions) -> Vec<Region> {
     let len = pages * page_size();
     // A fresh anonymous mapping, left mapped for the life of the test process.
     let base = (kind != BackendKind::OwnedWp).then(|| Anon::expect(n * len).leak());
@@ -66,8 +70,7 @@ fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec
                 }
             };
             // SAFETY: the backing outlives the region (leaked mapping, or the block kept with it).
-            let t = unsafe { mgr.track(ptr, len, kind, &TrackOptions::default()) }
-                .unwrap_or_else(|e| panic!("{kind}: track: {e}"));
+            let t = unsafe { mgr.track(ptr, len, kind, opts) }.unwrap_or_else(|e| panic!("{kind}: track: {e}"));
             Region { t, real: ptr, len, _block: block }
         })
         .collect()
@@ -159,12 +162,17 @@ fn check_stores(kind: BackendKind, rs: &[Region], expected: &[AtomicU64], when: 
 /// writers too). Each writer stores into its own words only and remembers its last store to each.
 /// Every 500 collections the writers pause at a gate: the mirrors rebuilt from the collected runs
 /// must equal the memory, and the memory must hold every writer's last stores.
-fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction) -> CollectStats {
+///
+/// `never`: the regions are tracked as memory the device never writes
+/// (`TrackOptions::device_never_writes`): shadow-wp's trusted predictions take no snapshot, and
+/// nothing refreshes them (the layer never does).
+fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never: bool) -> CollectStats {
     const WRITERS: usize = 4;
     const PAGES: usize = 64;
     let _serial = SERIAL.lock();
     let mgr = GuardManager::with_prediction(pred);
-    let rs = Arc::new(regions(&mgr, kind, WRITERS, PAGES));
+    let opts = TrackOptions { device_never_writes: never, ..Default::default() };
+    let rs = Arc::new(regions_with(&mgr, kind, WRITERS, PAGES, &opts));
     let words = rs[0].len / 8;
     let expected: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS * words).map(|_| AtomicU64::new(0)).collect());
     let by_id: HashMap<RegionId, usize> = rs.iter().enumerate().map(|(i, r)| (r.t.id, i)).collect();
@@ -223,7 +231,7 @@ fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction) -> Co
         } else {
             total += collect(&mgr, kind, &by_id, &mut mirrors).0;
         }
-        if kind == BackendKind::ShadowWp {
+        if kind == BackendKind::ShadowWp && !never {
             // Nothing to bring in (the real memory only gets what was collected), but a page
             // taken for unwritten while the application changed it would be put back.
             let r = &rs[n % WRITERS];
@@ -253,9 +261,15 @@ fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction) -> Co
 /// most of the time while the writers store into the unprotected pages during collections), then
 /// a shorter compare-only run.
 fn racing_writers_both(kind: BackendKind) {
-    let total = racing_writers(kind, 10_000, on());
+    let total = racing_writers(kind, 10_000, on(), false);
     assert!(total.trusted > total.predicted, "{kind}: trust was not exercised ({total:?})");
-    let total = racing_writers(kind, 1_000, compare_only());
+    if kind == BackendKind::ShadowWp {
+        // The device may write: every trusted prediction keeps its snapshot for the refresh.
+        assert_eq!(total.trusted_bare, 0, "{kind}: a trusted prediction without snapshot ({total:?})");
+    } else {
+        assert_eq!(total.trusted_bare, total.trusted, "{kind}: a trusted prediction took a snapshot ({total:?})");
+    }
+    let total = racing_writers(kind, 1_000, compare_only(), false);
     assert_eq!(total.trusted, 0, "{kind}: trusted with trust off");
 }
 
@@ -272,6 +286,16 @@ fn racing_writers_lose_nothing_async_wp() {
 #[test]
 fn racing_writers_lose_nothing_shadow_wp() {
     racing_writers_both(BackendKind::ShadowWp);
+}
+
+/// shadow-wp on memory the device never writes: trusted predictions without snapshot, copied to
+/// the real memory at each collection like any written page.
+#[test]
+fn racing_writers_lose_nothing_shadow_wp_without_snapshots() {
+    let kind = BackendKind::ShadowWp;
+    let total = racing_writers(kind, 10_000, on(), true);
+    assert!(total.trusted > total.predicted, "{kind}: trust was not exercised ({total:?})");
+    assert_eq!(total.trusted_bare, total.trusted, "{kind}: a trusted prediction took a snapshot ({total:?})");
 }
 
 /// Rounds of writes (`plan(round)`: region index and page), each followed by a collection that
@@ -493,4 +517,67 @@ fn a_written_trusted_page_is_reported() {
         assert!(extra <= 1, "{kind}: a page no longer written was reported {extra} times");
         release(&mgr, rs);
     }
+}
+
+/// A shadow-wp region of memory the device never writes: its trusted predictions take no
+/// snapshot. When the device may write it from some point on (a resource bound later,
+/// `GuardManager::device_writes`), the predictions made from the next collection on take one
+/// again, so a refresh after the device wrote can tell the application's pages from the GPU's:
+/// a trusted page the application did not write gets the GPU's bytes and the next collection
+/// copies them, not the stale shadow, to the real memory. Without the switch back, the refresh
+/// takes the page for written and the collection puts the shadow's old bytes over the GPU's.
+#[test]
+fn a_shadow_the_device_starts_writing_takes_snapshots_again() {
+    let _serial = SERIAL.lock();
+    let kind = BackendKind::ShadowWp;
+    let mgr = GuardManager::with_prediction(on());
+    let opts = TrackOptions { device_never_writes: true, ..Default::default() };
+    let rs = regions_with(&mgr, kind, 1, 16, &opts);
+    let id = rs[0].t.id;
+    let by_id: HashMap<RegionId, usize> = [(id, 0)].into();
+    let mut mirrors = vec![vec![0u8; rs[0].len]];
+    let mut v = 1u64;
+    let mut hot = |mirrors: &mut Vec<Vec<u8>>, round: usize| {
+        stamp(&rs[0], 2, round % 512, v);
+        stamp(&rs[0], 3, round % 512, v + 1);
+        v += 2;
+        let (stats, seen) = collect(&mgr, kind, &by_id, mirrors);
+        assert_eq!(seen, [(0, 2), (0, 3)].into(), "round {round}: {stats:?}");
+        assert_mirrors(kind, &rs, mirrors, &format!("round {round}"));
+        stats
+    };
+    // Pages 2 and 3 at every collection: trusted, without snapshot.
+    let bare: usize = (0..10).map(|round| hot(&mut mirrors, round).trusted_bare).sum();
+    assert!(bare >= 2 * 5, "only {bare} pages trusted without snapshot");
+    // A resource allowing device writes is bound: the collection after it still resolves the
+    // bare predictions made before (the device cannot have written yet), the next ones keep
+    // snapshots.
+    mgr.device_writes(id).unwrap();
+    hot(&mut mirrors, 10);
+    let mut with_snapshot = 0;
+    for round in 11..14 {
+        let s = hot(&mut mirrors, round);
+        assert_eq!(s.trusted_bare, 0, "round {round}: a trusted prediction without snapshot: {s:?}");
+        with_snapshot += s.trusted;
+    }
+    assert!(with_snapshot > 0, "not trusted after the switch");
+    // The application writes page 2 only; the GPU writes word 100 of pages 3 (predicted, not
+    // written by the application) and 5 (not predicted) of the real memory.
+    stamp(&rs[0], 2, 9, 0xa11);
+    for pg in [3, 5] {
+        // SAFETY: inside the real memory behind the shadow, aligned.
+        unsafe { std::ptr::write_volatile(rs[0].real.add(pg * page_size() + 800) as *mut u64, 0x6e0 + pg as u64) };
+    }
+    mgr.invalidate(id, 0..rs[0].len).unwrap();
+    let app = rs[0].ptr();
+    assert_eq!(word(app, 3, 100), 0x6e3, "a predicted page the application did not write is refreshed");
+    assert_eq!(word(app, 5, 100), 0x6e5, "an unwritten page is refreshed");
+    let (stats, seen) = collect(&mgr, kind, &by_id, &mut mirrors);
+    assert!(seen.contains(&(0, 2)), "the written page is reported: {stats:?}");
+    assert_eq!(word(rs[0].real, 3, 100), 0x6e3, "the GPU's bytes stay in the real memory ({stats:?})");
+    assert_eq!(word(rs[0].real, 2, 9), 0xa11, "delivered to the real memory");
+    // Page 5 holds the GPU's word, which no collection reports (the application did not write it).
+    mirrors[0][5 * page_size() + 800..][..8].copy_from_slice(&0x6e5u64.to_ne_bytes());
+    assert_mirrors(kind, &rs, &mirrors, "after the refresh");
+    release(&mgr, rs);
 }

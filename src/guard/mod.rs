@@ -84,6 +84,11 @@ pub struct TrackOptions {
     /// but the application, through the tracked pointer, can have written it since), so a kept
     /// shadow is reused as it is instead of being filled from the real memory again.
     pub unchanged: bool,
+    /// Nobody but the application, through the tracked pointer, can write the real memory (the
+    /// layer: no resource bound to the allocation lets the device write it): `shadow-wp` never
+    /// refreshes such a shadow, so its trusted predictions need no snapshot. Turned off later by
+    /// [`GuardManager::device_writes`]; `false` (the device may write) is always safe.
+    pub device_never_writes: bool,
 }
 
 /// Receives the dirty bytes of one collection, as coalesced runs. `offset` is relative to the
@@ -163,6 +168,9 @@ pub struct CollectStats {
     pub compared_changed: usize,
     /// Pages reported because a trusted prediction left them unprotected (counted in `pages`).
     pub trusted: usize,
+    /// Of those, pages whose prediction took no snapshot (all of them but `shadow-wp`'s where
+    /// the device may write).
+    pub trusted_bare: usize,
 }
 
 /// What one scan of a set found, before any run is handed to a sink (`runs`, `bytes` stay 0).
@@ -175,6 +183,7 @@ impl From<wp::ScanStats> for CollectStats {
             predicted: s.predicted,
             compared_changed: s.compared_changed,
             trusted: s.trusted,
+            trusted_bare: s.trusted_bare,
             ..Default::default()
         }
     }
@@ -190,6 +199,7 @@ impl std::ops::AddAssign for CollectStats {
         self.predicted += o.predicted;
         self.compared_changed += o.compared_changed;
         self.trusted += o.trusted;
+        self.trusted_bare += o.trusted_bare;
     }
 }
 
@@ -423,6 +433,13 @@ pub trait Backend: Send + Sync {
     /// Stops tracking: outstanding writes are collected into `sink` (and, for shadow
     /// backends, copied back to the real memory) before the region is released.
     fn untrack(&self, id: RegionId, sink: &mut dyn DirtySink) -> Result<CollectStats, GuardError>;
+
+    /// The device may write the region's real memory from now on (a resource that allows device
+    /// writes was bound; see [`TrackOptions::device_never_writes`]). Called before any work that
+    /// can write it is submitted. Tracked or parked regions; the others ignore it.
+    fn device_writes(&self, _id: RegionId) -> Result<(), GuardError> {
+        Ok(())
+    }
 
     /// Shadow backends: drops the shadow kept for `key` ([`TrackOptions::persistent_key`]),
     /// e.g. when the allocation is freed. The others ignore it.
@@ -731,6 +748,17 @@ impl GuardManager {
 
     pub fn invalidate(&self, id: RegionId, range: Range<usize>) -> Result<(), GuardError> {
         self.with_region(id, |b| b.invalidate(id, range))
+    }
+
+    /// The device may write the region's real memory from now on ([`Backend::device_writes`]);
+    /// the region may be tracked or parked.
+    pub fn device_writes(&self, id: RegionId) -> Result<(), GuardError> {
+        let info = self.regions.read().get(&id).cloned().ok_or(GuardError::UnknownRegion(id))?;
+        let life = info.life.lock();
+        if *life == Life::Gone {
+            return Err(GuardError::UnknownRegion(id));
+        }
+        self.backend(info.backend)?.device_writes(id)
     }
 
     /// Drops the persistent shadows kept for `key` (the allocation was freed).

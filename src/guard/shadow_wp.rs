@@ -542,6 +542,11 @@ impl ShadowWp {
         // region's too, and a collection must not resolve them while the refresh runs.
         let group = self.group_of.lock().get(&id).copied().and_then(|g| self.groups.read().get(&g).cloned());
         let mut g = group.as_ref().map(|g| g.lock());
+        // A refresh says the device writes the memory: from the next prediction on, snapshots
+        // (see `device_writes`).
+        if let Some(g) = g.as_deref_mut() {
+            g.spans.set_snapshots(&id, true);
+        }
         // Predicted pages a region's own scan re-protected since are ordinary pages again; when
         // it cannot be told which, every predicted page counts as written.
         let mut spans = g.as_deref_mut().map(|g| &mut g.spans);
@@ -608,7 +613,16 @@ impl Backend for ShadowWp {
             unsafe { std::ptr::copy_nonoverlapping(real, views.own.add(head), len) };
         }
         let span = self.wp.register(views.app as usize, span, BackendKind::ShadowWp)?;
-        let inserted = self.group(opts.group).lock().spans.insert(&span, id);
+        let inserted = {
+            let g = self.group(opts.group);
+            let mut g = g.lock();
+            let inserted = g.spans.insert(&span, id);
+            if inserted.is_ok() && opts.device_never_writes {
+                // No refresh will reach this shadow: trusted predictions need no snapshot.
+                g.spans.set_snapshots(&id, false);
+            }
+            inserted
+        };
         if inserted.is_ok() {
             self.group_of.lock().insert(id, opts.group);
         }
@@ -651,6 +665,17 @@ impl Backend for ShadowWp {
 
     fn release_persistent(&self, key: u64) {
         self.kept.lock().remove(&key);
+    }
+
+    fn device_writes(&self, id: RegionId) -> Result<(), GuardError> {
+        // Under the group's lock, as a collection's predictions are made: the next one takes
+        // snapshots again. Predictions made before stay without: the device cannot have written
+        // the memory before this call, and the next collection consumes them (docs/design.md,
+        // "Trusted predictions").
+        let g = self.group_of.lock().get(&id).and_then(|g| self.groups.read().get(g).cloned());
+        let g = g.ok_or(GuardError::UnknownRegion(id))?;
+        g.lock().spans.set_snapshots(&id, true);
+        Ok(())
     }
 
     fn park(&self, id: RegionId, sink: &mut dyn DirtySink) -> Option<Result<CollectStats, GuardError>> {

@@ -90,6 +90,8 @@ pub struct ScanStats {
     /// Pages reported because a trusted prediction left them unprotected (not compared; counted
     /// in `pages` too): written, or at worst a page too many.
     pub trusted: usize,
+    /// Of those, pages whose prediction took no snapshot.
+    pub trusted_bare: usize,
 }
 
 /// The process-wide async write-protect tracker. Safe to use from any thread.

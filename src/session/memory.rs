@@ -119,11 +119,14 @@ impl Memories {
         );
     }
 
-    /// Marks the allocation as one the device (or another party) may write.
-    pub fn device_writes(&mut self, key: (u64, u64)) {
-        if let Some(m) = self.memories.get_mut(&key) {
-            m.device_writes = true;
+    /// Marks the allocation as one the device (or another party) may write. Returns the regions
+    /// (mapped or kept) to tell when this newly set the flag.
+    pub fn device_writes(&mut self, key: (u64, u64)) -> Vec<RegionId> {
+        let Some(m) = self.memories.get_mut(&key) else { return Vec::new() };
+        if std::mem::replace(&mut m.device_writes, true) {
+            return Vec::new();
         }
+        m.mapping.map(|mp| mp.region).into_iter().chain(m.kept.and_then(|k| k.region)).collect()
     }
 
     /// A resource of `device` was created; `read_only`: its usage allows no device write.
@@ -141,10 +144,12 @@ impl Memories {
 
     /// `r` was bound to the allocation `key`: unless it is known read-only, the device may write
     /// the allocation from now on.
-    pub fn bound(&mut self, key: (u64, u64), r: Resource) {
-        if !self.read_only.contains(&(key.0, r)) {
-            self.device_writes(key);
+    /// Returns the regions to tell, as [`Memories::device_writes`].
+    pub fn bound(&mut self, key: (u64, u64), r: Resource) -> Vec<RegionId> {
+        if self.read_only.contains(&(key.0, r)) {
+            return Vec::new();
         }
+        self.device_writes(key)
     }
 
     /// Keeps the unmapped allocation's last mapping (replacing one kept before, which is returned
@@ -300,7 +305,9 @@ mod tests {
         // Only the shadow is refreshed at sync points, only when the policy selects it, and only
         // once the device may write it.
         assert_eq!(m.shadows(1, |_| true), vec![]);
-        m.device_writes((1, 11));
+        // The mapped region is named once, when the flag is newly set.
+        assert_eq!(m.device_writes((1, 11)), vec![RegionId(101)]);
+        assert_eq!(m.device_writes((1, 11)), vec![]);
         assert_eq!(m.shadows(1, |_| true), vec![(RegionId(101), 4096)]);
         assert_eq!(m.shadows(1, |cached| !cached), vec![]);
         assert_eq!(m.unmap((1, 11)), Some(Untracked { alloc: 2, memory: 11, mapping: mb }));
@@ -338,6 +345,9 @@ mod tests {
         // Kept mappings: taken once, per device.
         let k = Kept { offset: 0, size: 4096, backend: BackendKind::OwnedWp, region: Some(RegionId(3)) };
         assert_eq!(m.keep((1, 10), k), None);
+        // A kept (parked) region is named when the flag is newly set.
+        assert_eq!(m.bound((1, 10), Resource::Buffer(6)), vec![RegionId(3)]);
+        assert_eq!(m.bound((1, 10), Resource::Buffer(6)), vec![]);
         assert_eq!(m.keep((1, 10), k), Some(k), "the one kept before is handed back");
         assert_eq!(m.take_kept_of_device(2), vec![]);
         assert_eq!(m.take_kept_of_device(1), vec![k]);

@@ -115,7 +115,22 @@ impl Capture {
     /// `r` is being bound to `memory`.
     pub fn bound(&self, dev: &DeviceState, r: Resource, memory: vk::DeviceMemory) {
         let device = dev.handle.as_raw();
-        self.device(device).lock().bound((device, memory.as_raw()), r);
+        let d = self.device(device);
+        let mut mem = d.lock();
+        let regions = mem.bound((device, memory.as_raw()), r);
+        self.device_may_write(&regions);
+    }
+
+    /// Tells the guard that the device may write these regions from now on (a flag newly set),
+    /// with the device's lock held: every submit that can use the binding collects after this,
+    /// so its predictions take snapshots again (docs/design.md, "Trusted predictions").
+    fn device_may_write(&self, regions: &[RegionId]) {
+        for &r in regions {
+            match self.guards.device_writes(r) {
+                Ok(()) | Err(GuardError::UnknownRegion(_)) => {}
+                Err(e) => log::once(vkdirty::config::LogLevel::Error, &format!("marking device writes failed: {e}")),
+            }
+        }
     }
 
     /// `vkQueueBindSparse`: every memory it binds may be written by the device.
@@ -123,6 +138,7 @@ impl Capture {
         let device = dev.handle.as_raw();
         let d = self.device(device);
         let mut mem = d.lock();
+        let mut regions = Vec::new();
         for b in binds {
             // SAFETY: the counts and arrays of a valid VkBindSparseInfo.
             let (buffers, opaque, images) = unsafe {
@@ -132,7 +148,7 @@ impl Capture {
                     slice(b.p_image_binds, b.image_bind_count),
                 )
             };
-            let mut mark = |m: vk::DeviceMemory| mem.device_writes((device, m.as_raw()));
+            let mut mark = |m: vk::DeviceMemory| regions.extend(mem.device_writes((device, m.as_raw())));
             for i in buffers {
                 // SAFETY: as above.
                 unsafe { slice(i.p_binds, i.bind_count) }.iter().for_each(|s| mark(s.memory));
@@ -146,6 +162,7 @@ impl Capture {
                 unsafe { slice(i.p_binds, i.bind_count) }.iter().for_each(|s| mark(s.memory));
             }
         }
+        self.device_may_write(&regions);
     }
 }
 

@@ -371,6 +371,7 @@ impl Capture {
             persistent_key: self.settings.persistent_shadow.then_some(id),
             group: key.0,
             unchanged,
+            device_never_writes: !memories.get(key).is_some_and(|m| m.device_writes),
         };
         let forced = refuse_for_testing(&mut order, real as usize, len);
         // SAFETY: forwarded caller contract: real..real+len is the driver's live mapping.

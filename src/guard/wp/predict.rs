@@ -70,9 +70,6 @@ pub(super) struct Predictor {
     /// [`ForeignScans::seq`] when the current predictions were made.
     pub(super) epoch: u64,
     trust: bool,
-    /// Trusted predictions still take a snapshot (`shadow-wp`: its refresh tells the
-    /// application's writes from the GPU's by it), only the compare is skipped.
-    keep_snap: bool,
     /// Back-off and trust per span.
     spans: Spans,
     /// The pages the current collection reported that trusted predictions had unprotected.
@@ -90,15 +87,9 @@ impl Predictor {
             compared: Vec::new(),
             epoch: 0,
             trust: p.trust,
-            keep_snap: false,
             spans: Spans::default(),
             trusted: Vec::new(),
         })
-    }
-
-    /// Trusted predictions keep their snapshot (see `keep_snap`).
-    pub(super) fn keep_snapshots(&mut self) {
-        self.keep_snap = true;
     }
 
     /// Starts a collection.
@@ -174,6 +165,10 @@ impl Predictor {
             let from = self.trusted.len();
             self.trusted.extend(intersect_sorted(runs, &cut));
             stats.trusted += self.trusted[from..].iter().map(|r| r.len() / page).sum::<usize>();
+            let bare: Vec<Range<usize>> =
+                self.preds.iter().filter(inside).filter(|p| p.off == usize::MAX).map(|p| p.r.clone()).collect();
+            stats.trusted_bare +=
+                intersect_sorted(&self.trusted[from..], &bare).iter().map(|r| r.len() / page).sum::<usize>();
         }
         // The samples: a measurement only (every trusted page is reported anyway).
         for p in self.preds.iter().filter(inside) {
@@ -337,6 +332,9 @@ impl WpTracker {
             return Ok(());
         }
         let populate: Vec<bool> = cands.iter().map(|(r, _)| set.populates(r)).collect();
+        // Trusted runs that still take a snapshot (`shadow-wp` where the device may write: its
+        // refresh tells the application's writes from the GPU's by it); only the compare is skipped.
+        let keep: Vec<bool> = cands.iter().map(|(r, _)| set.snapshots(r)).collect();
         // Before the snapshot: a foreign scan from here on makes these predictions stale.
         let epoch = self.foreign.lock().seq;
         let st = self.read_state()?;
@@ -355,16 +353,17 @@ impl WpTracker {
             p.spans.all[who].decide(n, p.trust);
         }
         // Snapshot room: whole runs where compared (or kept), the last page where trusted.
-        let snapped = |who: usize| !p.spans.all[who].trusted_now || p.keep_snap;
+        let snapped: Vec<bool> =
+            cands.iter().zip(&keep).map(|((_, who), &k)| !p.spans.all[*who].trusted_now || k).collect();
         let mut placed = Vec::with_capacity(cands.len());
         let mut off = 0;
-        for (r, who) in &cands {
+        for ((r, _), &s) in cands.iter().zip(&snapped) {
             placed.push(off);
-            off += if snapped(*who) { r.len() } else { page };
+            off += if s { r.len() } else { page };
         }
         p.snap.resize(off.max(p.snap.len()), 0);
-        for ((r, who), &o) in cands.iter().zip(&placed) {
-            let from = if snapped(*who) { r.start } else { r.end - page };
+        for (((r, _), &o), &s) in cands.iter().zip(&placed).zip(&snapped) {
+            let from = if s { r.start } else { r.end - page };
             // SAFETY: `from..r.end` lies inside spans of the set, registered and mapped while the
             // caller holds it; the snapshot has room (resized above) and does not overlap them.
             unsafe { std::ptr::copy_nonoverlapping(from as *const u8, p.snap.as_mut_ptr().add(o), r.end - from) };
@@ -374,15 +373,15 @@ impl WpTracker {
         // is unprotected already, and the next scan reports every unprotected page.
         let mut written = Vec::new();
         let mut stats = ScanStats::default();
-        for (r, who) in &cands {
-            if snapped(*who) {
+        for ((r, _), &s) in cands.iter().zip(&snapped) {
+            if s {
                 pagemap_scan_with(&st.pagemap, r.clone(), false, false, &mut written, &mut stats)?;
             }
         }
         let written = normalize(written);
-        for (((r, who), o), pop) in cands.into_iter().zip(placed).zip(populate) {
+        for ((((r, who), o), pop), s) in cands.into_iter().zip(placed).zip(populate).zip(snapped) {
             let trusted = p.spans.all[who].trusted_now;
-            if !snapped(who) {
+            if !s {
                 unprotect(&st.uffd, &r, pop)?;
                 p.preds.push(Pred { r, off: usize::MAX, who, sample: Some(o) });
                 continue;

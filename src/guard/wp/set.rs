@@ -26,6 +26,9 @@ struct Member<K> {
     key: K,
     /// [`WpSpan::needs_populate`].
     populate: bool,
+    /// Trusted predictions of it keep their snapshot ([`SpanSet::keep_snapshots`],
+    /// [`SpanSet::set_snapshots`]).
+    snapshot: bool,
 }
 
 #[derive(Default)]
@@ -53,6 +56,8 @@ pub struct SpanSet<K> {
     fast: bool,
     /// Write prediction ([`SpanSet::with_prediction`]).
     predictor: Option<Predictor>,
+    /// New members' trusted predictions keep their snapshot ([`SpanSet::keep_snapshots`]).
+    keep_snap: bool,
 }
 
 impl<K: Copy + Eq + Hash> Default for SpanSet<K> {
@@ -64,6 +69,7 @@ impl<K: Copy + Eq + Hash> Default for SpanSet<K> {
             runs: Vec::new(),
             fast: false,
             predictor: None,
+            keep_snap: false,
         }
     }
 }
@@ -87,12 +93,33 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
     }
 
     /// Trusted predictions keep taking a snapshot (only their compare is skipped): `shadow-wp`'s
-    /// refresh tells the application's writes to a predicted page from the GPU's by it.
+    /// refresh tells the application's writes to a predicted page from the GPU's by it. Per
+    /// span from then on: [`set_snapshots`](Self::set_snapshots) turns it off for a span no
+    /// refresh can reach (memory the device never writes).
     pub fn keep_snapshots(mut self) -> Self {
-        if let Some(p) = self.predictor.as_mut() {
-            p.keep_snapshots();
-        }
+        self.keep_snap = true;
         self
+    }
+
+    /// Whether trusted predictions of the span under `key` keep their snapshot (see
+    /// [`keep_snapshots`](Self::keep_snapshots)); `false` when there is no such span. Takes effect
+    /// at the next [`WpTracker::predict_set`]: predictions made before keep what they have
+    /// (docs/design.md, "Trusted predictions", for why that is enough for `shadow-wp`).
+    pub fn set_snapshots(&mut self, key: &K, keep: bool) -> bool {
+        let Some(at) = self.by_key.get(key) else { return false };
+        match self.members.get_mut(at) {
+            Some(m) => {
+                m.snapshot = keep;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a trusted prediction of `r` (inside one span) keeps its snapshot.
+    pub(super) fn snapshots(&self, r: &Range<usize>) -> bool {
+        let first = self.members.range(..=(r.start, u64::MAX)).next_back().map_or((r.start, 0), |(&at, _)| at);
+        self.members.range(first..(r.end, 0)).any(|(_, m)| m.snapshot && intersect(&m.pages, r).is_some())
     }
 
     /// After a [`WpTracker::scan_set`]: appends to `out` the runs it reported that a trusted
@@ -168,7 +195,14 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
                 source: std::io::Error::other(format!("key of span {pages:#x?} already present")),
             });
         }
-        self.members.insert(at, Member { pages: pages.clone(), span: span.id, key, populate: span.needs_populate() });
+        let m = Member {
+            pages: pages.clone(),
+            span: span.id,
+            key,
+            populate: span.needs_populate(),
+            snapshot: self.keep_snap,
+        };
+        self.members.insert(at, m);
         self.by_key.insert(key, at);
         if self.plan.built {
             // A span that shares pages was registered with sharers, which changed the tracker's
