@@ -28,7 +28,7 @@ pub use sources::{
     property_key, EnvSource, FileSource, KhronosEnvSource, Layered, MapSource, PropertyReader, PropertySource,
     SettingSource,
 };
-pub use values::{BackendChoice, HostImport, LayersBelow, LogLevel, ShadowRefresh, AUTO_ORDER};
+pub use values::{BackendChoice, HostImport, LayersBelow, LogLevel, Predict, ShadowRefresh, AUTO_ORDER};
 
 pub use crate::trace::file::Existing;
 /// The trace's own type: the setting names its values.
@@ -48,7 +48,7 @@ pub struct Settings {
     pub shadow_reads: bool,
     pub shadow_refresh: ShadowRefresh,
     pub persistent_shadow: bool,
-    pub predict: bool,
+    pub predict: Predict,
     pub predict_budget_mib: u64,
     pub predict_trust: bool,
     pub compression: Compression,
@@ -80,7 +80,7 @@ impl Default for Settings {
             shadow_reads: false,
             shadow_refresh: ShadowRefresh::Cached,
             persistent_shadow: true,
-            predict: false,
+            predict: Predict::Auto,
             predict_budget_mib: 32,
             predict_trust: true,
             compression: Compression::Lz4,

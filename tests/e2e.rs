@@ -57,9 +57,11 @@ backends! {
     full, full_validation: Backend { name: "full", flags: &[], env: &[], max_ratio: None };
     assisted, assisted_validation: Backend { name: "assisted", flags: &["--flush"], env: &[], max_ratio: None };
     host_import, host_import_validation: Backend { name: "host-import", flags: &[], env: &[], max_ratio: Some(1.05) };
-    // Write prediction: predicted pages are compared with a snapshot instead of trapped.
-    async_wp_predict, async_wp_predict_validation: Backend { name: "async-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
-    host_import_predict, host_import_predict_validation: Backend { name: "host-import", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
+    // The plain rows run with the default write prediction (`VKDIRTY_PREDICT=auto`: on for these
+    // three); forced off and forced on here.
+    async_wp_nopredict, async_wp_nopredict_validation: Backend { name: "async-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "0")], max_ratio: Some(1.05) };
+    host_import_nopredict, host_import_nopredict_validation: Backend { name: "host-import", flags: &[], env: &[("VKDIRTY_PREDICT", "0")], max_ratio: Some(1.05) };
+    shadow_wp_nopredict, shadow_wp_nopredict_validation: Backend { name: "shadow-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "0")], max_ratio: Some(1.05) };
     shadow_wp_predict, shadow_wp_predict_validation: Backend { name: "shadow-wp", flags: &[], env: &[("VKDIRTY_PREDICT", "1")], max_ratio: Some(1.05) };
     // Refreshes at every fence wait racing predicted (unprotected) pages of the shadow.
     shadow_wp_fence_refresh_predict, shadow_wp_fence_refresh_predict_validation: Backend {
@@ -196,7 +198,7 @@ fn capture_and_check_then(backend: &Backend, then: impl FnOnce(&[Event])) {
 }
 
 /// A ring buffer (the workload's `ring` scenario beside the persistent one) with write
-/// prediction: the ring's predictions become trusted (unprotected, neither trapped nor compared),
+/// prediction as set by default: the ring's predictions become trusted (unprotected, neither trapped nor compared),
 /// and the trace is still exact and captures at most 1.05x the pages written.
 #[test]
 fn trusted_predictions_on_a_ring_stay_exact() {
@@ -206,7 +208,8 @@ fn trusted_predictions_on_a_ring_stay_exact() {
         let b = Backend {
             name,
             flags: &["--scenario", "persistent,ring"],
-            env: &[("VKDIRTY_PREDICT", "1")],
+            // The default (`auto`) predicts on all three.
+            env: &[],
             max_ratio: Some(1.05),
         };
         capture_and_check_then(&b, |events| {

@@ -240,14 +240,22 @@ pub const SETTINGS: &[SettingInfo] = &[
     SettingInfo {
         name: "PREDICT",
         label: "Predict written pages",
-        default: "0",
+        ty: SettingType::Enum(&[
+            ev("auto", "auto", "On for async-wp, host-import and shadow-wp, where it was measured to pay."),
+            ev("1", "on", "On for every backend that can predict."),
+            ev("0", "off", "Off."),
+        ]),
+        default: "auto",
+        accepted: Some("`auto`, `1`/`0`, `true`/`false`, `on`/`off`, `yes`/`no`"),
         doc: "`async-wp`, `host-import` and `shadow-wp`: at each collection, pages likely to be written again \
               (written in each of the last two collections, or continuing a stream) are copied \
               to a snapshot and left writable, so the application's writes there take no fault; \
-              the next collection compares them with the snapshot and reports the changed ones. \
-              Backs off where predictions miss. Off by default: on the NVIDIA H200 it made ring \
-              uploads 12–47 % dearer (docs/benchmarks.md, \"Write prediction on the NVIDIA H200\"). \
-              See docs/design.md, \"Predicted pages\".",
+              the next collection compares them with the snapshot and reports the changed ones, \
+              and predictions that keep hitting are trusted (`PREDICT_TRUST`). Backs off where \
+              predictions miss. `auto` (default): on where it was measured to pay, i.e. for \
+              `async-wp`, `host-import` and `shadow-wp` (docs/benchmarks.md, \"Prediction's \
+              default per backend\"); `1` on, `0` off for every backend. See docs/design.md, \
+              \"Predicted pages\".",
         ..SettingInfo::ROW
     },
     SettingInfo {
@@ -267,8 +275,8 @@ pub const SETTINGS: &[SettingInfo] = &[
               snapshotted nor compared, and the next collection reports them all (at worst a page \
               too many, never one too few); every 16th collection, and whenever the predicted \
               volume changes, compares again, and trust ends when the hit rate drops. `shadow-wp` \
-              keeps the snapshot (its refresh needs it) and skips only the compare. `0`: always \
-              compare. See docs/design.md, \"Trusted predictions\".",
+              keeps the snapshot where the device may write the memory (its refresh needs it) \
+              and skips only the compare. `0`: always compare. See docs/design.md, \"Trusted predictions\".",
         ..SettingInfo::ROW
     },
     SettingInfo {

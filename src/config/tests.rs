@@ -254,6 +254,31 @@ fn host_import_follows_backend_and_setting() {
     assert_eq!((s.host_import, w.len()), (HostImport::On, 1), "an unknown value warns and keeps the default");
 }
 
+#[test]
+fn prediction_defaults_per_backend_and_one_or_zero_mean_every_backend() {
+    let predicts = |v: Option<&str>| -> Vec<bool> {
+        let pairs: Vec<(&str, &str)> = v.map(|v| ("PREDICT", v)).into_iter().collect();
+        let (s, w) = Settings::load(&map_source(&pairs));
+        assert!(w.is_empty(), "{v:?}: {w:?}");
+        BackendKind::ALL.iter().map(|&k| s.predict.enabled_for(k)).collect()
+    };
+    let auto: Vec<bool> = BackendKind::ALL
+        .iter()
+        .map(|k| matches!(k, BackendKind::AsyncWp | BackendKind::OwnedWp | BackendKind::ShadowWp))
+        .collect();
+    assert_eq!(predicts(None), auto);
+    assert_eq!(predicts(Some("auto")), auto);
+    for on in ["1", "on", "true", "yes"] {
+        assert!(predicts(Some(on)).iter().all(|&p| p), "{on}");
+    }
+    for off in ["0", "off", "false", "no"] {
+        assert!(predicts(Some(off)).iter().all(|&p| !p), "{off}");
+    }
+    let (s, w) = Settings::load(&map_source(&[("PREDICT", "sometimes")]));
+    assert_eq!((s.predict, w.len()), (Predict::Auto, 1), "an unknown value warns and keeps the default");
+    assert_eq!(s.value_text("PREDICT").as_deref(), Some("auto"));
+}
+
 struct Props(HashMap<String, String>);
 impl PropertyReader for Props {
     fn property(&self, key: &str) -> Option<String> {

@@ -18,6 +18,13 @@ fn parse_host_import(v: &str) -> Option<HostImport> {
     parse_bool(v).map(|on| if on { HostImport::On } else { HostImport::Off })
 }
 
+fn parse_predict(v: &str) -> Option<Predict> {
+    if v.eq_ignore_ascii_case("auto") {
+        return Some(Predict::Auto);
+    }
+    parse_bool(v).map(|on| if on { Predict::On } else { Predict::Off })
+}
+
 fn parse_shadow_refresh(v: &str) -> Option<ShadowRefresh> {
     [ShadowRefresh::Never, ShadowRefresh::Cached, ShadowRefresh::Always].into_iter().find(|r| r.name() == v)
 }
@@ -96,7 +103,7 @@ impl Settings {
             "SHADOW_READS" => put(&mut self.shadow_reads, parse_bool(v)),
             "SHADOW_REFRESH" => put(&mut self.shadow_refresh, parse_shadow_refresh(v)),
             "PERSISTENT_SHADOW" => put(&mut self.persistent_shadow, parse_bool(v)),
-            "PREDICT" => put(&mut self.predict, parse_bool(v)),
+            "PREDICT" => put(&mut self.predict, parse_predict(v)),
             "PREDICT_BUDGET_MIB" => put(&mut self.predict_budget_mib, parse_uint(v, 65536)),
             "PREDICT_TRUST" => put(&mut self.predict_trust, parse_bool(v)),
             "COMPRESSION" => put(&mut self.compression, Compression::parse(v)),
@@ -134,7 +141,12 @@ impl Settings {
             "SHADOW_READS" => b(self.shadow_reads),
             "SHADOW_REFRESH" => self.shadow_refresh.name().to_string(),
             "PERSISTENT_SHADOW" => b(self.persistent_shadow),
-            "PREDICT" => b(self.predict),
+            "PREDICT" => match self.predict {
+                Predict::Auto => "auto",
+                Predict::Off => "0",
+                Predict::On => "1",
+            }
+            .to_string(),
             "PREDICT_BUDGET_MIB" => self.predict_budget_mib.to_string(),
             "PREDICT_TRUST" => b(self.predict_trust),
             "COMPRESSION" => self.compression.name().to_string(),

@@ -161,6 +161,30 @@ pub enum HostImport {
     Strict,
 }
 
+/// `VKDIRTY_PREDICT`: write prediction per backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Predict {
+    /// On for the backends in [`Predict::AUTO_ON`], off for the others.
+    Auto,
+    Off,
+    On,
+}
+
+impl Predict {
+    /// The backends `auto` predicts for: where prediction was measured to pay
+    /// (docs/benchmarks.md, "Prediction's default per backend").
+    pub const AUTO_ON: [BackendKind; 3] = [BackendKind::AsyncWp, BackendKind::OwnedWp, BackendKind::ShadowWp];
+
+    /// Whether `kind` predicts written pages.
+    pub fn enabled_for(self, kind: BackendKind) -> bool {
+        match self {
+            Predict::Auto => Self::AUTO_ON.contains(&kind),
+            Predict::Off => false,
+            Predict::On => true,
+        }
+    }
+}
+
 /// `VKDIRTY_LAYERS_BELOW`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayersBelow {

@@ -511,7 +511,8 @@ pub struct GuardManager {
     backends: [once_cell::sync::OnceCell<Result<Box<dyn Backend>, String>>; 6],
     regions: RwLock<HashMap<RegionId, RegionInfo>>,
     next_id: AtomicU64,
-    prediction: wp::Prediction,
+    /// Per backend, in [`BackendKind::ALL`]'s order.
+    predictions: [wp::Prediction; 6],
 }
 
 impl Default for GuardManager {
@@ -536,14 +537,20 @@ impl GuardManager {
         Self::with_prediction(wp::Prediction::default())
     }
 
-    /// A manager whose write-protect backends (`async-wp`, `host-import`) predict written pages
-    /// as `prediction` says (see docs/design.md, "Predicted pages").
+    /// A manager whose write-protect backends (`async-wp`, `host-import`, `shadow-wp`) predict
+    /// written pages as `prediction` says (see docs/design.md, "Predicted pages").
     pub fn with_prediction(prediction: wp::Prediction) -> GuardManager {
+        Self::with_prediction_by(|_| prediction)
+    }
+
+    /// As [`with_prediction`](Self::with_prediction), each backend with its own settings
+    /// (`VKDIRTY_PREDICT`'s default differs per backend).
+    pub fn with_prediction_by(prediction: impl Fn(BackendKind) -> wp::Prediction) -> GuardManager {
         GuardManager {
             backends: Default::default(),
             regions: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            prediction,
+            predictions: BackendKind::ALL.map(prediction),
         }
     }
 
@@ -553,7 +560,7 @@ impl GuardManager {
         let idx = BackendKind::ALL.iter().position(|k| *k == kind).expect("listed");
         // Keep the bare reason: the error below names the backend again.
         let create = || {
-            create_backend(kind, self.prediction).map_err(|e| match e {
+            create_backend(kind, self.predictions[idx]).map_err(|e| match e {
                 GuardError::Unavailable { reason, .. } => reason,
                 e => e.to_string(),
             })

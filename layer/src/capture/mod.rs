@@ -148,8 +148,8 @@ impl Capture {
     fn new(settings: &'static Settings) -> Capture {
         Capture {
             settings,
-            guards: GuardManager::with_prediction(vkdirty::guard::wp::Prediction {
-                enabled: settings.predict,
+            guards: GuardManager::with_prediction_by(|kind| vkdirty::guard::wp::Prediction {
+                enabled: settings.predict.enabled_for(kind),
                 budget: (settings.predict_budget_mib as usize) << 20,
                 trust: settings.predict_trust,
             }),
