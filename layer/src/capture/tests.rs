@@ -197,6 +197,68 @@ fn shadow_wp_keeps_shadows_across_unmap_and_reads_the_real_memory_only_where_the
     assert_eq!(kept, 2, "both maps after the first resume the kept region");
 }
 
+/// A shadow-wp mapping of memory the device cannot write: its trusted predictions take no
+/// snapshot. A copy destination bound to it while mapped must make the guard take snapshots again
+/// before the device can write it: the GPU's bytes on a trusted page the application left alone
+/// are then refreshed into the shadow and stay in the memory at the next submit. Without the
+/// layer telling the guard, the refresh takes the page for written and the submit copies the
+/// shadow's stale page over the GPU's bytes.
+#[test]
+fn shadow_wp_takes_snapshots_again_once_the_device_may_write() {
+    let page = vkdirty::guard::page_size();
+    let trace = temp_trace("rebind");
+    let settings = [("BACKEND", "shadow-wp"), ("SHADOW_REFRESH", "always"), ("PREDICT", "1")];
+    let cap = Capture::new(leak_settings(&settings, &trace));
+    let dev = fake_device(0x3200);
+    cap.device_created(&vk::PhysicalDeviceProperties::default());
+    let mem = vk::DeviceMemory::from_raw(0x32);
+    let fake = fake_mapping(8);
+    cap.allocated(&dev, &vk::MemoryAllocateInfo::default().allocation_size(fake.len() as u64), mem);
+    let src = vkdirty::session::Resource::Buffer(0x51);
+    cap.resource_created(&dev, src, true);
+    cap.bound(&dev, src, mem);
+    // SAFETY: `fake` stays mapped until after `freeing`.
+    let app = unsafe { cap.mapped(&dev, mem, 0, vk::WHOLE_SIZE, fake.ptr().cast(), false, || Import::NotApplicable) }
+        as *mut u8;
+    // SAFETY: in bounds of the shadow while mapped.
+    let write = |off: usize, v: u8| unsafe { std::ptr::write_volatile(app.add(off), v) };
+    // SAFETY: as above.
+    let seen = |off: usize| unsafe { std::ptr::read_volatile(app.add(off)) };
+    // SAFETY: in bounds of the fake mapping (the driver's memory).
+    let real = |off: usize| unsafe { std::ptr::read_volatile(fake.ptr().add(off)) };
+    // Pages 2 and 3 at every submit: predicted, then trusted (without snapshot: nothing bound
+    // lets the device write).
+    for i in 1..=10u8 {
+        write(2 * page + i as usize, i);
+        write(3 * page + i as usize, i);
+        submit(&cap, &dev);
+    }
+    let dst = vkdirty::session::Resource::Buffer(0x52);
+    cap.resource_created(&dev, dst, false);
+    cap.bound(&dev, dst, mem);
+    for i in 11..=14u8 {
+        write(2 * page + i as usize, i);
+        write(3 * page + i as usize, i);
+        submit(&cap, &dev);
+    }
+    // The GPU writes page 3; the application writes only page 2.
+    // SAFETY: in bounds of the fake mapping.
+    unsafe { std::ptr::write_volatile(fake.ptr().add(3 * page + 100), 0x77) };
+    write(2 * page + 100, 0x99);
+    cap.synchronized(&dev, SyncPoint::DeviceIdle);
+    assert_eq!(seen(3 * page + 100), 0x77, "the GPU's byte is refreshed into the shadow");
+    submit(&cap, &dev);
+    assert_eq!(real(3 * page + 100), 0x77, "the GPU's byte stays in the memory");
+    assert_eq!(real(2 * page + 100), 0x99, "the application's byte is copied");
+    cap.unmapping(&dev, mem);
+    cap.freeing(&dev, mem);
+    cap.last_instance_destroyed();
+    drop(fake);
+    let ev = read_events(&trace);
+    let trusted: usize = ev.iter().filter(|e| matches!(e, Event::Trusted { .. })).count();
+    assert!(trusted >= 5, "only {trusted} trusted records: the test needs trusted predictions");
+}
+
 #[test]
 fn frame_window_records_only_inside_and_keeps_earlier_writes() {
     let trace = temp_trace("window");
