@@ -27,7 +27,7 @@ def config_env(opts):
 # handing it the same ranges can undercut), and the combination with prediction on, with
 # vkdirty's own trace written as well, or with shadow-wp forced.
 FLOOR = "gfxr:assisted"
-ON_REQUEST = (FLOOR, NAME + "+predict", NAME + "+trace", NAME + ":shadow-wp", NAME + ":shadow-wp+predict")
+ON_REQUEST = (FLOOR, NAME + "+predict", NAME + "+nopredict", NAME + "+trace", NAME + ":shadow-wp", NAME + ":shadow-wp+predict")
 
 
 def extra_configs(opts, Config):
@@ -45,6 +45,7 @@ def extra_configs(opts, Config):
         v = config_env(opts)
         cfgs += [Config(NAME, v, note=NOTE),
                  Config(NAME + "+predict", dict(v, VKDIRTY_PREDICT="1"), note=NOTE + ", write prediction on"),
+                 Config(NAME + "+nopredict", dict(v, VKDIRTY_PREDICT="0"), note=NOTE + ", write prediction off"),
                  Config(NAME + "+trace", dict(v, VKDIRTY_WRITE_TRACE="1"), note=NOTE + ", vkdirty's own trace written too")]
         # The backend NVIDIA's memory gets (async-wp refuses its mappings), on any driver.
         s = dict(v, VKDIRTY_BACKEND="shadow-wp")
