@@ -56,20 +56,12 @@ pub use set::SpanSet;
 pub struct WpSpan {
     id: u64,
     pages: Range<usize>,
-    /// Lifting its write protection needs `MADV_POPULATE_WRITE` too (shared memory; `vma.rs`).
-    populate: bool,
 }
 
 impl WpSpan {
     /// The page-aligned addresses covered.
     pub fn pages(&self) -> Range<usize> {
         self.pages.clone()
-    }
-
-    /// Whether a write to a page of it whose protection was lifted would still fault unless
-    /// populated (any memory but private anonymous), as decided at registration.
-    pub fn needs_populate(&self) -> bool {
-        self.populate
     }
 }
 
@@ -180,7 +172,6 @@ impl WpTracker {
         }
         let end = addr.checked_add(len).ok_or_else(|| refused("range wraps".into()))?;
         let pages = page_floor(addr)..page_ceil(end);
-        let populate = !vma::private_anonymous(&pages);
         let mut st = self.write_state()?;
         // Registering pages that are already ours is a no-op for the kernel; it validates every
         // VMA of the range before changing any, so a refusal leaves nothing half-registered.
@@ -220,7 +211,7 @@ impl WpTracker {
             }
             fan_out(&st, id, &found);
         }
-        Ok(WpSpan { id, pages, populate })
+        Ok(WpSpan { id, pages })
     }
 
     /// Returns, in `out` (cleared first; sorted, coalesced, page-aligned addresses), the pages of

@@ -24,8 +24,10 @@ struct Member<K> {
     pages: Range<usize>,
     span: u64,
     key: K,
-    /// [`WpSpan::needs_populate`].
-    populate: bool,
+    /// Lifting its write protection needs `MADV_POPULATE_WRITE` too (not private anonymous
+    /// memory; `vma.rs`). Read from /proc/self/maps when a prediction first needs it, not at
+    /// registration: that read costs ~0.1 ms, too much for every map of a map-every-frame app.
+    populate: Option<bool>,
     /// Trusted predictions of it keep their snapshot ([`SpanSet::keep_snapshots`],
     /// [`SpanSet::set_snapshots`]).
     snapshot: bool,
@@ -133,9 +135,15 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
 
     /// Whether lifting the protection of `r` needs `MADV_POPULATE_WRITE` (a member it overlaps
     /// is not private anonymous memory).
-    pub(super) fn populates(&self, r: &Range<usize>) -> bool {
+    pub(super) fn populates(&mut self, r: &Range<usize>) -> bool {
         let first = self.members.range(..=(r.start, u64::MAX)).next_back().map_or((r.start, 0), |(&at, _)| at);
-        self.members.range(first..(r.end, 0)).any(|(_, m)| m.populate && intersect(&m.pages, r).is_some())
+        let mut any = false;
+        for (_, m) in self.members.range_mut(first..(r.end, 0)) {
+            if intersect(&m.pages, r).is_some() {
+                any |= *m.populate.get_or_insert_with(|| !super::vma::private_anonymous(&m.pages));
+            }
+        }
+        any
     }
 
     /// The snapshot of a predicted (unprotected) page at `page` (page-aligned): what the trace
@@ -195,13 +203,7 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
                 source: std::io::Error::other(format!("key of span {pages:#x?} already present")),
             });
         }
-        let m = Member {
-            pages: pages.clone(),
-            span: span.id,
-            key,
-            populate: span.needs_populate(),
-            snapshot: self.keep_snap,
-        };
+        let m = Member { pages: pages.clone(), span: span.id, key, populate: None, snapshot: self.keep_snap };
         self.members.insert(at, m);
         self.by_key.insert(key, at);
         if self.plan.built {

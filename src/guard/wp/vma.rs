@@ -1,5 +1,6 @@
-//! Which kind of memory a span is: decides, once per span at registration, whether lifting its
-//! write protection also needs `MADV_POPULATE_WRITE` (docs/design.md, "Predicted pages").
+//! Which kind of memory a span is: decides, once per span when a prediction first needs it,
+//! whether lifting its write protection also needs `MADV_POPULATE_WRITE` (docs/design.md,
+//! "Predicted pages").
 //!
 //! After a scan re-protected a written page, `UFFDIO_WRITEPROTECT` with mode 0 leaves it writable
 //! without a fault only on private anonymous memory; on shared memory (shared anonymous, memfd,
