@@ -214,18 +214,10 @@ impl AsyncWp {
         }
         for trusted in [false, true] {
             found.clear();
-            if trusted {
-                spans.trusted_runs(found);
-            } else {
-                spans.compared_runs(found);
-            }
+            spans.predicted_runs(trusted, found);
             for (k, run) in found.iter().filter(|(k, _)| !parked.contains_key(&k.id)) {
                 if let Some(run) = wp::intersect(run, &(k.real..k.real + k.len)) {
-                    if trusted {
-                        sink.trusted(k.id, run.start - k.real, run.len());
-                    } else {
-                        sink.compared(k.id, run.start - k.real, run.len());
-                    }
+                    sink.predicted(k.id, run.start - k.real, run.len(), trusted);
                 }
             }
         }

@@ -122,6 +122,15 @@ pub trait RegionSink {
     fn trusted(&mut self, region: RegionId, offset: usize, len: usize) {
         let _ = (region, offset, len);
     }
+
+    /// [`trusted`](Self::trusted) or [`compared`](Self::compared).
+    fn predicted(&mut self, region: RegionId, offset: usize, len: usize, trusted: bool) {
+        if trusted {
+            self.trusted(region, offset, len)
+        } else {
+            self.compared(region, offset, len)
+        }
+    }
 }
 
 impl<F: FnMut(RegionId, usize, &[u8])> RegionSink for F {

@@ -830,20 +830,11 @@ impl ShadowWp {
         }
         for trusted in [false, true] {
             found.clear();
-            if trusted {
-                spans.trusted_runs(found);
-            } else {
-                spans.compared_runs(found);
-            }
+            spans.predicted_runs(trusted, found);
             for (id, run) in found.iter().filter(|(id, _)| !parked.contains_key(id)) {
                 let _ = self.regions.with(*id, |r| {
                     if let Some(run) = wp::intersect(run, &r.app_bytes()) {
-                        let off = run.start - r.app_bytes().start;
-                        if trusted {
-                            sink.trusted(*id, off, run.len());
-                        } else {
-                            sink.compared(*id, off, run.len());
-                        }
+                        sink.predicted(*id, run.start - r.app_bytes().start, run.len(), trusted);
                     }
                     Ok(())
                 });

@@ -124,15 +124,6 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
         self.members.range(first..(r.end, 0)).any(|(_, m)| m.snapshot && intersect(&m.pages, r).is_some())
     }
 
-    /// After a [`WpTracker::scan_set`]: appends to `out` the runs it reported that a trusted
-    /// prediction had unprotected (each inside one span, with its key).
-    pub fn trusted_runs(&self, out: &mut Vec<(K, Range<usize>)>) {
-        let Some(p) = self.predictor.as_ref() else { return };
-        for run in &p.trusted {
-            Self::attribute(&self.members, run, out);
-        }
-    }
-
     /// Whether lifting the protection of `r` needs `MADV_POPULATE_WRITE` (a member it overlaps
     /// is not private anonymous memory).
     pub(super) fn populates(&mut self, r: &Range<usize>) -> bool {
@@ -168,11 +159,12 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
         self.predictor.as_ref().is_some_and(|p| p.any_in(range))
     }
 
-    /// After a [`WpTracker::scan_set`]: appends to `out` the runs it reported because predicted
-    /// pages differed from their snapshot (each inside one span, with its key).
-    pub fn compared_runs(&self, out: &mut Vec<(K, Range<usize>)>) {
+    /// After a [`WpTracker::scan_set`]: appends to `out` the runs it reported because of a
+    /// prediction (each inside one span, with its key): with `trusted`, those a trusted
+    /// prediction had unprotected, otherwise those whose pages differed from their snapshot.
+    pub fn predicted_runs(&self, trusted: bool, out: &mut Vec<(K, Range<usize>)>) {
         let Some(p) = self.predictor.as_ref() else { return };
-        for run in &p.compared {
+        for run in if trusted { &p.trusted } else { &p.compared } {
             Self::attribute(&self.members, run, out);
         }
     }
