@@ -120,7 +120,9 @@ def make_configs(opts, backends):
     if not opts.configs:
         cfgs = [c for c in cfgs if c.name not in bench_gfxr.ON_REQUEST and not c.name.endswith("+nopredict")]
     else:
-        cfgs = [c for c in cfgs if c.name in opts.configs]
+        # In the order given: an A/B can be run both ways round (an order effect shows as a
+        # difference that follows the position rather than the configuration).
+        cfgs = sorted((c for c in cfgs if c.name in opts.configs), key=lambda c: opts.configs.index(c.name))
     return bench_gfxr.with_baseline(cfgs, opts, Config)
 
 

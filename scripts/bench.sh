@@ -15,7 +15,7 @@
 #   scripts/bench.sh --quick         # a few minutes
 #   scripts/bench.sh --render-only   # rebuild docs/benchmarks.md from docs/bench-results/*.jsonl
 # Options: --machine NAME (results file name and table heading; default "dev-lavapipe"),
-#   --workloads stream,map,manymaps,vkcube[,twoqueue]  --configs none,vkdirty:async-wp,gfxr:page_guard,...
+#   --workloads stream,map,manymaps,vkcube[,twoqueue]  --configs none,vkdirty:async-wp,gfxr:page_guard,... (run in this order)
 #   --backends async-wp,shadow,...  --reps N (cases above 16 MiB run once unless --all-reps)
 #   --frames N  --manymaps-frames N (default 3000)  --max-size-mib N  --append
 #   --cases "256 MiB random 10%,16 MiB ring 1%"
