@@ -239,7 +239,6 @@ impl Predictor {
         cands: Vec<Range<usize>>,
         span_of: &dyn Fn(usize) -> Option<Range<usize>>,
     ) -> Vec<(Range<usize>, usize)> {
-        self.spans.tick();
         let mut out = Vec::new();
         for r in cands {
             let mut at = r.start;
@@ -267,18 +266,39 @@ impl Predictor {
         ranges: &[Range<usize>],
         span_of: &dyn Fn(usize) -> Option<Range<usize>>,
     ) -> Vec<Range<usize>> {
-        let mut c = intersect_sorted(&self.last, &self.prev);
+        // One prediction starts here ([`assign`](Self::assign) follows): the back-offs move on.
+        self.spans.tick();
+        let Predictor { prev, last, spans, budget, .. } = self;
+        // The runs are sorted: one span lookup and back-off check per span rather than per run
+        // (a random pattern of 256 MiB has thousands of runs). A span backing off predicts
+        // nothing: its candidates would only be dropped by `assign`, after taking the room of
+        // other spans' under `MAX_RUNS`.
+        let mut cur: Option<(Range<usize>, bool)> = None;
+        let mut span_at = |a: usize| -> Option<(Range<usize>, bool)> {
+            if !cur.as_ref().is_some_and(|(s, _)| s.contains(&a)) {
+                let s = span_of(a)?;
+                let off = spans.backing_off(s.start);
+                cur = Some((s, off));
+            }
+            cur.clone()
+        };
+        let mut c = intersect_sorted(last, prev);
+        // Hot runs inside one backing-off span (a run may cross into a neighbouring span).
+        c.retain(|r| !span_at(r.start).is_some_and(|(s, off)| off && r.end <= s.end));
         let ends_at = |v: &[Range<usize>], a: usize| v.binary_search_by_key(&a, |p| p.end).ok();
-        for r in &self.last {
-            let Some(span) = span_of(r.start) else { continue };
-            let continues = ends_at(&self.prev, r.start).is_some();
+        for r in last.iter() {
+            let Some((span, off)) = span_at(r.start) else { continue };
+            if off {
+                continue;
+            }
+            let continues = ends_at(prev, r.start).is_some();
             // A ring that wrapped in this collection: its tail run reached the span's end.
-            let tail = (r.start == span.start).then(|| ends_at(&self.last, span.end)).flatten();
+            let tail = (r.start == span.start).then(|| ends_at(last, span.end)).flatten();
             let len = match (continues, tail) {
-                (_, Some(t)) if self.last[t].start > r.end => r.len() + self.last[t].len(),
+                (_, Some(t)) if last[t].start > r.end => r.len() + last[t].len(),
                 (true, _) => {
                     // Reaching the span's end: the run at its start (if any) continues the ring.
-                    let starts = self.last.binary_search_by_key(&span.start, |p| p.start).is_ok();
+                    let starts = last.binary_search_by_key(&span.start, |p| p.start).is_ok();
                     if r.end >= span.end && starts && span.start < r.start {
                         continue;
                     }
@@ -305,7 +325,7 @@ impl Predictor {
                 if out.len() == MAX_RUNS {
                     break 'all;
                 }
-                let s = s.start..s.end.min(s.start + (self.budget - bytes) / page_size() * page_size());
+                let s = s.start..s.end.min(s.start + (*budget - bytes) / page_size() * page_size());
                 if s.is_empty() {
                     break 'all;
                 }
@@ -536,6 +556,31 @@ mod tests {
         pr.prev = vec![0..p];
         pr.last = vec![0..p, 3 * p..4 * p];
         assert_eq!(pr.candidates(&[0..100 * p], &whole), vec![0..p]);
+    }
+
+    #[test]
+    fn a_span_backing_off_leaves_the_room_to_the_others() {
+        let p = page_size();
+        let (a, b) = (0..200 * p, 200 * p..300 * p);
+        let span = |x: usize| [a.clone(), b.clone()].into_iter().find(|s| s.contains(&x));
+        let runs = |pr: &mut Predictor| {
+            // Span a: 64 hot pages (written in both collections); span b: a stream.
+            let hot: Vec<_> = (0..MAX_RUNS).map(|k| 2 * k * p..(2 * k + 1) * p).collect();
+            pr.prev = [hot.clone(), vec![210 * p..212 * p]].concat();
+            pr.last = [hot, vec![212 * p..214 * p]].concat();
+        };
+        let mut pr = Predictor::new(Prediction { enabled: true, budget: 1000 * p, trust: true }).unwrap();
+        runs(&mut pr);
+        let c = pr.candidates(&[0..300 * p], &span);
+        assert_eq!((c.len(), c.last()), (MAX_RUNS, Some(&(126 * p..127 * p))), "a's hot pages fill the room");
+        // Span a's predictions missed: it backs off, and b's stream is predicted.
+        let (i, _) = pr.spans.entry(a.start);
+        (pr.spans.all[i].predicted, pr.spans.all[i].changed) = (MAX_RUNS, 0);
+        pr.spans.all[i].end();
+        runs(&mut pr);
+        let c = pr.candidates(&[0..300 * p], &span);
+        assert_eq!(c, vec![214 * p..216 * p]);
+        assert_eq!(pr.assign(c, &span).len(), 1);
     }
 
     #[test]

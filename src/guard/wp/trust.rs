@@ -79,6 +79,12 @@ impl Spans {
         (i, self.all[i].skip > 0)
     }
 
+    /// Whether the span starting at `key` is backing off now; unlike [`entry`](Self::entry)
+    /// it neither makes an entry nor counts as a use.
+    pub(super) fn backing_off(&self, key: usize) -> bool {
+        self.all.iter().any(|s| s.key == key && s.skip > 0)
+    }
+
     /// The span starting at `key` left the set.
     pub(super) fn forget(&mut self, key: usize) {
         for s in self.all.iter_mut().filter(|s| s.key == key) {
