@@ -102,9 +102,13 @@ pub struct Memories {
     /// Tracked regions, so a collection over every region of a device maps its runs back
     /// without walking the mappings.
     regions: HashMap<RegionId, RegionRef>,
-    /// Per device: the shadow mappings (the ones a host synchronisation point may refresh), with
-    /// their length and whether their memory type is `HOST_CACHED`.
+    /// Per device: the shadow mappings, with their length and whether their memory type is
+    /// `HOST_CACHED`.
     shadows: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
+    /// Per device: the shadow mappings of allocations the device may write, the only ones a host
+    /// synchronisation point refreshes. Kept apart so a fence wait walks these, not every
+    /// mapping (thousands of mapped allocations that only the application writes).
+    refreshable: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
     /// Resources whose usage allows no device write. Any other (unknown ones included) marks the
     /// memory it is bound to as written by the device.
     read_only: HashSet<(u64, Resource)>,
@@ -125,6 +129,11 @@ impl Memories {
         let Some(m) = self.memories.get_mut(&key) else { return Vec::new() };
         if std::mem::replace(&mut m.device_writes, true) {
             return Vec::new();
+        }
+        if let Some(mp) = m.mapping {
+            if let Some(&shadow) = self.shadows.get(&key.0).and_then(|sh| sh.get(&mp.region)) {
+                self.refreshable.entry(key.0).or_default().insert(mp.region, shadow);
+            }
         }
         m.mapping.map(|mp| mp.region).into_iter().chain(m.kept.and_then(|k| k.region)).collect()
     }
@@ -180,12 +189,15 @@ impl Memories {
         };
         m.mapping = Some(mapping);
         m.app_import |= app_import;
-        let (id, cached) = (m.id, m.cached);
+        let (id, cached, device_writes) = (m.id, m.cached, m.device_writes);
         self.mapped.entry(key.0).or_default().insert(id, key.1);
         self.regions
             .insert(mapping.region, RegionRef { region: mapping.region, alloc: id, memory: key.1, map: mapping });
         if must_collect(mapping.backend) {
             self.shadows.entry(key.0).or_default().insert(mapping.region, (len, cached));
+            if device_writes {
+                self.refreshable.entry(key.0).or_default().insert(mapping.region, (len, cached));
+            }
         }
     }
 
@@ -203,8 +215,10 @@ impl Memories {
 
     fn forget_region(&mut self, device: u64, region: RegionId) {
         self.regions.remove(&region);
-        if let Some(sh) = self.shadows.get_mut(&device) {
-            sh.remove(&region);
+        for set in [&mut self.shadows, &mut self.refreshable] {
+            if let Some(sh) = set.get_mut(&device) {
+                sh.remove(&region);
+            }
         }
     }
 
@@ -225,6 +239,7 @@ impl Memories {
             }
         }
         self.shadows.remove(&device);
+        self.refreshable.remove(&device);
         self.read_only.retain(|(d, _)| *d != device);
         let mut ids = Vec::new();
         self.memories.retain(|&(d, _), m| {
@@ -249,14 +264,10 @@ impl Memories {
     /// The device's shadow regions (with their length) that `refresh(cached)` selects, of
     /// allocations the device may write (the others hold nothing a refresh could bring in).
     pub fn shadows(&self, device: u64, refresh: impl Fn(bool) -> bool) -> Vec<(RegionId, usize)> {
-        let Some(sh) = self.shadows.get(&device) else {
+        let Some(sh) = self.refreshable.get(&device) else {
             return Vec::new();
         };
-        let written = |r: &RegionId| {
-            let m = self.regions.get(r).and_then(|rr| self.memories.get(&(device, rr.memory)));
-            m.map_or(true, |m| m.device_writes)
-        };
-        sh.iter().filter(|(r, &(_, cached))| refresh(cached) && written(r)).map(|(&r, &(len, _))| (r, len)).collect()
+        sh.iter().filter(|(_, &(_, cached))| refresh(cached)).map(|(&r, &(len, _))| (r, len)).collect()
     }
 }
 
@@ -313,6 +324,12 @@ mod tests {
         assert_eq!(m.unmap((1, 11)), Some(Untracked { alloc: 2, memory: 11, mapping: mb }));
         assert_eq!(m.unmap((1, 11)), None, "unmapped twice");
         assert!(m.region(RegionId(101)).is_none() && m.shadows(1, |_| true).is_empty());
+        // Mapped again after the flag was set: refreshed from the start.
+        let mc = mapping(102, 0, 8192, BackendKind::ShadowWp);
+        m.map((1, 11), mc, 8192, false);
+        assert_eq!(m.shadows(1, |_| true), vec![(RegionId(102), 8192)]);
+        assert_eq!(m.unmap((1, 11)).map(|u| u.mapping.region), Some(RegionId(102)));
+        assert!(m.shadows(1, |_| true).is_empty());
         assert_eq!(m.free((1, 11)).map(|x| x.id), Some(2));
         assert!(m.get((1, 11)).is_none());
         // Mapping memory the bookkeeping does not know changes nothing.
