@@ -59,15 +59,15 @@ impl AsyncWp {
             wp: wp::tracker(kind)?,
             regions: RegionTable::default(),
             groups: RwLock::new(HashMap::new()),
-            // host-import tracks only the layer's own anonymous arenas; a driver's memory may be
-            // shmem, where the fast scan over-reports.
+            // host-import tracks only the layer's own arenas; a driver's memory may hold huge
+            // pages, which the fast scan cannot tell from 512 written pages (`SpanSet::owned`).
             anonymous: kind == BackendKind::OwnedWp,
             prediction,
         })
     }
 
     fn new_set(&self) -> wp::SpanSet<Key> {
-        let set = if self.anonymous { wp::SpanSet::anonymous() } else { wp::SpanSet::default() };
+        let set = if self.anonymous { wp::SpanSet::owned() } else { wp::SpanSet::default() };
         set.with_prediction(self.prediction)
     }
 

@@ -54,7 +54,7 @@ pub struct SpanSet<K> {
     by_key: HashMap<K, (usize, u64)>,
     plan: Plan,
     runs: Vec<Range<usize>>,
-    /// Use the kernel's fast path (see [`SpanSet::anonymous`]).
+    /// Use the kernel's fast path (see [`SpanSet::owned`]).
     fast: bool,
     /// Write prediction ([`SpanSet::with_prediction`]).
     predictor: Option<Predictor>,
@@ -77,13 +77,14 @@ impl<K: Copy + Eq + Hash> Default for SpanSet<K> {
 }
 
 impl<K: Copy + Eq + Hash> SpanSet<K> {
-    /// A set whose spans are the layer's own arena memory (`host-import`): scanned with the
-    /// kernel's page-table fast path (category and return mask exactly `PAGE_IS_WRITTEN`), about
-    /// 3x cheaper per page walked. That path takes every entry without the present write-protect
-    /// bit as written (a page swapped out, say, whose swap entry still carries the bit): it can
-    /// report a page too many, never miss one. Other sets keep the per-page categories, which
-    /// also count written huge pages.
-    pub fn anonymous() -> Self {
+    /// A set whose spans are memory the layer owns and registers whole, without huge pages
+    /// (`host-import`'s arenas, `shadow-wp`'s shadows): scanned with the kernel's page-table fast
+    /// path (category and return mask exactly `PAGE_IS_WRITTEN`), about 3x cheaper per page
+    /// walked. It takes an entry as written unless it carries the write-protect bit or marker,
+    /// so it can report a page too many (one whose entry went without either), never miss one;
+    /// it cannot tell a written transparent huge page from 512 written pages, which is why a
+    /// driver's memory (`async-wp`) keeps the per-page categories.
+    pub fn owned() -> Self {
         SpanSet { fast: true, ..Default::default() }
     }
 
