@@ -13,8 +13,8 @@ pub struct AsyncWp {
     /// Every region by group, for [`Backend::collect_all`]: one scan per run of adjacent regions.
     /// Each group has its own lock, so collections of different groups run in parallel.
     groups: RwLock<HashMap<u64, Arc<Mutex<Group>>>>,
-    /// The spans are the layer's own anonymous memory (see [`wp::SpanSet::anonymous`]).
-    anonymous: bool,
+    /// The spans are the layer's own memory (see [`wp::SpanSet::owned`]).
+    owned: bool,
     prediction: wp::Prediction,
 }
 
@@ -61,13 +61,13 @@ impl AsyncWp {
             groups: RwLock::new(HashMap::new()),
             // host-import tracks only the layer's own arenas; a driver's memory may hold huge
             // pages, which the fast scan cannot tell from 512 written pages (`SpanSet::owned`).
-            anonymous: kind == BackendKind::OwnedWp,
+            owned: kind == BackendKind::OwnedWp,
             prediction,
         })
     }
 
     fn new_set(&self) -> wp::SpanSet<Key> {
-        let set = if self.anonymous { wp::SpanSet::owned() } else { wp::SpanSet::default() };
+        let set = if self.owned { wp::SpanSet::owned() } else { wp::SpanSet::default() };
         set.with_prediction(self.prediction)
     }
 

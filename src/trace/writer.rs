@@ -328,7 +328,7 @@ impl TraceWriter {
     /// Defers waking the writer thread until the returned guard (and every other one) is dropped:
     /// the records of one submit (a dirty record per written allocation, then the submit) wake
     /// it once instead of once each, and not at all while it lingers after its last drain (it
-    /// looks again within [`LINGER`]). Past an eighth of the queue (a large collection) records
+    /// looks again within `LINGER`, 2 ms). Past an eighth of the queue (a large collection) records
     /// wake it as usual, so compression overlaps the collection.
     pub fn hold(&self) -> Held<'_> {
         self.shared.queue.lock().held += 1;
