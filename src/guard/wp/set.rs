@@ -121,14 +121,15 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
 
     /// Whether a trusted prediction of `r` (inside one span) keeps its snapshot.
     pub(super) fn snapshots(&self, r: &Range<usize>) -> bool {
-        let first = self.members.range(..=(r.start, u64::MAX)).next_back().map_or((r.start, 0), |(&at, _)| at);
-        self.members.range(first..(r.end, 0)).any(|(_, m)| m.snapshot && intersect(&m.pages, r).is_some())
+        self.members
+            .range(first_over(&self.members, r)..(r.end, 0))
+            .any(|(_, m)| m.snapshot && intersect(&m.pages, r).is_some())
     }
 
     /// Whether lifting the protection of `r` needs `MADV_POPULATE_WRITE` (a member it overlaps
     /// is not private anonymous memory).
     pub(super) fn populates(&mut self, r: &Range<usize>) -> bool {
-        let first = self.members.range(..=(r.start, u64::MAX)).next_back().map_or((r.start, 0), |(&at, _)| at);
+        let first = first_over(&self.members, r);
         let mut any = false;
         for (_, m) in self.members.range_mut(first..(r.end, 0)) {
             if intersect(&m.pages, r).is_some() {
@@ -257,13 +258,19 @@ impl<K: Copy + Eq + Hash> SpanSet<K> {
     /// Appends `run` (inside one coalesced range, so covering only spans that share no page) to
     /// `out`, split over the members it covers.
     fn attribute(members: &BTreeMap<(usize, u64), Member<K>>, run: &Range<usize>, out: &mut Vec<(K, Range<usize>)>) {
-        let first = members.range(..=(run.start, u64::MAX)).next_back().map_or((run.start, 0), |(&at, _)| at);
-        for (_, m) in members.range(first..(run.end, 0)) {
+        for (_, m) in members.range(first_over(members, run)..(run.end, 0)) {
             if let Some(r) = intersect(&m.pages, run) {
                 out.push((m.key, r));
             }
         }
     }
+}
+
+/// Where a walk over the members overlapping `r` starts (members are keyed by first page and
+/// span id): the last one starting at or before `r.start`, or `r.start` when there is none. The
+/// walk is `members.range(first_over(members, r)..(r.end, 0))`.
+fn first_over<M>(members: &BTreeMap<(usize, u64), M>, r: &Range<usize>) -> (usize, u64) {
+    members.range(..=(r.start, u64::MAX)).next_back().map_or((r.start, 0), |(&at, _)| at)
 }
 
 /// Adds `pages` (touching no range) to the sorted, coalesced `ranges`, merged with a range that
