@@ -291,7 +291,10 @@ impl Predictor {
             if off {
                 continue;
             }
-            let continues = ends_at(prev, r.start).is_some();
+            // A run at the span's start after one that reached its end: the ring wrapped between
+            // the two collections (a ring a whole number of frames long always does).
+            let continues =
+                ends_at(prev, r.start).is_some() || (r.start == span.start && ends_at(prev, span.end).is_some());
             // A ring that wrapped in this collection: its tail run reached the span's end.
             let tail = (r.start == span.start).then(|| ends_at(last, span.end)).flatten();
             let len = match (continues, tail) {
@@ -604,5 +607,13 @@ mod tests {
         pr.prev = vec![10 * p..12 * p, 19 * p..20 * p];
         pr.last = vec![12 * p..15 * p];
         assert_eq!(pr.candidates(&[0..100 * p], &span), vec![15 * p..18 * p]);
+        // Wrapped between two collections: 10..12 after 18..20 (5 frames of 2 pages) goes on.
+        pr.prev = vec![18 * p..20 * p];
+        pr.last = vec![10 * p..12 * p];
+        assert_eq!(pr.candidates(&[0..100 * p], &span), vec![12 * p..14 * p]);
+        // A span written whole twice is hot, and not continued past itself.
+        pr.prev = vec![10 * p..20 * p];
+        pr.last = vec![10 * p..20 * p];
+        assert_eq!(pr.candidates(&[0..100 * p], &span), vec![10 * p..20 * p]);
     }
 }
