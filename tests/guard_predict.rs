@@ -156,19 +156,41 @@ fn check_stores(kind: BackendKind, rs: &[Region], expected: &[AtomicU64], when: 
     Ok(())
 }
 
-/// Four writers, each streaming through its own region as a ring (a page at a time), keeping two
-/// hot pages and now and then writing a random page of any region, race a collector that runs
-/// `collections` collections (for shadow-wp each followed by a refresh of one region, racing the
-/// writers too). Each writer stores into its own words only and remembers its last store to each.
-/// Every 500 collections the writers pause at a gate: the mirrors rebuilt from the collected runs
-/// must equal the memory, and the memory must hold every writer's last stores.
+/// Every this many collections, the collection races the writers' ring step.
+const RACE_EVERY: u64 = 16;
+
+/// The collections that raced the ring step, and those of them that reported trusted pages.
+#[derive(Debug, Default)]
+struct Raced {
+    collections: usize,
+    trusted: usize,
+}
+
+/// Four writers race a collector that runs `collections` collections (for shadow-wp each followed
+/// by a refresh of one region, racing the writers too). Each writer stores into its own words only
+/// and remembers its last store to each. Between two collections each writer streams
+/// [`RING_STEP`] pages further through its own region as a ring (now and then also writing a
+/// random page of any region); the collector waits for those before it collects, so the
+/// collections see the same ring volume (the shape prediction is for) and come to trust it. Then,
+/// until the next collection has ended, the writer keeps storing into its two hot pages: those
+/// stores race the scans, the compares and the refresh. Every [`RACE_EVERY`]th collection starts
+/// as soon as the writers begin their ring step, which they spread out: their stores into the
+/// predicted ring pages, trusted by then, race that collection's re-protection. Every 500 collections
+/// the writers pause at a gate: the mirrors rebuilt from the collected runs must equal the
+/// memory, and the memory must hold every writer's last stores.
+///
+/// The writers' pace is bounded on purpose: free-running writers (the first version) wrote
+/// nearly every page between two collections or only a few, as the scheduler let them, so
+/// whether predictions ever hit enough to be trusted depended on the machine.
 ///
 /// `never`: the regions are tracked as memory the device never writes
 /// (`TrackOptions::device_never_writes`): shadow-wp's trusted predictions take no snapshot, and
 /// nothing refreshes them (the layer never does).
-fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never: bool) -> CollectStats {
+fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never: bool) -> (CollectStats, Raced) {
     const WRITERS: usize = 4;
     const PAGES: usize = 64;
+    const RING_STEP: usize = 8;
+    let races = |n: u64| n % RACE_EVERY == RACE_EVERY - 1;
     let _serial = SERIAL.lock();
     let mgr = GuardManager::with_prediction(pred);
     let opts = TrackOptions { device_never_writes: never, ..Default::default() };
@@ -180,10 +202,16 @@ fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never
     let gate = Arc::new(RwLock::new(()));
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(1));
+    // The collection the writers stream for, and the last one each writer has started and
+    // finished streaming for.
+    let epoch = Arc::new(AtomicU64::new(0));
+    let per_writer = || -> Arc<Vec<AtomicU64>> { Arc::new((0..WRITERS).map(|_| AtomicU64::new(u64::MAX)).collect()) };
+    let (started, streamed) = (per_writer(), per_writer());
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let (rs, gate, stop, counter, expected) =
                 (rs.clone(), gate.clone(), stop.clone(), counter.clone(), expected.clone());
+            let (epoch, started, streamed) = (epoch.clone(), started.clone(), streamed.clone());
             std::thread::spawn(move || {
                 let mut ring = 0usize;
                 let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ w as u64;
@@ -191,35 +219,52 @@ fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never
                     stamp(&rs[region], page, word, v);
                     expected[region * words + page * 512 + word].store(v, Ordering::Relaxed);
                 };
+                let next = |x: &mut u64| {
+                    let v = counter.fetch_add(1, Ordering::Relaxed);
+                    *x ^= *x << 13;
+                    *x ^= *x >> 7;
+                    *x ^= *x << 17;
+                    // The writer's own words: w, w + 4, ...
+                    (v, (*x % 128) as usize * WRITERS + w)
+                };
                 while !stop.load(Ordering::Relaxed) {
                     let _g = gate.read();
-                    for _ in 0..16 {
-                        let v = counter.fetch_add(1, Ordering::Relaxed);
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        // The writer's own words: w, w + 4, ...
-                        let word = (x % 128) as usize * WRITERS + w;
-                        store(w, 2 + ring % (PAGES - 2), word, v);
-                        ring += 1;
-                        store(w, (v % 2) as usize, word, v);
-                        if v % 7 == 0 {
-                            store((x >> 20) as usize % WRITERS, (x >> 32) as usize % PAGES, word, v);
+                    let e = epoch.load(Ordering::Acquire);
+                    if streamed[w].load(Ordering::Relaxed) != e {
+                        started[w].store(e, Ordering::Release);
+                        for _ in 0..RING_STEP {
+                            if races(e) {
+                                // Spread over the collection.
+                                std::thread::yield_now();
+                            }
+                            let (v, word) = next(&mut x);
+                            store(w, ring % PAGES, word, v);
+                            ring += 1;
+                            if v % 29 == 0 {
+                                store((x >> 20) as usize % WRITERS, (x >> 32) as usize % PAGES, word, v);
+                            }
                         }
+                        streamed[w].store(e, Ordering::Release);
                     }
+                    for _ in 0..16 {
+                        let (v, word) = next(&mut x);
+                        store(w, (v % 2) as usize, word, v);
+                    }
+                    drop(_g);
+                    std::thread::yield_now();
                 }
             })
         })
         .collect();
     let mut total = CollectStats::default();
-    let mut seen_count = 0;
+    let mut raced = Raced::default();
     let mut failed = None;
     for n in 0..collections {
-        // Let the writers make progress between collections (they may start late).
-        while counter.load(Ordering::Relaxed) < seen_count + 48 {
+        // Every writer has streamed its ring step for this collection, or (racing) begun it.
+        let ready = if races(n as u64) { &started } else { &streamed };
+        while ready.iter().any(|s| s.load(Ordering::Acquire) != n as u64) {
             std::thread::yield_now();
         }
-        seen_count = counter.load(Ordering::Relaxed);
         if n % 500 == 499 {
             let _g = gate.write();
             collect(&mgr, kind, &by_id, &mut mirrors);
@@ -229,7 +274,12 @@ fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never
                 break;
             }
         } else {
-            total += collect(&mgr, kind, &by_id, &mut mirrors).0;
+            let st = collect(&mgr, kind, &by_id, &mut mirrors).0;
+            if races(n as u64) {
+                raced.collections += 1;
+                raced.trusted += usize::from(st.trusted > 0);
+            }
+            total += st;
         }
         if kind == BackendKind::ShadowWp && !never {
             // Nothing to bring in (the real memory only gets what was collected), but a page
@@ -237,6 +287,7 @@ fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never
             let r = &rs[n % WRITERS];
             mgr.invalidate(r.t.id, 0..r.len).unwrap();
         }
+        epoch.store(n as u64 + 1, Ordering::Release);
     }
     // The writers stop before anything can fail: their memory goes with the manager.
     stop.store(true, Ordering::Relaxed);
@@ -253,26 +304,34 @@ fn racing_writers(kind: BackendKind, collections: usize, pred: Prediction, never
     }
     release(&mgr, Arc::into_inner(rs).expect("writers joined"));
     assert!(total.predicted > 0, "{kind}: nothing was predicted ({total:?})");
-    eprintln!("{kind}: {collections} collections, {total:?}");
-    total
+    eprintln!("{kind}: {collections} collections, {total:?}, {raced:?}");
+    (total, raced)
+}
+
+/// The point of the racing collections: writers storing into trusted (unprotected, not compared)
+/// pages while the collection re-protects and reports them.
+fn assert_trust_raced(kind: BackendKind, raced: &Raced) {
+    assert!(raced.trusted * 4 >= raced.collections, "{kind}: trusted pages hardly raced ({raced:?})");
 }
 
 /// With trust on (the racing writers' hot pages and ring are mostly predicted right, so trusted
 /// most of the time while the writers store into the unprotected pages during collections), then
 /// a shorter compare-only run.
 fn racing_writers_both(kind: BackendKind) {
-    let total = racing_writers(kind, 10_000, on(), false);
-    // How often a span is trusted depends on how the writers interleave with the collections
-    // (seen here: trusted 1.1-3.3x the compared pages); the amount is asserted by the
-    // deterministic tests below. This one needs trust exercised under the race, with margin.
-    assert!(total.trusted * 10 >= total.predicted, "{kind}: trust was hardly exercised ({total:?})");
+    let (total, raced) = racing_writers(kind, 10_000, on(), false);
+    assert_trust_raced(kind, &raced);
+    // The ring is predicted right, so most collections trust it; the racing collections and the
+    // hot pages' stores make some predictions miss (seen: trusted 1.05-1.2x the compared pages,
+    // also with two busy processes beside the test). The exact amounts are asserted by the deterministic
+    // tests below; this one needs trust exercised under the race, with margin.
+    assert!(total.trusted * 4 >= total.predicted, "{kind}: trust was hardly exercised ({total:?})");
     if kind == BackendKind::ShadowWp {
         // The device may write: every trusted prediction keeps its snapshot for the refresh.
         assert_eq!(total.trusted_bare, 0, "{kind}: a trusted prediction without snapshot ({total:?})");
     } else {
         assert_eq!(total.trusted_bare, total.trusted, "{kind}: a trusted prediction took a snapshot ({total:?})");
     }
-    let total = racing_writers(kind, 1_000, compare_only(), false);
+    let (total, _) = racing_writers(kind, 1_000, compare_only(), false);
     assert_eq!(total.trusted, 0, "{kind}: trusted with trust off");
 }
 
@@ -296,9 +355,10 @@ fn racing_writers_lose_nothing_shadow_wp() {
 #[test]
 fn racing_writers_lose_nothing_shadow_wp_without_snapshots() {
     let kind = BackendKind::ShadowWp;
-    let total = racing_writers(kind, 10_000, on(), true);
+    let (total, raced) = racing_writers(kind, 10_000, on(), true);
+    assert_trust_raced(kind, &raced);
     // As in `racing_writers_both`: trust exercised under the race, with margin.
-    assert!(total.trusted * 10 >= total.predicted, "{kind}: trust was hardly exercised ({total:?})");
+    assert!(total.trusted * 4 >= total.predicted, "{kind}: trust was hardly exercised ({total:?})");
     assert_eq!(total.trusted_bare, total.trusted, "{kind}: a trusted prediction took a snapshot ({total:?})");
 }
 
