@@ -13,8 +13,6 @@ pub struct AsyncWp {
     /// Every region by group, for [`Backend::collect_all`]: one scan per run of adjacent regions.
     /// Each group has its own lock, so collections of different groups run in parallel.
     groups: RwLock<HashMap<u64, Arc<Mutex<Group>>>>,
-    /// The spans are the layer's own memory (see [`wp::SpanSet::owned`]).
-    owned: bool,
     prediction: wp::Prediction,
 }
 
@@ -59,16 +57,12 @@ impl AsyncWp {
             wp: wp::tracker(kind)?,
             regions: RegionTable::default(),
             groups: RwLock::new(HashMap::new()),
-            // host-import tracks only the layer's own arenas; a driver's memory may hold huge
-            // pages, which the fast scan cannot tell from 512 written pages (`SpanSet::owned`).
-            owned: kind == BackendKind::OwnedWp,
             prediction,
         })
     }
 
     fn new_set(&self) -> wp::SpanSet<Key> {
-        let set = if self.owned { wp::SpanSet::owned() } else { wp::SpanSet::default() };
-        set.with_prediction(self.prediction)
+        wp::SpanSet::default().with_prediction(self.prediction)
     }
 
     /// The group's regions, created on first use. A group stays once created (an empty one is

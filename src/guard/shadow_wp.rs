@@ -472,10 +472,9 @@ struct Group {
 
 impl Group {
     fn new(prediction: wp::Prediction) -> Group {
-        // The shadows are the layer's own memfd, write-protected whole at registration: the fast
-        // scan. The refresh needs a trusted prediction's snapshot too (docs/design.md, "Trusted
+        // The refresh needs a trusted prediction's snapshot too (docs/design.md, "Trusted
         // predictions").
-        let spans = wp::SpanSet::owned().with_prediction(prediction).keep_snapshots();
+        let spans = wp::SpanSet::default().with_prediction(prediction).keep_snapshots();
         Group { spans, found: Vec::new(), parked: HashMap::new() }
     }
 }

@@ -48,14 +48,20 @@ struct Plan {
 }
 
 /// Spans collected together, each with a caller key (a region id, an address...).
+///
+/// Their batch scans take the kernel's page-table fast path (category and return mask exactly
+/// `PAGE_IS_WRITTEN`), about 3x cheaper per page walked than asking for huge pages too: it takes
+/// an entry as written unless it carries the write-protect bit or marker. Every span is
+/// registered and write-protected whole, with markers on empty entries, and the kernel keeps a
+/// marker where it drops a protected page, so an entry without either was written (or, at worst,
+/// is a page too many: never a page missed). A written huge mapping is reported whole on either
+/// path; only [`ScanStats::thp_pages`] cannot count it here.
 pub struct SpanSet<K> {
     /// By first page address and span id.
     members: BTreeMap<(usize, u64), Member<K>>,
     by_key: HashMap<K, (usize, u64)>,
     plan: Plan,
     runs: Vec<Range<usize>>,
-    /// Use the kernel's fast path (see [`SpanSet::owned`]).
-    fast: bool,
     /// Write prediction ([`SpanSet::with_prediction`]).
     predictor: Option<Predictor>,
     /// New members' trusted predictions keep their snapshot ([`SpanSet::keep_snapshots`]).
@@ -69,7 +75,6 @@ impl<K: Copy + Eq + Hash> Default for SpanSet<K> {
             by_key: HashMap::new(),
             plan: Plan::default(),
             runs: Vec::new(),
-            fast: false,
             predictor: None,
             keep_snap: false,
         }
@@ -77,17 +82,6 @@ impl<K: Copy + Eq + Hash> Default for SpanSet<K> {
 }
 
 impl<K: Copy + Eq + Hash> SpanSet<K> {
-    /// A set whose spans are memory the layer owns and registers whole, without huge pages
-    /// (`host-import`'s arenas, `shadow-wp`'s shadows): scanned with the kernel's page-table fast
-    /// path (category and return mask exactly `PAGE_IS_WRITTEN`), about 3x cheaper per page
-    /// walked. It takes an entry as written unless it carries the write-protect bit or marker,
-    /// so it can report a page too many (one whose entry went without either), never miss one;
-    /// it cannot tell a written transparent huge page from 512 written pages, which is why a
-    /// driver's memory (`async-wp`) keeps the per-page categories.
-    pub fn owned() -> Self {
-        SpanSet { fast: true, ..Default::default() }
-    }
-
     /// Turns write prediction on or off for this set (see [`WpTracker::predict_set`]). The
     /// owner must then call `predict_set` after consuming each [`WpTracker::scan_set`].
     pub fn with_prediction(mut self, p: Prediction) -> Self {
@@ -316,7 +310,7 @@ impl WpTracker {
     /// Scans every span of `set` like [`scan`](Self::scan) and appends to `out` each written run
     /// (page-aligned addresses, inside one span) with the span's key, sorted by address within
     /// each scanned range. A run of adjacent spans that share no page costs one `PAGEMAP_SCAN`
-    /// (taking the kernel's fast path: [`ScanStats::thp_pages`] stays 0 for them).
+    /// (taking the kernel's fast path, see [`SpanSet`]: [`ScanStats::thp_pages`] stays 0 for them).
     pub fn scan_set<K: Copy + Eq + Hash>(
         &self,
         set: &mut SpanSet<K>,
@@ -353,7 +347,7 @@ impl WpTracker {
         let mut result = Ok(());
         for range in &set.plan.ranges {
             runs.clear();
-            if let Err(e) = pagemap_scan_with(&st.pagemap, range.clone(), true, !set.fast, &mut runs, &mut stats) {
+            if let Err(e) = pagemap_scan_with(&st.pagemap, range.clone(), true, false, &mut runs, &mut stats) {
                 // A member's mapping was replaced behind the tracker's back (`EPERM`: no longer
                 // registered). Scan the range's members one by one, so the others are still
                 // collected; the failing one reports the error.
@@ -361,7 +355,7 @@ impl WpTracker {
                 let inside = set.members.range((range.start, 0)..(range.end, 0));
                 for m in inside.map(|(_, m)| m).filter(|m| m.pages.end <= range.end) {
                     runs.clear();
-                    match pagemap_scan_with(&st.pagemap, m.pages.clone(), true, !set.fast, &mut runs, &mut stats) {
+                    match pagemap_scan_with(&st.pagemap, m.pages.clone(), true, false, &mut runs, &mut stats) {
                         Ok(()) => out.extend(runs.iter().map(|r| (m.key, r.clone()))),
                         Err(e) => result = result.and(Err(e)),
                     }
