@@ -230,3 +230,27 @@ fn collect_racing_untrack() {
         assert_eq!(*seen.lock().unwrap(), [1, 7].into_iter().collect());
     }
 }
+
+/// A written page whose entry the kernel dropped before the collection (reclaim of a shmem
+/// page does it; here `MADV_DONTNEED` on a shared memfd, which keeps the bytes) has no entry
+/// and no write-protect marker left; an unwritten one keeps its marker. Both the per-region and
+/// the batch collection report exactly the written pages.
+#[test]
+fn a_written_page_the_kernel_dropped_is_still_collected() {
+    let p = page_size();
+    for batch in [false, true] {
+        let m = Mapping::new(MemKind::Memfd, 4);
+        m.fill(2);
+        let mgr = GuardManager::new();
+        let mut s = Subject::track(&mgr, BackendKind::AsyncWp, m.ptr, m.len, &format!("batch {batch}"));
+        s.write(p + 1, &[0xEE]);
+        s.write(2 * p + 1, &[0xEF]);
+        // SAFETY: page-aligned pages of the tracked mapping; shared memfd pages keep their bytes.
+        assert_eq!(unsafe { libc::madvise(m.ptr.add(p).cast(), 3 * p, libc::MADV_DONTNEED) }, 0);
+        assert_eq!(s.read(p + 1), 0xEE, "shmem keeps the bytes");
+        let c = if batch { s.collect_all_of_kind() } else { s.collect() };
+        s.expect(&c, &[p + 1, 2 * p + 1]);
+        s.assert_mirror();
+        s.untrack();
+    }
+}

@@ -167,6 +167,24 @@ impl<'a> Subject<'a> {
         c
     }
 
+    /// [`collect`](Self::collect) through the batch collection (`GuardManager::collect_all`) of
+    /// the manager's regions of this kind, group 0: the subject must be the only one there.
+    #[allow(dead_code)]
+    pub fn collect_all_of_kind(&mut self) -> Collected {
+        let mut c = Collected::default();
+        let (id, kind) = (self.id(), self.kind);
+        let mut sink = |rid: RegionId, off: usize, b: &[u8]| {
+            assert_eq!(rid, id, "{kind}: a region of another subject");
+            c.runs.push((off, b.to_vec()));
+        };
+        c.stats = self
+            .mgr
+            .collect_all(0, &|k| k == kind, &mut sink)
+            .unwrap_or_else(|e| panic!("{}: collect_all: {e}", self.ctx));
+        self.check_and_apply(&c);
+        c
+    }
+
     pub fn untrack(mut self) -> Collected {
         // A shadow is gone after untrack: keep the application's last view to compare.
         let view = (self.t.app_ptr != self.real).then(|| self.app_view().to_vec());
