@@ -2,7 +2,7 @@
 //! which allocation, and which mappings are shadows a host synchronisation point may refresh.
 //! Keys are (device, memory) handle values; nothing here calls a driver or a guard backend.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 
 use crate::guard::{BackendKind, RegionId};
@@ -105,10 +105,10 @@ pub struct Memories {
     /// Per device: the shadow mappings, with their length and whether their memory type is
     /// `HOST_CACHED`.
     shadows: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
-    /// Per device: the shadow mappings of allocations the device may write, the only ones a host
-    /// synchronisation point refreshes. Kept apart so a fence wait walks these, not every
+    /// Per device: those of `shadows` whose allocation the device may write, the only ones a
+    /// host synchronisation point refreshes. Kept apart so a fence wait walks these, not every
     /// mapping (thousands of mapped allocations that only the application writes).
-    refreshable: HashMap<u64, BTreeMap<RegionId, (usize, bool)>>,
+    refreshable: HashMap<u64, BTreeSet<RegionId>>,
     /// Resources whose usage allows no device write. Any other (unknown ones included) marks the
     /// memory it is bound to as written by the device.
     read_only: HashSet<(u64, Resource)>,
@@ -131,8 +131,8 @@ impl Memories {
             return Vec::new();
         }
         if let Some(mp) = m.mapping {
-            if let Some(&shadow) = self.shadows.get(&key.0).and_then(|sh| sh.get(&mp.region)) {
-                self.refreshable.entry(key.0).or_default().insert(mp.region, shadow);
+            if self.shadows.get(&key.0).is_some_and(|sh| sh.contains_key(&mp.region)) {
+                self.refreshable.entry(key.0).or_default().insert(mp.region);
             }
         }
         m.mapping.map(|mp| mp.region).into_iter().chain(m.kept.and_then(|k| k.region)).collect()
@@ -196,7 +196,7 @@ impl Memories {
         if must_collect(mapping.backend) {
             self.shadows.entry(key.0).or_default().insert(mapping.region, (len, cached));
             if device_writes {
-                self.refreshable.entry(key.0).or_default().insert(mapping.region, (len, cached));
+                self.refreshable.entry(key.0).or_default().insert(mapping.region);
             }
         }
     }
@@ -215,10 +215,11 @@ impl Memories {
 
     fn forget_region(&mut self, device: u64, region: RegionId) {
         self.regions.remove(&region);
-        for set in [&mut self.shadows, &mut self.refreshable] {
-            if let Some(sh) = set.get_mut(&device) {
-                sh.remove(&region);
-            }
+        if let Some(sh) = self.shadows.get_mut(&device) {
+            sh.remove(&region);
+        }
+        if let Some(r) = self.refreshable.get_mut(&device) {
+            r.remove(&region);
         }
     }
 
@@ -264,10 +265,12 @@ impl Memories {
     /// The device's shadow regions (with their length) that `refresh(cached)` selects, of
     /// allocations the device may write (the others hold nothing a refresh could bring in).
     pub fn shadows(&self, device: u64, refresh: impl Fn(bool) -> bool) -> Vec<(RegionId, usize)> {
-        let Some(sh) = self.refreshable.get(&device) else {
+        let (Some(ids), Some(sh)) = (self.refreshable.get(&device), self.shadows.get(&device)) else {
             return Vec::new();
         };
-        sh.iter().filter(|(_, &(_, cached))| refresh(cached)).map(|(&r, &(len, _))| (r, len)).collect()
+        ids.iter()
+            .filter_map(|r| sh.get(r).filter(|&&(_, cached)| refresh(cached)).map(|&(len, _)| (*r, len)))
+            .collect()
     }
 }
 
