@@ -245,17 +245,17 @@ fn collect_racing_untrack() {
 }
 
 /// A written page whose entry the kernel dropped before the collection (reclaim of a shmem
-/// page does it; here `MADV_DONTNEED` on a shared memfd, which keeps the bytes) has no entry
+/// page does it; here `MADV_DONTNEED` on shared memory, which keeps the bytes) has no entry
 /// and no write-protect marker left; an unwritten one keeps its marker. Both the per-region and
-/// the batch collection report exactly the written pages.
+/// the batch collection report exactly the written pages, on both kinds of shared memory.
 #[test]
 fn a_written_page_the_kernel_dropped_is_still_collected() {
     let p = page_size();
-    for batch in [false, true] {
-        let m = Mapping::new(MemKind::Memfd, 4);
+    for (mem, batch) in [MemKind::Memfd, MemKind::DevZero].into_iter().flat_map(|m| [(m, false), (m, true)]) {
+        let m = Mapping::new(mem, 4);
         m.fill(2);
         let mgr = GuardManager::new();
-        let mut s = Subject::track(&mgr, BackendKind::AsyncWp, m.ptr, m.len, &format!("batch {batch}"));
+        let mut s = Subject::track(&mgr, BackendKind::AsyncWp, m.ptr, m.len, &format!("{mem:?}, batch {batch}"));
         s.write(p + 1, &[0xEE]);
         s.write(2 * p + 1, &[0xEF]);
         // SAFETY: page-aligned pages of the tracked mapping; shared memfd pages keep their bytes.
