@@ -1,5 +1,6 @@
 //! shadow-wp specific checks: refresh from the real memory (what the GPU wrote) into pages the
-//! application has not written, never at the cost of an application write; the fallback of
+//! application has not written, never at the cost of an application write, on both kinds of
+//! shadow (shared, and private for memory the device was said never to write); the fallback of
 //! `auto` onto shadow-wp for a mapping async-wp refuses; persistent shadows; pages the kernel
 //! drops from the application view.
 
@@ -22,7 +23,49 @@ struct Tracked<'a> {
     len: usize,
 }
 
+/// The two kinds of shadow: shared (a memfd mapped twice, for memory the device may write) and
+/// private (for memory the device never writes; told later that it does, as the layer is when a
+/// resource that lets the device write is bound, it is refreshed through the one view).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Shared,
+    Private,
+}
+
+const KINDS: [Kind; 2] = [Kind::Shared, Kind::Private];
+
+impl Kind {
+    fn opts(self, persistent_key: Option<u64>) -> TrackOptions {
+        TrackOptions { device_never_writes: self == Kind::Private, persistent_key, ..Default::default() }
+    }
+}
+
+/// Whether the mapping at `addr` is private anonymous memory (`/proc/self/maps`: flag `p`, no
+/// inode).
+fn private_anonymous(addr: usize) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps
+        .lines()
+        .find(|l| {
+            let (a, b) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+            (usize::from_str_radix(a, 16).unwrap()..usize::from_str_radix(b, 16).unwrap()).contains(&addr)
+        })
+        .unwrap_or_else(|| panic!("{addr:#x} is not mapped"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    f[1].ends_with('p') && f[4] == "0"
+}
+
 impl<'a> Tracked<'a> {
+    /// Tracks a shadow of `kind`; a private one is then told the device writes the memory.
+    fn of(b: &'a ShadowWp, id: u64, real: *mut u8, len: usize, kind: Kind, key: Option<u64>) -> Tracked<'a> {
+        let t = Tracked::new(b, id, real, len, &kind.opts(key));
+        assert_eq!(private_anonymous(t.app as usize), kind == Kind::Private, "{kind:?} shadow");
+        if kind == Kind::Private {
+            b.device_writes(t.id).unwrap();
+        }
+        t
+    }
+
     fn new(b: &'a ShadowWp, id: u64, real: *mut u8, len: usize, opts: &TrackOptions) -> Tracked<'a> {
         let id = RegionId(id);
         // SAFETY: test mappings outlive the region, which is untracked before they are dropped.
@@ -91,11 +134,12 @@ fn set(v: &[usize]) -> BTreeSet<usize> {
 #[test]
 fn refresh_brings_gpu_writes_into_pages_the_application_did_not_write() {
     let p = page_size();
-    for mem in harness::MEM_KINDS {
-        let m = Mapping::new(mem, 8);
+    for (mem, kind) in harness::MEM_KINDS.into_iter().flat_map(|m| KINDS.map(|k| (m, k))) {
+        let mem = (mem, kind);
+        let m = Mapping::new(mem.0, 8);
         m.fill(3);
         let b = ShadowWp::new().expect("shadow-wp available");
-        let t = Tracked::new(&b, 1, m.ptr, m.len, &TrackOptions::default());
+        let t = Tracked::of(&b, 1, m.ptr, m.len, kind, None);
         assert_eq!(t.app(5), t.real(5), "{mem:?}: the shadow starts as a copy");
         // The application writes pages 1 and 3; the GPU writes pages 1, 2, 3 and 5.
         t.app_write(p + 10, 0xA1);
@@ -136,6 +180,12 @@ fn refresh_brings_gpu_writes_into_pages_the_application_did_not_write() {
 
 #[test]
 fn refresh_stays_inside_an_unaligned_region() {
+    for kind in KINDS {
+        refresh_stays_inside_an_unaligned_region_of(kind);
+    }
+}
+
+fn refresh_stays_inside_an_unaligned_region_of(kind: Kind) {
     let p = page_size();
     let m = Mapping::new(MemKind::PrivateAnon, 4);
     m.fill(1);
@@ -143,14 +193,14 @@ fn refresh_stays_inside_an_unaligned_region() {
     let (start, len) = (p - 3, 2 * p + 5); // starts 3 bytes before a page end, ends mid-word
                                            // SAFETY: inside the mapping.
     let real = unsafe { m.ptr.add(start) };
-    let t = Tracked::new(&b, 1, real, len, &TrackOptions::default());
+    let t = Tracked::of(&b, 1, real, len, kind, None);
     // The GPU changes every byte of the mapping, inside and outside the region.
     for i in 0..m.len {
         // SAFETY: in bounds of the mapping.
         unsafe { *m.ptr.add(i) ^= 0xFF };
     }
     let st = t.refresh();
-    assert_eq!((st.pages_compared, st.pages_refreshed), (4, 4), "{st:?}");
+    assert_eq!((st.pages_compared, st.pages_refreshed, st.rewritten), (4, 4, 0), "{kind:?}: {st:?}");
     for off in 0..len {
         assert_eq!(t.app(off), t.real(off), "byte {off}");
     }
@@ -170,11 +220,17 @@ fn refresh_stays_inside_an_unaligned_region() {
 /// application pointer at each step of the refresh.
 #[test]
 fn an_application_write_racing_the_refresh_wins() {
+    for kind in KINDS {
+        an_application_write_racing_the_refresh_wins_on(kind);
+    }
+}
+
+fn an_application_write_racing_the_refresh_wins_on(kind: Kind) {
     let p = page_size();
     let m = Mapping::new(MemKind::PrivateAnon, 4);
     m.fill(0);
     let b = ShadowWp::new().unwrap();
-    let t = Tracked::new(&b, 1, m.ptr, m.len, &TrackOptions::default());
+    let t = Tracked::of(&b, 1, m.ptr, m.len, kind, None);
     let old = t.app(p + 8);
     let before9 = t.app(p + 9);
     // The GPU rewrites pages 1 and 2 completely.
@@ -224,6 +280,8 @@ fn an_application_write_racing_the_refresh_wins() {
         })
         .unwrap();
     assert_eq!((st.races, st.words_contended, st.pages_refreshed), (0, 1, 1), "{st:?}");
+    // A private shadow finds the page changed after the swaps and marks it written again.
+    assert_eq!(st.rewritten, u64::from(kind == Kind::Private), "{kind:?}: {st:?}");
     assert_eq!(t.app(p + 16), 0x11, "written before the swap: kept");
     assert_eq!(t.app(p + 17), before17, "the contended word is not swapped at all");
     assert_eq!(t.app(p + 24), 0x77, "other words of the page are refreshed");
@@ -234,7 +292,8 @@ fn an_application_write_racing_the_refresh_wins() {
         t.gpu_write(i, 0x33);
     }
     let st = t.refresh();
-    assert_eq!((st.races, st.words_contended, st.pages_refreshed), (0, 0, 1), "{st:?}");
+    assert_eq!((st.races, st.words_contended, st.pages_refreshed, st.rewritten), (0, 0, 1, 0), "{st:?}");
+    assert_eq!(t.collect(), set(&[]), "{kind:?}: the refresh's own writes are not reported");
     t.app_write(p + 40, 0x33);
     t.app_write(p + 48, 0x44);
     assert_eq!((t.app(p + 40), t.app(p + 48), t.app(p + 56)), (0x33, 0x44, 0x33));
@@ -243,19 +302,78 @@ fn an_application_write_racing_the_refresh_wins() {
     t.untrack();
 }
 
+/// A private shadow's refresh swaps words in through the application's own view, then protects
+/// the pages again: a store that lands between the swaps and the protection is kept and
+/// collected, whether into a word the refresh brought in or another one; without one, nothing is
+/// reported. A shared shadow has no such window (its swaps go through the layer's view).
+#[test]
+fn a_write_between_the_swaps_and_the_protection_is_collected() {
+    let p = page_size();
+    for kind in KINDS {
+        let m = Mapping::new(MemKind::PrivateAnon, 4);
+        m.fill(0);
+        let b = ShadowWp::new().unwrap();
+        let t = Tracked::of(&b, 1, m.ptr, m.len, kind, None);
+        let app = t.app;
+        for (round, at) in [(1u8, None), (2, Some(p + 8)), (3, Some(p + 9)), (4, Some(2 * p + 1000))] {
+            // The GPU rewrites every byte of pages 1 and 2.
+            for i in p..3 * p {
+                t.gpu_write(i, 0x10 * round);
+            }
+            let mut windows = 0;
+            let st = b
+                .refresh_interleaved(t.id, 0..t.len, &mut |step| {
+                    if step == RefreshStep::BeforeProtect {
+                        windows += 1;
+                        if let Some(at) = at {
+                            // SAFETY: in bounds of the application view.
+                            unsafe { std::ptr::write_volatile(app.add(at), 0xE0 + round) };
+                        }
+                    }
+                })
+                .unwrap();
+            assert_eq!(windows, usize::from(kind == Kind::Private), "{kind:?} round {round}");
+            assert_eq!(st.pages_refreshed, 2, "{kind:?} round {round}: {st:?}");
+            match (kind, at) {
+                (Kind::Shared, _) | (_, None) => assert_eq!(st.rewritten, 0, "{kind:?} round {round}: {st:?}"),
+                (Kind::Private, Some(_)) => assert_eq!(st.rewritten, 1, "{kind:?} round {round}: {st:?}"),
+            }
+            // Only a private shadow has the window, so only there was anything written.
+            let at = at.filter(|_| windows > 0);
+            let want: Vec<usize> = at.map(|a| a / p).into_iter().collect();
+            assert_eq!(t.collect(), set(&want), "{kind:?} round {round}");
+            if let Some(at) = at {
+                assert_eq!((t.app(at), t.real(at)), (0xE0 + round, 0xE0 + round), "{kind:?} round {round}");
+            }
+            // Every other byte of the two pages is the GPU's.
+            for i in (p..3 * p).filter(|&i| Some(i) != at) {
+                assert_eq!(t.app(i), 0x10 * round, "{kind:?} round {round}: byte {i}");
+            }
+            assert_eq!(t.collect(), set(&[]), "{kind:?} round {round}");
+        }
+        t.untrack();
+    }
+}
+
 /// A writer thread stamps increasing values into its own words, while a "GPU" thread rewrites
 /// other words of the same pages in the real memory (and every word of pages the writer never
 /// touches) and this thread refreshes and collects in a loop. No stamp may be lost: at the end
 /// every word holds its writer's last stamp.
 #[test]
 fn no_application_write_lost_to_concurrent_refreshes() {
+    for kind in KINDS {
+        no_application_write_lost_to_concurrent_refreshes_on(kind);
+    }
+}
+
+fn no_application_write_lost_to_concurrent_refreshes_on(kind: Kind) {
     const PAGES: usize = 16;
     // The writer's words: the even words of the first half; the rest is the GPU's.
     const SHARED: usize = PAGES / 2;
     let m = Mapping::new(MemKind::PrivateAnon, PAGES);
     m.fill(0);
     let b = ShadowWp::new().unwrap();
-    let t = Tracked::new(&b, 1, m.ptr, m.len, &TrackOptions::default());
+    let t = Tracked::of(&b, 1, m.ptr, m.len, kind, None);
     let words = m.len / 8;
     let app_words = SHARED * page_size() / 8;
     let gpu_rounds = AtomicU64::new(0);
@@ -312,7 +430,7 @@ fn no_application_write_lost_to_concurrent_refreshes() {
         stop.store(true, Ordering::Relaxed);
     });
     let tot = b.totals();
-    eprintln!("{refreshes} refreshes, {collections} collections: {tot:?}");
+    eprintln!("{kind:?}: {refreshes} refreshes, {collections} collections: {tot:?}");
     for w in (0..app_words).step_by(2) {
         // SAFETY: an aligned word of the application view; the writers have stopped.
         let got = unsafe { std::ptr::read_volatile((app + w * 8) as *const u64) };
@@ -356,11 +474,17 @@ fn a_written_page_the_kernel_dropped_from_the_view_is_still_collected() {
 
 #[test]
 fn persistent_shadow_is_kept_across_untrack_and_refreshed_on_reuse() {
+    for kind in KINDS {
+        persistent_shadow_is_kept_on(kind);
+    }
+}
+
+fn persistent_shadow_is_kept_on(kind: Kind) {
     let p = page_size();
     let m = Mapping::new(MemKind::PrivateAnon, 4);
     m.fill(4);
     let b = ShadowWp::new().unwrap();
-    let opts = TrackOptions { persistent_key: Some(42), ..Default::default() };
+    let opts = kind.opts(Some(42));
     let t = Tracked::new(&b, 1, m.ptr, m.len, &opts);
     let first = t.app;
     t.app_write(p, 1);

@@ -14,7 +14,10 @@
 //! range reads as zero when handed out again) and makes it `PROT_NONE` again, so a stale pointer
 //! faults instead of writing into a later allocation.
 //!
-//! The arenas of [`ArenaBlock::dual`] (`shadow-wp`'s shadows) are one memfd each, mapped twice:
+//! The arenas of [`ArenaBlock::private_shadow`] (`shadow-wp`'s shadows of memory the device never
+//! writes) are private anonymous memory like host memory, in arenas of their own.
+//!
+//! The arenas of [`ArenaBlock::dual`] (`shadow-wp`'s other shadows) are one memfd each, mapped twice:
 //! the view handed to the application and the layer's own view of the same pages. Blocks taken
 //! next to each other are contiguous pages of one file, so the kernel merges their application
 //! views into one mapping: a `PAGEMAP_SCAN` over them pays the per-mapping cost once, not once
@@ -44,6 +47,8 @@ struct Arena {
 static ARENAS: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
 /// Dual arenas ([`ArenaBlock::dual`]): kept apart, so each kind's blocks stay next to each other.
 static DUALS: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
+/// Private shadow arenas ([`ArenaBlock::private_shadow`]), kept apart for the same reason.
+static SHADOWS: Mutex<Vec<Arena>> = Mutex::new(Vec::new());
 
 /// Memory from an arena: `len` bytes at an address aligned as asked, readable and writable,
 /// zero when handed out, given back on drop.
@@ -73,6 +78,13 @@ impl ArenaBlock {
     /// through it). Zero when handed out.
     pub fn dual(len: usize) -> io::Result<ArenaBlock> {
         Self::take(&DUALS, len, super::page_size(), true)
+    }
+
+    /// `len` bytes of private shadow memory (`shadow-wp` for memory the device never writes:
+    /// the layer writes it only while the application has no pointer to it, so it needs no
+    /// second view). Zero when handed out.
+    pub fn private_shadow(len: usize) -> io::Result<ArenaBlock> {
+        Self::take(&SHADOWS, len, super::page_size(), false)
     }
 
     fn take(pool: &'static Mutex<Vec<Arena>>, len: usize, align: usize, dual: bool) -> io::Result<ArenaBlock> {
@@ -138,8 +150,8 @@ impl Drop for ArenaBlock {
 
 /// Bytes handed out and bytes reserved, over every arena (for tests and reports).
 pub fn usage() -> (usize, usize) {
-    let (a, p) = (ARENAS.lock(), DUALS.lock());
-    let all = || a.iter().chain(p.iter());
+    let (a, p, s) = (ARENAS.lock(), DUALS.lock(), SHADOWS.lock());
+    let all = || a.iter().chain(p.iter()).chain(s.iter());
     (all().map(|a| a.used).sum(), all().map(|a| a.len).sum())
 }
 

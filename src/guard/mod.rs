@@ -284,6 +284,26 @@ impl DualView {
         Ok(v)
     }
 
+    /// One private anonymous view from a private shadow arena ([`arena::ArenaBlock::private_shadow`]),
+    /// which is both the application's and the layer's (`own == app`): the layer's writes through
+    /// it count as written like the application's, so it only writes there while the
+    /// application has no pointer to it, or checks afterwards (`shadow-wp`'s refresh). An unprotect
+    /// leaves private pages writable, so predicted pages need no `MADV_POPULATE_WRITE`.
+    fn new_private(span: usize, app_prot: libc::c_int) -> Result<DualView, GuardError> {
+        let b =
+            arena::ArenaBlock::private_shadow(span).map_err(|source| GuardError::Os { op: "shadow memory", source })?;
+        let v = DualView { app: b.ptr(), own: b.ptr(), span: b.len(), placed: Some(b) };
+        if app_prot != libc::PROT_READ | libc::PROT_WRITE {
+            v.protect_app(app_prot)?;
+        }
+        Ok(v)
+    }
+
+    /// One view for the application and the layer ([`new_private`](Self::new_private)).
+    fn private(&self) -> bool {
+        self.app == self.own
+    }
+
     fn with_place(
         name: &std::ffi::CStr,
         span: usize,

@@ -9,6 +9,15 @@
 //! - the *layer view*, never registered and never handed out: every copy this backend makes into
 //!   the shadow goes through it, so the layer's own writes never count as the application's.
 //!
+//! A region whose memory the device never writes ([`TrackOptions::device_never_writes`]) gets one
+//! *private* anonymous view instead, from arenas of its own ([`super::arena::ArenaBlock::private_shadow`]):
+//! the layer writes it only while the application has no pointer to it (the fill at `track`,
+//! before registering; at `resume`, before protecting it again) or, once told the device does
+//! write it ([`Backend::device_writes`]), in a refresh that checks afterwards (below). Private
+//! memory is cheaper to track: its write faults cost less, and a predicted page is writable after
+//! the unprotect alone, where shared memory needs `MADV_POPULATE_WRITE` per page as well
+//! (docs/design.md, "Predicted pages").
+//!
 //! # Collection
 //! `PAGEMAP_SCAN` with `PM_SCAN_WP_MATCHING` on the application view returns the written pages and
 //! re-protects them under the page-table lock; only then are their bytes copied shadow → real
@@ -31,6 +40,13 @@
 //!    since step 1 is left alone (counted in [`RefreshStats::races`]); on the others each logged
 //!    word is swapped in through the layer view with a compare-and-swap whose expected value is
 //!    the shadow value read in step 2.
+//!
+//! On a private view the swaps go through the application's own view, so they mark the page as
+//! written. Step 2 keeps a copy of each page it logged words of; after the swaps:
+//! 4. the swapped pages are protected again (`UFFDIO_WRITEPROTECT`) and each is compared with its
+//!    copy, the successful swaps applied: a page that differs was written by the application
+//!    between the step-3 scan and the protection, and is marked written again (its stores
+//!    stand, and the next collection reports the page). A store after the protection faults.
 //!
 //! An application store seen by a step-2 read faulted first, clearing the page's write-protect
 //! bit before the step-3 scan reads it: the page is skipped whole. A store after that scan
@@ -91,6 +107,9 @@ pub struct RefreshStats {
     pub words_contended: u64,
     /// Pages the application wrote while they were being read: left as the application wrote them.
     pub races: u64,
+    /// Private views: pages the application wrote while words were swapped in (its stores
+    /// stand); marked written again for the next collection.
+    pub rewritten: u64,
     /// `PAGEMAP_SCAN` walks made.
     pub scans: u64,
 }
@@ -103,6 +122,7 @@ impl std::ops::AddAssign for RefreshStats {
         self.words += o.words;
         self.words_contended += o.words_contended;
         self.races += o.races;
+        self.rewritten += o.rewritten;
         self.scans += o.scans;
     }
 }
@@ -115,6 +135,8 @@ pub enum RefreshStep {
     BeforeCheck,
     /// That scan is done; the swaps come next.
     BeforeSwap,
+    /// Private views: the swaps are done; the pages are protected again and checked next.
+    BeforeProtect,
 }
 
 /// A word to bring in, kept until the second scan cleared its page.
@@ -143,6 +165,10 @@ struct Region {
     /// Pages of the current batch that got swaps: (application-view page, first swap index,
     /// predicted and unchanged).
     batch: Vec<(usize, usize, bool)>,
+    /// Private view: each batch page as read (`BATCH_PAGES` pages), the swaps made applied, and
+    /// the batch pages (index, page) to check after protecting them again.
+    copies: Vec<u8>,
+    check: Vec<(usize, usize)>,
 }
 
 impl Region {
@@ -254,6 +280,7 @@ impl Region {
         // Whatever happened, no logged word may outlive this call.
         self.swaps.clear();
         self.batch.clear();
+        self.check.clear();
         r.map(|()| st)
     }
 
@@ -305,6 +332,17 @@ impl Region {
             let first = self.swaps.len();
             self.read_page(b);
             if self.swaps.len() > first {
+                if self.views.private() {
+                    // The page as read, for the check after the swaps (see `settle`). A store
+                    // after this copy faulted before the check scan: the page is left alone.
+                    let k = self.batch.len();
+                    self.copies.resize(self.copies.len().max((k + 1) * page), 0);
+                    // SAFETY: `p` is a whole page of the view, mapped for the life of the region;
+                    // the copy's room was made above. memcpy is opaque to concurrent stores.
+                    unsafe {
+                        libc::memcpy(self.copies.as_mut_ptr().add(k * page).cast(), p as *const libc::c_void, page)
+                    };
+                }
                 self.batch.push((p, first, predicted));
                 if self.batch.len() == BATCH_PAGES {
                     self.settle(wp, page, written, st, preds.as_deref_mut(), between)?;
@@ -434,6 +472,13 @@ impl Region {
             }
             let end = self.batch.get(k + 1).map_or(self.swaps.len(), |b| b.1);
             let mut any = false;
+            // A private view: the swaps are writes through the application's own view, which
+            // mark the page as written; it is protected again and checked below (a predicted page
+            // is unprotected anyway, and its snapshot tells).
+            let check = self.views.private() && !predicted;
+            if check {
+                self.check.push((k, p));
+            }
             for sw in &self.swaps[start..end] {
                 // SAFETY: as in `read_words`: an aligned word of the layer view.
                 let cell = unsafe { AtomicU64::from_ptr(sw.at as *mut u64) };
@@ -443,6 +488,10 @@ impl Region {
                     Ok(_) => {
                         st.words += 1;
                         any = true;
+                        if check {
+                            let at = k * page + (sw.at - self.layer_of(p));
+                            self.copies[at..at + 8].copy_from_slice(&sw.new.to_ne_bytes());
+                        }
                         // The refresh's bytes are not the application's: the snapshot follows.
                         if let Some(snap) = snap.as_deref_mut() {
                             let at = sw.at - self.layer_of(p);
@@ -456,6 +505,47 @@ impl Region {
         }
         self.batch.clear();
         self.swaps.clear();
+        self.recheck(wp, page, st, between)
+    }
+
+    /// Private view, after `settle`'s swaps: protects the swapped pages again, then compares
+    /// each with its copy as read with the swaps applied. A page that differs was written by the
+    /// application between the check scan and the protection (a store after it faults and is
+    /// reported anyway): it is marked written again, so the next collection reports it.
+    fn recheck(
+        &mut self,
+        wp: &WpTracker,
+        page: usize,
+        st: &mut RefreshStats,
+        between: &mut dyn FnMut(RefreshStep),
+    ) -> Result<(), GuardError> {
+        if self.check.is_empty() {
+            return Ok(());
+        }
+        between(RefreshStep::BeforeProtect);
+        let span = self.span()?;
+        let mut i = 0;
+        while i < self.check.len() {
+            let start = self.check[i].1;
+            let mut end = start + page;
+            i += 1;
+            while i < self.check.len() && self.check[i].1 == end {
+                end += page;
+                i += 1;
+            }
+            wp.protect(span, start..end)?;
+        }
+        for &(k, p) in &self.check {
+            // SAFETY: `p` is a whole page of the view; the copy holds `page` bytes at `k`.
+            // memcmp is opaque to concurrent stores.
+            let same =
+                unsafe { libc::memcmp(p as *const libc::c_void, self.copies.as_ptr().add(k * page).cast(), page) == 0 };
+            if !same {
+                wp.mark_written(span, p..p + page)?;
+                st.rewritten += 1;
+            }
+        }
+        self.check.clear();
         Ok(())
     }
 }
@@ -605,16 +695,20 @@ impl Backend for ShadowWp {
                 let same = opts.unchanged && kept_head == head && kept_len == len;
                 (v, !same, false)
             }
+            // Memory the device never writes is never refreshed: one private view will do.
+            _ if opts.device_never_writes => {
+                (DualView::new_private(span, libc::PROT_READ | libc::PROT_WRITE)?, true, true)
+            }
             _ => (DualView::new_placed(span, libc::PROT_READ | libc::PROT_WRITE)?, true, true),
         };
         if fill {
             // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view has
-            // `span >= head + len` bytes and is not registered, so this copy is no application
-            // write.
+            // `span >= head + len` bytes and is not registered yet (a private view is registered
+            // and protected just below), so this copy is no application write.
             unsafe { std::ptr::copy_nonoverlapping(real, views.own.add(head), len) };
         }
         let span = self.wp.register(views.app as usize, span, BackendKind::ShadowWp)?;
-        if fresh {
+        if fresh && !views.private() {
             // Map the shadow's pages into the new application view, read-only and still
             // write-protected (a read fault keeps the marker's bit): each collection's scan then
             // walks present entries, about 2x cheaper than markers (docs/design.md, "How the scan
@@ -655,6 +749,8 @@ impl Backend for ShadowWp {
                 written: Vec::new(),
                 swaps: Vec::new(),
                 batch: Vec::new(),
+                copies: Vec::new(),
+                check: Vec::new(),
             },
         );
         Ok(app as *mut u8)
@@ -738,14 +834,15 @@ impl Backend for ShadowWp {
                 // the real memory now (the device cannot be writing it) or at the next collection.
                 r.deliver(&kept, sink, &mut CollectStats::default());
             } else {
-                // Marks of such writes go (a real unmapped mapping would not have kept them); the
-                // whole shadow is filled from the real memory.
+                // The whole shadow is filled from the real memory, then marks of such writes go (a
+                // real unmapped mapping would not have kept them), and so do the fill's own on a
+                // private view.
+                // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view
+                // holds `head + len` bytes. The application has no pointer to the shadow until
+                // this returns (as far as it may use one).
+                unsafe { std::ptr::copy_nonoverlapping(real, r.views.own.add(head), len) };
                 let span = r.span()?;
                 self.wp.rearm(span, span.pages())?;
-                // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view
-                // holds `head + len` bytes and is not registered. The application has no pointer
-                // to the shadow until this returns (as far as it may use one).
-                unsafe { std::ptr::copy_nonoverlapping(real, r.views.own.add(head), len) };
                 r.report_shadow(kept, sink, &mut CollectStats::default());
             }
             Ok((r.views.app as usize + head) as *mut u8)

@@ -43,7 +43,9 @@ mod ranges;
 mod set;
 mod trust;
 mod vma;
-use kernel::{getpid, open_pagemap, open_uffd, open_uffd_with, uffd_register, uffd_unregister, uffd_writeprotect};
+use kernel::{
+    getpid, open_pagemap, open_uffd, open_uffd_with, uffd_register, uffd_unprotect, uffd_unregister, uffd_writeprotect,
+};
 use kernel::{pagemap_scan, pagemap_scan_with};
 pub use predict::Prediction;
 pub(crate) use ranges::{intersect, normalize, page_ceil, page_floor};
@@ -289,6 +291,25 @@ impl WpTracker {
     pub fn rearm(&self, span: &WpSpan, range: Range<usize>) -> Result<(), GuardError> {
         let mut scratch = Vec::new();
         self.scan(span, range, &mut scratch).map(|_| ())
+    }
+
+    /// Protects `range` of `span` again after writes the caller made there itself (a shadow's
+    /// refresh through the application view), without reading the written state as
+    /// [`rearm`](Self::rearm) does: a write of anyone else's that landed before the protection is
+    /// forgotten, so the caller checks the bytes afterwards ([`mark_written`](Self::mark_written)
+    /// where they changed). For pages of this span alone (no sharer would be told).
+    pub fn protect(&self, span: &WpSpan, range: Range<usize>) -> Result<(), GuardError> {
+        let Some(range) = span_pages(span, &range) else { return Ok(()) };
+        let st = self.read_state()?;
+        uffd_writeprotect(&st.uffd, range).map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT", source })
+    }
+
+    /// Lifts the protection of `range` of `span`: the next [`scan`](Self::scan) reports it as
+    /// written.
+    pub fn mark_written(&self, span: &WpSpan, range: Range<usize>) -> Result<(), GuardError> {
+        let Some(range) = span_pages(span, &range) else { return Ok(()) };
+        let st = self.read_state()?;
+        uffd_unprotect(&st.uffd, range).map_err(|source| GuardError::Os { op: "UFFDIO_WRITEPROTECT(0)", source })
     }
 
     /// Releases a span. Pages no other span uses are unregistered (which also drops their

@@ -201,10 +201,19 @@ pub(super) fn uffd_unregister(fd: &OwnedFd, r: Range<usize>) -> io::Result<()> {
 }
 
 pub(super) fn uffd_writeprotect(fd: &OwnedFd, r: Range<usize>) -> io::Result<()> {
+    uffd_writeprotect_mode(fd, r, uapi::UFFDIO_WRITEPROTECT_MODE_WP)
+}
+
+/// `UFFDIO_WRITEPROTECT` with mode 0: writes to `r` no longer fault, and `r` reads as written.
+pub(super) fn uffd_unprotect(fd: &OwnedFd, r: Range<usize>) -> io::Result<()> {
+    uffd_writeprotect_mode(fd, r, 0)
+}
+
+fn uffd_writeprotect_mode(fd: &OwnedFd, r: Range<usize>, mode: u64) -> io::Result<()> {
     loop {
         let mut wp = sys::uffdio_writeprotect {
             range: sys::uffdio_range { start: r.start as u64, len: r.len() as u64 },
-            mode: uapi::UFFDIO_WRITEPROTECT_MODE_WP,
+            mode: mode as _,
         };
         // SAFETY: UFFDIO_WRITEPROTECT reads one uffdio_writeprotect.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), linux_raw_sys::ioctl::UFFDIO_WRITEPROTECT as _, &mut wp) };

@@ -20,13 +20,13 @@
 //! of each trusted run is copied and compared as a sample (a stream that stopped or shrank misses
 //! there first), which ends trust at once when it misses.
 
+use super::kernel::uffd_unprotect;
 use super::trust::Spans;
 use super::{intersect, normalize, page_size, pagemap_scan_with, ScanStats, WpTracker};
 use crate::guard::GuardError;
-use linux_raw_sys::general as sys;
 use std::hash::Hash;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 /// Prediction settings for the write-protect backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -469,25 +469,6 @@ impl ForeignScans {
                 Since::Ranges(self.ranges.iter().filter(|(n, _)| *n > epoch).map(|(_, r)| r.clone()).collect())
             }
             _ => Since::Unknown,
-        }
-    }
-}
-
-/// `UFFDIO_WRITEPROTECT` with mode 0: writes to `r` no longer fault (and no longer mark it).
-fn uffd_unprotect(fd: &OwnedFd, r: Range<usize>) -> std::io::Result<()> {
-    loop {
-        let mut wp = sys::uffdio_writeprotect {
-            range: sys::uffdio_range { start: r.start as u64, len: r.len() as u64 },
-            mode: 0,
-        };
-        // SAFETY: UFFDIO_WRITEPROTECT reads one uffdio_writeprotect.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), linux_raw_sys::ioctl::UFFDIO_WRITEPROTECT as _, &mut wp) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EAGAIN) {
-            return Err(e);
         }
     }
 }
