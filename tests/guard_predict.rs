@@ -350,8 +350,9 @@ fn racing_writers_lose_nothing_shadow_wp() {
     racing_writers_both(BackendKind::ShadowWp);
 }
 
-/// shadow-wp on memory the device never writes: trusted predictions without snapshot, copied to
-/// the real memory at each collection like any written page.
+/// shadow-wp on memory the device never writes: private shadows, whose predicted pages are
+/// writable after the unprotect alone (no populate); trusted predictions without snapshot, copied
+/// to the real memory at each collection like any written page.
 #[test]
 fn racing_writers_lose_nothing_shadow_wp_without_snapshots() {
     let kind = BackendKind::ShadowWp;
