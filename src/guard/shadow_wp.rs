@@ -79,8 +79,11 @@
 //! - Per page: a page the application writes is copied back whole (clipped to the region),
 //!   including bytes the GPU wrote in it since the last refresh; such a page is also not
 //!   refreshed until it has been collected. CPU-written and GPU-written data must not share a page.
-//! - After `fork()` the child shares the shadow with the parent (as it shares `MAP_SHARED` driver
-//!   memory); writes made in the child are tracked for the child only.
+//! - After `fork()` the child shares a memfd shadow with the parent (as it shares `MAP_SHARED`
+//!   driver memory); writes made in the child are tracked for the child only. A private shadow is
+//!   the child's own copy, as host-import's private arenas are: its writes there do not reach the
+//!   parent's memory (through the driver's shared mapping they would). Vulkan objects are not
+//!   usable in a child, so only a child that writes mapped memory without the GPU sees this.
 //! - [`TrackOptions::shadow_reads`] is not supported: async write-protect cannot see reads.
 
 use super::wp::{self, WpSpan, WpTracker};
