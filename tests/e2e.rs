@@ -317,6 +317,34 @@ fn shadow_wp_kept_shadows_show_gpu_results_after_the_map_and_stay_exact() {
     let _ = std::fs::remove_file(sidecar);
 }
 
+/// A buffer the device may write, bound to memory the application already maps and writes (as a
+/// sub-allocator binds one later): until then `shadow-wp` tracks it with a private shadow, from
+/// then on refreshes that shadow through its one view while the application writes the other
+/// half during the GPU's fills. The workload reads every GPU fill through its pointer (after
+/// `vkInvalidateMappedMemoryRanges`, or after the fence wait alone with the fence-wait refresh),
+/// and the trace is exact at every submit; also with prediction off.
+#[test]
+fn a_buffer_bound_later_lets_the_gpu_write_a_private_shadow() {
+    let runs: [(&[&str], &[(&str, &str)]); 3] = [
+        (&[], &[]),
+        (&[], &[("VKDIRTY_PREDICT", "0")]),
+        (&["--no-coherent-invalidate"], &[("VKDIRTY_SHADOW_REFRESH", "always")]),
+    ];
+    for (flags, env) in runs {
+        let backend = Backend { name: "shadow-wp", flags, env, max_ratio: None };
+        let tag = test_tag(&backend);
+        let trace = tmp(&format!("late-{tag}.vkd"));
+        let sidecar = tmp(&format!("late-{tag}.jsonl"));
+        let args = ["--frames", "8", "--scenario", "mixed-late,persistent", "--sidecar", sidecar.to_str().unwrap()];
+        let o = run_workload(&backend, &[LAYER_NAME], &trace, &args);
+        assert!(o.status.success(), "{tag}: {}", run::output_text(&o));
+        let r = compare(&trace, &read_sidecar(&sidecar), Some(BackendKind::ShadowWp));
+        assert!(r.mismatches.is_empty() && r.submits_checked >= 8, "{tag}: {:?}", r.mismatches);
+        let _ = std::fs::remove_file(trace);
+        let _ = std::fs::remove_file(sidecar);
+    }
+}
+
 /// `vkdirty check-sidecar`, the comparison runs on other machines make with the built binaries
 /// only, agrees with the one above and fails where it must; `vkdirty info` shows why `auto`
 /// took shadow-wp.

@@ -26,7 +26,9 @@ const SCENARIOS: [&str; 9] =
 /// Scenarios only run when named (not part of `all`).
 /// Pages the `ring` scenario writes a frame.
 const RING_PAGES: u64 = 8;
-const EXTRA_SCENARIOS: [&str; 2] = ["import", "ring"];
+const EXTRA_SCENARIOS: [&str; 3] = ["import", "ring", "mixed-late"];
+/// Submit before which `mixed-late` binds its device-writable buffer.
+const LATE_BIND_SUBMIT: u64 = 3;
 
 #[derive(Parser, Debug)]
 #[command(name = "vkdirty-workload", about = "Headless Vulkan workload: writes mapped memory, checks the GPU saw it")]
@@ -39,7 +41,9 @@ struct Args {
     /// mapped again before the application reads it), mixed (CPU and GPU write different pages of one buffer), churn
     /// (short-lived allocations freed while mapped); only when named: import (the
     /// application's own memory imported with VK_EXT_external_memory_host, written through its
-    /// pointer, never mapped), ring (a persistent ring buffer, the next 8 pages each frame).
+    /// pointer, never mapped), ring (a persistent ring buffer, the next 8 pages each frame),
+    /// mixed-late (mixed, but the allocation is bound, mapped and written with a copy-source
+    /// buffer only; a buffer the GPU fills is bound to the same memory before the third submit).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     scenario: Vec<String>,
     /// Frames after the initial upload (one submit each).
@@ -232,11 +236,14 @@ impl<'a> World<'a> {
         size: u64,
         noncoherent: bool,
     ) -> Result<HostAlloc, VkError> {
-        // Only a mixed buffer is written by the GPU too.
-        let buf = self.host_buffer(size, noncoherent, b == Behaviour::Mixed)?;
+        // Only a mixed buffer is written by the GPU too (mixed-late: by a buffer bound later).
+        let buf = self.host_buffer(size, noncoherent, b == Behaviour::Mixed && scenario != "mixed-late")?;
         let coherent = self.vk.type_flags(buf.memory_type).contains(vk::MemoryPropertyFlags::HOST_COHERENT);
         let seed = self.next_seed();
         let mut a = HostAlloc::new(scenario, b, buf, coherent, !coherent || noncoherent || self.args.flush, seed);
+        if scenario == "mixed-late" {
+            a.gpu_buffer = None;
+        }
         if b == Behaviour::Mixed {
             a.cpu_range = (0, size / 2);
             a.copy_len = size / 2;
@@ -324,6 +331,9 @@ impl<'a> World<'a> {
         if has(args, "mixed") {
             // At least four pages per part of the CPU half (two parts, each with a gap page).
             allocs.push(w.new_alloc("mixed", Behaviour::Mixed, 2 * s.max(8 * page as u64), false)?);
+        }
+        if args.scenario.iter().any(|x| x == "mixed-late") {
+            allocs.push(w.new_alloc("mixed-late", Behaviour::Mixed, 2 * s.max(8 * page as u64), false)?);
         }
         if args.memory_only {
             let coherent = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
@@ -521,6 +531,14 @@ impl<'a> World<'a> {
         }
 
         let seq = self.seq + 1;
+        if seq == LATE_BIND_SUBMIT {
+            // The allocation has been mapped and written for two submits: now a buffer that
+            // lets the device write it is bound to it, as a sub-allocator binds one later.
+            for a in self.allocs.iter_mut().filter(|a| a.scenario == "mixed-late") {
+                let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
+                a.gpu_buffer = Some(vk.buffer_on(a.buf.memory, a.buf.size, usage)?);
+            }
+        }
         let fr = &self.frame;
         fr.begin(vk)?;
         let page = self.page as u64;
@@ -535,9 +553,9 @@ impl<'a> World<'a> {
         for a in self.allocs.iter().filter(|a| a.copy_len > 0) {
             let (o, l) = a.checked(seq, page);
             fr.copy(vk, self.dl.buffer, self.readback.buffer, a.slot + o, a.slot + o, l);
-            if a.behaviour == Behaviour::Mixed {
+            if let (Behaviour::Mixed, Some(dst)) = (a.behaviour, a.gpu_buffer) {
                 let (o, l) = a.cpu_range;
-                fr.fill(vk, a.buf.buffer, o + l, a.buf.size - (o + l), Self::fill_value(seq, 2));
+                fr.fill(vk, dst, o + l, a.buf.size - (o + l), Self::fill_value(seq, 2));
             }
         }
         for g in &self.gpu {
@@ -629,7 +647,8 @@ impl<'a> World<'a> {
             )?;
         }
         for a in &self.allocs {
-            if a.behaviour != Behaviour::Mixed {
+            // Only once the GPU fills it (mixed-late: from the late bind on).
+            if a.behaviour != Behaviour::Mixed || a.gpu_buffer.is_none() {
                 continue;
             }
             let m = a.map.expect("mixed is persistently mapped");
@@ -724,6 +743,9 @@ impl<'a> World<'a> {
         let vk = self.vk;
         for a in self.allocs.iter_mut() {
             a.unmap(vk);
+            if let Some(b) = a.gpu_buffer.filter(|&b| b != a.buf.buffer) {
+                vk.destroy_buffer(b);
+            }
             vk.free(&a.buf);
         }
         for g in std::mem::take(&mut self.gpu) {

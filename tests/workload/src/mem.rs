@@ -125,6 +125,10 @@ pub struct HostAlloc {
     /// Host memory the application imported (`VK_EXT_external_memory_host`): written through
     /// this pointer, never passed to vkMapMemory.
     pub imported: Option<*mut u8>,
+    /// `Mixed`: the buffer the GPU fills (the allocation's own; for `mixed-late` a second
+    /// buffer bound to the same memory once the allocation was mapped and written, `None` until
+    /// then).
+    pub gpu_buffer: Option<vk::Buffer>,
 }
 
 impl HostAlloc {
@@ -153,6 +157,7 @@ impl HostAlloc {
             rng: Rng::new(seed),
             age: 0,
             imported: None,
+            gpu_buffer: (behaviour == Behaviour::Mixed).then_some(buf.buffer),
         }
     }
 

@@ -344,6 +344,34 @@ impl Vk {
         Ok(Buffer { buffer, memory, size, alloc_size: req.size, memory_type: ty, alloc_index })
     }
 
+    /// A buffer of `size` bytes bound at offset 0 of `memory`, which already has another one:
+    /// a second resource in the same allocation, as a sub-allocator places one.
+    pub fn buffer_on(
+        &self,
+        memory: vk::DeviceMemory,
+        size: u64,
+        usage: vk::BufferUsageFlags,
+    ) -> Result<vk::Buffer, VkError> {
+        let d = &self.device;
+        let bci = vk::BufferCreateInfo::default().size(size).usage(usage).sharing_mode(vk::SharingMode::EXCLUSIVE);
+        // SAFETY: valid device; the create info lives across the call.
+        let buffer = unsafe { d.create_buffer(&bci, None) }.map_err(|e| err("vkCreateBuffer", e))?;
+        // SAFETY: an unbound buffer of this device; the caller's memory is of a type the buffer
+        // allows and large enough (it already holds a buffer of the same size and usage but one).
+        if let Err(e) = unsafe { d.bind_buffer_memory(buffer, memory, 0) } {
+            // SAFETY: the buffer just made, unused.
+            unsafe { d.destroy_buffer(buffer, None) };
+            return Err(err("vkBindBufferMemory", e));
+        }
+        Ok(buffer)
+    }
+
+    /// Destroys a buffer made by [`Vk::buffer_on`] (its memory is freed with the first one).
+    pub fn destroy_buffer(&self, buffer: vk::Buffer) {
+        // SAFETY: the caller waited for every submit using it; not used afterwards.
+        unsafe { self.device.destroy_buffer(buffer, None) };
+    }
+
     /// Memory of type `ty` with no buffer bound (`buffer` is null): memory an application maps
     /// and writes before (or without) binding anything to it.
     pub fn memory_only(&self, size: u64, ty: u32) -> Result<Buffer, VkError> {
