@@ -37,10 +37,11 @@ struct Region {
     len: usize,
 }
 
-fn track(mgr: &GuardManager, kind: BackendKind, backing: Backing, len: usize) -> Region {
+/// `never`: the device never writes the memory (shadow-wp: a private shadow, not a memfd).
+fn track(mgr: &GuardManager, kind: BackendKind, backing: Backing, len: usize, never: bool) -> Region {
+    let opts = TrackOptions { device_never_writes: never, ..Default::default() };
     // SAFETY: the backing outlives the region (untracked before it is dropped).
-    let t = unsafe { mgr.track(backing.ptr(), len, kind, &TrackOptions::default()) }
-        .unwrap_or_else(|e| panic!("{kind}: track: {e}"));
+    let t = unsafe { mgr.track(backing.ptr(), len, kind, &opts) }.unwrap_or_else(|e| panic!("{kind}: track: {e}"));
     Region { t, backing, len }
 }
 
@@ -50,7 +51,7 @@ fn anon(len: usize) -> usize {
 }
 
 /// `n` regions of `pages` pages each, adjacent.
-fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec<Region> {
+fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize, never: bool) -> Vec<Region> {
     let len = pages * page_size();
     let base = (kind == BackendKind::AsyncWp).then(|| anon(n * len));
     (0..n)
@@ -59,7 +60,7 @@ fn regions(mgr: &GuardManager, kind: BackendKind, n: usize, pages: usize) -> Vec
                 Some(b) => Backing::Slice(b + i * len),
                 None => Backing::Block(ArenaBlock::new(len, page_size()).unwrap()),
             };
-            track(mgr, kind, backing, len)
+            track(mgr, kind, backing, len, never)
         })
         .collect()
 }
@@ -69,9 +70,10 @@ const KINDS: [BackendKind; 3] = [BackendKind::OwnedWp, BackendKind::AsyncWp, Bac
 #[test]
 fn every_write_is_reported_against_its_region_with_one_scan_per_run() {
     let p = page_size();
-    for kind in KINDS {
+    // shadow-wp twice: memfd views, and private ones (memory the device never writes).
+    for (kind, never) in KINDS.map(|k| (k, false)).into_iter().chain([(BackendKind::ShadowWp, true)]) {
         let mgr = GuardManager::new();
-        let rs = regions(&mgr, kind, 64, 16);
+        let rs = regions(&mgr, kind, 64, 16, never);
         let by_id: HashMap<RegionId, usize> = rs.iter().enumerate().map(|(i, r)| (r.t.id, i)).collect();
         for round in 0..3u8 {
             let mut want = BTreeSet::new();
@@ -103,9 +105,10 @@ fn every_write_is_reported_against_its_region_with_one_scan_per_run() {
             assert_eq!(stats.scans, runs, "{kind}: scans for 64 regions in {runs} adjacent runs");
             if runs == 1 && kind != BackendKind::AsyncWp {
                 // Adjacent arena blocks merge into one mapping: the scan walks one, not 64
-                // (shadow-wp: the views are one memfd's pages, not a memfd each).
+                // (shadow-wp: the views are one memfd's pages, not a memfd each, or pieces of
+                // one private reservation).
                 let span = starts[0]..starts[63] + 16 * p;
-                assert_eq!(mappings_over(&span), 1, "{kind}: the 64 views in one mapping");
+                assert_eq!(mappings_over(&span), 1, "{kind} (private {never}): the 64 views in one mapping");
             }
             if kind == BackendKind::ShadowWp {
                 for (i, pg) in &want {
@@ -210,7 +213,7 @@ fn racing_collect_and_free(kind: BackendKind, rounds: usize) {
                 let slots: Vec<usize> = (0..per_writer).map(|i| w * per_writer + i).collect();
                 let mut gens = vec![0u64; per_writer];
                 let track_slot = |slot: usize, generation: u64| {
-                    let r = track(&mgr, kind, new_backing(slot), len);
+                    let r = track(&mgr, kind, new_backing(slot), len, false);
                     // SAFETY: the region's bytes, as the application sees them.
                     let seen = unsafe { std::slice::from_raw_parts(r.t.app_ptr, len) }.to_vec();
                     mirrors.lock().insert(r.t.id, (slot, generation, seen));
