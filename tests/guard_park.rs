@@ -197,9 +197,17 @@ fn no_write_lost_or_misplaced_while_regions_are_parked_and_resumed_under_racing_
 
 #[test]
 fn shadow_wp_keeps_its_shadow_and_reads_the_real_memory_only_when_it_may_have_changed() {
+    // A memfd shadow, and a private one (memory the device never writes), whose fill at the
+    // resume goes through the application's own view and must not count as written.
+    for never in [false, true] {
+        shadow_wp_keeps_its_shadow(never);
+    }
+}
+
+fn shadow_wp_keeps_its_shadow(never: bool) {
     let p = page_size();
     let mgr = GuardManager::new();
-    let opts = TrackOptions { persistent_key: Some(7), group: 3, ..Default::default() };
+    let opts = TrackOptions { persistent_key: Some(7), group: 3, device_never_writes: never, ..Default::default() };
     let real = Anon::expect(4 * p).populated(0x11);
     // SAFETY: `real` stays mapped until the park (the driver's mapping until vkUnmapMemory).
     let t = unsafe { mgr.track(real.ptr(), real.len(), BackendKind::ShadowWp, &opts) }.unwrap();
