@@ -272,31 +272,29 @@ impl DualView {
         Self::with_place(name, span, app_prot, own_dontfork)
     }
 
-    /// [`new`](Self::new) with both views taken from a dual arena ([`arena::ArenaBlock::dual`]):
-    /// the application view lies next to the other views taken there and merges with them into
-    /// one mapping, so a collection scans a run of them with one call and one mapping walked.
-    fn new_placed(span: usize, app_prot: libc::c_int) -> Result<DualView, GuardError> {
-        let b = arena::ArenaBlock::dual(span).map_err(|source| GuardError::Os { op: "shadow memory", source })?;
-        let v = DualView { app: b.ptr(), own: b.own(), span: b.len(), placed: Some(b) };
-        if app_prot != libc::PROT_READ | libc::PROT_WRITE {
-            v.protect_app(app_prot)?;
-        }
-        Ok(v)
+    /// [`new`](Self::new) with both views taken from a dual arena ([`arena::ArenaBlock::dual`]),
+    /// read-write: the application view lies next to the other views taken there and merges with
+    /// them into one mapping, so a collection scans a run of them with one call and one mapping
+    /// walked.
+    fn new_placed(span: usize) -> Result<DualView, GuardError> {
+        Self::placed(arena::ArenaBlock::dual(span))
     }
 
     /// One private anonymous view from a private shadow arena ([`arena::ArenaBlock::private_shadow`]),
-    /// which is both the application's and the layer's (`own == app`): the layer's writes through
-    /// it count as written like the application's, so it only writes there while the
-    /// application has no pointer to it, or checks afterwards (`shadow-wp`'s refresh). An unprotect
-    /// leaves private pages writable, so predicted pages need no `MADV_POPULATE_WRITE`.
-    fn new_private(span: usize, app_prot: libc::c_int) -> Result<DualView, GuardError> {
-        let b =
-            arena::ArenaBlock::private_shadow(span).map_err(|source| GuardError::Os { op: "shadow memory", source })?;
-        let v = DualView { app: b.ptr(), own: b.ptr(), span: b.len(), placed: Some(b) };
-        if app_prot != libc::PROT_READ | libc::PROT_WRITE {
-            v.protect_app(app_prot)?;
-        }
-        Ok(v)
+    /// read-write, which is both the application's and the layer's (`own == app`): the layer's
+    /// writes through it count as written like the application's, so it only writes there while
+    /// the application has no pointer to it, or checks afterwards (`shadow-wp`'s refresh). An
+    /// unprotect leaves private pages writable, so predicted pages need no `MADV_POPULATE_WRITE`.
+    fn new_private(span: usize) -> Result<DualView, GuardError> {
+        Self::placed(arena::ArenaBlock::private_shadow(span))
+    }
+
+    /// The views of an arena block: its second view as the layer's, or the block itself where it
+    /// has none (a private block).
+    fn placed(block: std::io::Result<arena::ArenaBlock>) -> Result<DualView, GuardError> {
+        let b = block.map_err(|source| GuardError::Os { op: "shadow memory", source })?;
+        let own = if b.own().is_null() { b.ptr() } else { b.own() };
+        Ok(DualView { app: b.ptr(), own, span: b.len(), placed: Some(b) })
     }
 
     /// One view for the application and the layer ([`new_private`](Self::new_private)).

@@ -527,16 +527,8 @@ impl Region {
         }
         between(RefreshStep::BeforeProtect);
         let span = self.span()?;
-        let mut i = 0;
-        while i < self.check.len() {
-            let start = self.check[i].1;
-            let mut end = start + page;
-            i += 1;
-            while i < self.check.len() && self.check[i].1 == end {
-                end += page;
-                i += 1;
-            }
-            wp.protect(span, start..end)?;
+        for run in wp::normalize(self.check.iter().map(|&(_, p)| p..p + page).collect()) {
+            wp.protect(span, run)?;
         }
         for &(k, p) in &self.check {
             // SAFETY: `p` is a whole page of the view; the copy holds `page` bytes at `k`.
@@ -699,10 +691,8 @@ impl Backend for ShadowWp {
                 (v, !same, false)
             }
             // Memory the device never writes is never refreshed: one private view will do.
-            _ if opts.device_never_writes => {
-                (DualView::new_private(span, libc::PROT_READ | libc::PROT_WRITE)?, true, true)
-            }
-            _ => (DualView::new_placed(span, libc::PROT_READ | libc::PROT_WRITE)?, true, true),
+            _ if opts.device_never_writes => (DualView::new_private(span)?, true, true),
+            _ => (DualView::new_placed(span)?, true, true),
         };
         if fill {
             // SAFETY: `real..real + len` is mapped readable (caller contract); the layer view has
